@@ -1,0 +1,34 @@
+"""Typed errors raised by the library; only the CLI turns them into messages and exit codes.
+
+Every message is one line a user can act on: it names the file, key, row or column involved.
+"""
+
+from __future__ import annotations
+
+
+class ForensicsError(Exception):
+    """Base class of every error this package raises on bad input."""
+
+
+class CheckpointError(ForensicsError):
+    """The checkpoint file is missing, unreadable, or not something ``torch.save`` wrote."""
+
+
+class SchedulerStateNotFound(CheckpointError):
+    """No ReduceLROnPlateau-shaped state was found in the checkpoint."""
+
+
+class AmbiguousSchedulerState(CheckpointError):
+    """Several plateau states were found; the user must choose one with ``--scheduler``."""
+
+    def __init__(self, message: str, candidates: list[str]) -> None:
+        super().__init__(message)
+        self.candidates = candidates
+
+
+class LossLogError(ForensicsError):
+    """The loss log cannot be used: no metric column, a non-numeric value, an unreadable file."""
+
+
+class ConfigError(ForensicsError):
+    """Hyperparameters or options that torch itself would reject, or that contradict each other."""
