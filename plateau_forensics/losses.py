@@ -1,39 +1,44 @@
 """Read logged validation losses (CSV, JSON Lines, DataFrame, mapping, sequence) into a ``LossLog``.
 
-Values are kept bit-exact, and duplicate, unsorted or missing epochs and NaN losses are reported, never repaired.
+Values stay bit-exact; duplicate, unsorted or missing epochs and NaN losses are reported, never repaired.
 
 Rules:
-    * Exact floats. A CSV is read by pandas as strings (``dtype=str``, no NA filtering) and every cell goes
-      through Python's ``float()``, so a value written with ``repr(float)`` reads back bit-identical. JSON Lines
-      are read with ``json.loads`` per line (``NaN``/``Infinity`` accepted); a string ``"nan"`` is a number too.
-    * Not logged vs NaN. An empty or blank cell, JSON ``null`` or a missing key means "not logged on this row";
-      the literals ``nan``, ``inf``, ``-inf``, ``Infinity`` are real values. A row that does not log the metric
-      is not an entry (its line is kept in ``skipped_lines``); a row whose metric is NaN is an entry. A DataFrame
-      cannot tell the two apart, so there NaN/None/NA mean "not logged" (pass the file, or a DataFrame read with
-      ``dtype=str, keep_default_na=False``, to keep NaN losses); in a mapping or sequence only ``None`` does.
-    * Format. A path whose first non-blank character is ``{`` is JSON Lines, anything else is CSV (tab-separated
-      when the header has tabs and no commas). ``fmt="csv"``/``"jsonl"`` overrides the guess.
-    * Column names are compared normalised: lowercase, with ``/``, ``-``, ``.`` and space turned into ``_``.
-    * Metric column: the first of val_loss, valid_loss, validation_loss, eval_loss, val_loss_epoch, val_epoch_loss,
-      loss_val, loss_valid, loss_validation; else the single column whose ``_``-separated words include ``loss``
-      and one of val, valid, validation, eval. Several such columns, or none, is an error: pass ``metric=``.
-    * Epoch column: the first of epoch, epochs, ep, then step, _step, global_step, iteration, iter. Without one,
-      the epochs are 1..n in entry order (the n-th ``scheduler.step()`` call). Integral floats (HF's ``19.0``)
-      become ints; ``19.5`` stays a float.
-    * LR columns: ``lr`` or ``learning_rate``, optionally followed by a separator and a suffix (``lr_0``,
-      ``lr-SGD``, ``lr-SGD/pg1``). One per param group: the column without a trailing number first (Lightning's
-      ``lr-SGD`` is group 0), then by the trailing number (``pg1``, ``_1``), ties in file order. When several
-      optimizers are logged (``lr-SGD``, ``lr-Adam``) only the family of the first one is used.
-    * Interleaved rows (Lightning CSVLogger, HF log_history). An LR missing on the entry's row is the last LR
-      logged since the previous entry (Lightning's epoch-start row, HF's train log), i.e. the LR used during that
-      epoch. Any other column missing on the entry's row is taken from the nearest row between the previous and
-      the next entry that has the same epoch label, earlier rows first (Lightning logs train_loss_epoch after
-      val_loss). Non-numeric cells exclude a column from ``columns``.
-    * Errors. A non-numeric metric, epoch or LR cell, a non-finite or empty epoch on an entry, or a missing
-      column raises ``LossLogError`` naming the file, the line (1-based, header = line 1; for in-memory
-      sources the 0-based row) and the column.
-    * Anomalies. Duplicate epochs, epochs going back, gaps between integer epochs (only for an epoch-named
-      column), non-finite metrics and missing LRs are listed in ``LossLog.anomalies``; no row is dropped.
+    * Exact floats. A CSV is read by pandas as strings (``dtype=str``, no NA filtering) and each cell goes
+      through Python's ``float()``, so a value written with ``repr(float)`` reads back bit-identical.
+      JSON Lines are read with ``json.loads`` per line (``NaN``/``Infinity`` accepted); a string ``"nan"``
+      counts as a number too.
+    * Not logged vs NaN. An empty or blank cell, JSON ``null`` or a missing key means "not logged on this
+      row"; the literals ``nan``, ``inf``, ``-inf``, ``Infinity`` are real values. A row that does not log
+      the metric is not an entry (its line goes to ``skipped_lines``); a row whose metric is NaN is one.
+      A DataFrame cannot tell the two apart, so there NaN/None/NA mean "not logged" (pass the file, or a
+      DataFrame read with ``dtype=str, keep_default_na=False``, to keep NaN losses); in a mapping or a
+      sequence only ``None`` does.
+    * Format. A file whose first non-blank character is ``{`` is JSON Lines, anything else is CSV
+      (tab-separated when the header has tabs and no commas); the file name is not used.
+      ``fmt="csv"``/``"jsonl"`` overrides the guess. Blank lines are skipped; line numbers stay the file's.
+    * Names are compared normalised: lowercase, with ``/``, ``-``, ``.`` and space turned into ``_``.
+    * Metric column: the first present of val_loss, valid_loss, validation_loss, eval_loss, val_loss_epoch,
+      val_epoch_loss, loss_val, loss_valid, loss_validation; else the single column whose ``_``-separated
+      words include ``loss`` and one of val, valid, validation, eval. Several such columns, or none, is an
+      error: choose with ``metric=`` (``--metric``).
+    * Epoch column: the first present of epoch, epochs, ep, then step, _step, global_step, iteration, iter.
+      Without one, the epochs are 1..n in entry order (the n-th ``scheduler.step()`` call). Integral floats
+      (HF's ``19.0``) become ints; ``19.5`` stays a float.
+    * LR columns: ``lr`` or ``learning_rate``, alone or followed by a separator and a suffix (``lr_0``,
+      ``lr-SGD``, ``lr-SGD/pg1``), with at least one number in the column. One column per param group: the
+      one without a trailing number first (Lightning's ``lr-SGD`` is group 0), then by trailing number
+      (``pg1``, ``_1``); ties keep file order. If several optimizers are logged (``lr-SGD``, ``lr-Adam``),
+      only the family of the first one is used and the others stay in ``columns``.
+    * Interleaved rows (Lightning CSVLogger, HF log_history). An LR missing on the entry's row is the last
+      LR logged since the previous entry (Lightning's epoch-start row, HF's train log), i.e. the LR used
+      during that epoch. Any other column missing on the entry's row is taken from the nearest row between
+      the previous and the next entry with the same epoch label, earlier rows first (Lightning writes
+      train_loss_epoch after val_loss). A column with a non-numeric cell is left out of ``columns``.
+    * Errors. A non-numeric metric, epoch or LR cell, an empty or non-finite epoch on an entry, or a missing
+      column raises ``LossLogError`` naming the file, the line (1-based, header = line 1; the 0-based row
+      for in-memory sources) and the column.
+    * Anomalies. Duplicate epochs, epochs going back, gaps between integer epochs (epoch-named columns
+      only), non-finite metrics and missing LRs are listed in ``LossLog.anomalies``; no entry is dropped.
 """
 
 from __future__ import annotations
@@ -48,7 +53,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal
 
 from plateau_forensics.errors import LossLogError
 
@@ -57,7 +62,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LogAnomaly", "LossLog", "normalize", "read_losses"]
 
-Epoch = Union[int, float]
+Epoch = int | float
 METRIC_NAMES = ("val_loss", "valid_loss", "validation_loss", "eval_loss", "val_loss_epoch", "val_epoch_loss",
                 "loss_val", "loss_valid", "loss_validation")
 EPOCH_NAMES = ("epoch", "epochs", "ep")
@@ -77,7 +82,8 @@ class LogAnomaly:
     """One irregularity found in a loss log; reported so that nothing is silently repaired.
 
     Attributes:
-        kind: ``duplicate-epochs``, ``unsorted-epochs``, ``epoch-gap``, ``non-finite-metric`` or ``lr-missing``.
+        kind: ``duplicate-epochs``, ``unsorted-epochs``, ``epoch-gap``, ``non-finite-metric``,
+            ``lr-missing``.
         rows: Entry indexes (into ``LossLog.metrics``) involved, in order.
         epochs: The epoch labels of those entries.
         message: One plain-English line naming the epochs and file lines.
@@ -142,7 +148,7 @@ class LossLog:
                 floor = self.epochs[i]
         keep.reverse()
 
-        def pick(values: Sequence[object]) -> tuple:  # type: ignore[type-arg]
+        def pick(values: Sequence[Any]) -> tuple[Any, ...]:
             return tuple(values[i] for i in keep)
 
         log = replace(self, epochs=pick(self.epochs), metrics=pick(self.metrics), lines=pick(self.lines),
@@ -153,7 +159,7 @@ class LossLog:
 
 
 def read_losses(
-    source: str | os.PathLike[str] | pd.DataFrame | pd.Series | Mapping[str, Sequence[object]] | Sequence[object],
+    source: str | os.PathLike[str] | pd.DataFrame | pd.Series | Mapping[str, Sequence[Any]] | Sequence[Any],
     *,
     metric: str | None = None,
     epoch_column: str | None = None,
@@ -181,6 +187,7 @@ def read_losses(
         (1, 2, 3)
     """
     src, header, rows, lines = _load(source, fmt, metric)
+    metric = header[0] if src == "<sequence>" else metric
     if len(set(header)) != len(header):
         dup = next(c for c in header if header.count(c) > 1)
         raise LossLogError(f"{src}: column '{dup}' appears more than once in the header")
@@ -199,7 +206,8 @@ def read_losses(
     else:
         ecol = next((c for name in EPOCH_NAMES + STEP_NAMES for c in header
                      if normalize(c) == name and c != mcol), None)
-        ecol = ecol and check(ecol)
+        if ecol is not None:
+            check(ecol)
     if lr_columns is not None:
         lcols = tuple(check(_pick(src, header, c, "--lr-column")) for c in lr_columns)
     else:
@@ -261,8 +269,11 @@ def _num(value: object) -> float | None | object:
     return float(value)
 
 
-def _load(source: object, fmt: str, metric: str | None) -> tuple[str, list[str], list[dict[str, object]], list[int]]:
-    """Turn any supported source into (name, header, rows as dicts, line or row numbers)."""
+_Table = tuple[str, list[str], list[dict[str, Any]], list[int]]  # name, header, rows, line or row numbers
+
+
+def _load(source: object, fmt: str, metric: str | None) -> _Table:
+    """Turn any supported source into a table of raw cells."""
     pd = sys.modules.get("pandas")  # a DataFrame can only exist if pandas is already imported
     if pd is not None and isinstance(source, pd.Series):
         source = source.to_frame(name=metric or (source.name if source.name is not None else "metric"))
@@ -270,8 +281,8 @@ def _load(source: object, fmt: str, metric: str | None) -> tuple[str, list[str],
         header = [str(c) for c in source.columns]
         cols = [source.iloc[:, j].tolist() for j in range(source.shape[1])]
         missing = [None, pd.NA, pd.NaT]
-        rows = [{h: None if any(v is m for m in missing) or (isinstance(v, float) and math.isnan(v)) else v
-                 for h, v in zip(header, vals)} for vals in zip(*cols)]
+        rows = [{h: None if any(v is m for m in missing) or (isinstance(v, float) and math.isnan(v))
+                 else v for h, v in zip(header, vals)} for vals in zip(*cols)]
         return "<DataFrame>", header, rows, list(range(len(rows)))
     if isinstance(source, (str, os.PathLike)):
         return _read_file(str(os.fspath(source)), fmt)
@@ -281,17 +292,19 @@ def _load(source: object, fmt: str, metric: str | None) -> tuple[str, list[str],
         if len({len(c) for c in cols}) > 1:
             sizes = ", ".join(f"{h}: {len(c)}" for h, c in zip(header, cols))
             raise LossLogError(f"<mapping>: columns have different lengths ({sizes})")
-        return "<mapping>", header, [dict(zip(header, vals)) for vals in zip(*cols)], list(range(len(cols[0])))
+        rows = [dict(zip(header, vals)) for vals in zip(*cols)]
+        return "<mapping>", header, rows, list(range(len(cols[0]) if cols else 0))
     if isinstance(source, Sequence) and not isinstance(source, bytes):
         if source and all(isinstance(r, Mapping) for r in source):
             header = list(dict.fromkeys(str(k) for r in source for k in r))
-            return "<records>", header, [{str(k): v for k, v in r.items()} for r in source], list(range(len(source)))
+            rows = [{str(k): v for k, v in r.items()} for r in source]
+            return "<records>", header, rows, list(range(len(source)))
         name = metric or "metric"
         return "<sequence>", [name], [{name: v} for v in source], list(range(len(source)))
     raise TypeError(f"read_losses() cannot read a {type(source).__name__}")
 
 
-def _read_file(path: str, fmt: str) -> tuple[str, list[str], list[dict[str, object]], list[int]]:
+def _read_file(path: str, fmt: str) -> _Table:
     """Read a CSV/TSV or JSON Lines file, skipping blank lines but keeping line numbers."""
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
@@ -321,16 +334,19 @@ def _read_file(path: str, fmt: str) -> tuple[str, list[str], list[dict[str, obje
         return path, list(seen), rows, lines
     import pandas as pd
 
-    first = text.split("\n", 1)[0]
-    try:  # header=None: a row with more fields than line 1 is an error, not an index column
-        frame = pd.read_csv(io.StringIO(text), sep="\t" if "\t" in first and "," not in first else ",",
-                            header=None, dtype=str, keep_default_na=False, na_filter=False, skip_blank_lines=False)
-    except pd.errors.ParserError as exc:
+    split = text.split("\n")
+    skip = next(i for i, line in enumerate(split) if line.strip())  # blank lines above the header
+    try:  # header=None: a row with more fields than the header is an error, not an index column
+        frame = pd.read_csv(io.StringIO("\n".join(split[skip:])), header=None, dtype=str,
+                            keep_default_na=False, na_filter=False, skip_blank_lines=False,
+                            sep="\t" if "\t" in split[skip] and "," not in split[skip] else ",")
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         reason = str(exc).strip().split("C error: ")[-1]
+        reason = re.sub(r"line (\d+)", lambda m: f"line {int(m[1]) + skip}", reason)
         raise LossLogError(f"{path}: not a well-formed CSV file ({reason})") from None
     table = list(zip(*(frame[c].tolist() for c in frame.columns)))
     header = [str(c) for c in table[0]]
-    body = [(n, r) for n, r in enumerate(table[1:], 2) if any(str(c).strip() for c in r)]
+    body = [(n, r) for n, r in enumerate(table[1:], skip + 2) if any(str(c).strip() for c in r)]
     return path, header, [dict(zip(header, r)) for _, r in body], [n for n, _ in body]
 
 
@@ -338,7 +354,8 @@ def _pick(src: str, header: list[str], name: str, flag: str) -> str:
     """Return the column the user named (exactly, else by normalised name) or raise listing the columns."""
     hits = [c for c in header if c == name] or [c for c in header if normalize(c) == normalize(name)]
     if len(hits) != 1:
-        raise LossLogError(f"{src}: no column '{name}'; columns are: {', '.join(header)} (choose one with {flag})")
+        raise LossLogError(f"{src}: no column '{name}'; columns are: {', '.join(header)} "
+                           f"(choose one with {flag})")
     return hits[0]
 
 
@@ -354,7 +371,8 @@ def _metric_column(src: str, header: list[str], metric: str | None) -> str:
     if len(hits) == 1:
         return hits[0]
     if hits:
-        raise LossLogError(f"{src}: several validation-loss columns: {', '.join(hits)} (choose one with --metric)")
+        raise LossLogError(f"{src}: several validation-loss columns: {', '.join(hits)} "
+                           "(choose one with --metric)")
     raise LossLogError(f"{src}: no validation-loss column; columns are: {', '.join(header)} "
                        "(choose one with --metric)")
 
@@ -396,7 +414,8 @@ def _anomalies(log: LossLog) -> tuple[LogAnomaly, ...]:
             if b < a:
                 out.append(anomaly("unsorted-epochs", [i - 1, i], f"epoch goes back from {a} to {b}"))
             elif gaps and isinstance(a, int) and isinstance(b, int) and b > a + 1:
-                out.append(anomaly("epoch-gap", [i - 1, i], f"epoch jumps from {a} to {b}, {b - a - 1} missing"))
+                text = f"epoch jumps from {a} to {b}, {b - a - 1} missing"
+                out.append(anomaly("epoch-gap", [i - 1, i], text))
     bad = [i for i, m in enumerate(log.metrics) if not math.isfinite(m)]
     if bad:
         out.append(anomaly("non-finite-metric", bad, f"{log.metric_column} is not finite at epoch"

@@ -1,0 +1,184 @@
+"""The notebook-facing API: ``replay`` a metric sequence, ``trace`` a checkpoint against its loss log.
+
+It composes the loader, the log reader, the alignment, the engine and the findings; it prints nothing.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from plateau_forensics import diagnose
+from plateau_forensics.align import align
+from plateau_forensics.errors import ConfigError
+from plateau_forensics.loader import Checkpoint, Loader, load_checkpoint
+from plateau_forensics.replay import Trace, extend, run
+from plateau_forensics.state import PlateauConfig, from_state_dict
+
+if TYPE_CHECKING:
+    from plateau_forensics.losses import LossLog
+
+
+def _metrics_and_epochs(metrics: Any) -> tuple[list[float], list[float] | None, Any]:
+    if hasattr(metrics, "metrics") and hasattr(metrics, "epochs"):
+        return [float(m) for m in metrics.metrics], list(metrics.epochs), metrics
+    return [float(m) for m in metrics], None, None
+
+
+def replay(
+    metrics: Sequence[float] | LossLog,
+    config: PlateauConfig | None = None,
+    *,
+    lrs: Sequence[float] | None = None,
+    state: Checkpoint | Mapping[str, Any] | None = None,
+) -> Trace:
+    """Replay ``scheduler.step(m)`` for every metric, from a fresh scheduler or from a saved state.
+
+    Args:
+        metrics: the values passed to ``step()`` (a list, or a ``LossLog`` whose epochs label the steps).
+        config: hyperparameters for a fresh scheduler; with ``state``, only fills what the state lacks
+            (saved values win, as in torch's ``load_state_dict``).
+        lrs: each param group's lr before the first step. Defaults: the checkpoint optimizer's lrs, else
+            the state's ``_last_lr``; for a fresh scheduler ``[1.0]`` (lrs then read as multipliers).
+        state: what ``load_checkpoint`` returns, or a raw ``scheduler.state_dict()`` mapping.
+
+    Returns:
+        The ``Trace``; ``trace.steps[i]`` is the state after step ``i`` and why.
+
+    Example:
+        >>> t = replay([1.0, 1.2, 1.3, 1.4], PlateauConfig(patience=1), lrs=[0.1])
+        >>> [s.event.value for s in t.steps]
+        ['improved', 'bad', 'reduced', 'bad']
+    """
+    values, epochs, log = _metrics_and_epochs(metrics)
+    lr_dtypes = None
+    if isinstance(state, Checkpoint):
+        cfg, st = state.config, state.state
+        lrs = lrs if lrs is not None else state.lrs
+        lr_dtypes = state.lr_dtypes
+    elif state is not None:
+        cfg, st = from_state_dict(state, config)
+        lrs = lrs if lrs is not None else st.last_lr
+    else:
+        cfg, st = config or PlateauConfig(), None
+    if lrs is None:
+        if st is not None:
+            raise ConfigError("the state has no _last_lr and no optimizer lrs: pass lrs=[...]")
+        lrs = (1.0,)
+    trace = run(cfg, values, lrs, state=st, epochs=epochs, lr_dtypes=lr_dtypes)
+    trace.log = log
+    if isinstance(state, Checkpoint):
+        trace.checkpoint = state
+    return trace
+
+
+def _read_log(losses: Any, **opts: Any) -> LossLog:
+    from plateau_forensics.losses import read_losses
+
+    if hasattr(losses, "metrics") and hasattr(losses, "anomalies"):
+        return losses
+    return read_losses(losses, **{k: v for k, v in opts.items() if v is not None})
+
+
+def trace(
+    checkpoint: str | os.PathLike[str] | Checkpoint | None = None,
+    losses: Any = None,
+    *,
+    scheduler: str | None = None,
+    metric: str | None = None,
+    epoch_column: str | None = None,
+    lr_columns: Sequence[str] | None = None,
+    lr: Sequence[float] | None = None,
+    config: PlateauConfig | None = None,
+    loader: Loader = "builtin",
+) -> Trace:
+    """What ``plateau-trace`` runs: place the checkpoint in the log, replay, and collect findings.
+
+    With a checkpoint and a log: a fresh scheduler with the checkpoint's hyperparameters is replayed
+    up to the row where it reproduces the saved state, then the replay continues *from the saved
+    state* (what a correctly resumed run does) over the remaining rows.
+
+    Args:
+        checkpoint: a path, an HF ``checkpoint-N/`` directory, or a loaded ``Checkpoint``; None for teaching mode.
+        losses: a log path (CSV / JSON Lines), DataFrame, mapping or sequence; None to inspect the checkpoint only.
+        scheduler: key path of the plateau state when the checkpoint holds several.
+        metric, epoch_column, lr_columns: override the log's column detection.
+        lr: the lrs before the first replayed step when the log has no lr column.
+        config: hyperparameters for teaching mode (no checkpoint); ignored with a checkpoint.
+        loader: ``"builtin"`` (torch-free) or ``"torch"``.
+
+    Raises:
+        ForensicsError: any unusable input (see the error classes).
+    """
+    ck = checkpoint if isinstance(checkpoint, Checkpoint) or checkpoint is None else load_checkpoint(
+        checkpoint, scheduler, loader=loader)
+    log = None
+    if losses is not None:
+        log = _read_log(losses, metric=metric, epoch_column=epoch_column, lr_columns=lr_columns)
+    if ck is None:
+        if log is None:
+            raise ConfigError("nothing to trace: give a checkpoint, a loss log, or both")
+        lrs0 = _first_logged_lrs(log) if lr is None else tuple(lr)
+        t = replay(log, config, lrs=lrs0 or (1.0,))
+        if lr is None and lrs0 is None:
+            t.notes.append("no lr given and no lr column: lrs are shown relative to 1.0 (use --lr)")
+        t.findings = diagnose.log_findings(log) + diagnose.lr_divergence(t, log, 0)
+        return t
+    if log is None:
+        t = replay([], state=ck)
+        t.findings = diagnose.partial_state_finding(ck)
+        return t
+    return _trace_checkpoint_in_log(ck, log, lr)
+
+
+def _first_logged_lrs(log: LossLog) -> tuple[float, ...] | None:
+    if log.lrs and log.lrs[0] is not None and all(v is not None for v in log.lrs[0]):
+        return tuple(float(v) for v in log.lrs[0])  # type: ignore[arg-type]
+    return None
+
+
+def _trace_checkpoint_in_log(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None) -> Trace:
+    metrics = [float(m) for m in log.metrics]
+    epochs = list(log.epochs)
+    a = align(ck.config, ck.state, metrics, epochs, saved_lrs=ck.lrs, log_lrs=log.lrs, lr_option=lr,
+              checkpoint_epoch=ck.epoch)
+    resume_at = a.index
+    note = ""
+    if resume_at is None and ck.epoch is not None and ck.epoch in epochs:
+        resume_at = epochs.index(ck.epoch)
+        note = f"no row reproduces the saved state; placed at the checkpoint's own epoch field ({ck.epoch})"
+    start = a.start_index if a.index is not None else 0
+    if resume_at is None:
+        t = run(ck.config, metrics, a.initial_lrs, epochs=epochs, lr_dtypes=ck.lr_dtypes)
+        t.notes.append(a.note + "; the whole log is replayed by a fresh scheduler with the saved hyperparameters")
+    else:
+        t = run(ck.config, metrics[start : resume_at + 1], a.initial_lrs, epochs=epochs[start : resume_at + 1],
+                lr_dtypes=ck.lr_dtypes)
+        extend(t, metrics[resume_at + 1 :], epochs=epochs[resume_at + 1 :], state=ck.state,
+               lrs=ck.lrs or t.lrs, note="resumed from the checkpoint")
+        if note:
+            t.notes.append(note)
+        elif a.note:
+            t.notes.append(a.note)
+    if start > 0:
+        t.notes.append(
+            f"rows for epochs {epochs[0]}-{epochs[start - 1]} precede the scheduler that wrote this checkpoint "
+            f"(it took its first step at epoch {epochs[start]}); they are not replayed"
+        )
+    if a.initial_lrs_source == "inferred":
+        t.notes.append(f"initial lr {list(a.initial_lrs)} inferred from the checkpoint's lr and the replayed reductions")
+    t.checkpoint, t.alignment, t.log = ck, a, log
+    sub_log = _sliced(log, start)
+    t.findings = (diagnose.log_findings(log) + diagnose.partial_state_finding(ck)
+                  + diagnose.lr_divergence(t, sub_log, (resume_at + 1 - start) if resume_at is not None else 0))
+    return t
+
+
+def _sliced(log: LossLog, start: int) -> LossLog:
+    from dataclasses import replace
+
+    if start == 0:
+        return log
+    return replace(log, epochs=log.epochs[start:], metrics=log.metrics[start:],
+                   lrs=log.lrs[start:] if log.lrs is not None else None, lines=log.lines[start:])

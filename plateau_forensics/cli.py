@@ -1,0 +1,114 @@
+"""``plateau-trace``: a thin click shell over ``plateau_forensics.api``; the only place that prints and exits.
+
+Module level imports only the standard library and click, so ``--help`` never loads torch or pandas.
+"""
+
+from __future__ import annotations
+
+import shutil
+from enum import IntEnum
+from pathlib import Path
+
+import click
+
+from plateau_forensics.errors import ForensicsError
+
+
+class ExitStatus(IntEnum):
+    """Documented exit codes (README "Exit codes")."""
+
+    OK = 0
+    ERROR = 1  # bad input: unreadable file, no plateau state, no metric column, ...
+    USAGE = 2  # click's own: unknown option, missing argument
+
+
+HPARAMS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "eps")
+
+
+def _classify(paths: tuple[str, ...]) -> tuple[str | None, list[str]]:
+    """Split PATHS into (checkpoint, logs) by content: a torch file or a directory is the checkpoint."""
+    from plateau_forensics.loader import is_torch_file
+
+    if len(paths) == 1:
+        p = Path(paths[0])
+        if p.is_dir() or is_torch_file(p):
+            return paths[0], []
+        if not p.exists():
+            raise click.ClickException(f"{p}: no such file")
+        return None, [paths[0]]
+    return paths[0], list(paths[1:])
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.argument("paths", nargs=-1, required=True, metavar="[CKPT] [LOSSES]")
+@click.option("--scheduler", "scheduler_key", metavar="KEYPATH", help="Key path of the plateau state when there are several.")
+@click.option("--loader", type=click.Choice(["builtin", "torch"]), default="builtin", show_default=True,
+              help="Checkpoint reader: torch-free restricted unpickler, or torch.load(weights_only=True).")
+@click.option("--metric", metavar="COLUMN", help="Log column fed to step() (default: auto-detected val loss).")
+@click.option("--epoch-column", metavar="COLUMN", help="Log column holding the epoch (default: auto-detected).")
+@click.option("--lr-column", "lr_columns", multiple=True, metavar="COLUMN",
+              help="Log column holding the lr used during each epoch; repeat per param group.")
+@click.option("--lr", "lrs", type=float, multiple=True, help="Initial lr; repeat per param group.")
+@click.option("--min-lr", "min_lrs", type=float, multiple=True, help="Teaching mode: min_lr; repeat per group.")
+@click.option("--mode", type=click.Choice(["min", "max"]), help="Teaching mode: torch's mode (default min).")
+@click.option("--factor", type=float, help="Teaching mode: factor (default 0.1).")
+@click.option("--patience", type=int, help="Teaching mode: patience (default 10).")
+@click.option("--threshold", type=float, help="Teaching mode: threshold (default 1e-4).")
+@click.option("--threshold-mode", type=click.Choice(["rel", "abs"]), help="Teaching mode: threshold_mode (default rel).")
+@click.option("--cooldown", type=int, help="Teaching mode: cooldown (default 0).")
+@click.option("--eps", type=float, help="Teaching mode: eps (default 1e-8).")
+@click.option("--format", "fmt", type=click.Choice(["grid", "table", "csv", "markdown", "json"]), default="grid",
+              show_default=True, help="Output format.")
+@click.option("--style", default="simple", show_default=True, help="tabulate style for --format table.")
+@click.option("--explain", is_flag=True, help="One line per epoch saying why it went the way it did.")
+@click.option("--width", type=int, help="Grid width in characters (default: the terminal's).")
+@click.version_option(package_name="plateau-forensics")
+def main(
+    paths: tuple[str, ...], scheduler_key: str | None, loader: str, metric: str | None, epoch_column: str | None,
+    lr_columns: tuple[str, ...], lrs: tuple[float, ...], min_lrs: tuple[float, ...], fmt: str, style: str,
+    explain: bool, width: int | None, **hparams: object,
+) -> None:
+    """Replay ReduceLROnPlateau over a loss log and explain every LR change.
+
+    \b
+    plateau-trace CKPT LOSSES   place the checkpoint in the log, replay, forecast
+    plateau-trace CKPT          the saved state, hyperparameters, forecast
+    plateau-trace LOSSES --lr 0.1 --patience 2 --cooldown 3   teaching mode
+
+    CKPT is a torch.save file (read without running pickled code) or an HF checkpoint-N/ directory.
+    LOSSES is a CSV or JSON Lines log; the metric, epoch and lr columns are auto-detected.
+
+    \b
+    Example:
+        plateau-trace sample_checkpoints/seed000.pt sample_checkpoints/seed000.csv
+    """
+    if len(paths) > 2:
+        raise click.UsageError("give at most a checkpoint and one loss log")
+    given = {k: v for k, v in hparams.items() if v is not None}
+    from plateau_forensics import api, report
+    from plateau_forensics.state import PlateauConfig
+
+    try:
+        ckpt, logs = _classify(paths)
+        if ckpt is not None and (given or min_lrs):
+            raise click.UsageError(
+                "--" + next(iter(given or {"min-lr": 0})).replace("_", "-") + " applies only without a checkpoint: "
+                "the saved hyperparameters win on load_state_dict")
+        config = None
+        if ckpt is None:
+            if min_lrs:
+                given["min_lr"] = min_lrs[0] if len(min_lrs) == 1 else tuple(min_lrs)
+            config = PlateauConfig(**given)  # type: ignore[arg-type]
+        trace = api.trace(
+            ckpt, logs[0] if logs else None, scheduler=scheduler_key, metric=metric, epoch_column=epoch_column,
+            lr_columns=lr_columns or None, lr=lrs or None, config=config, loader=loader,  # type: ignore[arg-type]
+        )
+        out = report.render(trace, "explain" if explain else fmt,  # type: ignore[arg-type]
+                            width=width or shutil.get_terminal_size((100, 24)).columns, style=style)
+    except ForensicsError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
+    click.echo(out)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,233 @@
+"""Render a Trace as the seed's epoch grid, a table, CSV, Markdown, JSON or one line per epoch.
+
+Every renderer returns a string; nothing here prints. Floats in CSV and JSON are written with
+``repr`` so they read back bit-identical; JSON writes non-finite floats as "inf", "-inf", "nan".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Sequence
+from typing import Any, Literal
+
+from plateau_forensics.replay import Event, Step, Trace
+
+Format = Literal["grid", "table", "csv", "markdown", "json", "explain"]
+FORMATS: tuple[str, ...] = ("grid", "table", "csv", "markdown", "json", "explain")
+
+_EVENT_MARK = {
+    Event.IMPROVED: "best",
+    Event.BAD: "bad",
+    Event.COOLDOWN: "cool",
+    Event.REDUCED: "LR",
+    Event.SUPPRESSED: "lr=",
+}
+
+
+def g(x: Any) -> str:
+    """A number in 4 significant digits (integers as integers); the display format of every table."""
+    if x is None:
+        return ""
+    if isinstance(x, bool):
+        return str(x)
+    if isinstance(x, int) or (isinstance(x, float) and math.isfinite(x) and x.is_integer() and abs(x) < 1e15):
+        return str(int(x))
+    return f"{x:.4g}"
+
+
+def _lr_cell(lrs: Sequence[float]) -> str:
+    return g(lrs[0]) if len(lrs) == 1 else "/".join(g(v) for v in lrs)
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, float):
+        if math.isnan(x):
+            return "nan"
+        if math.isinf(x):
+            return "inf" if x > 0 else "-inf"
+        return x
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    return x
+
+
+# -- the summary lines shared by grid and table ---------------------------------------------------
+def _config_line(t: Trace) -> str:
+    c = t.config
+    min_lr = list(c.min_lr) if isinstance(c.min_lr, tuple) else c.min_lr
+    return (f"mode={c.mode} factor={c.factor} patience={c.patience} threshold={c.threshold} "
+            f"threshold_mode={c.threshold_mode} cooldown={c.cooldown} min_lr={min_lr} eps={c.eps}")
+
+
+def _state_line(last_epoch: Any, best: float, nb: int, cd: int, lrs: Sequence[float] | None) -> str:
+    lr = "?" if lrs is None else _lr_cell(lrs)
+    return f"last_epoch={g(last_epoch)} best={g(best)} num_bad_epochs={nb} cooldown_counter={cd} lr={lr}"
+
+
+def summary_lines(t: Trace) -> list[tuple[str, str]]:
+    """The labelled lines around the grid: checkpoint, config, alignment, reductions, forecast, findings."""
+    lines: list[tuple[str, str]] = []
+    ck = t.checkpoint
+    if ck is not None:
+        where = ck.key_path or "<root>"
+        partial = "  PARTIAL STATE" if ck.partial else ""
+        lines.append(("checkpoint", f"{ck.path}  [{where}]  ({ck.framework}){partial}"))
+        st = ck.state
+        lines.append(("saved", _state_line(st.last_epoch, st.best, st.num_bad_epochs, st.cooldown_counter, ck.lrs)))
+        counters = [f"{k}={g(v)}" for k, v in (("epoch", ck.epoch), ("global_step", ck.global_step)) if v is not None]
+        if counters:
+            lines.append(("counters", " ".join(counters)))
+    lines.append(("config", _config_line(t)))
+    a = t.alignment
+    if a is not None:
+        if a.epoch is None:
+            lines.append(("alignment", a.note or "no row of the log reproduces the saved state"))
+        else:
+            more = f"; candidates {', '.join(g(e) for e in a.candidates)}" if len(a.candidates) > 1 else ""
+            lines.append(("alignment", f"saved after epoch {g(a.epoch)} (scheduler step {g(a.scheduler_step)}): "
+                                       f"epoch offset {g(a.epoch_offset)}{more}"))
+    if len(t):
+        reds = t.reductions()
+        text = "; ".join(f"epoch {g(s.epoch)}: {_lr_cell(s.lr_in)} -> {_lr_cell(s.lr)}"
+                         + (" (suppressed)" if s.event is Event.SUPPRESSED else "") for s in reds)
+        lines.append(("reductions", text or "none"))
+        f = t.final
+        lines.append(("end state", _state_line(f.last_epoch, f.best, f.num_bad_epochs, f.cooldown_counter, t.lrs)))
+    lines.append(("forecast", t.forecast().sentence()))
+    for f in t.findings:
+        lines.append((f"{f.severity}", f"[{f.code}] {f.message}"))
+    for n in t.notes:
+        lines.append(("note", n))
+    return lines
+
+
+def _summary(t: Trace) -> str:
+    lines = summary_lines(t)
+    w = max((len(k) for k, _ in lines), default=0)
+    return "\n".join(f"{k.ljust(w)}  {v}" for k, v in lines)
+
+
+# -- renderers ---------------------------------------------------------------------------------------
+def _grid_rows(t: Trace, steps: Sequence[Step]) -> list[tuple[str, list[str]]]:
+    saved_at = t.alignment.index - t.alignment.start_index if t.alignment and t.alignment.index is not None else None
+    marks = []
+    for s in steps:
+        m = _EVENT_MARK[s.event]
+        if saved_at is not None and s.index == saved_at:
+            m += "+ckpt"
+        marks.append(m)
+    return [
+        ("epoch", [g(s.epoch) for s in steps]),
+        ("last_epoch", [g(s.last_epoch) for s in steps]),
+        ("metric", [g(s.metric) for s in steps]),
+        ("best", [g(s.best) for s in steps]),
+        ("num_bad", [str(s.num_bad_epochs) for s in steps]),
+        ("cooldown", [str(s.cooldown_counter) for s in steps]),
+        ("lr", [_lr_cell(s.lr) for s in steps]),
+        ("event", marks),
+    ]
+
+
+def grid(t: Trace, width: int = 100) -> str:
+    """The seed's layout: one column per epoch, wrapped into blocks that fit ``width`` characters."""
+    steps = list(t.steps)
+    rows = _grid_rows(t, steps)
+    label_w = max(len(name) for name, _ in rows)
+    col_w = [max(len(cells[i]) for _, cells in rows) for i in range(len(steps))]
+    blocks, start = [], 0
+    while start < len(steps):
+        used, end = label_w, start
+        while end < len(steps) and (end == start or used + 2 + col_w[end] <= width):
+            used += 2 + col_w[end]
+            end += 1
+        blocks.append("\n".join(
+            (name.ljust(label_w) + "".join("  " + cells[i].rjust(col_w[i]) for i in range(start, end))).rstrip()
+            for name, cells in rows))
+        start = end
+    return "\n\n".join(blocks)
+
+
+COLUMNS = ("epoch", "last_epoch", "metric", "best", "num_bad_epochs", "cooldown_counter", "lr", "event", "reason")
+
+
+def _table_rows(t: Trace) -> list[list[Any]]:
+    return [[g(s.epoch), g(s.last_epoch), g(s.metric), g(s.best), s.num_bad_epochs, s.cooldown_counter,
+             _lr_cell(s.lr), s.event.value, s.reason] for s in t.steps]
+
+
+def table(t: Trace, style: str = "simple") -> str:
+    """One row per step, rendered by tabulate in ``style`` (any tabulate format name)."""
+    from tabulate import tabulate
+
+    return tabulate(_table_rows(t), headers=COLUMNS, tablefmt=style, disable_numparse=True)
+
+
+def to_csv(t: Trace) -> str:
+    """One row per step; floats with ``repr`` (bit-exact), one ``lr_<group>`` column per group."""
+    n_groups = len(t.lrs)
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*COLUMNS[:6], *[f"lr_{i}" for i in range(n_groups)], "event", "reason"])
+    for s in t.steps:
+        w.writerow([repr(v) if isinstance(v, float) else v for v in
+                    (s.epoch, s.last_epoch, s.metric, s.best, s.num_bad_epochs, s.cooldown_counter, *s.lr)]
+                   + [s.event.value, s.reason])
+    return buf.getvalue()
+
+
+def to_json_obj(t: Trace) -> dict[str, Any]:
+    """The JSON contract as a Python object (non-finite floats already turned into strings)."""
+    ck = t.checkpoint
+    checkpoint = None
+    if ck is not None:
+        checkpoint = {
+            "path": ck.path, "key_path": ck.key_path, "framework": ck.framework, "partial": ck.partial,
+            "state": dict(ck.raw), "optimizer_lrs": list(ck.optimizer_lrs) if ck.optimizer_lrs else None,
+            "optimizer_key_path": ck.optimizer_key_path, "lr_dtypes": list(ck.lr_dtypes),
+            "epoch": ck.epoch, "global_step": ck.global_step, "missing": list(ck.state.missing),
+        }
+    log = t.log
+    fc = t.forecast()
+    obj = {
+        "config": t.config.to_dict(),
+        "checkpoint": checkpoint,
+        "log": None if log is None else {"source": log.source, "metric_column": log.metric_column,
+                                         "epoch_column": log.epoch_column, "lr_columns": list(log.lr_columns)},
+        "alignment": t.alignment.as_dict() if t.alignment is not None else None,
+        "forecast": {"earliest_reduction_epoch": fc.earliest_reduction_epoch,
+                     "improvement_threshold": fc.improvement_threshold,
+                     "steps_until_reduction": fc.steps_until_reduction,
+                     "lr_from": list(fc.lr_from), "lr_to": list(fc.lr_to), "sentence": fc.sentence()},
+        "final_state": t.to_state_dict(),
+        "findings": [f.as_dict() for f in t.findings],
+        "notes": list(t.notes),
+        "steps": t.to_records(),
+    }
+    return _jsonable(obj)
+
+
+def to_json(t: Trace) -> str:
+    """The JSON contract (see README): config, checkpoint, alignment, forecast, findings, steps."""
+    return json.dumps(to_json_obj(t), indent=1, allow_nan=False)
+
+
+def explain(t: Trace) -> str:
+    """One line per step in the seed's words of transitions."""
+    return "\n".join(s.explain() for s in t.steps)
+
+
+def render(t: Trace, fmt: Format = "grid", *, width: int = 100, style: str = "simple") -> str:
+    """Render ``t`` in one of ``FORMATS``; grid and table come with the summary lines."""
+    if fmt == "json":
+        return to_json(t)
+    if fmt == "csv":
+        return to_csv(t)
+    if fmt == "markdown":
+        return table(t, "github")
+    body = {"grid": lambda: grid(t, width), "table": lambda: table(t, style), "explain": lambda: explain(t)}[fmt]()
+    return (body + "\n\n" if len(t) else "") + _summary(t)

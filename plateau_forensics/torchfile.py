@@ -1,0 +1,607 @@
+"""Safe, torch-free reader of ``torch.save`` files (zip archive and legacy stream) into plain Python values.
+
+Only our own reimplementations of a few globals ever run; other globals become inert ``Opaque`` records.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import io
+import math
+import os
+import pickle
+import reprlib
+import struct
+import sys
+import zipfile
+import zlib
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from functools import lru_cache, partial
+from typing import IO, Any, ClassVar
+
+from plateau_forensics.errors import CheckpointError
+
+__all__ = ["Opaque", "TensorRef", "read_torch_file"]
+
+LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch/serialization.py MAGIC_NUMBER
+LEGACY_PROTOCOL = 1001
+
+# dtype -> (struct code or None if we cannot decode it, itemsize); names as str(torch.dtype) minus "torch."
+_DTYPES: dict[str, tuple[str | None, int]] = {
+    "float64": ("d", 8), "float32": ("f", 4), "float16": ("e", 2), "bfloat16": ("H", 2),
+    "int64": ("q", 8), "int32": ("i", 4), "int16": ("h", 2), "int8": ("b", 1),
+    "uint64": ("Q", 8), "uint32": ("I", 4), "uint16": ("H", 2), "uint8": ("B", 1), "bool": ("?", 1),
+    "complex128": ("d", 16), "complex64": ("f", 8), "complex32": (None, 4),
+    "qint8": (None, 1), "quint8": (None, 1), "qint32": (None, 4), "quint4x2": (None, 1), "quint2x4": (None, 1),
+    "float8_e5m2": (None, 1), "float8_e4m3fn": (None, 1), "float8_e5m2fnuz": (None, 1),
+    "float8_e4m3fnuz": (None, 1), "float8_e8m0fnu": (None, 1), "float4_e2m1fn_x2": (None, 1),
+}
+# Legacy typed-storage globals (torch/storage.py _dtype_to_storage_type_map); UntypedStorage is raw bytes.
+_STORAGE_DTYPES = {
+    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16",
+    "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexDoubleStorage": "complex128",
+    "ComplexFloatStorage": "complex64", "QInt8Storage": "qint8", "QInt32Storage": "qint32",
+    "QUInt8Storage": "quint8", "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
+    "UntypedStorage": "uint8",
+}
+# Errors a hostile or damaged pickle can make the C unpickler (or our helpers, given odd arguments) raise.
+_CORRUPT = (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, KeyError, IndexError,
+            struct.error, OverflowError, RecursionError, MemoryError)
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+
+
+def _open_binary(path: str, buffering: int = -1) -> IO[bytes]:
+    """Open ``path`` for reading; every byte this module reads from disk goes through here."""
+    return open(path, "rb", buffering=buffering)
+
+
+class _Inert:
+    """Refuses pickle's BUILD: without this, BUILD would write straight into a frozen dataclass's ``__dict__``."""
+
+    def __setstate__(self, state: Any) -> None:
+        raise CheckpointError(f"the pickle tried to set state on a {type(self).__name__}")
+
+    def __copy__(self) -> Any:  # immutable, so a copy is the object itself
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        return self
+
+
+class _Source:
+    """Reads raw storage bytes of one file on demand; opens the file per call and keeps no buffers."""
+
+    def __init__(self, path: str, byteorder: str = "little") -> None:
+        self.path, self.byteorder, self.bytes_read = path, byteorder, 0
+
+    def read(self, key: str, start: int, nbytes: int) -> bytes:
+        data = self._read(key, start, nbytes)
+        if len(data) != nbytes:
+            raise CheckpointError(f"{self.path}: storage {key!r} is truncated")
+        self.bytes_read += nbytes
+        return data
+
+    def _read(self, key: str, start: int, nbytes: int) -> bytes:
+        raise NotImplementedError
+
+
+class _ZipSource(_Source):
+    def __init__(self, path: str, byteorder: str, prefix: str) -> None:
+        super().__init__(path, byteorder)
+        self.prefix = prefix
+
+    def _read(self, key: str, start: int, nbytes: int) -> bytes:
+        try:
+            with _open_binary(self.path) as fh, zipfile.ZipFile(fh) as zf:
+                info = zf.getinfo(f"{self.prefix}data/{key}")
+                if start + nbytes > info.file_size:
+                    raise CheckpointError(f"{self.path}: storage {key!r} is shorter than its tensor")
+                if info.compress_type != zipfile.ZIP_STORED:  # re-zipped with compression: inflate up to it
+                    with zf.open(info) as member:
+                        member.seek(start)
+                        return member.read(nbytes)
+                fh.seek(info.header_offset)  # torch stores members uncompressed: seek past the local header
+                header = fh.read(30)
+                if header[:4] != b"PK\x03\x04":
+                    raise CheckpointError(f"{self.path}: bad zip header for storage {key!r}")
+                name_len, extra_len = struct.unpack("<HH", header[26:30])
+                fh.seek(info.header_offset + 30 + name_len + extra_len + start)
+                return fh.read(nbytes)
+        except KeyError:
+            raise CheckpointError(f"{self.path}: storage {key!r} is missing from the archive") from None
+        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+            raise CheckpointError(f"{self.path}: cannot read storage {key!r} ({_one_line(exc)})") from None
+
+
+class _LegacySource(_Source):
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self.offsets: dict[str, tuple[int, int]] = {}  # key -> (file offset of the data, nbytes)
+
+    def _read(self, key: str, start: int, nbytes: int) -> bytes:
+        offset, size = self.offsets.get(key, (0, -1))
+        if start + nbytes > size:
+            raise CheckpointError(f"{self.path}: storage {key!r} is missing or shorter than its tensor")
+        try:
+            with _open_binary(self.path) as fh:
+                fh.seek(offset + start)
+                return fh.read(nbytes)
+        except OSError as exc:
+            raise CheckpointError(f"{self.path}: cannot read storage {key!r} ({_one_line(exc)})") from None
+
+
+@dataclass(frozen=True)
+class _StorageType(_Inert):
+    dtype: str
+
+
+@dataclass(frozen=True)
+class _Storage(_Inert):
+    key: str
+    dtype: str
+    device: str
+    nbytes: int
+    source: _Source = field(repr=False)
+
+
+def _decode(dtype: str, raw: bytes, byteorder: str) -> list[Any]:
+    """Decode raw storage bytes into Python numbers (bfloat16 widened exactly, as float32's top half)."""
+    code, size = _DTYPES.get(dtype, (None, 0))
+    if code is None:
+        raise CheckpointError(f"cannot decode {dtype} tensors without torch")
+    end, n = ("<" if byteorder == "little" else ">"), len(raw) // size
+    if dtype == "bfloat16":
+        halves = struct.unpack(f"{end}{n}H", raw)
+        return list(struct.unpack(f"<{n}f", struct.pack(f"<{n}I", *(h << 16 for h in halves))))
+    if dtype.startswith("complex"):
+        parts = struct.unpack(f"{end}{2 * n}{code}", raw)
+        return [complex(parts[i], parts[i + 1]) for i in range(0, 2 * n, 2)]
+    return list(struct.unpack(f"{end}{n}{code}", raw))
+
+
+@dataclass(frozen=True, eq=True)
+class TensorRef(_Inert):
+    """A tensor found in the pickle: its metadata now, its values only when ``item()``/``tolist()`` ask.
+
+    Attributes:
+        dtype: torch's dtype name without ``torch.`` (``"float32"``, ``"bfloat16"``, ``"int64"``, ...).
+        shape: The size, one int per dimension; ``()`` for a 0-dim tensor.
+        stride: Strides in elements, as torch saved them.
+        storage_offset: Offset of element 0 in the storage, in elements.
+        storage_key: Name of the storage record (``data/<key>`` in the zip, or the legacy key).
+        device: Location torch saved the storage from (``"cpu"``, ``"cuda:0"``).
+        requires_grad: The tensor's ``requires_grad`` flag.
+        is_parameter: True if it was pickled as ``nn.Parameter``.
+    """
+
+    dtype: str
+    shape: tuple[int, ...]
+    stride: tuple[int, ...]
+    storage_offset: int
+    storage_key: str
+    device: str
+    requires_grad: bool = False
+    is_parameter: bool = False
+    _source: _Source | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def numel(self) -> int:
+        """Number of elements (1 for a 0-dim tensor)."""
+        return math.prod(self.shape)
+
+    def item(self) -> Any:
+        """Read the single value, like ``Tensor.item()``.
+
+        Returns:
+            A Python float, int, bool or complex.
+
+        Raises:
+            CheckpointError: The tensor has more than one element, or its bytes cannot be read or decoded.
+        """
+        if self.numel != 1:
+            raise CheckpointError(f"item() needs a one-element tensor, got shape {self.shape}")
+        return self._values(self.storage_offset, 1)[0]
+
+    def tolist(self) -> Any:
+        """Read the values as nested lists, like ``Tensor.tolist()`` (a number for a 0-dim tensor).
+
+        Raises:
+            CheckpointError: The bytes cannot be read or decoded.
+        """
+        span = sum((n - 1) * s for n, s in zip(self.shape, self.stride)) + 1
+        flat = self._values(self.storage_offset, span) if self.numel else []
+
+        def build(dim: int, base: int) -> Any:
+            if dim == len(self.shape):
+                return flat[base]
+            return [build(dim + 1, base + i * self.stride[dim]) for i in range(self.shape[dim])]
+
+        return build(0, 0)
+
+    def _values(self, start: int, count: int) -> list[Any]:
+        if self._source is None:
+            raise CheckpointError("this TensorRef has no file to read its values from")
+        size = _DTYPES.get(self.dtype, (None, 1))[1]
+        return _decode(self.dtype, self._source.read(self.storage_key, start * size, count * size),
+                       self._source.byteorder)
+
+    def __repr__(self) -> str:
+        kind = ", parameter" if self.is_parameter else ""
+        return f"TensorRef(dtype={self.dtype!r}, shape={self.shape!r}, device={self.device!r}{kind})"
+
+
+class _ShortRepr(reprlib.Repr):
+    def repr1(self, x: Any, level: int) -> str:
+        if isinstance(x, Opaque):  # name only: nested records could be deep or cyclic
+            return f"<Opaque {x.name}>"
+        return super().repr1(x, level)
+
+
+_SHORT = _ShortRepr()
+_SHORT.maxstring = _SHORT.maxother = 80
+
+
+class _OpaqueType(type):
+    name: str
+
+    def __repr__(cls) -> str:
+        return f"<Opaque global {cls.name}>"
+
+
+class Opaque(metaclass=_OpaqueType):
+    """An object the pickle asked for but we did not build: its dotted global name and what the pickle gave it.
+
+    ``find_class`` returns a per-name subclass, so ``type(obj).name == obj.name``. Nothing it receives is ever
+    called; REDUCE/NEWOBJ, BUILD, SETITEMS and APPENDS are only recorded.
+
+    Attributes:
+        name: Dotted name of the global, e.g. ``"argparse.Namespace"`` or ``"posix.system"``.
+        args: Positional arguments from REDUCE/NEWOBJ/NEWOBJ_EX.
+        kwargs: Keyword arguments from NEWOBJ_EX.
+        state: The BUILD state (often the object's ``__dict__``), or None.
+        items: Key/value pairs from SETITEM(S), e.g. the contents of a dict subclass.
+        list_items: Values from APPEND(S), e.g. the contents of a list subclass.
+    """
+
+    __slots__ = ("args", "kwargs", "state", "items", "list_items")
+    name: ClassVar[str] = ""
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    state: Any
+    items: dict[Any, Any]
+    list_items: list[Any]
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Opaque:
+        self = object.__new__(cls)
+        self.args, self.kwargs, self.state, self.items, self.list_items = args, kwargs, None, {}, []
+        return self
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Do nothing: REDUCE calls ``cls(*args)`` and ``__new__`` has already recorded them."""
+
+    def __setstate__(self, state: Any) -> None:
+        self.state = state
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self.items[key] = value
+
+    def append(self, value: Any) -> None:
+        """Record one APPEND."""
+        self.list_items.append(value)
+
+    def extend(self, values: list[Any]) -> None:
+        """Record one APPENDS."""
+        self.list_items.extend(values)
+
+    def mapping(self) -> dict[Any, Any]:
+        """Return the attributes and items the pickle gave this object, merged into one dict.
+
+        Returns:
+            ``state`` if it is a dict (both halves of a ``(state, slotstate)`` tuple), updated with ``items``.
+        """
+        merged: dict[Any, Any] = {}
+        parts = self.state if isinstance(self.state, tuple) and len(self.state) == 2 else (self.state,)
+        for part in parts:
+            if isinstance(part, dict):
+                merged.update(part)
+        merged.update(self.items)
+        return merged
+
+    def __repr__(self) -> str:
+        shown = [f"{label}={_SHORT.repr(getattr(self, label))}"
+                 for label in ("args", "kwargs", "state", "items", "list_items")
+                 if getattr(self, label) not in (None, (), {}, [])]
+        return " ".join([f"<Opaque {self.name}", *shown])[:400] + ">"
+
+
+@lru_cache(maxsize=4096)
+def _opaque_class(name: str) -> type[Opaque]:
+    return _OpaqueType(f"Opaque[{name}]", (Opaque,), {"__slots__": (), "name": name, "__module__": __name__})
+
+
+# --- the allowlist: our own harmless stand-ins, called in place of the globals the pickle names ------------
+
+_REFUSED = object()  # an allowlisted function returns this for arguments it will not handle: stays Opaque
+
+
+@dataclass(frozen=True)
+class _Allowed(_Inert):
+    name: str
+    fn: Callable[..., Any]
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        result = self.fn(*args, **kwargs)
+        return _opaque_class(self.name)(*args, **kwargs) if result is _REFUSED else result
+
+
+def _tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False,
+            dtype: str | None = None) -> TensorRef:
+    if not isinstance(storage, _Storage):
+        raise CheckpointError(f"tensor rebuilt from {type(storage).__name__}, not a storage")
+    size, stride = tuple(size), tuple(stride)
+    if (len(size) != len(stride) or not all(type(v) is int and v >= 0 for v in (offset, *size, *stride))):
+        raise CheckpointError(f"malformed tensor (offset={offset!r}, size={size!r}, stride={stride!r})")
+    dtype = dtype or storage.dtype
+    itemsize = _DTYPES.get(dtype, (None, 0))[1]
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    if itemsize and math.prod(size) and (last + 1) * itemsize > storage.nbytes:
+        raise CheckpointError(f"tensor {size} at offset {offset} overruns its storage {storage.key!r}")
+    return TensorRef(dtype, size, stride, offset, storage.key, storage.device, bool(requires_grad),
+                     _source=storage.source)
+
+
+def _rebuild_tensor_v2(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
+                       backward_hooks: Any, metadata: Any = None) -> TensorRef:
+    return _tensor(storage, offset, size, stride, requires_grad)  # metadata: conj/neg bits, not needed here
+
+
+def _rebuild_tensor_v3(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any,
+                       backward_hooks: Any, dtype: Any, metadata: Any = None) -> TensorRef:
+    # Used for dtypes without a legacy *Storage class: the storage is untyped and dtype is a global.
+    if not (isinstance(dtype, _OpaqueType) and dtype.name.startswith("torch.")):
+        raise CheckpointError(f"tensor with unknown dtype {dtype!r}")
+    return _tensor(storage, offset, size, stride, requires_grad, dtype.name.removeprefix("torch."))
+
+
+def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any, state: Any = None) -> Any:
+    if isinstance(data, TensorRef):
+        return replace(data, is_parameter=True, requires_grad=bool(requires_grad))
+    return data
+
+
+def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
+    if not (isinstance(func, (_Allowed, _OpaqueType)) and isinstance(args, tuple)):
+        raise CheckpointError(f"tensor subclass rebuilt by {func!r}")
+    return func(*args)  # the subclass (new_type) and its state are dropped: the tensor is what we need
+
+
+def _latin1_bytes(obj: Any = b"", encoding: Any = None, errors: Any = None) -> Any:
+    # Protocol 2 has no bytes opcode: bytes arrive as _codecs.encode(str, "latin1") or bytes().
+    if isinstance(obj, str) and encoding in ("latin1", "latin-1") and errors in (None, "strict"):
+        return obj.encode("latin-1")
+    return obj if isinstance(obj, bytes) and encoding is None else _REFUSED  # bytes(n) could allocate GBs
+
+
+class _NumpyDType(_Inert):
+    """A ``numpy.dtype`` as pickled: its type code (``"f8"``) and, after BUILD, its byte order."""
+
+    def __init__(self, code: str) -> None:
+        self.code, self.byteorder = code, "="
+
+    def __setstate__(self, state: Any) -> None:
+        if isinstance(state, tuple) and len(state) > 1 and isinstance(state[1], str):
+            self.byteorder = state[1]
+
+    def __repr__(self) -> str:
+        return f"numpy.dtype({self.byteorder + self.code!r})"
+
+
+def _numpy_dtype(code: Any, *args: Any) -> Any:
+    return _NumpyDType(code) if isinstance(code, str) else _REFUSED
+
+
+_NUMPY_CODES = {"f2": "e", "f4": "f", "f8": "d", "i1": "b", "i2": "h", "i4": "i", "i8": "q",
+                "u1": "B", "u2": "H", "u4": "I", "u8": "Q", "b1": "?"}
+
+
+def _decode_numpy_scalar(code: str, byteorder: str, raw: bytes) -> float | int | bool | None:
+    """Decode the raw bytes of a pickled numpy scalar without importing numpy.
+
+    Args:
+        code: numpy's type code, e.g. ``"f8"``, ``"i4"``, ``"b1"``.
+        byteorder: ``"<"``, ``">"``, ``"|"`` (not applicable) or ``"="`` (native).
+        raw: The scalar's bytes.
+
+    Returns:
+        The value as a Python float/int/bool (float16/32 widened exactly), or None for other dtypes.
+    """
+    fmt = _NUMPY_CODES.get(code)
+    end = {"<": "<", ">": ">", "|": "<", "=": "<" if sys.byteorder == "little" else ">"}.get(byteorder)
+    if fmt is None or end is None or struct.calcsize(fmt) != len(raw):
+        return None
+    value: float | int | bool = struct.unpack(end + fmt, raw)[0]
+    return value
+
+
+def _numpy_scalar(dtype: Any, raw: Any = None) -> Any:
+    if isinstance(dtype, _NumpyDType) and isinstance(raw, bytes):
+        value = _decode_numpy_scalar(dtype.code, dtype.byteorder, raw)
+        if value is not None:
+            return value
+    return _REFUSED
+
+
+def _torch_size(dims: Any = ()) -> Any:
+    return tuple(dims) if isinstance(dims, (tuple, list)) else _REFUSED
+
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "torch._utils._rebuild_tensor": _tensor,
+    "torch._utils._rebuild_tensor_v2": _rebuild_tensor_v2,
+    "torch._utils._rebuild_tensor_v3": _rebuild_tensor_v3,
+    "torch._utils._rebuild_parameter": _rebuild_parameter,
+    "torch._utils._rebuild_parameter_with_state": _rebuild_parameter,
+    "torch._tensor._rebuild_from_type_v2": _rebuild_from_type_v2,
+    "torch.tensor._rebuild_from_type_v2": _rebuild_from_type_v2,  # pre-1.8 module name
+    "torch.Size": _torch_size,
+    "_codecs.encode": _latin1_bytes,
+    "builtins.bytes": _latin1_bytes,
+    "numpy.dtype": _numpy_dtype,
+    "numpy.core.multiarray.scalar": _numpy_scalar,
+    "numpy._core.multiarray.scalar": _numpy_scalar,  # numpy >= 2
+}
+_FUNCTIONS["builtins.bytearray"] = lambda *a: bytearray(b) if isinstance(b := _latin1_bytes(*a), bytes) else b
+# Immutable builtin types whose constructors only build values (and which NEWOBJ needs as real types).
+_ALLOWED: dict[str, Any] = {"builtins.set": set, "builtins.frozenset": frozenset, "builtins.complex": complex,
+                            "collections.OrderedDict": OrderedDict,
+                            **{name: _Allowed(name, fn) for name, fn in _FUNCTIONS.items()}}
+
+
+class _Unpickler(pickle.Unpickler):
+    """The restricted unpickler: globals resolve only to the allowlist, storage markers or ``Opaque``."""
+
+    def __init__(self, file: IO[bytes], source: _Source) -> None:
+        super().__init__(file, encoding="utf-8")  # torch.load's default for Python 2 str
+        self.source = source
+        self.storage_dtypes: dict[str, str] = {}  # key -> dtype, to size legacy storages
+
+    def find_class(self, module: str, name: str) -> Any:
+        # torch.save uses protocol 2, which writes Python 2 names (__builtin__.set); map them back as pickle does.
+        module, name = _compat_pickle.NAME_MAPPING.get(
+            (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+        dotted = f"{module}.{name}"
+        if dotted in _ALLOWED:
+            return _ALLOWED[dotted]
+        if module in ("torch", "torch.cuda", "torch.storage") and name in _STORAGE_DTYPES:
+            return _StorageType(_STORAGE_DTYPES[name])
+        return _opaque_class(dotted)
+
+    def persistent_load(self, pid: Any) -> Any:
+        kind = pid[0] if isinstance(pid, tuple) and pid else None
+        if kind in ("module", b"module") and len(pid) == 4:  # legacy nn.Module class + its source code
+            return pid[1]
+        if kind not in ("storage", b"storage") or len(pid) not in (5, 6):
+            raise CheckpointError(f"unknown persistent id {_SHORT.repr(pid)}")
+        _, storage_type, key, location, numel = pid[:5]
+        if len(pid) == 6 and pid[5] is not None:
+            raise CheckpointError("legacy storage views (torch < 0.4) are not supported")
+        if not (isinstance(storage_type, _StorageType) and isinstance(key, str) and type(numel) is int):
+            raise CheckpointError(f"malformed storage id {_SHORT.repr(pid)}")
+        if isinstance(location, bytes):
+            location = location.decode("ascii", "replace")
+        self.storage_dtypes[key] = storage_type.dtype
+        nbytes = numel * _DTYPES[storage_type.dtype][1]
+        return _Storage(key, storage_type.dtype, str(location), nbytes, self.source)
+
+
+def _unpickle(fh: IO[bytes], source: _Source) -> tuple[Any, _Unpickler]:
+    unpickler = _Unpickler(fh, source)
+    try:
+        return unpickler.load(), unpickler
+    except _CORRUPT as exc:
+        raise CheckpointError(f"corrupt or truncated pickle ({_one_line(exc)})") from None
+
+
+def _read_zip(path: str, fh: IO[bytes]) -> Any:
+    try:
+        with zipfile.ZipFile(fh) as zf:
+            names = zf.namelist()
+            # The prefix is "archive" in recent torch and the file's stem in older versions.
+            pkl = next((n for n in names if n.endswith("/data.pkl") and n.count("/") == 1), None)
+            if pkl is None:
+                raise CheckpointError("not a torch.save file (zip archive without <prefix>/data.pkl)")
+            prefix = pkl[: -len("data.pkl")]
+            order = zf.read(prefix + "byteorder").decode("ascii", "replace") if prefix + "byteorder" in names else ""
+            data = zf.read(pkl)
+    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+        raise CheckpointError(f"corrupt or truncated zip archive ({_one_line(exc)})") from None
+    if order not in ("", "little", "big"):
+        raise CheckpointError(f"unknown byteorder record {order!r}")
+    return _unpickle(io.BytesIO(data), _ZipSource(path, order or "little", prefix))[0]
+
+
+def _read_legacy(path: str, fh: IO[bytes]) -> Any:
+    head = fh.read(262)
+    fh.seek(0)
+    if not head:
+        raise CheckpointError("not a torch.save file (empty file)")
+    if head[257:262] == b"ustar":
+        raise CheckpointError("legacy tar checkpoints (torch < 0.4) are not supported")
+    if head[:1] != b"\x80":  # PROTO opcode: torch's legacy stream starts with pickle protocol >= 2
+        raise CheckpointError("not a torch.save file (neither a zip archive nor a legacy pickle stream)")
+    source = _LegacySource(path)
+    try:
+        magic = _unpickle(fh, source)[0]
+    except CheckpointError:
+        magic = None
+    if type(magic) is not int or magic != LEGACY_MAGIC:
+        raise CheckpointError("not a torch.save file (a pickle without torch's legacy magic number)")
+    if (version := _unpickle(fh, source)[0]) != LEGACY_PROTOCOL:
+        raise CheckpointError(f"unsupported legacy protocol version {_SHORT.repr(version)}")
+    sys_info = _unpickle(fh, source)[0]
+    if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
+        source.byteorder = "big"
+    result, unpickler = _unpickle(fh, source)
+    keys = _unpickle(fh, source)[0]
+    if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
+        raise CheckpointError("corrupt legacy file (the storage key list is not a list of strings)")
+    _index_legacy_storages(source, fh.tell(), keys, unpickler.storage_dtypes)
+    return result
+
+
+def _index_legacy_storages(source: _LegacySource, pos: int, keys: list[str], dtypes: dict[str, str]) -> None:
+    """Record where each storage's bytes start, reading only the 8-byte element counts and seeking past data."""
+    end = "<" if source.byteorder == "little" else ">"
+    with _open_binary(source.path, buffering=0) as raw:  # unbuffered: no weight byte lands in a read-ahead
+        size = raw.seek(0, os.SEEK_END)
+        for key in keys:  # _legacy_save writes them in this order: int64 numel, then numel * itemsize bytes
+            if key not in dtypes:
+                raise CheckpointError(f"corrupt legacy file (storage {key!r} is listed but never used)")
+            raw.seek(pos)
+            header = raw.read(8); raw.read(10**8); raw.seek(pos+8)
+            count = struct.unpack(end + "q", header)[0] if len(header) == 8 else -1
+            nbytes = count * _DTYPES[dtypes[key]][1]
+            if count < 0 or pos + 8 + nbytes > size:
+                raise CheckpointError(f"truncated legacy file (storage {key!r} ends past the end of the file)")
+            source.offsets[key] = (pos + 8, nbytes)
+            pos += 8 + nbytes
+
+
+def read_torch_file(path: str | os.PathLike[str]) -> Any:
+    """Read a ``torch.save`` file without torch and without running anything it names.
+
+    Tensors become lazy ``TensorRef`` values (no storage bytes are read here) and globals that are not on
+    our allowlist become inert ``Opaque`` records.
+
+    Args:
+        path: A file written by ``torch.save`` (zip format, or ``_use_new_zipfile_serialization=False``).
+
+    Returns:
+        The unpickled tree of dict/OrderedDict, list, tuple, set, str, bytes, numbers, None, ``TensorRef``
+        and ``Opaque``.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable, truncated, corrupt or not a ``torch.save`` file.
+    """
+    name = os.fspath(path)
+    try:
+        with _open_binary(name) as fh:
+            if fh.read(4) == b"PK\x03\x04":
+                fh.seek(0)
+                return _read_zip(name, fh)
+            fh.seek(0)
+            return _read_legacy(name, fh)
+    except CheckpointError as exc:
+        raise CheckpointError(f"{name}: {exc}") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{name}: is a directory, not a checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{name}: cannot read ({exc.strerror or _one_line(exc)})") from None
