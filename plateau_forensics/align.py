@@ -170,6 +170,10 @@ def align(
         got = trace._cols.lrs[-1]
         return len(got) == len(saved_lrs) and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(got, saved_lrs))
 
+    lr_hits = [c for c in starts if lr_ok(*c)]
+    if lr_hits:  # the lr is part of the state: rows where only the counters agree are not candidates
+        starts = lr_hits
+
     def score(c: tuple[int, int]) -> tuple[int, int, int]:
         start, end = c
         by_epoch = checkpoint_epoch is not None and epochs[end] == checkpoint_epoch

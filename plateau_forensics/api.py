@@ -127,6 +127,10 @@ def trace(
         return t
     if log is None:
         t = replay([], state=ck)
+        if ck.epoch is not None:
+            t.label_offset = ck.epoch - ck.state.last_epoch
+            t.notes.append(f"forecast epochs count from the checkpoint's epoch field ({ck.epoch}), assuming it "
+                           "was saved after that epoch's step; give the loss log to place it exactly")
         t.findings = diagnose.partial_state_finding(ck)
         return t
     return _trace_checkpoint_in_log(ck, log, lr)

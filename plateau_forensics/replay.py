@@ -287,6 +287,7 @@ class Trace:
     findings: list[Any] = field(default_factory=list)
     log: Any = None
     notes: list[str] = field(default_factory=list)
+    label_offset: float = 0
     _cols: _Columns = field(default_factory=_Columns, repr=False)
 
     # -- sequence of steps -------------------------------------------------------------------
@@ -360,7 +361,7 @@ class Trace:
             cand = max(old * cfg.factor, min_lrs[i]) if i < len(min_lrs) else old
             r = rounder(self.lr_dtypes[i]) if i < len(self.lr_dtypes) else None
             new.append((r(cand) if r else cand) if old - cand > cfg.eps else old)
-        last_label = self.epochs[-1] if self.epochs else st.last_epoch
+        last_label = self.epochs[-1] if self.epochs else st.last_epoch + self.label_offset
         return Forecast(
             steps_until_reduction=k,
             earliest_reduction_epoch=last_label + k,
