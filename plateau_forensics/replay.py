@@ -205,8 +205,23 @@ def _advance(
     add_lr, add_ev = cols.lrs.append, cols.events.append
     n_before = len(cols.best)
     error = None
+    # A torch 1.0 state may hold best as a 0-dim tensor; until an improvement replaces it with a float,
+    # torch 2.13 computes the bar and the comparison in the tensor's dtype (scalar cast first).
+    tb = rounder(state.best_dtype) if state.best_dtype is not None else None
     for current in metrics:
-        if kind == 0:
+        if tb is not None:
+            t_thr = tb(threshold)
+            if kind == 0:
+                better = tb(current) < tb(best * tb(rel_min))
+            elif kind == 1:
+                better = tb(current) < tb(best - t_thr)
+            elif kind == 2:
+                better = tb(current) > tb(best * tb(rel_max))
+            else:
+                better = tb(current) > tb(best + t_thr)
+            if better:
+                tb = None
+        elif kind == 0:
             better = current < best * rel_min
         elif kind == 1:
             better = current < best - threshold
@@ -257,6 +272,7 @@ def _advance(
         add_ev(ev)
     end = replace(
         state,
+        best_dtype=state.best_dtype if tb is not None else None,
         best=best,
         num_bad_epochs=nb,
         cooldown_counter=cd,

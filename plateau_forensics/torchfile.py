@@ -25,8 +25,8 @@ from plateau_forensics.errors import CheckpointError
 
 __all__ = ["Opaque", "TensorRef", "read_torch_file"]
 
-LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch/serialization.py: MAGIC_NUMBER, then PROTOCOL_VERSION
-LEGACY_PROTOCOL = 1001
+_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch/serialization.py: MAGIC_NUMBER, then PROTOCOL_VERSION
+_LEGACY_PROTOCOL = 1001
 
 # dtype name (str(torch.dtype) minus "torch.") -> (struct code, or None if we cannot decode it; itemsize)
 _DTYPES: dict[str, tuple[str | None, int]] = {
@@ -39,10 +39,10 @@ _DTYPES: dict[str, tuple[str | None, int]] = {
 }
 # Storage-class globals in persistent ids (torch/storage.py _dtype_to_storage_type_map); untyped = bytes.
 _STORAGE_DTYPES = {
-    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16", "BFloat16Storage": "bfloat16",
-    "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16", "CharStorage": "int8",
-    "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexDoubleStorage": "complex128",
-    "ComplexFloatStorage": "complex64", "QInt8Storage": "qint8", "QInt32Storage": "qint32",
+    "DoubleStorage": "float64", "FloatStorage": "float32", "HalfStorage": "float16",
+    "BFloat16Storage": "bfloat16", "LongStorage": "int64", "IntStorage": "int32", "ShortStorage": "int16",
+    "CharStorage": "int8", "ByteStorage": "uint8", "BoolStorage": "bool", "ComplexFloatStorage": "complex64",
+    "ComplexDoubleStorage": "complex128", "QInt8Storage": "qint8", "QInt32Storage": "qint32",
     "QUInt8Storage": "quint8", "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
     "UntypedStorage": "uint8",
 }
@@ -88,7 +88,7 @@ class _Source:
         except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
             raise CheckpointError(f"{self.path}: cannot read storage {key!r} ({_one_line(exc)})") from None
         if len(data) != nbytes:
-            raise CheckpointError(f"{self.path}: storage {key!r} is missing, truncated or shorter than its tensor")
+            raise CheckpointError(f"{self.path}: storage {key!r} is missing or shorter than its tensor")
         self.bytes_read += nbytes
         return data
 
@@ -132,7 +132,7 @@ class _Storage(_Inert):
 
 
 def _decode(dtype: str, raw: bytes, byteorder: str) -> list[Any]:
-    """Decode raw storage bytes into Python numbers; bfloat16 is the top half of a float32, so widen exactly."""
+    """Decode storage bytes to Python numbers; bfloat16 is a float32's top half, so it widens exactly."""
     code, size = _DTYPES.get(dtype, (None, 0))
     if code is None:
         raise CheckpointError(f"cannot decode {dtype} tensors without torch")
@@ -309,7 +309,7 @@ def _opaque_class(name: str) -> type[Opaque]:
 
 # --- The allowlist: our own stand-ins, called in place of the globals the pickle names. ---
 
-_REFUSED = object()  # a stand-in returns this for arguments it won't handle: the call is recorded as an Opaque
+_REFUSED = object()  # a stand-in returns this for arguments it won't take: the call is recorded as an Opaque
 
 
 @dataclass(frozen=True)
@@ -433,7 +433,7 @@ _ALLOWED: dict[str, Any] = {"builtins.set": set, "builtins.frozenset": frozenset
 
 
 class _Unpickler(pickle.Unpickler):
-    """Resolves globals only to the allowlist, storage-type markers or ``Opaque``; storages to ``_Storage``."""
+    """Resolves globals to the allowlist, storage-type markers or ``Opaque`` only, and storages lazily."""
 
     def __init__(self, file: IO[bytes], source: _Source) -> None:
         super().__init__(file, encoding="utf-8")  # torch.load's default for Python 2 strings
@@ -485,13 +485,14 @@ def _read_zip(path: str, fh: IO[bytes]) -> Any:
             if pkl is None:
                 raise CheckpointError("not a torch.save file (a zip archive without <prefix>/data.pkl)")
             prefix = pkl.removesuffix("data.pkl")
-            order = zf.read(prefix + "byteorder").decode("ascii", "replace") if prefix + "byteorder" in names else ""
+            has_order = prefix + "byteorder" in names  # older torch wrote none: little-endian
+            order = zf.read(prefix + "byteorder").decode("ascii", "replace") if has_order else "little"
             data = zf.read(pkl)
     except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
         raise CheckpointError(f"corrupt or truncated zip archive ({_one_line(exc)})") from None
-    if order not in ("", "little", "big"):
+    if order not in ("little", "big"):
         raise CheckpointError(f"unknown byteorder record {order!r}")
-    return _unpickle(io.BytesIO(data), _Source(path, order or "little", zip_prefix=prefix))[0]
+    return _unpickle(io.BytesIO(data), _Source(path, order, zip_prefix=prefix))[0]
 
 
 def _read_legacy(path: str, fh: IO[bytes]) -> Any:
@@ -508,9 +509,9 @@ def _read_legacy(path: str, fh: IO[bytes]) -> Any:
         magic = _unpickle(fh, source)[0]
     except CheckpointError:
         magic = None
-    if type(magic) is not int or magic != LEGACY_MAGIC:
+    if type(magic) is not int or magic != _LEGACY_MAGIC:
         raise CheckpointError("not a torch.save file (a pickle without torch's legacy magic number)")
-    if (version := _unpickle(fh, source)[0]) != LEGACY_PROTOCOL:
+    if (version := _unpickle(fh, source)[0]) != _LEGACY_PROTOCOL:
         raise CheckpointError(f"unsupported legacy protocol version {_SHORT.repr(version)}")
     sys_info = _unpickle(fh, source)[0]
     if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
@@ -524,7 +525,7 @@ def _read_legacy(path: str, fh: IO[bytes]) -> Any:
 
 
 def _index_legacy_storages(source: _Source, pos: int, keys: list[str], dtypes: dict[str, str]) -> None:
-    """Record where each storage's bytes start, reading only the 8-byte element counts and seeking past data."""
+    """Record where each storage's bytes start: read only the 8-byte element counts, seek past the data."""
     end = "<" if source.byteorder == "little" else ">"
     with _open_binary(source.path, buffering=0) as raw:  # unbuffered: no weight byte lands in a read-ahead
         size = raw.seek(0, os.SEEK_END)
@@ -536,7 +537,7 @@ def _index_legacy_storages(source: _Source, pos: int, keys: list[str], dtypes: d
             count = struct.unpack(end + "q", header)[0] if len(header) == 8 else -1
             nbytes = count * _DTYPES[dtypes[key]][1]
             if count < 0 or pos + 8 + nbytes > size:
-                raise CheckpointError(f"truncated legacy file (storage {key!r} ends past the end of the file)")
+                raise CheckpointError(f"truncated legacy file (storage {key!r} ends past the end)")
             source.offsets[key] = (pos + 8, nbytes)
             pos += 8 + nbytes
 
