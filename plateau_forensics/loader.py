@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -108,9 +108,8 @@ def _read_torch(path: Path) -> Any:
         import torch
     except ImportError as exc:
         raise CheckpointError("--loader torch needs torch: pip install 'plateau-forensics[torch]'") from exc
-    zip_format = path.read_bytes()[:2] == b"PK" if path.stat().st_size < 4 else _starts_with_pk(path)
-    try:
-        obj = torch.load(path, weights_only=True, mmap=zip_format, map_location="cpu")
+    try:  # mmap only applies to the zip format; torch refuses it for legacy files
+        obj = torch.load(path, weights_only=True, mmap=_starts_with_pk(path), map_location="cpu")
     except Exception as exc:  # torch raises many types here; all mean "this file cannot be read safely"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: torch.load(weights_only=True) refused it: {first}") from exc
@@ -299,7 +298,7 @@ def checkpoint_from_tree(
     raw, best_dtype = _normalise_state(raw_state, where)
     config, state = from_state_dict(raw)
     if best_dtype is not None:
-        state = _with(state, best_dtype=best_dtype)
+        state = replace(state, best_dtype=best_dtype)
 
     opt_source = tree if not extra_trees else {**(_as_mapping(tree) or {"": tree}), **extra_trees}
     n_groups = len(state.last_lr) if state.last_lr is not None else len(state.min_lrs)
@@ -336,12 +335,6 @@ def checkpoint_from_tree(
     )
 
 
-def _with(state: PlateauState, **changes: Any) -> PlateauState:
-    from dataclasses import replace
-
-    return replace(state, **changes)
-
-
 def _load_hf_dir(d: Path, scheduler: str | None, loader: Loader) -> Checkpoint:
     sched_file = d / HF_SCHEDULER
     if not sched_file.is_file():
@@ -352,22 +345,15 @@ def _load_hf_dir(d: Path, scheduler: str | None, loader: Loader) -> Checkpoint:
     if (d / HF_OPTIMIZER).is_file():
         extra["optimizer.pt"] = read_tree(d / HF_OPTIMIZER, loader)
     ck = checkpoint_from_tree(tree, str(d), scheduler=scheduler, loader=loader, extra_trees=extra)
-    ck = _replace_ck(ck, key_path=f"{HF_SCHEDULER}{':' + ck.key_path if ck.key_path else ''}", framework="hf-trainer",
-                     optimizer_key_path=f"{HF_OPTIMIZER}" if ck.optimizer_key_path == "optimizer.pt" else ck.optimizer_key_path)
+    ck = replace(ck, key_path=f"{HF_SCHEDULER}{':' + ck.key_path if ck.key_path else ''}", framework="hf-trainer")
     state_file = d / HF_TRAINER_STATE
     if state_file.is_file():
         try:
             ts = json.loads(state_file.read_text())
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{state_file}: not readable JSON: {exc}") from exc
-        ck = _replace_ck(ck, epoch=ts.get("epoch"), global_step=ts.get("global_step"))
+        ck = replace(ck, epoch=ts.get("epoch"), global_step=ts.get("global_step"))
     return ck
-
-
-def _replace_ck(ck: Checkpoint, **changes: Any) -> Checkpoint:
-    from dataclasses import replace
-
-    return replace(ck, **changes)
 
 
 def load_checkpoint(
