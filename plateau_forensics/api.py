@@ -92,6 +92,7 @@ def trace(
     lr: Sequence[float] | None = None,
     config: PlateauConfig | None = None,
     loader: Loader = "builtin",
+    expect: Mapping[str, Any] | None = None,
 ) -> Trace:
     """What ``plateau-trace`` runs: place the checkpoint in the log, replay, and collect findings.
 
@@ -107,6 +108,8 @@ def trace(
         lr: the lrs before the first replayed step when the log has no lr column.
         config: hyperparameters for teaching mode (no checkpoint); ignored with a checkpoint.
         loader: ``"builtin"`` (torch-free) or ``"torch"``.
+        expect: hyperparameters you believe are in effect (e.g. ``{"patience": 5}``); saved values that
+            differ become ``hyperparameters-overridden`` findings.
 
     Raises:
         ForensicsError: any unusable input (see the error classes).
@@ -119,11 +122,12 @@ def trace(
     if ck is None:
         if log is None:
             raise ConfigError("nothing to trace: give a checkpoint, a loss log, or both")
-        lrs0 = _first_logged_lrs(log) if lr is None else tuple(lr)
-        t = replay(log, config, lrs=lrs0 or (1.0,))
+        replayed = _surviving(log)
+        lrs0 = _first_logged_lrs(replayed) if lr is None else tuple(lr)
+        t = replay(replayed, config, lrs=lrs0 or (1.0,))
         if lr is None and lrs0 is None:
             t.notes.append("no lr given and no lr column: lrs are shown relative to 1.0 (use --lr)")
-        t.findings = diagnose.log_findings(log) + diagnose.lr_divergence(t, log, 0)
+        t.findings = diagnose.diagnose(t, expect=expect, full_log=log, replayed_log=replayed)
         return t
     if log is None:
         t = replay([], state=ck)
@@ -131,9 +135,16 @@ def trace(
             t.label_offset = ck.epoch - ck.state.last_epoch
             t.notes.append(f"forecast epochs count from the checkpoint's epoch field ({ck.epoch}), assuming it "
                            "was saved after that epoch's step; give the loss log to place it exactly")
-        t.findings = diagnose.partial_state_finding(ck)
+        t.findings = diagnose.diagnose(t, expect=expect)
         return t
-    return _trace_checkpoint_in_log(ck, log, lr)
+    return _trace_checkpoint_in_log(ck, log, lr, expect)
+
+
+def _surviving(log: LossLog) -> LossLog:
+    """The rows to replay: after a crash and an appended resume, the last run's rows for each epoch."""
+    if any(a.kind == "duplicate-epochs" for a in log.anomalies):
+        return log.surviving_history()[0]
+    return log
 
 
 def _first_logged_lrs(log: LossLog) -> tuple[float, ...] | None:
@@ -142,11 +153,22 @@ def _first_logged_lrs(log: LossLog) -> tuple[float, ...] | None:
     return None
 
 
-def _trace_checkpoint_in_log(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None) -> Trace:
+def _trace_checkpoint_in_log(
+    ck: Checkpoint, full_log: LossLog, lr: Sequence[float] | None, expect: Mapping[str, Any] | None
+) -> Trace:
+    log = _surviving(full_log)
     metrics = [float(m) for m in log.metrics]
     epochs = list(log.epochs)
+    extra: list[diagnose.Finding] = []
     a = align(ck.config, ck.state, metrics, epochs, saved_lrs=ck.lrs, log_lrs=log.lrs, lr_option=lr,
               checkpoint_epoch=ck.epoch)
+    if a.index is None and not ck.partial:
+        found = _steps_per_row(ck, log, lr)
+        if found is not None:
+            log, metrics, epochs, a, k = found
+            extra.append(diagnose.steps_per_row_finding(
+                None, k, {"k": k, "epoch": a.epoch, "last_epoch": ck.state.last_epoch,
+                          "rows": (a.index - a.start_index + 1) // k}))
     resume_at = a.index
     note = ""
     if resume_at is None and ck.epoch is not None and ck.epoch in epochs:
@@ -173,10 +195,29 @@ def _trace_checkpoint_in_log(ck: Checkpoint, log: LossLog, lr: Sequence[float] |
     if a.initial_lrs_source == "inferred":
         t.notes.append(f"initial lr {list(a.initial_lrs)} inferred from the checkpoint's lr and the replayed reductions")
     t.checkpoint, t.alignment, t.log = ck, a, log
-    sub_log = _sliced(log, start)
-    t.findings = (diagnose.log_findings(log) + diagnose.partial_state_finding(ck)
-                  + diagnose.lr_divergence(t, sub_log, (resume_at + 1 - start) if resume_at is not None else 0))
+    rebuilt = t.state_at(a.index - start) if a.index is not None else None
+    t.findings = diagnose.diagnose(t, expect=expect, full_log=full_log, replayed_log=_sliced(log, start),
+                                   rebuilt=rebuilt, extra=extra)
     return t
+
+
+def _steps_per_row(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None, max_k: int = 8) -> Any:
+    """Try k = 2..max_k steps per logged row; return the expanded log and alignment for the first k that fits."""
+    from dataclasses import replace
+
+    for k in range(2, max_k + 1):
+        metrics = [float(m) for m in log.metrics for _ in range(k)]
+        epochs = [e for e in log.epochs for _ in range(k)]
+        lrs = None
+        if log.lrs is not None:  # the lr used during an epoch is the lr before its first step
+            lrs = tuple(row if j == 0 else tuple(None for _ in row) for row in log.lrs for j in range(k))
+        a = align(ck.config, ck.state, metrics, epochs, saved_lrs=ck.lrs, log_lrs=lrs, lr_option=lr,
+                  checkpoint_epoch=ck.epoch)
+        if a.index is not None and (a.index - a.start_index + 1) % k == 0 and a.index % k == k - 1:
+            expanded = replace(log, metrics=tuple(metrics), epochs=tuple(epochs), lrs=lrs,
+                               lines=tuple(n for n in log.lines for _ in range(k)))
+            return expanded, metrics, epochs, a, k
+    return None
 
 
 def _sliced(log: LossLog, start: int) -> LossLog:

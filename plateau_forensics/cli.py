@@ -20,9 +20,26 @@ class ExitStatus(IntEnum):
     OK = 0
     ERROR = 1  # bad input: unreadable file, no plateau state, no metric column, ...
     USAGE = 2  # click's own: unknown option, missing argument
+    FINDINGS = 3  # only with --check: at least one warning-level finding
 
 
 HPARAMS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "eps")
+
+
+EXPECT_KEYS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps")
+
+
+def _parse_expect(items: tuple[str, ...]) -> dict[str, str]:
+    """``("patience=5", "factor=0.5")`` -> ``{"patience": "5", "factor": "0.5"}``; bad keys are usage errors."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or key not in EXPECT_KEYS or not value.strip():
+            raise click.BadParameter(f"{item!r}: use KEY=VALUE with KEY one of {', '.join(EXPECT_KEYS)}",
+                                     param_hint="--expect")
+        out[key] = value.strip()
+    return out
 
 
 def _classify(paths: tuple[str, ...]) -> tuple[str | None, list[str]]:
@@ -62,11 +79,17 @@ def _classify(paths: tuple[str, ...]) -> tuple[str | None, list[str]]:
 @click.option("--style", default="simple", show_default=True, help="tabulate style for --format table.")
 @click.option("--explain", is_flag=True, help="One line per epoch saying why it went the way it did.")
 @click.option("--width", type=int, help="Grid width in characters (default: the terminal's).")
+@click.option("--expect", "expects", multiple=True, metavar="KEY=VALUE",
+              help="A hyperparameter you believe is in effect (e.g. patience=5); repeatable.")
+@click.option("--check", is_flag=True, help="Exit 3 when any warning-level finding is present (for CI gates).")
+@click.option("--write-state", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Write the scheduler state rebuilt from the log (.pt needs torch, or .json).")
 @click.version_option(package_name="plateau-forensics")
 def main(
     paths: tuple[str, ...], scheduler_key: str | None, loader: str, metric: str | None, epoch_column: str | None,
     lr_columns: tuple[str, ...], lrs: tuple[float, ...], min_lrs: tuple[float, ...], fmt: str, style: str,
-    explain: bool, width: int | None, **hparams: object,
+    explain: bool, width: int | None, expects: tuple[str, ...], check: bool, write_state: Path | None,
+    **hparams: object,
 ) -> None:
     """Replay ReduceLROnPlateau over a loss log and explain every LR change.
 
@@ -85,6 +108,7 @@ def main(
     if len(paths) > 2:
         raise click.UsageError("give at most a checkpoint and one loss log")
     given = {k: v for k, v in hparams.items() if v is not None}
+    expect = _parse_expect(expects)
     from plateau_forensics import api, report
     from plateau_forensics.state import PlateauConfig
 
@@ -102,12 +126,25 @@ def main(
         trace = api.trace(
             ckpt, logs[0] if logs else None, scheduler=scheduler_key, metric=metric, epoch_column=epoch_column,
             lr_columns=lr_columns or None, lr=lrs or None, config=config, loader=loader,  # type: ignore[arg-type]
+            expect=expect,
         )
         out = report.render(trace, "explain" if explain else fmt,  # type: ignore[arg-type]
                             width=width or shutil.get_terminal_size((100, 24)).columns, style=style)
+        changes = None
+        if write_state is not None:
+            from plateau_forensics.repair import repaired_state, write_state as write
+
+            state, changes = repaired_state(trace)
+            write(state, write_state)
     except ForensicsError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
     click.echo(out)
+    if changes is not None:
+        what = "; ".join(changes) if changes else "nothing changed: the saved state already matches the log"
+        click.echo(f"wrote {write_state}: {what}", err=fmt == "json")
+    if check and any(f.severity == "warning" for f in trace.findings):
+        ctx = click.get_current_context()
+        ctx.exit(ExitStatus.FINDINGS)
 
 
 if __name__ == "__main__":  # pragma: no cover

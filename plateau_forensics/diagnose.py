@@ -1,17 +1,31 @@
-"""Findings: anomalies and LR surprises a trace reveals, each with evidence and a fix.
+"""Findings: name the cause of an LR surprise from the evidence in the checkpoint and the log.
 
-Every finding comes from evidence in the inputs (the saved state, the optimizer lrs, the log), never
-from a file name. Codes are stable: tools and CI gates match on them.
+Every finding comes from the inputs (the saved state and its key set, the optimizer lrs, the log's
+columns and lr column, replays from scratch versus from the saved state), never from a file name.
+Codes are stable: tools and CI gates (``--check``) match on them. ``warning`` means the run did not do
+what its author most likely meant; ``info`` explains behaviour that is by design.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
+
+from plateau_forensics.replay import Event, Trace, run
+from plateau_forensics.state import HYPERPARAMETER_KEYS, PlateauConfig, PlateauState
+
+if TYPE_CHECKING:
+    from plateau_forensics.losses import LossLog
 
 Severity = Literal["info", "warning"]
+
+#: Metric names that rise when the model gets better (mode should be "max").
+RISING_NAME = re.compile(r"(^|[^a-z])(acc|accuracy|auc|auroc|f1|bleu|rouge|iou|map|precision|recall|top1|top5|score|r2)"
+                         r"($|[^a-z])")
+FALLING_NAME = re.compile(r"(^|[^a-z])(loss|nll|error|err|mse|mae|rmse|perplexity|ppl|wer|cer)($|[^a-z])")
 
 
 @dataclass(frozen=True)
@@ -31,53 +45,486 @@ class Finding:
                 "evidence": dict(self.evidence), "fix": self.fix}
 
 
-def log_findings(log: Any) -> list[Finding]:
-    """Findings for anomalies the loss log itself shows (duplicated, unsorted or missing epochs, NaN)."""
+def _close(a: Sequence[float], b: Sequence[float]) -> bool:
+    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=0.0) for x, y in zip(a, b))
+
+
+def _fmt(lrs: Sequence[float]) -> str:
+    return "[" + ", ".join(f"{v:.4g}" for v in lrs) + "]"
+
+
+def _logged(log: LossLog | None, i: int) -> tuple[float, ...] | None:
+    if log is None or log.lrs is None or i >= len(log.lrs):
+        return None
+    row = log.lrs[i]
+    return None if any(v is None for v in row) else tuple(float(v) for v in row)  # type: ignore[arg-type]
+
+
+# -- the log itself ------------------------------------------------------------------------------
+def log_findings(log: LossLog, replayed: LossLog | None = None) -> list[Finding]:
+    """Anomalies the loss log shows: duplicated, unsorted or missing epochs, NaN metrics."""
     out = []
-    for a in getattr(log, "anomalies", ()):
-        code = {"non-finite-metric": "nan-metric"}.get(a.kind, a.kind)
-        severity: Severity = "warning" if a.kind in ("duplicate-epochs", "unsorted-epochs") else "info"
-        fix = {
-            "duplicate-epochs": "the last run's rows are replayed; check the crash point",
-            "nan-metric": "torch counts NaN as a bad epoch; fix the metric or expect earlier reductions",
-        }.get(code, "")
-        out.append(Finding(code, severity, a.epochs[0] if a.epochs else None, a.message,
-                           {"epochs": list(a.epochs)}, fix))
+    for a in log.anomalies:
+        if a.kind == "duplicate-epochs":
+            kept = replayed is not None and replayed is not log
+            out.append(Finding(
+                "duplicate-epochs", "info", a.epochs[0] if a.epochs else None,
+                a.message + (" ; the earlier run's rows for these epochs are dropped and the last run's are replayed"
+                             if kept else ""),
+                {"epochs": list(a.epochs), "rows": list(a.rows)},
+                "append to a fresh log per resume, or truncate the log at the checkpoint epoch when resuming"))
+        elif a.kind == "non-finite-metric":
+            out.append(Finding(
+                "nan-metric", "warning",
+                a.epochs[0] if a.epochs else None,
+                a.message + "; torch never counts NaN as better, so each one is a bad epoch (or a muted one in cooldown)",
+                {"epochs": list(a.epochs)},
+                "find why the metric was NaN/inf; skip scheduler.step() on those evaluations if they are not real"))
+        elif a.kind == "unsorted-epochs":
+            out.append(Finding("unsorted-epochs", "warning", a.epochs[0] if a.epochs else None, a.message,
+                               {"epochs": list(a.epochs)}, "check the log's epoch column"))
+        else:
+            out.append(Finding(a.kind, "info", a.epochs[0] if a.epochs else None, a.message,
+                               {"epochs": list(a.epochs)}, ""))
     return out
 
 
-def partial_state_finding(checkpoint: Any) -> list[Finding]:
-    """A saved state without counters: say what a resume from it loses."""
+# -- the saved state -------------------------------------------------------------------------------
+def partial_state_finding(checkpoint: Any, rebuilt: PlateauState | None = None) -> list[Finding]:
+    """A saved state without counters: say what a resume from it loses (with the rebuilt values if known)."""
     st = checkpoint.state
     if not st.partial:
         return []
-    lost = [k for k in ("num_bad_epochs", "cooldown_counter", "patience", "factor", "cooldown", "min_lrs")
-            if k in st.missing]
+    lost = [k for k in ("num_bad_epochs", "cooldown_counter") if k in st.missing]
+    hp = [k for k in HYPERPARAMETER_KEYS if k in st.missing]
+    detail = ""
+    if rebuilt is not None:
+        detail = (f"; the log says they were num_bad_epochs={rebuilt.num_bad_epochs}, "
+                  f"cooldown_counter={rebuilt.cooldown_counter} at the checkpoint")
     return [Finding(
         "partial-state", "warning", checkpoint.epoch,
-        f"the saved plateau state at {checkpoint.key_path or '<root>'} has only {', '.join(st.keys)}; "
-        f"a resume starts {', '.join(lost)} from scratch",
-        {"keys": list(st.keys), "missing": list(st.missing)},
-        "save the wrapped torch scheduler's full state_dict() (timm: scheduler.lr_scheduler.state_dict())",
-    )]
+        f"the saved plateau state at {checkpoint.key_path or '<root>'} has only {', '.join(st.keys)}: a resume "
+        f"restarts {', '.join(lost)} at 0{detail}" + (f"; hyperparameters not saved: {', '.join(hp)}" if hp else ""),
+        {"keys": list(st.keys), "missing": list(st.missing),
+         "rebuilt": None if rebuilt is None else {"num_bad_epochs": rebuilt.num_bad_epochs,
+                                                   "cooldown_counter": rebuilt.cooldown_counter}},
+        "save the wrapped torch scheduler's full state_dict() (timm: scheduler.lr_scheduler.state_dict()), "
+        "or load the state written by --write-state")]
 
 
-def lr_divergence(trace: Any, log: Any, from_index: int) -> list[Finding]:
-    """The first row at/after ``from_index`` whose logged lr differs from the replayed lr for that epoch."""
+def _parse_expect(key: str, value: Any) -> Any:
+    if key in ("mode", "threshold_mode"):
+        return str(value)
+    if key == "min_lr":
+        if isinstance(value, str) and "," in value:
+            return tuple(float(v) for v in value.split(","))
+        return float(value) if not isinstance(value, (list, tuple)) else tuple(float(v) for v in value)
+    if key in ("patience", "cooldown"):
+        return int(float(value))
+    return float(value)
+
+
+def hyperparameter_findings(checkpoint: Any, expect: Mapping[str, Any] | None) -> list[Finding]:
+    """Saved hyperparameters that differ from what the user expects, and torch's exact defaults in effect."""
+    cfg: PlateauConfig = checkpoint.config
+    out = []
+    if expect:
+        diffs = {}
+        for key, raw in expect.items():
+            want = _parse_expect(key, raw)
+            have = getattr(cfg, key)
+            if isinstance(have, tuple) and not isinstance(want, tuple):
+                want = (want,) * len(have)
+            if have != want and not (isinstance(have, (int, float)) and isinstance(want, (int, float))
+                                     and math.isclose(have, want, rel_tol=1e-12)):
+                diffs[key] = {"saved": list(have) if isinstance(have, tuple) else have,
+                              "expected": list(want) if isinstance(want, tuple) else want}
+        if diffs:
+            text = ", ".join(f"{k}={v['saved']} (you expect {v['expected']})" for k, v in diffs.items())
+            out.append(Finding(
+                "hyperparameters-overridden", "warning", checkpoint.epoch,
+                f"load_state_dict imposes the saved {text}: torch restores every saved hyperparameter over the "
+                "constructor's arguments",
+                {"differences": diffs},
+                "after load_state_dict, set the new values on the scheduler (e.g. scheduler.patience = 5), "
+                "or delete those keys from the state dict before loading it"))
+    if not checkpoint.state.partial and cfg == PlateauConfig(min_lr=cfg.min_lr) and cfg.min_lr in (0, 0.0):
+        out.append(Finding(
+            "defaults-in-effect", "info", checkpoint.epoch,
+            "the saved hyperparameters are exactly torch's defaults (mode=min, factor=0.1, patience=10, "
+            "threshold=1e-4 rel, cooldown=0, min_lr=0, eps=1e-8): if you passed others, a wrapper dropped them",
+            {"config": cfg.to_dict()},
+            "check that your arguments reach ReduceLROnPlateau (e.g. HF lr_scheduler_kwargs, Lightning's "
+            "scheduler dict); pass --expect k=v to compare"))
+    return out
+
+
+def min_lrs_findings(checkpoint: Any) -> list[Finding]:
+    """``len(min_lrs)`` differs from the optimizer's param groups: the next reduction rebuilds or raises."""
+    st = checkpoint.state
+    if checkpoint.optimizer_lrs is None or len(st.min_lrs) == len(checkpoint.optimizer_lrs):
+        return []
+    n, m = len(checkpoint.optimizer_lrs), len(st.min_lrs)
+    if st.default_min_lr is None:
+        what = ("the next reduction raises RuntimeError (a per-group min_lr list cannot be rebuilt)")
+        fix = "append the new group's floor to scheduler.min_lrs after add_param_group()"
+    else:
+        what = f"the next reduction rebuilds min_lrs as [{st.default_min_lr}] * {n}, dropping per-group floors"
+        fix = "set scheduler.min_lrs to one floor per group after add_param_group()"
+    return [Finding("min-lrs-mismatch", "warning", checkpoint.epoch,
+                    f"{m} min_lrs but {n} optimizer param groups: {what}",
+                    {"min_lrs": list(st.min_lrs), "param_groups": n, "default_min_lr": st.default_min_lr}, fix)]
+
+
+def torch_version_findings(checkpoint: Any) -> list[Finding]:
+    """What the key set says about the torch release that wrote the state, where it changes the replay."""
+    st, keys = checkpoint.state, set(checkpoint.state.keys)
+    notes = []
+    if st.last_epoch_base == -1:
+        notes.append("torch <= 1.3 key order without _last_lr: last_epoch counts from -1 (n steps -> n-1)")
+    if st.best_dtype is not None:
+        notes.append(f"best is a {st.best_dtype} tensor (torch 1.0): torch 2.13 compares in {st.best_dtype} until "
+                     "the next improvement")
+    if "verbose" in keys and st.last_epoch_base == 0:
+        notes.append(f"'verbose' key (torch 2.2-2.6, value {st.extras.get('verbose')!r}): load_state_dict carries it "
+                     "forward into every later state dict")
+    if "default_min_lr" not in keys and not st.partial:
+        notes.append("no default_min_lr (torch < 2.6): after load_state_dict a changed group count rebuilds min_lrs "
+                     "from the *constructor's* min_lr")
+    if not notes:
+        return []
+    return [Finding("torch-version", "info", checkpoint.epoch, "; ".join(notes), {"keys": list(st.keys)},
+                    "nothing to fix unless the notes affect your resume")]
+
+
+# -- the trace against the log ---------------------------------------------------------------------
+def rel_threshold_findings(trace: Trace) -> list[Finding]:
+    """``threshold_mode='rel'`` with a best <= 0: slight regressions count as improvements."""
+    cfg = trace.config
+    if cfg.threshold_mode != "rel":
+        return []
+    rows = []
+    for s in trace.steps:
+        if not math.isfinite(s.best_before) or s.best_before > 0:
+            continue
+        worse = s.metric > s.best_before if cfg.mode == "min" else s.metric < s.best_before
+        if s.improved and worse or s.best_before == 0:
+            rows.append(s.epoch)
+    if not rows:
+        if math.isfinite(trace.final.best) and trace.final.best <= 0:
+            return [Finding("rel-threshold-nonpositive", "info", None,
+                            f"best is {trace.final.best:.4g} <= 0 with threshold_mode='rel': the bar "
+                            f"best*(1{'-' if cfg.mode == 'min' else '+'}threshold) lies on the wrong side of best",
+                            {"best": trace.final.best}, "use threshold_mode='abs' for metrics that can be <= 0")]
+        return []
+    return [Finding(
+        "rel-threshold-nonpositive", "warning", rows[0],
+        f"threshold_mode='rel' with best <= 0: at epochs {', '.join(str(e) for e in rows[:10])} a metric worse "
+        "than best (or any metric against best == 0) was judged by a bar on the wrong side of best",
+        {"epochs": rows}, "use threshold_mode='abs' (threshold in the metric's units) for metrics that can be <= 0")]
+
+
+def floor_findings(trace: Trace) -> list[Finding]:
+    """Reductions suppressed by ``min_lr`` (by design) or by ``eps`` (usually a surprise)."""
+    out = []
+    floor_rows, eps_rows, groups = [], [], set()
+    for s in trace.reductions():
+        held = [g for g, (a, b) in enumerate(zip(s.lr_in, s.lr)) if a == b]
+        if held:
+            (eps_rows if "<= eps" in s.reason else floor_rows).append(s.epoch)
+            groups.update(held)
+    if floor_rows:
+        which = "the lr" if len(trace.lrs) == 1 else f"group {', '.join(map(str, sorted(groups)))}"
+        out.append(Finding("lr-at-floor", "info", floor_rows[0],
+                           f"{which} is held at its floor (min_lrs {list(trace.final.min_lrs)}): the reductions due at "
+                           f"epochs {', '.join(str(e) for e in floor_rows[:10])} leave it unchanged (cooldown still "
+                           "restarts)",
+                           {"epochs": floor_rows, "groups": sorted(groups), "min_lrs": list(trace.final.min_lrs)},
+                           "lower min_lr, or stop training (early stopping) once the floor is reached"))
+    if eps_rows:
+        out.append(Finding("lr-at-floor", "warning", eps_rows[0],
+                           f"reductions at epochs {', '.join(str(e) for e in eps_rows[:10])} were smaller than "
+                           f"eps={trace.config.eps} and were not applied",
+                           {"epochs": eps_rows, "eps": trace.config.eps}, "lower eps (it is an absolute lr change)"))
+    return out
+
+
+def mode_findings(trace: Trace) -> list[Finding]:
+    """mode 'min' on a metric that rises (accuracy-like name or trend), or 'max' on a loss."""
+    log, cfg = trace.log, trace.config
+    name = (log.metric_column if log is not None else "").lower()
+    vals = [m for m in trace.metrics if math.isfinite(m)]
+    if len(vals) < 6:
+        return []
+    q = max(2, len(vals) // 4)
+    head, tail = sum(vals[:q]) / q, sum(vals[-q:]) / q
+    rising = tail > head
+    named_rising = bool(RISING_NAME.search(name)) and not FALLING_NAME.search(name)
+    named_falling = bool(FALLING_NAME.search(name))
+    suspicious = (cfg.mode == "min" and (named_rising or (rising and not named_falling))
+                  or cfg.mode == "max" and (named_falling or (not rising and not named_rising)))
+    if not suspicious:
+        return []
+    # evidence: reductions taken while the metric was at its best in the *other* direction
+    other = max if cfg.mode == "min" else min
+    reds = [s for s in trace.reductions()]
+    hits = []
+    for s in reds:
+        upto = [m for m in trace.metrics[: s.index + 1] if math.isfinite(m)]
+        if upto and s.metric == other(upto):
+            hits.append(s.epoch)
+    why = (f"the column '{log.metric_column}' is named like a metric that should be maximised" if named_rising
+           else f"the column '{log.metric_column}' is named like a loss" if named_falling
+           else f"the metric {'rises' if rising else 'falls'} over the log (mean {head:.4g} -> {tail:.4g})")
+    sev: Severity = "warning" if (named_rising or named_falling or hits) else "info"
+    return [Finding(
+        "mode-mismatch", sev, hits[0] if hits else None,
+        f"mode='{cfg.mode}' but {why}" + (f"; the lr was reduced at epochs {', '.join(map(str, hits))} while the "
+                                          "metric was at its best in the other direction" if hits else ""),
+        {"mode": cfg.mode, "column": log.metric_column if log else None, "head_mean": head, "tail_mean": tail,
+         "reductions_at_other_best": hits},
+        f"use mode='{'max' if cfg.mode == 'min' else 'min'}' for this metric")]
+
+
+def wrong_metric_findings(trace: Trace) -> list[Finding]:
+    """The saved ``best`` is not a value of the monitored column but is one of another column."""
+    ck, log = trace.checkpoint, trace.log
+    if ck is None or log is None or not math.isfinite(ck.state.best):
+        return []
+    best = ck.state.best
+    if any(m == best for m in log.metrics):
+        return []
+    others = []
+    for col, values in log.columns.items():
+        for i, v in enumerate(values):
+            if v is not None and v == best:
+                others.append((col, log.epochs[i]))
+                break
+    if not others:
+        return [Finding("wrong-metric", "info", None,
+                        f"the saved best {best!r} is not a value of '{log.metric_column}' or any other log column "
+                        "(the log may be rounded, or from another run)", {"best": best}, "")]
+    col, epoch = others[0]
+    return [Finding(
+        "wrong-metric", "warning", epoch,
+        f"the saved best {best!r} is not a value of '{log.metric_column}' but equals '{col}' at epoch {epoch}: "
+        "the scheduler was stepped with that column",
+        {"best": best, "monitored": log.metric_column, "matches": [{"column": c, "epoch": e} for c, e in others]},
+        f"pass the validation metric to scheduler.step() (or rerun with --metric {col} to replay what happened)")]
+
+
+# -- what happened at and after the resume -----------------------------------------------------------
+def _replay_lr_in(cfg: PlateauConfig, state: PlateauState | None, lrs: Sequence[float], metrics: Sequence[float],
+                  dtypes: Sequence[str | None]) -> list[tuple[float, ...]]:
+    t = run(cfg, metrics, lrs, state=state, lr_dtypes=dtypes)
+    out = [tuple(lrs)]
+    out.extend(t._cols.lrs[:-1])
+    return out
+
+
+def _prefix(logged: list[tuple[float, ...] | None], predicted: list[tuple[float, ...]]) -> int:
+    n = 0
+    for a, b in zip(logged, predicted):
+        if a is None:
+            n += 1
+            continue
+        if not _close(a, b):
+            break
+        n += 1
+    return n
+
+
+def resume_findings(trace: Trace, log: LossLog | None) -> list[Finding]:
+    """Classify the rows after the checkpoint: which restore (scheduler, optimizer, lr) the log's lr shows."""
+    ck, a = trace.checkpoint, trace.alignment
+    out: list[Finding] = []
+    if ck is None or a is None:
+        return out
+    if a.index is not None and a.start_index > 0:
+        e0 = trace.epochs[0]
+        out.append(Finding(
+            "scheduler-not-restored", "warning", e0,
+            f"the scheduler that wrote this checkpoint took its first step at epoch {e0}: a fresh scheduler from "
+            f"there reaches the saved state in exactly last_epoch={a.scheduler_step} steps, so an earlier run's "
+            "scheduler state was not restored at that resume (its best and counters restarted)",
+            {"first_step_epoch": e0, "scheduler_step": a.scheduler_step, "epoch_offset": a.epoch_offset},
+            "load scheduler.state_dict() from the checkpoint when resuming"))
+    if log is None or log.lrs is None or a.index is None:
+        return out
+    first = a.index - a.start_index + 1  # trace position of the first row after the checkpoint
+    if first >= len(trace):
+        return out
+    rows = list(range(first, len(trace)))
+    logged = [_logged(log, i) for i in rows]
+    if logged[0] is None:
+        return out
+    metrics = list(trace.metrics[first:])
+    cfg, dtypes = trace.config, trace.lr_dtypes
+    ck_lrs = tuple(ck.lrs) if ck.lrs else None
+    initial = tuple(a.initial_lrs)
+    l0 = logged[0]
+    epoch0 = trace.epochs[first]
+    if ck_lrs is not None and not _close(l0, ck_lrs):
+        if _close(l0, initial) and a.initial_lrs_source in ("log", "option", "inferred"):
+            out.append(Finding(
+                "optimizer-not-restored", "warning", epoch0,
+                f"epoch {epoch0} trained with lr {_fmt(l0)}, the initial lr, not the checkpoint optimizer's "
+                f"{_fmt(ck_lrs)}: the optimizer state was not loaded, and the reductions made so far were lost",
+                {"logged_lr": list(l0), "checkpoint_lr": list(ck_lrs), "initial_lr": list(initial)},
+                "load optimizer.state_dict() from the checkpoint (ReduceLROnPlateau keeps the lr only there)"))
+        else:
+            out.append(Finding(
+                "lr-overwritten", "warning", epoch0,
+                f"epoch {epoch0} trained with lr {_fmt(l0)}, neither the checkpoint optimizer's {_fmt(ck_lrs)} nor "
+                f"the initial {_fmt(initial)}: code set the lr by hand after loading",
+                {"logged_lr": list(l0), "checkpoint_lr": list(ck_lrs), "initial_lr": list(initial)},
+                "remove the code that assigns param_group['lr'] after loading the optimizer"))
+    base = l0
+    restored = _replay_lr_in(cfg, ck.state, base, metrics, dtypes)
+    fresh = _replay_lr_in(cfg, PlateauState.fresh(cfg, base), base, metrics, dtypes)
+    p_restored, p_fresh = _prefix(logged, restored), _prefix(logged, fresh)
+    if p_restored < len(rows) and p_fresh > p_restored:
+        i = p_restored
+        out.append(Finding(
+            "scheduler-not-restored", "warning", trace.epochs[first + i],
+            f"after the resume the lr follows a fresh scheduler (best reset to {cfg.mode_worse}, counters 0, "
+            f"last_epoch restarted), not the saved state: at epoch {trace.epochs[first + i]} the log has "
+            f"{_fmt(logged[i] or ())} where the restored scheduler gives {_fmt(restored[i])}",
+            {"rows_matching_restored": p_restored, "rows_matching_fresh": p_fresh,
+             "epoch": trace.epochs[first + i], "logged_lr": list(logged[i] or ()), "restored_lr": list(restored[i]),
+             "fresh_lr": list(fresh[i])},
+            "call scheduler.load_state_dict(checkpoint[...]) when resuming"))
+    return out
+
+
+def external_lr_findings(trace: Trace, log: LossLog | None, skip: set[int], limit: int) -> list[Finding]:
+    """Logged lr changes the replay does not make, or makes by another ratio (warm-up, other schedulers, noise).
+
+    Only transitions into rows ``< limit`` are judged: past a resume whose restore went wrong, the replay
+    from the saved state is not what ran, and ``resume_findings`` already explains those rows.
+    """
     if log is None or log.lrs is None:
         return []
-    for i in range(from_index, len(trace)):
-        logged = log.lrs[i]
-        expected = trace.step(i).lr_in
-        if any(v is None for v in logged) or len(logged) != len(expected):
+    rows = []
+    for i in range(min(len(trace), limit) - 1):
+        a, b = _logged(log, i), _logged(log, i + 1)
+        if a is None or b is None or (i + 1) in skip:
             continue
-        if not all(math.isclose(a, b, rel_tol=1e-6, abs_tol=0.0) for a, b in zip(logged, expected)):
-            s = trace.step(i)
-            return [Finding(
-                "lr-diverges", "warning", s.epoch,
-                f"epoch {s.epoch}: the log's lr {list(logged)} differs from {list(expected)}, the lr a correctly "
-                "restored scheduler gives",
-                {"epoch": s.epoch, "logged_lr": list(logged), "replayed_lr": list(expected)},
-                "load both optimizer.state_dict() and scheduler.state_dict() when resuming",
-            )]
-    return []
+        s = trace.step(i)
+        for g, (x, y) in enumerate(zip(a, b)):
+            if x == 0 or s.lr_in[g] == 0:
+                continue
+            logged_ratio, replay_ratio = y / x, s.lr[g] / s.lr_in[g]
+            if not math.isclose(logged_ratio, replay_ratio, rel_tol=1e-6):
+                rows.append((trace.epochs[i + 1], g, x, y, replay_ratio))
+                break
+    if not rows:
+        return []
+    e, g, x, y, r = rows[0]
+    return [Finding(
+        "external-lr-change", "warning", e,
+        f"the logged lr changes where the plateau scheduler does not explain it: at epoch {e} group {g} went "
+        f"{x:.4g} -> {y:.4g} (ratio {y / x:.4g}; the scheduler's ratio there is {r:.4g})"
+        + (f"; {len(rows)} such rows in all" if len(rows) > 1 else ""),
+        {"rows": [{"epoch": e2, "group": g2, "from": x2, "to": y2, "scheduler_ratio": r2}
+                  for e2, g2, x2, y2, r2 in rows[:50]]},
+        "another writer sets the lr (warm-up, a second scheduler, lr noise, manual code): make it the only one, or "
+        "expect the plateau scheduler to act on top of it")]
+
+
+def epoch_offset_findings(trace: Trace) -> list[Finding]:
+    """The log's epoch and the scheduler's last_epoch differ by a constant; say which and where it changed."""
+    a = trace.alignment
+    if a is None or a.epoch is None or not a.epoch_offset:
+        return []
+    e0 = trace.epochs[0] if trace.epochs else None
+    where = f"; the scheduler's count starts at epoch {e0}" if a.start_index > 0 else ""
+    return [Finding(
+        "epoch-offset", "info", a.epoch,
+        f"log epoch {a.epoch} is scheduler step {a.scheduler_step}: epoch - last_epoch = {a.epoch_offset}{where} "
+        "(warm-up epochs without a step, a restarted scheduler, 0-based epochs, or step(metric, epoch))",
+        {"epoch": a.epoch, "last_epoch": a.scheduler_step, "offset": a.epoch_offset},
+        "compare reductions by scheduler step (last_epoch), not by loop epoch")]
+
+
+def saved_before_step_findings(trace: Trace) -> list[Finding]:
+    """The checkpoint's epoch field is one ahead of the row whose state it holds (Lightning's save order)."""
+    ck, a = trace.checkpoint, trace.alignment
+    if ck is None or a is None or a.epoch is None or ck.epoch is None:
+        return []
+    if ck.epoch - a.epoch != 1:
+        return []
+    return [Finding(
+        "saved-before-step", "info", ck.epoch,
+        f"the checkpoint says epoch {ck.epoch} but holds the state after epoch {a.epoch}'s step: it was saved "
+        f"before epoch {ck.epoch}'s scheduler.step (Lightning's order), or 'epoch' stores the next epoch to run",
+        {"checkpoint_epoch": ck.epoch, "state_after_epoch": a.epoch},
+        "on resume, make sure epoch {0}'s metric is stepped exactly once".format(ck.epoch))]
+
+
+def steps_per_row_finding(trace: Trace, k: int, evidence: Mapping[str, Any]) -> Finding:
+    """The scheduler was stepped ``k`` times per logged evaluation."""
+    return Finding(
+        "steps-per-row", "warning", evidence.get("epoch"),
+        f"the scheduler was stepped {k} times per logged evaluation: replaying each row {k} times reproduces the "
+        f"saved state (last_epoch={evidence.get('last_epoch')} after {evidence.get('rows')} rows)",
+        dict(evidence),
+        "call scheduler.step(metric) once per evaluation (not per batch or per process; Lightning: "
+        "interval='epoch')")
+
+
+def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log: LossLog | None = None,
+             replayed_log: LossLog | None = None, rebuilt: PlateauState | None = None,
+             extra: Sequence[Finding] = ()) -> list[Finding]:
+    """Every finding for a trace, warnings first, each once.
+
+    Args:
+        trace: the replay (with ``checkpoint``, ``alignment`` and ``log`` context when there is one).
+        expect: hyperparameters the user believes are in effect (``--expect``).
+        full_log: the log as read (before dropping an earlier run's duplicated rows).
+        replayed_log: the rows the trace replays, aligned with ``trace`` positions.
+        rebuilt: the counters a full replay gives at the checkpoint (for partial states).
+        extra: findings computed by the caller (e.g. steps-per-row from a k-fold replay).
+    """
+    ck = trace.checkpoint
+    out: list[Finding] = list(extra)
+    if full_log is not None:
+        out += log_findings(full_log, replayed_log)
+    if ck is not None:
+        out += partial_state_finding(ck, rebuilt) + hyperparameter_findings(ck, expect)
+        out += min_lrs_findings(ck) + torch_version_findings(ck)
+    elif expect:
+        fake = _ExpectOnly(trace.config)
+        out += hyperparameter_findings(fake, expect)
+    resume = resume_findings(trace, replayed_log)
+    out += resume
+    a = trace.alignment
+    first = a.index - a.start_index + 1 if a is not None and a.index is not None else None
+    post_resume_codes = {"optimizer-not-restored", "lr-overwritten"}
+    went_wrong = any(f.code in post_resume_codes or (f.code == "scheduler-not-restored" and "after the resume"
+                                                        in f.message) for f in resume)
+    limit = first if (went_wrong and first is not None) else len(trace)
+    out += external_lr_findings(trace, replayed_log, {first} if first is not None else set(), limit)
+    out += epoch_offset_findings(trace) + saved_before_step_findings(trace)
+    out += wrong_metric_findings(trace) + mode_findings(trace) + rel_threshold_findings(trace) + floor_findings(trace)
+    if trace.error:
+        out.append(Finding("min-lrs-mismatch", "warning", trace.epochs[-1] if trace.epochs else None, trace.error,
+                           {}, "append one floor per new param group to scheduler.min_lrs"))
+    seen, unique = set(), []
+    for f in sorted(out, key=lambda f: f.severity != "warning"):
+        key = (f.code, f.epoch, f.message)
+        if key not in seen:
+            seen.add(key)
+            unique.append(f)
+    return unique
+
+
+@dataclass(frozen=True)
+class _ExpectOnly:
+    """Teaching mode has no checkpoint; --expect then compares against the config given."""
+
+    config: PlateauConfig
+    epoch: None = None
+    state: PlateauState = field(default_factory=lambda: PlateauState(0, math.inf, 0, 0, (0.0,), 0.0, partial=True))
+
+

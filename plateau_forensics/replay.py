@@ -349,6 +349,13 @@ class Trace:
             improved=improved,
         )
 
+    def state_at(self, i: int) -> PlateauState:
+        """The scheduler state after step ``i`` (0-based position), in torch's terms."""
+        c, start = self._cols, self._start_for(i)
+        return replace(start.state, last_epoch=start.state.last_epoch + (i - start.index) + 1, best=c.best[i],
+                       num_bad_epochs=c.num_bad[i], cooldown_counter=c.cooldown[i], last_lr=c.lrs[i],
+                       best_dtype=None)
+
     # -- summaries ---------------------------------------------------------------------------
     @property
     def lrs(self) -> tuple[float, ...]:
