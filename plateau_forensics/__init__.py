@@ -1,39 +1,56 @@
 """plateau_forensics: replay and explain torch's ReduceLROnPlateau from checkpoints and loss logs.
 
-Importing this package loads neither torch nor pandas; they load inside the functions that need them.
+The public names load lazily (PEP 562): ``import plateau_forensics`` and ``plateau-trace --help`` cost
+almost nothing, and torch/pandas load only inside the functions that need them.
 """
 
 from __future__ import annotations
 
-from plateau_forensics.api import replay, trace
-from plateau_forensics.diagnose import Finding
-from plateau_forensics.errors import (
-    AmbiguousSchedulerState,
-    CheckpointError,
-    ConfigError,
-    ForensicsError,
-    LossLogError,
-    SchedulerStateNotFound,
-)
-from plateau_forensics.loader import Checkpoint, load_checkpoint
-from plateau_forensics.losses import LossLog, read_losses
-from plateau_forensics.replay import Event, Forecast, Step, Trace
-from plateau_forensics.state import PlateauConfig, PlateauState
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from plateau_forensics.api import replay, trace
+    from plateau_forensics.diagnose import Finding
+    from plateau_forensics.engine import Event, Forecast, Step, Trace
+    from plateau_forensics.errors import (
+        AmbiguousSchedulerState,
+        CheckpointError,
+        ConfigError,
+        ForensicsError,
+        LossLogError,
+        SchedulerStateNotFound,
+    )
+    from plateau_forensics.loader import Checkpoint, load_checkpoint
+    from plateau_forensics.losses import LossLog, read_losses
+    from plateau_forensics.state import PlateauConfig, PlateauState
+
+_WHERE = {
+    "replay": "api", "trace": "api", "Finding": "diagnose",
+    "Event": "engine", "Forecast": "engine", "Step": "engine", "Trace": "engine",
+    "AmbiguousSchedulerState": "errors", "CheckpointError": "errors", "ConfigError": "errors",
+    "ForensicsError": "errors", "LossLogError": "errors", "SchedulerStateNotFound": "errors",
+    "Checkpoint": "loader", "load_checkpoint": "loader", "LossLog": "losses", "read_losses": "losses",
+    "PlateauConfig": "state", "PlateauState": "state",
+}
+
+__all__ = sorted([*_WHERE, "__version__"])
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+def __getattr__(name: str) -> Any:
+    if name == "__version__":
+        from importlib.metadata import PackageNotFoundError, version
 
-    try:
-        return version("plateau-forensics")
-    except PackageNotFoundError:  # running from a source tree that was not installed
-        return "0+unknown"
+        try:
+            return version("plateau-forensics")
+        except PackageNotFoundError:  # a source tree that was not installed
+            return "0+unknown"
+    if name in _WHERE:
+        value = getattr(importlib.import_module(f"plateau_forensics.{_WHERE[name]}"), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'plateau_forensics' has no attribute {name!r}")
 
 
-__version__ = _version()
-
-__all__ = [
-    "AmbiguousSchedulerState", "Checkpoint", "CheckpointError", "ConfigError", "Event", "Finding", "Forecast",
-    "ForensicsError", "LossLog", "LossLogError", "PlateauConfig", "PlateauState", "SchedulerStateNotFound",
-    "Step", "Trace", "__version__", "load_checkpoint", "read_losses", "replay", "trace",
-]
+def __dir__() -> list[str]:
+    return __all__

@@ -12,7 +12,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from plateau_forensics.replay import Event, run
+from plateau_forensics.engine import Event, run
 from plateau_forensics.state import PlateauConfig, PlateauState
 
 #: Upper bound on steps spent searching for a later start (rows x steps); beyond it the search is skipped.

@@ -13,7 +13,7 @@ from plateau_forensics import diagnose
 from plateau_forensics.align import align
 from plateau_forensics.errors import ConfigError
 from plateau_forensics.loader import Checkpoint, Loader, load_checkpoint
-from plateau_forensics.replay import Trace, extend, run
+from plateau_forensics.engine import Trace, extend, run
 from plateau_forensics.state import PlateauConfig, from_state_dict
 
 if TYPE_CHECKING:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from plateau_forensics.errors import ForensicsError
-from plateau_forensics.replay import Trace
+from plateau_forensics.engine import Trace
 from plateau_forensics.state import to_state_dict
 
 

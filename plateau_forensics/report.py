@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from plateau_forensics.replay import Event, Step, Trace
+from plateau_forensics.engine import Event, Step, Trace
 
 Format = Literal["grid", "table", "csv", "markdown", "json", "explain"]
 FORMATS: tuple[str, ...] = ("grid", "table", "csv", "markdown", "json", "explain")

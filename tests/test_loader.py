@@ -14,7 +14,7 @@ from conftest import SAMPLES
 from torch_oracle import make_scheduler, same, snapshot
 
 import plateau_forensics as pf
-from plateau_forensics.replay import run
+from plateau_forensics.engine import run
 
 SAMPLE_FILES = sorted(p.name for p in SAMPLES.glob("*.pt"))
 

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from torch_oracle import make_scheduler, same, same_tuple, snapshot
 
-from plateau_forensics.replay import Event, extend, run
+from plateau_forensics.engine import Event, extend, run
 from plateau_forensics.state import PlateauConfig, from_state_dict
 
 # A small pool of values makes ties (threshold=0 -> bad epoch) and exact repeats frequent.
