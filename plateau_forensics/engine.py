@@ -419,6 +419,18 @@ class Trace:
 
         return to_state_dict(self.config, self.final)
 
+    def plot(self, path: Any = None, **kwargs: Any) -> Any:
+        """Draw the trace with matplotlib (the ``[plot]`` extra); see ``plateau_forensics.plot.plot_trace``."""
+        from plateau_forensics.plot import plot_trace
+
+        return plot_trace(self, path, **kwargs)
+
+    def _repr_html_(self) -> str:
+        """Jupyter display: the seed's grid as HTML; see ``plateau_forensics.html.trace_html``."""
+        from plateau_forensics.html import trace_html
+
+        return trace_html(self)
+
     def __repr__(self) -> str:
         return (
             f"<Trace {len(self)} steps, {len(self.reductions())} reductions, "

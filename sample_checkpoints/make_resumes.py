@@ -19,7 +19,8 @@ by run B, which rebuilds model, optimizer and scheduler, loads (part of) the che
 says and trains ``E+1..N``, appending to the same log. Runs that share the default set-up take run A from
 one uninterrupted baseline run (identical by determinism), which is also the "correct" continuation the
 resumed runs are compared with. Every story is asserted below, so a rerun fails loudly if it stops
-telling it. The expected deprecation warning of ``step(metric, epoch)`` is not used; nothing warns.
+telling it. The deprecated ``step(metric, epoch)`` form is not used, so nothing warns (the tests run
+with ``filterwarnings = error``).
 """
 
 from __future__ import annotations
@@ -280,8 +281,8 @@ def make_scheduler_not_restored(out: Path) -> dict:
         rows=rows,
         resume_epoch=e + 1,
         description=(
-            f"Run B (epochs {e + 1}..{n}) loaded model and optimizer from the epoch-{e} checkpoint but kept a "
-            "fresh scheduler (best=inf, num_bad_epochs=0, last_epoch=0). The saved state had "
+            f"Run B (epochs {e + 1}..{n}) loaded model and optimizer from the epoch-{e} checkpoint but kept "
+            "a fresh scheduler (best=inf, num_bad_epochs=0, last_epoch=0). The saved state had "
             f"num_bad_epochs={sd['num_bad_epochs']}, so a restored scheduler would have cut the LR so that "
             f"epoch {correct} used the lower LR; the fresh one first did so at epoch {logged}."
         ),
@@ -313,9 +314,9 @@ def make_optimizer_not_restored(out: Path) -> dict:
         resume_epoch=e + 1,
         description=(
             f"Run B loaded model and scheduler state from the epoch-{e} checkpoint but built a fresh Adam "
-            f"with the initial lr {CFG['lr']} (optimizer state not loaded). The checkpoint's optimizer lr was "
-            f"{ckpt_lr} after {len(ms.lr_change_epochs(base[: e + 1]))} reductions, so epoch {e + 1} trained "
-            f"at {CFG['lr']}; the scheduler's _last_lr still says {ckpt_lr}."
+            f"with the initial lr {CFG['lr']} (optimizer state not loaded). The checkpoint's optimizer lr "
+            f"was {ckpt_lr} after {len(ms.lr_change_epochs(base[: e + 1]))} reductions, so epoch {e + 1} "
+            f"trained at {CFG['lr']}; the scheduler's _last_lr still says {ckpt_lr}."
         ),
         initial_lr=CFG["lr"],
         checkpoint_lr=ckpt_lr,
@@ -347,8 +348,8 @@ def make_lr_overwritten(out: Path) -> dict:
         description=(
             f"Run B loaded model, optimizer and scheduler from the epoch-{e} checkpoint, then the widely "
             "copied load_checkpoint(..., lr) helper did `for g in optimizer.param_groups: g['lr'] = "
-            f"{lr_set_to}`. The checkpoint's lr was {ckpt_lr} (initial {CFG['lr']}), so epoch {e + 1} trained "
-            f"at {lr_set_to} and later reductions are factor multiples of that value."
+            f"{lr_set_to}`. The checkpoint's lr was {ckpt_lr} (initial {CFG['lr']}), so epoch {e + 1} "
+            f"trained at {lr_set_to} and later reductions are factor multiples of that value."
         ),
         lr_set_to=lr_set_to,
         checkpoint_lr=ckpt_lr,
@@ -644,9 +645,9 @@ def make_mode_mismatch(out: Path) -> dict:
         extra_columns={"val_acc": acc},
         resume_epoch=None,
         description=(
-            f"Uninterrupted {n} epochs; the scheduler (default mode='min') is stepped with val_acc, the share "
-            f"of validation predictions within +-{ACC_TOL} of the target, which rises from {acc[0]!r} to "
-            f"{acc[e - 1]!r} by epoch {e}. In 'min' mode the rises are bad epochs, so the LR is cut every "
+            f"Uninterrupted {n} epochs; the scheduler (default mode='min') is stepped with val_acc, the "
+            f"share of validation predictions within +-{ACC_TOL} of the target, which rises from {acc[0]!r} "
+            f"to {acc[e - 1]!r} by epoch {e}. In 'min' mode the rises are bad epochs, so the LR is cut every "
             "patience+cooldown+1 epochs while accuracy improves."
         ),
         stepped_with="val_acc",
@@ -691,8 +692,8 @@ def make_rel_threshold_nonpositive(out: Path) -> dict:
         description=(
             f"Uninterrupted {n} epochs; the scheduler is stepped with val_log_loss = log(val_loss), negative "
             "on every epoch, with mode='min', threshold_mode='rel', threshold=0.1. For a negative best the "
-            "bar best*(1-0.1) lies above best, so worse values count as improvements (best went UP at epochs "
-            f"{worse_as_better}) and num_bad_epochs keeps being reset."
+            "bar best*(1-0.1) lies above best, so worse values count as improvements (best went UP at "
+            f"epochs {worse_as_better}) and num_bad_epochs keeps being reset."
         ),
         stepped_with="val_log_loss",
         threshold=0.1,
@@ -785,9 +786,10 @@ def make_external_lr_change(out: Path) -> dict:
         resume_epoch=None,
         description=(
             f"Uninterrupted {n} epochs; the plateau scheduler is stepped every epoch from epoch 1, but other "
-            f"code also writes param_groups['lr']: a linear warm-up sets lr = {CFG['lr']}*epoch/{warm} before "
-            f"epochs 1..{warm}, and before epoch {hand_epoch} a hand-written `g['lr'] *= {hand_factor}` cuts "
-            f"it. Those LR changes are not plateau reductions (ratios != factor). Checkpoint at epoch {e}."
+            f"code also writes param_groups['lr']: a linear warm-up sets lr = {CFG['lr']}*epoch/{warm} "
+            f"before epochs 1..{warm}, and before epoch {hand_epoch} a hand-written `g['lr'] *= "
+            f"{hand_factor}` cuts it. Those LR changes are not plateau reductions (ratios != factor). "
+            f"Checkpoint at epoch {e}."
         ),
         warmup_epochs=list(range(1, warm + 1)),
         external_change_epoch=hand_epoch,
@@ -971,7 +973,6 @@ def make_saved_before_step(out: Path) -> dict:
     def step(epoch: int, train_loss: float, val_loss: float) -> None:
         if epoch == e:
             saved["ckpt"] = snapshot(t, epoch, val_loss)  # checkpoint callback first ...
-            saved["before"] = copy.deepcopy(t.scheduler.state_dict())
         t.scheduler.step(val_loss)  # ... then the epoch-end scheduler step
         if epoch == e:
             saved["after"] = copy.deepcopy(t.scheduler.state_dict())
@@ -1048,10 +1049,8 @@ def make_torch_version(out: Path) -> list[dict]:
                 resume_epoch=None,
                 description=(
                     f"Uninterrupted {n} epochs with torch 2.13; the epoch-{e} checkpoint's scheduler state "
-                    "is a real "
-                    f"2.13 state after {e} steps converted BY HAND to the key set and order torch {version} "
-                    "wrote "
-                    f"({', '.join(keys)}; verbose={state['verbose']!r}; no default_min_lr"
+                    f"is a real 2.13 state after {e} steps converted BY HAND to the key set and order torch "
+                    f"{version} wrote ({', '.join(keys)}; verbose={state['verbose']!r}; no default_min_lr"
                     + ("" if "_last_lr" in keys else ", no _last_lr")
                     + f"; last_epoch {last_epoch_note}). Model and optimizer entries are 2.13's, unconverted."
                 ),
