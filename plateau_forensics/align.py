@@ -49,6 +49,21 @@ class Alignment:
     matched_on: tuple[str, ...]
     note: str = ""
 
+    @property
+    def consistent(self) -> bool:
+        """The chosen row is explained beyond the counters: its step count equals the saved one, or its lr matches."""
+        if self.index is None:
+            return False
+        steps = self.index - self.start_index + 1
+        return bool(self.lr_matches) or steps == self.scheduler_steps
+
+    @property
+    def scheduler_steps(self) -> float:
+        """``step()`` calls the saved state has seen (``last_epoch`` corrected for torch <= 1.3)."""
+        return self.scheduler_step - self._base
+
+    _base: int = 0
+
     def as_dict(self) -> dict[str, object]:
         """The JSON contract's ``alignment`` object."""
         return {
@@ -78,7 +93,7 @@ def _counters_match(saved: PlateauState, best: float, nb: int, cd: int) -> bool:
 
 
 def _matches(config: PlateauConfig, saved: PlateauState, metrics: Sequence[float], lrs: Sequence[float]) -> list[int]:
-    trace = run(config, metrics, lrs)
+    trace = run(config, metrics, lrs, strict=False)
     c = trace._cols
     return [i for i in range(len(c.best)) if _counters_match(saved, c.best[i], c.num_bad[i], c.cooldown[i])]
 
@@ -90,7 +105,7 @@ def infer_initial_lrs(
 
     Returns the lrs and whether a forward replay from them reproduces ``saved_lrs`` exactly.
     """
-    probe = run(config, metrics, saved_lrs)
+    probe = run(config, metrics, saved_lrs, strict=False)
     k = sum(1 for e in probe._cols.events if e == 3)  # reductions that changed an lr
     guess = []
     for lr in saved_lrs:
@@ -98,7 +113,7 @@ def infer_initial_lrs(
         for _ in range(k):
             v = v / config.factor if config.factor not in (0.0, -0.0) else v
         guess.append(v)
-    check = run(config, metrics, guess)
+    check = run(config, metrics, guess, strict=False)
     exact = bool(check._cols.lrs) and tuple(check._cols.lrs[-1]) == tuple(saved_lrs) or not metrics
     return tuple(guess), exact
 
@@ -129,6 +144,10 @@ def align(
     n = len(metrics)
     matched_on = ("best",) if saved.partial else ("best", "num_bad_epochs", "cooldown_counter")
     placeholder = tuple(saved_lrs) if saved_lrs else (1.0,)
+    if saved.default_min_lr is None and len(saved.min_lrs) != len(placeholder):
+        # groups were added after the scheduler was built; the counters do not depend on the lrs, so align
+        # with as many groups as the scheduler had (torch would raise at a reduction with the new count)
+        placeholder = (placeholder + (1.0,) * len(saved.min_lrs))[: len(saved.min_lrs)]
     starts: list[tuple[int, int]] = [(0, i) for i in _matches(config, saved, metrics, placeholder)]
     note = ""
     steps = saved.steps
@@ -146,8 +165,12 @@ def align(
             note = f"later starting rows not searched ({n} rows x {steps} steps exceeds the search budget)"
 
     def lrs_for(start: int, end: int) -> tuple[tuple[float, ...], str]:
-        if log_lrs is not None and log_lrs[start] is not None and all(v is not None for v in log_lrs[start]):
-            return tuple(float(v) for v in log_lrs[start]), "log"  # type: ignore[arg-type]
+        row = log_lrs[start] if log_lrs is not None else None
+        if row is not None:
+            # groups added later have no lr logged yet: the leading logged groups are the ones that existed
+            n = next((i for i, v in enumerate(row) if v is None), len(row))
+            if n and all(v is None for v in row[n:]):
+                return tuple(float(v) for v in row[:n]), "log"  # type: ignore[arg-type]
         if lr_option:
             return tuple(lr_option), "option"
         if saved_lrs:
@@ -166,7 +189,7 @@ def align(
         lrs0, source = lrs_for(start, end)
         if source in ("inferred", "unknown"):
             return None
-        trace = run(config, metrics[start : end + 1], lrs0)
+        trace = run(config, metrics[start : end + 1], lrs0, strict=False)
         got = trace._cols.lrs[-1]
         return len(got) == len(saved_lrs) and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(got, saved_lrs))
 
@@ -189,9 +212,10 @@ def align(
     elif len(candidates) > 1 and not note:
         note = f"{len(candidates)} rows reproduce the saved state; chose epoch {epochs[best_end]}"
     epoch = epochs[best_end]
-    offset = epoch - saved.last_epoch if isinstance(epoch, (int, float)) else None
+    # measured in steps, so a torch <= 1.3 state (last_epoch counted from -1) has the same offset as today's
+    offset = epoch - saved.steps if isinstance(epoch, (int, float)) else None
     return Alignment(epoch, best_end, saved.last_epoch, offset, candidates, best_start, lrs0, source,
-                     lr_ok(best_start, best_end), matched_on, note)
+                     lr_ok(best_start, best_end), matched_on, note, saved.last_epoch_base)
 
 
 __all__ = ["Alignment", "align", "infer_initial_lrs", "Event"]

@@ -13,6 +13,8 @@ from plateau_forensics import diagnose
 from plateau_forensics.align import align
 from plateau_forensics.errors import ConfigError
 from plateau_forensics.loader import Checkpoint, Loader, load_checkpoint
+
+__all__ = ["load_checkpoint", "replay", "trace"]
 from plateau_forensics.engine import Trace, extend, run
 from plateau_forensics.state import PlateauConfig, from_state_dict
 
@@ -162,7 +164,7 @@ def _trace_checkpoint_in_log(
     extra: list[diagnose.Finding] = []
     a = align(ck.config, ck.state, metrics, epochs, saved_lrs=ck.lrs, log_lrs=log.lrs, lr_option=lr,
               checkpoint_epoch=ck.epoch)
-    if a.index is None and not ck.partial:
+    if not a.consistent and not ck.partial:
         found = _steps_per_row(ck, log, lr)
         if found is not None:
             log, metrics, epochs, a, k = found
@@ -176,11 +178,11 @@ def _trace_checkpoint_in_log(
         note = f"no row reproduces the saved state; placed at the checkpoint's own epoch field ({ck.epoch})"
     start = a.start_index if a.index is not None else 0
     if resume_at is None:
-        t = run(ck.config, metrics, a.initial_lrs, epochs=epochs, lr_dtypes=ck.lr_dtypes)
+        t = run(ck.config, metrics, a.initial_lrs, epochs=epochs, lr_dtypes=ck.lr_dtypes, strict=False)
         t.notes.append(a.note + "; the whole log is replayed by a fresh scheduler with the saved hyperparameters")
     else:
         t = run(ck.config, metrics[start : resume_at + 1], a.initial_lrs, epochs=epochs[start : resume_at + 1],
-                lr_dtypes=ck.lr_dtypes)
+                lr_dtypes=ck.lr_dtypes, strict=False)
         extend(t, metrics[resume_at + 1 :], epochs=epochs[resume_at + 1 :], state=ck.state,
                lrs=ck.lrs or t.lrs, note="resumed from the checkpoint")
         if note:
@@ -194,8 +196,10 @@ def _trace_checkpoint_in_log(
         )
     if a.initial_lrs_source == "inferred":
         t.notes.append(f"initial lr {list(a.initial_lrs)} inferred from the checkpoint's lr and the replayed reductions")
+    if t.error and len(t) < len(epochs) - start:
+        t.error = f"epoch {epochs[start + len(t)]}: {t.error}"
     t.checkpoint, t.alignment, t.log = ck, a, log
-    rebuilt = t.state_at(a.index - start) if a.index is not None else None
+    rebuilt = t.state_at(a.index - start) if a.index is not None and a.index - start < len(t) else None
     t.findings = diagnose.diagnose(t, expect=expect, full_log=full_log, replayed_log=_sliced(log, start),
                                    rebuilt=rebuilt, extra=extra)
     return t
@@ -213,7 +217,7 @@ def _steps_per_row(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None, max
             lrs = tuple(row if j == 0 else tuple(None for _ in row) for row in log.lrs for j in range(k))
         a = align(ck.config, ck.state, metrics, epochs, saved_lrs=ck.lrs, log_lrs=lrs, lr_option=lr,
                   checkpoint_epoch=ck.epoch)
-        if a.index is not None and (a.index - a.start_index + 1) % k == 0 and a.index % k == k - 1:
+        if a.index is not None and a.index % k == k - 1 and a.consistent:
             expanded = replace(log, metrics=tuple(metrics), epochs=tuple(epochs), lrs=lrs,
                                lines=tuple(n for n in log.lines for _ in range(k)))
             return expanded, metrics, epochs, a, k

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from plateau_forensics.errors import ForensicsError
+from plateau_forensics.errors import ConfigError, ForensicsError
 
 
 class ExitStatus(IntEnum):
@@ -114,17 +114,16 @@ def main(
 
     try:
         ckpt, logs = _classify(paths)
-        if ckpt is not None and (given or min_lrs):
-            raise click.UsageError(
-                "--" + next(iter(given or {"min-lr": 0})).replace("_", "-") + " applies only without a checkpoint: "
-                "the saved hyperparameters win on load_state_dict")
-        config = None
-        if ckpt is None:
-            if min_lrs:
-                given["min_lr"] = min_lrs[0] if len(min_lrs) == 1 else tuple(min_lrs)
-            config = PlateauConfig(**given)  # type: ignore[arg-type]
+        if min_lrs:
+            given["min_lr"] = min_lrs[0] if len(min_lrs) == 1 else tuple(min_lrs)
+        config = PlateauConfig(**given)  # type: ignore[arg-type]
+        source = None
+        if ckpt is not None:
+            source = api.load_checkpoint(ckpt, scheduler_key, loader=loader)  # type: ignore[arg-type]
+            if given:  # only a partial state may take hyperparameters from the command line
+                source = source.with_hyperparameters(config, tuple(given))
         trace = api.trace(
-            ckpt, logs[0] if logs else None, scheduler=scheduler_key, metric=metric, epoch_column=epoch_column,
+            source, logs[0] if logs else None, scheduler=scheduler_key, metric=metric, epoch_column=epoch_column,
             lr_columns=lr_columns or None, lr=lrs or None, config=config, loader=loader,  # type: ignore[arg-type]
             expect=expect,
         )
@@ -136,6 +135,8 @@ def main(
 
             state, changes = repaired_state(trace)
             write(state, write_state)
+    except ConfigError as exc:
+        raise click.UsageError(" ".join(str(exc).split())) from exc
     except ForensicsError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
     click.echo(out)

@@ -62,31 +62,50 @@ def _logged(log: LossLog | None, i: int) -> tuple[float, ...] | None:
 
 # -- the log itself ------------------------------------------------------------------------------
 def log_findings(log: LossLog, replayed: LossLog | None = None) -> list[Finding]:
-    """Anomalies the loss log shows: duplicated, unsorted or missing epochs, NaN metrics."""
+    """Anomalies the loss log shows: duplicated (one finding per restart), unsorted or missing epochs, NaN."""
     out = []
+    dups = [a for a in log.anomalies if a.kind == "duplicate-epochs"]
+    if dups:
+        epochs = [a.epochs[0] for a in dups if a.epochs]
+        first_run = [a.rows[0] for a in dups]
+        kept = replayed is not None and replayed is not log
+        lines = sorted({ln for a in dups for ln in _lines(log, a.rows)})
+        out.append(Finding(
+            "duplicate-epochs", "info", epochs[0] if epochs else None,
+            f"epochs {_span(epochs)} appear more than once (lines {_span(lines)}): a run crashed after writing them "
+            "and a resumed run appended its own"
+            + ("; the last run's rows are replayed, the earlier run's are dropped" if kept else ""),
+            {"epochs": epochs, "earlier_run_rows": first_run, "lines": lines},
+            "append to a fresh log per resume, or truncate the log at the checkpoint epoch when resuming"))
+    dup_epochs = {e for a in dups for e in a.epochs}
     for a in log.anomalies:
-        if a.kind == "duplicate-epochs":
-            kept = replayed is not None and replayed is not log
+        if a.kind == "non-finite-metric":
             out.append(Finding(
-                "duplicate-epochs", "info", a.epochs[0] if a.epochs else None,
-                a.message + (" ; the earlier run's rows for these epochs are dropped and the last run's are replayed"
-                             if kept else ""),
-                {"epochs": list(a.epochs), "rows": list(a.rows)},
-                "append to a fresh log per resume, or truncate the log at the checkpoint epoch when resuming"))
-        elif a.kind == "non-finite-metric":
-            out.append(Finding(
-                "nan-metric", "warning",
-                a.epochs[0] if a.epochs else None,
+                "nan-metric", "warning", a.epochs[0] if a.epochs else None,
                 a.message + "; torch never counts NaN as better, so each one is a bad epoch (or a muted one in cooldown)",
                 {"epochs": list(a.epochs)},
                 "find why the metric was NaN/inf; skip scheduler.step() on those evaluations if they are not real"))
         elif a.kind == "unsorted-epochs":
+            if dups and set(a.epochs) & dup_epochs:  # the epoch went back because a resumed run appended
+                continue
             out.append(Finding("unsorted-epochs", "warning", a.epochs[0] if a.epochs else None, a.message,
                                {"epochs": list(a.epochs)}, "check the log's epoch column"))
-        else:
+        elif a.kind != "duplicate-epochs":
             out.append(Finding(a.kind, "info", a.epochs[0] if a.epochs else None, a.message,
                                {"epochs": list(a.epochs)}, ""))
     return out
+
+
+def _lines(log: LossLog, rows: Sequence[int]) -> list[int]:
+    return [log.lines[r] for r in rows if r < len(log.lines)]
+
+
+def _span(values: Sequence[Any]) -> str:
+    """``13, 14, 15, 16`` -> ``13-16``; anything else listed (at most 12)."""
+    vals = list(values)
+    if len(vals) > 2 and all(isinstance(v, int) for v in vals) and vals == list(range(vals[0], vals[0] + len(vals))):
+        return f"{vals[0]}-{vals[-1]}"
+    return ", ".join(str(v) for v in vals[:12]) + (", ..." if len(vals) > 12 else "")
 
 
 # -- the saved state -------------------------------------------------------------------------------
@@ -305,10 +324,19 @@ def wrong_metric_findings(trace: Trace) -> list[Finding]:
                         f"the saved best {best!r} is not a value of '{log.metric_column}' or any other log column "
                         "(the log may be rounded, or from another run)", {"best": best}, "")]
     col, epoch = others[0]
+    verified = ""
+    values = log.columns[col]
+    if all(v is not None for v in values):
+        from plateau_forensics.align import align
+
+        alt = align(ck.config, ck.state, [float(v) for v in values], list(log.epochs), saved_lrs=ck.lrs,
+                    checkpoint_epoch=ck.epoch)
+        if alt.index is not None:
+            verified = f"; replaying '{col}' reproduces the saved state after epoch {alt.epoch}"
     return [Finding(
         "wrong-metric", "warning", epoch,
         f"the saved best {best!r} is not a value of '{log.metric_column}' but equals '{col}' at epoch {epoch}: "
-        "the scheduler was stepped with that column",
+        f"the scheduler was stepped with that column{verified}",
         {"best": best, "monitored": log.metric_column, "matches": [{"column": c, "epoch": e} for c, e in others]},
         f"pass the validation metric to scheduler.step() (or rerun with --metric {col} to replay what happened)")]
 
@@ -334,21 +362,38 @@ def _prefix(logged: list[tuple[float, ...] | None], predicted: list[tuple[float,
     return n
 
 
-def resume_findings(trace: Trace, log: LossLog | None) -> list[Finding]:
+def _earlier_scheduler_evidence(trace: Trace, full_log: LossLog, start: int) -> str:
+    """Evidence that rows before ``start`` were stepped by another plateau scheduler: an lr cut by ``factor``,
+    or a duplicated epoch (a crash and a resume) at the restart."""
+    factor = trace.config.factor
+    if full_log.lrs is not None:
+        for i in range(1, min(start, len(full_log.lrs))):
+            a, b = full_log.lrs[i - 1], full_log.lrs[i]
+            if a and b and None not in a and None not in b and any(
+                    x and math.isclose(y / x, factor, rel_tol=1e-6) for x, y in zip(a, b)):  # type: ignore[operator]
+                return f"the logged lr was cut by factor {factor} at epoch {full_log.epochs[i]}"
+    if any(x.kind == "duplicate-epochs" for x in full_log.anomalies):
+        return "the log has duplicated epochs from a crash and a resume"
+    return ""
+
+
+def resume_findings(trace: Trace, log: LossLog | None, full_log: LossLog | None = None) -> list[Finding]:
     """Classify the rows after the checkpoint: which restore (scheduler, optimizer, lr) the log's lr shows."""
     ck, a = trace.checkpoint, trace.alignment
     out: list[Finding] = []
     if ck is None or a is None:
         return out
-    if a.index is not None and a.start_index > 0:
-        e0 = trace.epochs[0]
-        out.append(Finding(
-            "scheduler-not-restored", "warning", e0,
-            f"the scheduler that wrote this checkpoint took its first step at epoch {e0}: a fresh scheduler from "
-            f"there reaches the saved state in exactly last_epoch={a.scheduler_step} steps, so an earlier run's "
-            "scheduler state was not restored at that resume (its best and counters restarted)",
-            {"first_step_epoch": e0, "scheduler_step": a.scheduler_step, "epoch_offset": a.epoch_offset},
-            "load scheduler.state_dict() from the checkpoint when resuming"))
+    if a.index is not None and a.start_index > 0 and full_log is not None:
+        restart = _earlier_scheduler_evidence(trace, full_log, a.start_index)
+        if restart:
+            e0 = trace.epochs[0]
+            out.append(Finding(
+                "scheduler-not-restored", "warning", e0,
+                f"the scheduler that wrote this checkpoint took its first step at epoch {e0}, yet an earlier "
+                f"scheduler was at work before it ({restart}): its state was not restored at that resume, so best "
+                "and the counters restarted",
+                {"first_step_epoch": e0, "scheduler_step": a.scheduler_step, "earlier_evidence": restart},
+                "load scheduler.state_dict() from the checkpoint when resuming"))
     if log is None or log.lrs is None or a.index is None:
         return out
     first = a.index - a.start_index + 1  # trace position of the first row after the checkpoint
@@ -381,7 +426,7 @@ def resume_findings(trace: Trace, log: LossLog | None) -> list[Finding]:
                 "remove the code that assigns param_group['lr'] after loading the optimizer"))
     base = l0
     restored = _replay_lr_in(cfg, ck.state, base, metrics, dtypes)
-    fresh = _replay_lr_in(cfg, PlateauState.fresh(cfg, base), base, metrics, dtypes)
+    fresh = _replay_lr_in(cfg, PlateauState.fresh(cfg, base, strict=False), base, metrics, dtypes)
     p_restored, p_fresh = _prefix(logged, restored), _prefix(logged, fresh)
     if p_restored < len(rows) and p_fresh > p_restored:
         i = p_restored
@@ -412,7 +457,7 @@ def external_lr_findings(trace: Trace, log: LossLog | None, skip: set[int], limi
             continue
         s = trace.step(i)
         for g, (x, y) in enumerate(zip(a, b)):
-            if x == 0 or s.lr_in[g] == 0:
+            if g >= len(s.lr_in) or x == 0 or s.lr_in[g] == 0:  # a group the replay does not have yet
                 continue
             logged_ratio, replay_ratio = y / x, s.lr[g] / s.lr_in[g]
             if not math.isclose(logged_ratio, replay_ratio, rel_tol=1e-6):
@@ -423,9 +468,9 @@ def external_lr_findings(trace: Trace, log: LossLog | None, skip: set[int], limi
     e, g, x, y, r = rows[0]
     return [Finding(
         "external-lr-change", "warning", e,
-        f"the logged lr changes where the plateau scheduler does not explain it: at epoch {e} group {g} went "
-        f"{x:.4g} -> {y:.4g} (ratio {y / x:.4g}; the scheduler's ratio there is {r:.4g})"
-        + (f"; {len(rows)} such rows in all" if len(rows) > 1 else ""),
+        f"the logged lr changes where the plateau scheduler does not explain it, at epochs "
+        f"{_span([row[0] for row in rows])}: e.g. at epoch {e} group {g} went {x:.4g} -> {y:.4g} (ratio {y / x:.4g}; "
+        f"the scheduler's ratio there is {r:.4g})",
         {"rows": [{"epoch": e2, "group": g2, "from": x2, "to": y2, "scheduler_ratio": r2}
                   for e2, g2, x2, y2, r2 in rows[:50]]},
         "another writer sets the lr (warm-up, a second scheduler, lr noise, manual code): make it the only one, or "
@@ -438,7 +483,8 @@ def epoch_offset_findings(trace: Trace) -> list[Finding]:
     if a is None or a.epoch is None or not a.epoch_offset:
         return []
     e0 = trace.epochs[0] if trace.epochs else None
-    where = f"; the scheduler's count starts at epoch {e0}" if a.start_index > 0 else ""
+    where = (f"; the scheduler's count starts at epoch {e0}: the rows before it were not stepped by this scheduler"
+             if a.start_index > 0 else "")
     return [Finding(
         "epoch-offset", "info", a.epoch,
         f"log epoch {a.epoch} is scheduler step {a.scheduler_step}: epoch - last_epoch = {a.epoch_offset}{where} "
@@ -496,7 +542,7 @@ def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log:
     elif expect:
         fake = _ExpectOnly(trace.config)
         out += hyperparameter_findings(fake, expect)
-    resume = resume_findings(trace, replayed_log)
+    resume = resume_findings(trace, replayed_log, full_log)
     out += resume
     a = trace.alignment
     first = a.index - a.start_index + 1 if a is not None and a.index is not None else None
@@ -504,12 +550,23 @@ def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log:
     went_wrong = any(f.code in post_resume_codes or (f.code == "scheduler-not-restored" and "after the resume"
                                                         in f.message) for f in resume)
     limit = first if (went_wrong and first is not None) else len(trace)
+    if ck is not None and (a is None or a.index is None):
+        limit = 0  # the replay is not what ran: it cannot say which lr changes were external
     out += external_lr_findings(trace, replayed_log, {first} if first is not None else set(), limit)
-    out += epoch_offset_findings(trace) + saved_before_step_findings(trace)
+    if not any(f.code == "steps-per-row" for f in out):  # k steps per row explains the offset by itself
+        out += epoch_offset_findings(trace)
+    out += saved_before_step_findings(trace)
     out += wrong_metric_findings(trace) + mode_findings(trace) + rel_threshold_findings(trace) + floor_findings(trace)
     if trace.error:
-        out.append(Finding("min-lrs-mismatch", "warning", trace.epochs[-1] if trace.epochs else None, trace.error,
-                           {}, "append one floor per new param group to scheduler.min_lrs"))
+        existing = [f for f in out if f.code == "min-lrs-mismatch"]
+        if existing:
+            i = out.index(existing[0])
+            out[i] = Finding(existing[0].code, existing[0].severity, existing[0].epoch,
+                             existing[0].message + f"; the replay stops there: {trace.error}",
+                             {**existing[0].evidence, "replay_error": trace.error}, existing[0].fix)
+        else:
+            out.append(Finding("min-lrs-mismatch", "warning", None, trace.error, {"replay_error": trace.error},
+                               "append one floor per new param group to scheduler.min_lrs"))
     seen, unique = set(), []
     for f in sorted(out, key=lambda f: f.severity != "warning"):
         key = (f.code, f.epoch, f.message)

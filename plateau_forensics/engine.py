@@ -521,6 +521,7 @@ def run(
     state: PlateauState | None = None,
     epochs: Sequence[float] | None = None,
     lr_dtypes: Sequence[str | None] | None = None,
+    strict: bool = True,
 ) -> Trace:
     """Replay ``metrics`` through a scheduler with ``config``, from ``state`` (a fresh one when None).
 
@@ -531,12 +532,14 @@ def run(
         state: the counters before the first step; a freshly constructed scheduler's when None.
         epochs: the log's epoch label for each metric; ``last_epoch`` values when None.
         lr_dtypes: per group, the tensor dtype of the lr (torch >= 2.10 rounds new lrs to it), or None.
+        strict: a fresh scheduler refuses a per-group ``min_lr`` whose length differs from ``lrs`` (as torch's
+            constructor does); False replays a checkpoint whose optimizer gained groups after construction.
 
     Returns:
         A ``Trace`` whose ``steps`` hold the state after every step and why.
     """
     lrs_t = tuple(float(v) for v in lrs)
-    start_state = state if state is not None else PlateauState.fresh(config, lrs_t)
+    start_state = state if state is not None else PlateauState.fresh(config, lrs_t, strict=strict)
     dtypes = tuple(lr_dtypes) if lr_dtypes is not None else (None,) * len(lrs_t)
     values = [float(m) for m in metrics]
     trace = Trace(

@@ -65,6 +65,22 @@ class Checkpoint:
         """The saved state lacked counters a full torch state has."""
         return self.state.partial
 
+    def with_hyperparameters(self, fallback: PlateauConfig, given: tuple[str, ...]) -> Checkpoint:
+        """The same checkpoint with hyperparameters the saved state lacks taken from ``fallback``.
+
+        Raises:
+            ConfigError: one of ``given`` is saved in the state (the saved value wins on load_state_dict).
+        """
+        from plateau_forensics.errors import ConfigError
+
+        saved = [k for k in given if (k if k != "min_lr" else "min_lrs") in self.raw]
+        if saved:
+            raise ConfigError(
+                f"{', '.join(saved)} is saved in the checkpoint and wins on load_state_dict; hyperparameter "
+                "options only fill what a partial state lacks (use --expect to compare)")
+        config, state = from_state_dict(self.raw, fallback)
+        return replace(self, config=config, state=replace(state, best_dtype=self.state.best_dtype))
+
     @property
     def lrs(self) -> tuple[float, ...] | None:
         """The lrs a faithful resume continues with: the optimizer's, else the scheduler's ``_last_lr``."""

@@ -153,14 +153,19 @@ class PlateauState:
         return self.last_epoch - self.last_epoch_base
 
     @classmethod
-    def fresh(cls, config: PlateauConfig, lrs: Sequence[float]) -> PlateauState:
-        """The state of a newly constructed scheduler over param groups with these ``lrs``."""
+    def fresh(cls, config: PlateauConfig, lrs: Sequence[float], *, strict: bool = True) -> PlateauState:
+        """The state of a newly constructed scheduler over param groups with these ``lrs``.
+
+        With ``strict=False`` a per-group ``min_lr`` of another length is kept as it is: the scheduler was
+        built before groups were added (torch then fails or rebuilds at the next reduction, not here).
+        """
+        mismatch = isinstance(config.min_lr, tuple) and len(config.min_lr) != len(lrs)
         return cls(
             last_epoch=0,
             best=config.mode_worse,
             num_bad_epochs=0,
             cooldown_counter=0,
-            min_lrs=config.min_lrs_for(len(lrs)),
+            min_lrs=config.min_lr if (mismatch and not strict) else config.min_lrs_for(len(lrs)),  # type: ignore[arg-type]
             default_min_lr=config.default_min_lr,
             last_lr=tuple(float(v) for v in lrs),
         )

@@ -179,7 +179,7 @@ class TestErrors:
         assert ExitStatus.USAGE == runner.invoke(main, []).exit_code
         r = runner.invoke(main, ["sample_checkpoints/seed000.pt", "--patience", "3"])
         assert ExitStatus.USAGE == r.exit_code
-        assert "applies only without a checkpoint" in r.stderr
+        assert "patience is saved in the checkpoint and wins on load_state_dict" in r.stderr
 
     @pytest.mark.parametrize("flag", ["-h", "--help"], ids=["short", "long"])
     def test_help(self, runner: CliRunner, flag: str) -> None:
