@@ -76,11 +76,30 @@ def replay(
 
 
 def _read_log(losses: Any, **opts: Any) -> LossLog:
+    """One log from a path, frame, mapping, sequence or LossLog; a list of paths/LossLogs is stitched in order."""
+    from plateau_forensics.losses import read_losses, stitch
+
+    def one(item: Any) -> LossLog:
+        if hasattr(item, "metrics") and hasattr(item, "anomalies"):
+            return item
+        return read_losses(item, **{k: v for k, v in opts.items() if v is not None})
+
+    if isinstance(losses, (list, tuple)) and losses and all(
+            isinstance(x, (str, os.PathLike)) or hasattr(x, "anomalies") for x in losses):
+        return stitch([one(x) for x in losses])
+    return one(losses)
+
+
+def _hf_log(ck: Checkpoint, **opts: Any) -> LossLog | None:
+    """An HF checkpoint's own log: trainer_state.json's log_history (eval entries, learning_rate)."""
+    from dataclasses import replace
+
     from plateau_forensics.losses import read_losses
 
-    if hasattr(losses, "metrics") and hasattr(losses, "anomalies"):
-        return losses
-    return read_losses(losses, **{k: v for k, v in opts.items() if v is not None})
+    if not ck.log_history:
+        return None
+    log = read_losses(list(ck.log_history), **{k: v for k, v in opts.items() if v is not None})
+    return replace(log, source=f"{ck.path}/trainer_state.json:log_history")
 
 
 def trace(
@@ -104,7 +123,9 @@ def trace(
 
     Args:
         checkpoint: a path, an HF ``checkpoint-N/`` directory, or a loaded ``Checkpoint``; None for teaching mode.
-        losses: a log path (CSV / JSON Lines), DataFrame, mapping or sequence; None to inspect the checkpoint only.
+        losses: a log path (CSV / JSON Lines / TensorBoard run or event file), DataFrame, mapping or sequence, or
+            a list of log paths written one after another (stitched in order). None: the checkpoint's own log
+            (HF trainer_state.json) if it has one, else the checkpoint alone.
         scheduler: key path of the plateau state when the checkpoint holds several.
         metric, epoch_column, lr_columns: override the log's column detection.
         lr: the lrs before the first replayed step when the log has no lr column.
@@ -121,6 +142,8 @@ def trace(
     log = None
     if losses is not None:
         log = _read_log(losses, metric=metric, epoch_column=epoch_column, lr_columns=lr_columns)
+    elif ck is not None and ck.log_history:
+        log = _hf_log(ck, metric=metric, epoch_column=epoch_column, lr_columns=lr_columns)
     if ck is None:
         if log is None:
             raise ConfigError("nothing to trace: give a checkpoint, a loss log, or both")

@@ -43,21 +43,30 @@ def _parse_expect(items: tuple[str, ...]) -> dict[str, str]:
 
 
 def _classify(paths: tuple[str, ...]) -> tuple[str | None, list[str]]:
-    """Split PATHS into (checkpoint, logs) by content: a torch file or a directory is the checkpoint."""
-    from plateau_forensics.loader import is_torch_file
+    """Split PATHS into (checkpoint, logs) by content: a torch file or an HF checkpoint directory is the
+    checkpoint when it comes first; everything else is a log (CSV, JSON Lines, TensorBoard run)."""
+    from plateau_forensics.loader import is_checkpoint_dir, is_torch_file
 
-    if len(paths) == 1:
-        p = Path(paths[0])
-        if p.is_dir() or is_torch_file(p):
-            return paths[0], []
-        if not p.exists():
-            raise click.ClickException(f"{p}: no such file")
-        return None, [paths[0]]
+    first = Path(paths[0])
+    if not first.exists():
+        raise click.ClickException(f"{first}: no such file")
+    if is_checkpoint_dir(first) or is_torch_file(first):
+        return paths[0], list(paths[1:])
+    if len(paths) == 1 or first.is_dir():
+        if first.is_dir() and not _is_log_dir(first):
+            raise click.ClickException(f"{first}: a directory with neither {'scheduler.pt'} nor TensorBoard events")
+        return None, list(paths)
     return paths[0], list(paths[1:])
 
 
+def _is_log_dir(path: Path) -> bool:
+    from plateau_forensics.tensorboard_log import is_tensorboard
+
+    return is_tensorboard(path)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("paths", nargs=-1, required=True, metavar="[CKPT] [LOSSES]")
+@click.argument("paths", nargs=-1, required=True, metavar="[CKPT] [LOSSES...]")
 @click.option("--scheduler", "scheduler_key", metavar="KEYPATH", help="Key path of the plateau state when there are several.")
 @click.option("--loader", type=click.Choice(["builtin", "torch"]), default="builtin", show_default=True,
               help="Checkpoint reader: torch-free restricted unpickler, or torch.load(weights_only=True).")
@@ -95,18 +104,17 @@ def main(
 
     \b
     plateau-trace CKPT LOSSES   place the checkpoint in the log, replay, forecast
-    plateau-trace CKPT          the saved state, hyperparameters, forecast
+    plateau-trace CKPT L0 L1    several logs written one after another (a resume each)
+    plateau-trace CKPT          the saved state and forecast (HF checkpoint-N/: with its own log)
     plateau-trace LOSSES --lr 0.1 --patience 2 --cooldown 3   teaching mode
 
     CKPT is a torch.save file (read without running pickled code) or an HF checkpoint-N/ directory.
-    LOSSES is a CSV or JSON Lines log; the metric, epoch and lr columns are auto-detected.
+    LOSSES is a CSV or JSON Lines log or a TensorBoard run; metric, epoch and lr columns are auto-detected.
 
     \b
     Example:
         plateau-trace sample_checkpoints/seed000.pt sample_checkpoints/seed000.csv
     """
-    if len(paths) > 2:
-        raise click.UsageError("give at most a checkpoint and one loss log")
     given = {k: v for k, v in hparams.items() if v is not None}
     expect = _parse_expect(expects)
     from plateau_forensics import api, report
@@ -123,7 +131,7 @@ def main(
             if given:  # only a partial state may take hyperparameters from the command line
                 source = source.with_hyperparameters(config, tuple(given))
         trace = api.trace(
-            source, logs[0] if logs else None, scheduler=scheduler_key, metric=metric, epoch_column=epoch_column,
+            source, (logs if len(logs) > 1 else logs[0]) if logs else None, scheduler=scheduler_key, metric=metric, epoch_column=epoch_column,
             lr_columns=lr_columns or None, lr=lrs or None, config=config, loader=loader,  # type: ignore[arg-type]
             expect=expect,
         )

@@ -59,6 +59,8 @@ class Checkpoint:
     candidates: tuple[str, ...] = ()
     framework: str = "torch"
     loader: Loader = field(default="builtin", compare=False)
+    #: HF Trainer: trainer_state.json's log_history (eval_loss, learning_rate per step), the run's own log.
+    log_history: tuple[Mapping[str, Any], ...] | None = field(default=None, compare=False, repr=False)
 
     @property
     def partial(self) -> bool:
@@ -88,6 +90,11 @@ class Checkpoint:
 
 
 # -- reading files ---------------------------------------------------------------------------------
+def is_checkpoint_dir(path: str | os.PathLike[str]) -> bool:
+    """A directory holding a scheduler state file (an HF Trainer ``checkpoint-N/``)."""
+    return Path(path).is_dir() and (Path(path) / HF_SCHEDULER).is_file()
+
+
 def is_torch_file(path: str | os.PathLike[str]) -> bool:
     """True when the file starts like a ``torch.save`` output (zip or legacy pickle), by content."""
     try:
@@ -368,7 +375,9 @@ def _load_hf_dir(d: Path, scheduler: str | None, loader: Loader) -> Checkpoint:
             ts = json.loads(state_file.read_text())
         except (OSError, ValueError) as exc:
             raise CheckpointError(f"{state_file}: not readable JSON: {exc}") from exc
-        ck = replace(ck, epoch=ts.get("epoch"), global_step=ts.get("global_step"))
+        history = ts.get("log_history")
+        ck = replace(ck, epoch=ts.get("epoch"), global_step=ts.get("global_step"),
+                     log_history=tuple(history) if isinstance(history, list) else None)
     return ck
 
 

@@ -60,7 +60,7 @@ from plateau_forensics.errors import LossLogError
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LogAnomaly", "LossLog", "normalize", "read_losses"]
+__all__ = ["LogAnomaly", "LossLog", "normalize", "read_losses", "stitch"]
 
 Epoch = int | float
 METRIC_NAMES = ("val_loss", "valid_loss", "validation_loss", "eval_loss", "val_loss_epoch", "val_epoch_loss",
@@ -186,6 +186,15 @@ def read_losses(
         >>> read_losses([0.9, 0.7, float("nan")]).epochs
         (1, 2, 3)
     """
+    if isinstance(source, (str, os.PathLike)):
+        from plateau_forensics.tensorboard_log import is_tensorboard, read_event_scalars
+
+        if is_tensorboard(source):
+            records, _tags = read_event_scalars(source)
+            log = read_losses(records, metric=metric, epoch_column=epoch_column, lr_columns=lr_columns)
+            return replace(log, source=os.fspath(source),
+                           anomalies=tuple(replace(a, message=a.message.replace("<records>", os.fspath(source)))
+                                           for a in log.anomalies))
     src, header, rows, lines = _load(source, fmt, metric)
     metric = header[0] if src == "<sequence>" else metric
     if len(set(header)) != len(header):
@@ -426,3 +435,44 @@ def _anomalies(log: LossLog) -> tuple[LogAnomaly, ...]:
             out.append(anomaly("lr-missing", miss, f"no '{col}' logged for epoch"
                                f"{'s' if len(miss) > 1 else ''} {listing([log.epochs[i] for i in miss])}"))
     return tuple(out)
+
+
+def stitch(logs: Sequence[LossLog]) -> LossLog:
+    """Join logs written one after another (a resume per file, e.g. Lightning's version_0, version_1) in order.
+
+    Entries keep their order; where a later log starts at or before an epoch an earlier one reached, the
+    overlap is reported (``overlapping-logs``) and the usual duplicate-epoch anomalies appear, so the replay
+    can keep the last run's rows (``surviving_history``). Nothing is dropped here.
+
+    Raises:
+        LossLogError: the logs monitor different metric columns or log a different number of lr groups.
+    """
+    if len(logs) == 1:
+        return logs[0]
+    first = logs[0]
+    for log in logs[1:]:
+        if normalize(log.metric_column) != normalize(first.metric_column):
+            raise LossLogError(f"{log.source}: monitors '{log.metric_column}' but {first.source} monitors "
+                               f"'{first.metric_column}' (choose one with --metric)")
+    n_groups = {len(log.lr_columns) for log in logs if log.lrs is not None}
+    lrs: tuple[tuple[float | None, ...], ...] | None = None
+    if n_groups:
+        width = max(n_groups)
+        lrs = tuple(row + (None,) * (width - len(row)) for log in logs
+                    for row in (log.lrs or ((None,) * width,) * len(log)))
+    overlaps = []
+    for prev, nxt in zip(logs, logs[1:]):
+        if len(prev) and len(nxt) and nxt.epochs[0] <= prev.epochs[-1]:
+            overlaps.append(f"{nxt.source} starts at epoch {nxt.epochs[0]} but {prev.source} reached "
+                            f"{prev.epochs[-1]}")
+    columns = {c: tuple(v for log in logs for v in log.columns.get(c, (None,) * len(log)))
+               for c in {c for log in logs for c in log.columns}}
+    log = LossLog(
+        source=" + ".join(log.source for log in logs), metric_column=first.metric_column,
+        epoch_column=first.epoch_column, lr_columns=max((log.lr_columns for log in logs), key=len),
+        epochs=tuple(e for log in logs for e in log.epochs), metrics=tuple(m for log in logs for m in log.metrics),
+        lrs=lrs, lines=tuple(n for log in logs for n in log.lines), columns=MappingProxyType(columns),
+        anomalies=(), skipped_lines=(),
+    )
+    extra = tuple(LogAnomaly("overlapping-logs", (), (), text) for text in overlaps)
+    return replace(log, anomalies=_anomalies(log) + extra)

@@ -1,0 +1,54 @@
+"""Read scalars from TensorBoard event files with the tensorboard package's own EventAccumulator.
+
+Using TensorBoard's reader (not a hand-written protobuf parser) means a run directory with several event
+files after a crash and ``SummaryWriter(purge_step=N)`` is seen exactly as TensorBoard shows it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from plateau_forensics.errors import LossLogError
+
+EVENT_PREFIX = "events.out.tfevents"
+
+
+def is_tensorboard(path: str | os.PathLike[str]) -> bool:
+    """A run directory holding event files, or a file whose first record is a TensorBoard event."""
+    p = Path(path)
+    if p.is_dir():
+        return any(f.name.startswith(EVENT_PREFIX) for f in p.iterdir() if f.is_file())
+    try:
+        with open(p, "rb") as f:
+            head = f.read(64)
+    except OSError:
+        return False
+    # TFRecord framing: 8-byte length, 4-byte crc, then an Event proto whose first record names its version
+    return len(head) > 12 and b"brain.Event" in head
+
+
+def read_event_scalars(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[str]]:
+    """One record per step, ``{"step": s, tag: value, ...}``, as TensorBoard reports the run; and the tags.
+
+    Values are TensorBoard's float32 scalars widened to Python floats.
+
+    Raises:
+        LossLogError: the tensorboard package is missing, or the path holds no scalars.
+    """
+    try:
+        from tensorboard.backend.event_processing import event_accumulator as ea
+    except ImportError as exc:
+        raise LossLogError(f"{path}: reading TensorBoard files needs the tensorboard package "
+                           "(pip install 'plateau-forensics[tensorboard]')") from exc
+    acc = ea.EventAccumulator(str(path), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    tags = list(acc.Tags().get("scalars", []))
+    if not tags:
+        raise LossLogError(f"{path}: no scalar tags in these TensorBoard events")
+    by_step: dict[int, dict[str, Any]] = {}
+    for tag in tags:
+        for event in acc.Scalars(tag):
+            by_step.setdefault(event.step, {"step": event.step})[tag] = float(event.value)
+    return [by_step[s] for s in sorted(by_step)], tags
