@@ -13,13 +13,12 @@ This module imports neither keras, torch nor numpy: float32 rounding is done wit
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
 
-from plateau_forensics.engine import Event
+from plateau_forensics.engine import Event, _pair
 from plateau_forensics.engine import _num as _fmt
-from plateau_forensics.engine import _pair
 from plateau_forensics.engine import _round_float32 as float32
 from plateau_forensics.errors import ConfigError
 from plateau_forensics.state import PlateauConfig
@@ -34,7 +33,7 @@ Direction = Literal["min", "max"]
 
 __all__ = [
     "KerasConfig", "KerasState", "KerasStep", "KerasTrace", "first_divergence", "float32", "from_torch",
-    "legacy_auto_mode", "render_side_by_side", "resolve_mode", "run_keras",
+    "legacy_auto_mode", "render_side_by_side", "resolve_mode", "rules_runner", "run_keras",
 ]
 
 
@@ -73,7 +72,7 @@ def resolve_mode(monitor: str, mode: str = "auto", *, metric_direction: str | No
 
 
 def legacy_auto_mode(monitor: str) -> Direction:
-    """The ``mode="auto"`` rule of Keras 3.0-3.10 (and tf.keras 2.x), for reference: max iff "acc" is in the name.
+    """The ``mode="auto"`` rule of Keras 3.0-3.10 and tf.keras 2.x, for reference: max iff "acc" in the name.
 
     The replay does not implement those releases otherwise (they started ``best`` at +-inf and compared
     ``np.less(current, best - min_delta)`` in float64).
@@ -116,7 +115,9 @@ class KerasConfig:
 
     def __post_init__(self) -> None:
         if self.factor >= 1.0:
-            raise ConfigError(f"ReduceLROnPlateau does not support a factor >= 1.0. Received factor={self.factor}")
+            raise ConfigError(
+                f"ReduceLROnPlateau does not support a factor >= 1.0. Received factor={self.factor}"
+            )
         if self.mode not in ("auto", "min", "max"):
             raise ConfigError(f"mode {self.mode!r} is unknown (Keras would warn and fall back to 'auto')")
         resolve_mode(self.monitor, self.mode)  # fail now, not on the first epoch as Keras does
@@ -132,7 +133,7 @@ class KerasConfig:
         return abs(self.min_delta)
 
     def probe(self, current: float) -> float:
-        """The left side of Keras's comparison, in float64: ``current + delta`` (min) or ``current - delta`` (max).
+        """The left side of Keras's test, in float64: ``current + delta`` (min) or ``current - delta`` (max).
 
         Keras computes ``monitor_value - self.min_delta`` on Python floats, with ``min_delta`` negated in
         min mode, and only then converts to a float32 tensor. The sum is therefore rounded twice (to
@@ -153,12 +154,14 @@ class KerasConfig:
         return lhs < rhs if self.direction == "min" else lhs > rhs
 
     def to_dict(self) -> dict[str, Any]:
-        """The constructor arguments as a plain dict (``keras.callbacks.ReduceLROnPlateau(**d)`` accepts it)."""
-        return {k: getattr(self, k) for k in ("monitor", "factor", "patience", "mode", "min_delta", "cooldown",
-                                              "min_lr")}
+        """The constructor arguments as a dict; ``keras.callbacks.ReduceLROnPlateau(**d)`` accepts it."""
+        names = ("monitor", "factor", "patience", "mode", "min_delta", "cooldown", "min_lr")
+        return {k: getattr(self, k) for k in names}
 
 
-def from_torch(config: PlateauConfig, *, monitor: str = "val_loss", min_delta: float | None = None) -> KerasConfig:
+def from_torch(
+    config: PlateauConfig, *, monitor: str = "val_loss", min_delta: float | None = None
+) -> KerasConfig:
     """The Keras configuration with "the same numbers" as a torch one, for ``--compare torch,keras``.
 
     Names map 1:1 and numbers are copied unchanged (so Keras ``patience`` p is torch's p, which is exactly
@@ -328,8 +331,9 @@ class KerasTrace:
         return pd.DataFrame(rows)
 
     def __repr__(self) -> str:
+        best = self.final.best
         return (f"<KerasTrace {len(self)} epochs, {len(self.reductions())} reductions, "
-                f"lr {_fmt(self.final.lr)}, best {_fmt(self.final.best) if self.final.best is not None else None}>")
+                f"lr {_fmt(self.final.lr)}, best {_fmt(best) if best is not None else None}>")
 
 
 class _KerasSteps(Sequence[KerasStep]):
@@ -385,7 +389,7 @@ def run_keras(
         if len(labels) != len(values):
             raise ConfigError(f"{len(labels)} epoch labels for {len(values)} metrics")
     direction = config.direction
-    # Keras stores abs(min_delta) and negates it in min mode; the test is monitor_op(current - min_delta, best).
+    # Keras stores abs(min_delta), negated in min mode; the test is monitor_op(current - min_delta, best).
     signed_delta = -config.delta if direction == "min" else config.delta
     is_min = direction == "min"
     patience, cooldown, factor, min_lr = config.patience, config.cooldown, config.factor, config.min_lr
@@ -408,7 +412,7 @@ def run_keras(
         if best is None:
             improved = True
         else:
-            lhs, rhs = float32(float32(current) - float32(signed_delta)), float32(best)
+            lhs, rhs = float32(current - signed_delta), float32(best)
             improved = lhs < rhs if is_min else lhs > rhs
         if improved:
             best = current  # the Python float from the logs, not its float32 rounding
@@ -428,9 +432,32 @@ def run_keras(
                     ev = _REDUCED
                 else:
                     ev = _SUPPRESSED  # nothing happens: no cooldown, and wait keeps growing
-        add((best, wait, cooldown_counter, lr, ev))  # type: ignore[arg-type]  # best is set by the first epoch
+        add((best, wait, cooldown_counter, lr, ev))  # type: ignore[arg-type]  # the first epoch sets best
     final = KerasState(best=best, wait=wait, cooldown_counter=cooldown_counter, lr=lr)
     return KerasTrace(config=config, epochs=labels, metrics=values, start=start, final=final, _rows=rows)
+
+
+def rules_runner(
+    *, min_delta: float | None = None, monitor: str = "val_loss"
+) -> Callable[[Sequence[float], Sequence[float], PlateauConfig, Sequence[float]], KerasTrace]:
+    """A ``compare.RulesRunner`` that replays a torch configuration under Keras's rules.
+
+    ``compare.register_rules("keras", rules_runner(min_delta=opts.min_delta))`` makes ``rules="keras"``
+    available: each call converts the torch config with ``from_torch`` and runs ``run_keras``.
+
+    Raises (when called):
+        ConfigError: what ``from_torch`` rejects, or param groups with different lrs (Keras has one lr).
+    """
+
+    def runner(metrics: Sequence[float], epochs: Sequence[float], config: PlateauConfig,
+               lrs: Sequence[float]) -> KerasTrace:
+        values = [float(v) for v in lrs]
+        if not values or len(set(values)) != 1:
+            raise ConfigError(f"Keras has one optimizer lr; got param-group lrs {values}")
+        keras_config = from_torch(config, monitor=monitor, min_delta=min_delta)
+        return run_keras(keras_config, metrics, values[0], epochs=epochs)
+
+    return runner
 
 
 def _reason(
@@ -477,7 +504,8 @@ def _reason(
                          f"cooldown 0->{cd}, wait {w0 + 1}->0")
         else:
             parts.append(f" >= patience {cfg.patience}: reduction due but lr {_fmt(lr0)} is not above min_lr "
-                         f"{_fmt(float32(cfg.min_lr))} (float32): no change, no cooldown, wait keeps counting")
+                         f"{_fmt(float32(cfg.min_lr))} (float32): no change, no cooldown, "
+                         "wait keeps counting")
     return "".join(parts)
 
 
@@ -537,8 +565,9 @@ def render_side_by_side(torch_trace: Trace, keras_trace: KerasTrace, fmt: str = 
         mark = ""
         if div_row is None and div is not None and t.epoch == div:
             div_row, mark = i, "<< diverge"
-        rows.append([_fmt(t.epoch), _fmt(t.metric), _fmt(t.lr[0]), str(t.num_bad_epochs), str(t.cooldown_counter),
-                     _MARK[t.event], _fmt(k.lr[0]), str(k.wait), str(k.cooldown_counter), _MARK[k.event], mark])
+        rows.append([_fmt(t.epoch), _fmt(t.metric),
+                     _fmt(t.lr[0]), str(t.num_bad_epochs), str(t.cooldown_counter), _MARK[t.event],
+                     _fmt(k.lr[0]), str(k.wait), str(k.cooldown_counter), _MARK[k.event], mark])
     headers = ["epoch", "metric", "torch lr", "torch num_bad", "torch cooldown", "torch event",
                "keras lr", "keras wait", "keras cooldown", "keras event", ""]
     body = tabulate(rows, headers=headers, tablefmt=_STYLES.get(fmt, fmt), disable_numparse=True)

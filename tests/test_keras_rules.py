@@ -1,4 +1,4 @@
-"""The Keras rule set against the real ``keras.callbacks.ReduceLROnPlateau`` (torch backend) and real torch."""
+"""The Keras rule set against the real ``keras.callbacks.ReduceLROnPlateau`` (torch backend) and torch."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ from plateau_forensics.engine import Event, run  # noqa: E402
 from plateau_forensics.errors import ConfigError  # noqa: E402
 from plateau_forensics.keras_rules import (  # noqa: E402
     KerasConfig,
+    KerasTrace,
     first_divergence,
     float32,
     from_torch,
     legacy_auto_mode,
     render_side_by_side,
     resolve_mode,
+    rules_runner,
     run_keras,
 )
 from plateau_forensics.state import PlateauConfig  # noqa: E402
@@ -111,7 +113,7 @@ NUDGES = [0.0, 1e-9, -1e-9, 1e-12, -1e-12, 2**-24, -(2**-24), 2**-25, -(2**-25),
 
 @st.composite
 def metric_sequences(draw: st.DrawFn) -> list[float]:
-    """Metric logs rich in ties, NaN/inf, float32-only ties and values on the ``min_delta`` edge of earlier ones."""
+    """Metric logs rich in ties, NaN/inf, float32-only ties and values on the ``min_delta`` edge of others."""
     n = draw(st.integers(0, 30))
     seq: list[float] = []
     for _ in range(n):
@@ -169,11 +171,11 @@ def assert_same_step(mine: Any, real: dict[str, Any], where: str) -> None:
 @example({"mode": "min", "factor": 0.1, "patience": 1, "cooldown": 2, "min_delta": 0.0, "min_lr": 0.01},
          [math.nan, 0.5, 0.4, 0.3, 0.2, 0.1], 0.1)  # NaN first blocks every improvement
 def test_replay_matches_real_keras(kwargs: dict[str, Any], metrics: list[float], lr: float) -> None:
-    """``run_keras`` equals the real Keras 3 callback on best, wait, cooldown, lr, logged lr and event at every epoch."""
+    """``run_keras`` equals the real callback on best, wait, cooldown, lr, logged lr and event each epoch."""
     trace = run_keras(KerasConfig(**kwargs), metrics, lr)
     real = keras_replay(kwargs, metrics, lr)
     assert len(trace) == len(real)
-    for i, (step, snap) in enumerate(zip(trace.steps, real)):
+    for i, (step, snap) in enumerate(zip(trace.steps, real, strict=True)):
         assert_same_step(step, snap, f"epoch {i + 1}: {step.reason}")
 
 
@@ -188,7 +190,8 @@ class TestFloat32AndBest:
         assert not float32(float32(current) + float32(d)) < float32(best)  # a float32 sum would say no
         trace = run_keras(KerasConfig(patience=3, min_delta=d), [best, current], 0.1)
         assert trace.steps[1].event is Event.IMPROVED
-        assert keras_replay({"patience": 3, "min_delta": d}, [best, current], 0.1)[1]["event"] is Event.IMPROVED
+        real = keras_replay({"patience": 3, "min_delta": d}, [best, current], 0.1)
+        assert real[1]["event"] is Event.IMPROVED
 
     def test_float32_tie_is_not_an_improvement(self) -> None:
         """0.99999999999 is not below 1.0 in float32, and the reason says float64 would disagree."""
@@ -196,7 +199,8 @@ class TestFloat32AndBest:
         step = run_keras(KerasConfig(patience=3, min_delta=0), metrics, 0.1).steps[1]
         assert step.event is Event.BAD
         assert step.reason == (
-            "bad (0.99999999999 not < 1 in float32; float64 would call it an improvement) wait 0->1 (patience 3)"
+            "bad (0.99999999999 not < 1 in float32; float64 would call it an improvement) "
+            "wait 0->1 (patience 3)"
         )
         assert keras_replay({"patience": 3, "min_delta": 0}, metrics, 0.1)[1]["wait"] == 1
 
@@ -218,13 +222,14 @@ class TestFloat32AndBest:
         assert [s.event.value for s in torch_trace.steps] == ["bad", "improved", "improved", "improved"]
 
     def test_at_min_lr_nothing_happens(self) -> None:
-        """At ``min_lr`` Keras neither reduces nor starts cooldown, so ``wait`` keeps growing; torch resets both."""
+        """At ``min_lr`` Keras neither reduces nor starts cooldown, so ``wait`` grows; torch resets both."""
         kwargs = {"patience": 1, "cooldown": 2, "min_lr": 0.05, "mode": "min", "min_delta": 0.0}
         metrics = [1.0] * 6
         trace = run_keras(KerasConfig(**kwargs), metrics, 0.1)
         real = keras_replay(kwargs, metrics, 0.1)
         assert [s.wait for s in trace.steps] == [s["wait"] for s in real] == [0, 0, 0, 1, 2, 3]
-        assert [s.cooldown_counter for s in trace.steps] == [s["cooldown_counter"] for s in real] == [0, 2, 1, 0, 0, 0]
+        cooldowns = [0, 2, 1, 0, 0, 0]
+        assert [s.cooldown_counter for s in trace.steps] == [s["cooldown_counter"] for s in real] == cooldowns
         assert [s.event for s in trace.steps][3:] == [Event.SUPPRESSED] * 3
         assert "reduction due but lr 0.05 is not above min_lr 0.05 (float32)" in trace.steps[3].reason
         torch_trace = run(PlateauConfig(patience=0, cooldown=2, min_lr=0.05, threshold=0), metrics, [0.1])
@@ -245,13 +250,14 @@ TEACHING = [
     pytest.param({"patience": 2, "cooldown": 1}, {"patience": 1, "cooldown": 0}, 8,
                  [1.0] * (1 + 1) + [0.5] * 2 + [0.25] * 2 + [0.125] * 2, id="keras-cooldown1-does-nothing"),
     pytest.param({"patience": 2, "cooldown": 3}, {"patience": 1, "cooldown": 2}, 11,
-                 [1.0] * (1 + 1) + [0.5] * (2 + 2) + [0.25] * (2 + 2) + [0.125], id="keras-cooldown3-is-torch-2"),
+                 [1.0] * (1 + 1) + [0.5] * (2 + 2) + [0.25] * (2 + 2) + [0.125],
+                 id="keras-cooldown3-is-torch-2"),
 ]
 
 
 @pytest.mark.parametrize(("keras_kw", "torch_kw", "n", "expected"), TEACHING)
 def test_teaching_tables(keras_kw: dict, torch_kw: dict, n: int, expected: list[float]) -> None:
-    """On a plateau Keras (patience p, cooldown c) reduces where torch (p-1, c-1) does: ours, real Keras, real torch."""
+    """On a plateau Keras (patience p, cooldown c) reduces where torch (p-1, c-1) does; all three agree."""
     metrics = [1.0] * n  # the first epoch sets best, every later one ties: a bad epoch under min_delta 0
     keras_kw = {**keras_kw, "factor": 0.5, "min_delta": 0.0, "mode": "min"}
     torch_kw = {**torch_kw, "factor": 0.5, "threshold": 0.0, "threshold_mode": "abs"}
@@ -278,7 +284,7 @@ GRID = [k / 4 for k in range(-8, 13)]  # exact in float32, so only the rules dif
        st.lists(st.sampled_from(GRID), max_size=30))
 def test_keras_p_c_is_torch_p_minus_1_c_minus_1(patience: int, cooldown: int, mode: str, delta: float,
                                                  metrics: list[float]) -> None:
-    """For finite float32-exact metrics, Keras (p, c) gives torch (max(p,1)-1, max(c,1)-1)'s lrs, real torch vs real Keras."""
+    """On finite float32-exact metrics real Keras (p, c) gives real torch (max(p,1)-1, max(c,1)-1)'s lrs."""
     keras_kw = {"patience": patience, "cooldown": cooldown, "mode": mode, "min_delta": delta, "factor": 0.5}
     torch_kw = {"patience": max(patience, 1) - 1, "cooldown": max(cooldown, 1) - 1, "mode": mode,
                 "threshold": delta, "threshold_mode": "abs", "factor": 0.5, "eps": 0.0}
@@ -311,7 +317,9 @@ class TestCompare:
         k = run_keras(KerasConfig(patience=3, min_delta=0.0, mode="min"), metrics, 0.1)
         t = run(cfg, metrics, [0.1])
         assert first_divergence(t, k) is None
-        assert render_side_by_side(t, k, "markdown").endswith("no divergence: the lr agrees after every one of 21 epochs")
+        text = render_side_by_side(t, k, "markdown")
+        assert text.endswith("no divergence: the lr agrees after every one of 21 epochs")
+        assert text.splitlines()[1].startswith("|---")
 
     def test_labels_come_from_the_torch_trace(self) -> None:
         """The divergence is reported with the log's epoch labels."""
@@ -344,7 +352,7 @@ class TestConfig:
 
     @pytest.mark.parametrize("monitor", ["val_my_loss", "val_accuracy", "acc"])
     def test_auto_mode_unresolvable(self, monitor: str) -> None:
-        """Any other name needs an explicit mode: ConfigError here, ValueError from Keras on the first epoch."""
+        """Any other name needs an explicit mode: ConfigError here, ValueError in Keras at the first epoch."""
         with pytest.raises(ConfigError, match="pass mode 'min' or 'max'"):
             KerasConfig(monitor=monitor)
         with pytest.raises(ValueError, match="isn't able to automatically determine"):
@@ -359,7 +367,7 @@ class TestConfig:
         assert legacy_auto_mode("val_my_loss") == "min"
 
     def test_unknown_mode_and_big_factor(self) -> None:
-        """An unknown mode (Keras: warning, then auto) and ``factor >= 1`` (Keras: ValueError) are ConfigErrors."""
+        """An unknown mode (Keras warns, uses auto) and ``factor >= 1`` (Keras raises) are ConfigErrors."""
         with pytest.raises(ConfigError, match="mode 'foo' is unknown"):
             KerasConfig(mode="foo")  # type: ignore[arg-type]
         with pytest.warns(UserWarning, match="mode 'foo' is unknown, fallback to auto mode"):
@@ -374,17 +382,18 @@ class TestConfig:
         metrics = [1.0, 0.995, 0.98]
         a = run_keras(KerasConfig(patience=5, min_delta=-0.01, mode="min"), metrics, 0.1)
         b = run_keras(KerasConfig(patience=5, min_delta=0.01, mode="min"), metrics, 0.1)
-        assert [s.event for s in a.steps] == [s.event for s in b.steps] == [Event.IMPROVED, Event.BAD, Event.IMPROVED]
+        events = [Event.IMPROVED, Event.BAD, Event.IMPROVED]
+        assert [s.event for s in a.steps] == [s.event for s in b.steps] == events
 
     def test_from_torch_maps_names_one_to_one(self) -> None:
-        """Patience, cooldown, factor, mode and min_lr are copied unchanged; an abs threshold becomes min_delta."""
-        cfg = PlateauConfig(mode="max", factor=0.5, patience=3, threshold=0.01, threshold_mode="abs", cooldown=2,
-                            min_lr=(1e-3,), eps=0.0)
+        """Patience, cooldown, factor, mode, min_lr are copied as they are; an abs threshold is min_delta."""
+        cfg = PlateauConfig(mode="max", factor=0.5, patience=3, threshold=0.01, threshold_mode="abs",
+                            cooldown=2, min_lr=(1e-3,), eps=0.0)
         assert from_torch(cfg) == KerasConfig(monitor="val_loss", factor=0.5, patience=3, mode="max",
                                               min_delta=0.01, cooldown=2, min_lr=1e-3)
 
     def test_from_torch_relative_threshold(self) -> None:
-        """A relative threshold has no Keras counterpart unless ``min_delta`` is given (a zero one is allowed)."""
+        """A relative threshold has no Keras counterpart unless ``min_delta`` is given (zero is allowed)."""
         with pytest.raises(ConfigError, match="--min-delta"):
             from_torch(PlateauConfig())
         assert from_torch(PlateauConfig(), min_delta=0.001).min_delta == 0.001
@@ -413,21 +422,49 @@ class TestTrace:
         trace = run_keras(KerasConfig(patience=1, cooldown=2, min_delta=0), [1.0, 1.0, 1.0, 1.0], 0.1)
         assert [s.reason for s in trace.steps[2:]] == [
             "cooldown 2->1; bad (1 not < 1 in float32), in cooldown (1 left): wait stays 0",
-            "cooldown 1->0; bad (1 not < 1 in float32) wait 0->1 >= patience 1: lr 0.01->0.001, cooldown 0->2, wait 1->0",
+            "cooldown 1->0; bad (1 not < 1 in float32) wait 0->1 >= patience 1: lr 0.01->0.001, "
+            "cooldown 0->2, wait 1->0",
         ]
         assert [s.event for s in trace.steps[2:]] == [Event.COOLDOWN, Event.REDUCED]
 
     def test_fields_and_reductions(self) -> None:
-        """Steps carry ``wait`` (also as ``num_bad_epochs``), 1-tuples of float32 lrs, and the ``rules`` tag."""
+        """Steps carry ``wait`` (also ``num_bad_epochs``) and float32 lr 1-tuples; traces name their rules."""
         trace = run_keras(KerasConfig(patience=1, min_lr=0.05), [1.0, 2.0, 2.0], 0.1, epochs=[5, 6, 7])
         assert trace.rules == "keras" and len(trace) == 3 and trace.epochs == (5, 6, 7)
         s = trace.steps[1]
-        assert (s.epoch, s.wait, s.num_bad_epochs, s.lr, s.lr_in) == (6, 0, 0, (float32(0.05),), (float32(0.1),))
+        expected = (6, 0, 0, (float32(0.05),), (float32(0.1),))
+        assert (s.epoch, s.wait, s.num_bad_epochs, s.lr, s.lr_in) == expected
         assert [r.event for r in trace.reductions()] == [Event.REDUCED, Event.SUPPRESSED]
         assert trace.steps[-1].as_dict()["num_bad_epochs"] == 1
         assert trace.final.wait == 1 and trace.lrs == (float32(0.05),)
         with pytest.raises(ConfigError, match="2 epoch labels for 3 metrics"):
             run_keras(KerasConfig(), [1.0, 2.0, 3.0], 0.1, epochs=[1, 2])
+
+
+class TestRunner:
+    """``rules_runner`` plugs the Keras rules into ``compare.register_rules``."""
+
+    def test_runner_converts_and_replays(self) -> None:
+        """The runner replays a torch config as ``from_torch`` + ``run_keras`` do, with the log's labels."""
+        cfg = PlateauConfig(patience=1, threshold_mode="abs", threshold=0.0)
+        t = rules_runner()([1.0, 2.0, 2.0], [3, 4, 5], cfg, [0.1])
+        assert isinstance(t, KerasTrace) and t.epochs == (3, 4, 5)
+        direct = run_keras(from_torch(cfg), [1.0, 2.0, 2.0], 0.1)
+        assert [s.lr for s in t.steps] == [s.lr for s in direct.steps]
+        assert rules_runner(min_delta=0.5)([1.0], [1], PlateauConfig(), [0.1]).config.min_delta == 0.5
+
+    def test_runner_needs_one_lr(self) -> None:
+        """Param groups with different lrs cannot run under Keras's single lr."""
+        with pytest.raises(ConfigError, match="one optimizer lr"):
+            rules_runner()([1.0], [1], PlateauConfig(threshold=0.0), [0.1, 0.2])
+
+    def test_to_dict_builds_the_real_callback(self) -> None:
+        """``KerasConfig.to_dict()`` is accepted by the real constructor and round-trips its attributes."""
+        cfg = KerasConfig(monitor="loss", factor=0.5, patience=3, mode="max", min_delta=-0.01, cooldown=2,
+                          min_lr=1e-3)
+        real = keras.callbacks.ReduceLROnPlateau(**cfg.to_dict())
+        assert (real.monitor, real.factor, real.patience, real.mode, real.min_delta, real.cooldown,
+                real.min_lr) == ("loss", 0.5, 3, "max", 0.01, 2, 1e-3)
 
 
 def test_import_is_light() -> None:
