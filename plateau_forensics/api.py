@@ -254,3 +254,34 @@ def _sliced(log: LossLog, start: int) -> LossLog:
         return log
     return replace(log, epochs=log.epochs[start:], metrics=log.metrics[start:],
                    lrs=log.lrs[start:] if log.lrs is not None else None, lines=log.lines[start:])
+
+
+def replay_keras(losses: Any, config: PlateauConfig | None = None, *, lr: Sequence[float] | None = None,
+                 min_delta: float | None = None, **log_options: Any) -> Any:
+    """Replay a log under Keras 3's ``ReduceLROnPlateau`` callback rules (``--rules keras``).
+
+    Keras keeps no scheduler state, so the replay always starts fresh. ``config`` uses torch's names;
+    ``keras_rules.from_torch`` maps them (``threshold`` -> ``min_delta`` only in abs mode, or pass ``min_delta``).
+
+    Returns:
+        A ``keras_rules.KerasTrace``.
+    """
+    from plateau_forensics.keras_rules import from_torch, run_keras
+
+    log = _read_log(losses, **log_options)
+    lrs0 = tuple(lr) if lr else _first_logged_lrs(log)
+    if lrs0 is not None and len(set(lrs0)) > 1:
+        raise ConfigError("Keras has one optimizer lr; this log has several param groups")
+    kcfg = from_torch(config or PlateauConfig(), min_delta=min_delta)
+    t = run_keras(kcfg, [float(m) for m in log.metrics], (lrs0 or (1.0,))[0], epochs=list(log.epochs))
+    t.log = log  # type: ignore[attr-defined]
+    return t
+
+
+def compare_rules(losses: Any, config: PlateauConfig | None = None, *, lr: Sequence[float] | None = None,
+                  min_delta: float | None = None, **log_options: Any) -> tuple[Trace, Any]:
+    """The same log and hyperparameters replayed under torch's and Keras's rules (``--compare torch,keras``)."""
+    log = _read_log(losses, **log_options)
+    lrs0 = tuple(lr) if lr else (_first_logged_lrs(log) or (1.0,))
+    torch_trace = replay(log, config, lrs=lrs0)
+    return torch_trace, replay_keras(log, config, lr=lrs0, min_delta=min_delta)

@@ -88,6 +88,11 @@ def _is_log_dir(path: Path) -> bool:
 @click.option("--style", default="simple", show_default=True, help="tabulate style for --format table.")
 @click.option("--explain", is_flag=True, help="One line per epoch saying why it went the way it did.")
 @click.option("--width", type=int, help="Grid width in characters (default: the terminal's).")
+@click.option("--rules", type=click.Choice(["torch", "keras"]), default="torch", show_default=True,
+              help="Whose ReduceLROnPlateau to replay: torch's scheduler or Keras 3's callback (no checkpoint).")
+@click.option("--min-delta", type=float, help="Keras rules: the callback's min_delta (absolute threshold).")
+@click.option("--compare", "compare_rules", metavar="torch,keras",
+              help="Replay under both rule sets side by side and show the first epoch where they diverge.")
 @click.option("--expect", "expects", multiple=True, metavar="KEY=VALUE",
               help="A hyperparameter you believe is in effect (e.g. patience=5); repeatable.")
 @click.option("--check", is_flag=True, help="Exit 3 when any warning-level finding is present (for CI gates).")
@@ -97,8 +102,8 @@ def _is_log_dir(path: Path) -> bool:
 def main(
     paths: tuple[str, ...], scheduler_key: str | None, loader: str, metric: str | None, epoch_column: str | None,
     lr_columns: tuple[str, ...], lrs: tuple[float, ...], min_lrs: tuple[float, ...], fmt: str, style: str,
-    explain: bool, width: int | None, expects: tuple[str, ...], check: bool, write_state: Path | None,
-    **hparams: object,
+    explain: bool, width: int | None, rules: str, min_delta: float | None, compare_rules: str | None,
+    expects: tuple[str, ...], check: bool, write_state: Path | None, **hparams: object,
 ) -> None:
     """Replay ReduceLROnPlateau over a loss log and explain every LR change.
 
@@ -125,6 +130,28 @@ def main(
         if min_lrs:
             given["min_lr"] = min_lrs[0] if len(min_lrs) == 1 else tuple(min_lrs)
         config = PlateauConfig(**given)  # type: ignore[arg-type]
+        log_opts = {"metric": metric, "epoch_column": epoch_column, "lr_columns": lr_columns or None}
+        if rules != "torch" or compare_rules:
+            if ckpt is not None:
+                raise click.UsageError("Keras callbacks save no scheduler state: use --rules/--compare with a log only")
+            losses = logs if len(logs) > 1 else logs[0]
+            if "threshold" not in given and "threshold_mode" not in given:
+                # Keras only has an absolute min_delta: compare like with like unless told otherwise
+                delta = min_delta if min_delta is not None else 1e-4
+                config = PlateauConfig(**{**given, "threshold": delta, "threshold_mode": "abs"})  # type: ignore[arg-type]
+                min_delta = delta
+            if compare_rules:
+                if {r.strip() for r in compare_rules.split(",")} != {"torch", "keras"}:
+                    raise click.BadParameter("only 'torch,keras' can be compared", param_hint="--compare")
+                from plateau_forensics.keras_rules import render_side_by_side
+
+                pair = api.compare_rules(losses, config, lr=lrs or None, min_delta=min_delta, **log_opts)
+                click.echo(render_side_by_side(*pair, fmt=style))
+                return
+            kt = api.replay_keras(losses, config, lr=lrs or None, min_delta=min_delta, **log_opts)
+            click.echo(report.render(kt, "explain" if explain else fmt,  # type: ignore[arg-type]
+                                     width=width or shutil.get_terminal_size((100, 24)).columns, style=style))
+            return
         source = None
         if ckpt is not None:
             source = api.load_checkpoint(ckpt, scheduler_key, loader=loader)  # type: ignore[arg-type]

@@ -58,10 +58,9 @@ def _jsonable(x: Any) -> Any:
 
 # -- the summary lines shared by grid and table ---------------------------------------------------
 def _config_line(t: Trace) -> str:
-    c = t.config
-    min_lr = list(c.min_lr) if isinstance(c.min_lr, tuple) else c.min_lr
-    return (f"mode={c.mode} factor={c.factor} patience={c.patience} threshold={c.threshold} "
-            f"threshold_mode={c.threshold_mode} cooldown={c.cooldown} min_lr={min_lr} eps={c.eps}")
+    rules = getattr(t, "rules", "torch")
+    text = " ".join(f"{k}={v}" for k, v in t.config.to_dict().items())
+    return text if rules == "torch" else f"{text}  ({rules} rules)"
 
 
 def _state_line(last_epoch: Any, best: float, nb: int, cd: int, lrs: Sequence[float] | None) -> str:
@@ -72,7 +71,7 @@ def _state_line(last_epoch: Any, best: float, nb: int, cd: int, lrs: Sequence[fl
 def summary_lines(t: Trace) -> list[tuple[str, str]]:
     """The labelled lines around the grid: checkpoint, config, alignment, reductions, forecast, findings."""
     lines: list[tuple[str, str]] = []
-    ck = t.checkpoint
+    ck = getattr(t, "checkpoint", None)
     if ck is not None:
         where = ck.key_path or "<root>"
         partial = "  PARTIAL STATE" if ck.partial else ""
@@ -83,7 +82,7 @@ def summary_lines(t: Trace) -> list[tuple[str, str]]:
         if counters:
             lines.append(("counters", " ".join(counters)))
     lines.append(("config", _config_line(t)))
-    a = t.alignment
+    a = getattr(t, "alignment", None)
     if a is not None:
         if a.epoch is None:
             lines.append(("alignment", a.note or "no row of the log reproduces the saved state"))
@@ -96,12 +95,14 @@ def summary_lines(t: Trace) -> list[tuple[str, str]]:
         text = "; ".join(f"epoch {g(s.epoch)}: {_lr_cell(s.lr_in)} -> {_lr_cell(s.lr)}"
                          + (" (suppressed)" if s.event is Event.SUPPRESSED else "") for s in reds)
         lines.append(("reductions", text or "none"))
-        f = t.final
-        lines.append(("end state", _state_line(f.last_epoch, f.best, f.num_bad_epochs, f.cooldown_counter, t.lrs)))
-    lines.append(("forecast", t.forecast().sentence()))
-    for f in t.findings:
+        last = t.steps[-1]
+        lines.append(("end state", _state_line(last.last_epoch, last.best, last.num_bad_epochs,
+                                               last.cooldown_counter, last.lr)))
+    if hasattr(t, "forecast"):
+        lines.append(("forecast", t.forecast().sentence()))
+    for f in getattr(t, "findings", ()):
         lines.append((f"{f.severity}", f"[{f.code}] {f.message}"))
-    for n in t.notes:
+    for n in getattr(t, "notes", ()):
         lines.append(("note", n))
     return lines
 
@@ -114,7 +115,8 @@ def _summary(t: Trace) -> str:
 
 # -- renderers ---------------------------------------------------------------------------------------
 def _grid_rows(t: Trace, steps: Sequence[Step]) -> list[tuple[str, list[str]]]:
-    saved_at = t.alignment.index - t.alignment.start_index if t.alignment and t.alignment.index is not None else None
+    a = getattr(t, "alignment", None)
+    saved_at = a.index - a.start_index if a is not None and a.index is not None else None
     marks = []
     for s in steps:
         m = _EVENT_MARK[s.event]
@@ -169,7 +171,7 @@ def table(t: Trace, style: str = "simple") -> str:
 
 def to_csv(t: Trace) -> str:
     """One row per step; floats with ``repr`` (bit-exact), one ``lr_<group>`` column per group."""
-    n_groups = len(t.lrs)
+    n_groups = len(t.steps[0].lr) if len(t) else 1
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*COLUMNS[:6], *[f"lr_{i}" for i in range(n_groups)], "event", "reason"])
@@ -182,6 +184,9 @@ def to_csv(t: Trace) -> str:
 
 def to_json_obj(t: Trace) -> dict[str, Any]:
     """The JSON contract as a Python object (non-finite floats already turned into strings)."""
+    if getattr(t, "rules", "torch") != "torch":  # another rule set: no checkpoint, alignment or torch state
+        return _jsonable({"rules": t.rules, "config": t.config.to_dict(), "checkpoint": None, "alignment": None,
+                          "findings": [], "steps": t.to_records()})
     ck = t.checkpoint
     checkpoint = None
     if ck is not None:

@@ -191,3 +191,51 @@ class TestErrors:
     def test_every_option_has_help(self) -> None:
         """Every option of the command documents itself."""
         assert all(p.help for p in main.params if p.param_type_name == "option")
+
+
+class TestRules:
+    """--rules keras and --compare torch,keras on a plateau, checked against real torch and real Keras."""
+
+    METRICS = [1.0, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9]
+
+    def _log(self, tmp_path: Path) -> Path:
+        log = tmp_path / "plateau.csv"
+        log.write_text("epoch,val_loss\n" + "".join(f"{i + 1},{m!r}\n" for i, m in enumerate(self.METRICS)))
+        return log
+
+    @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # keras' numpy-2 __array__ copy warning
+    def test_compare_marks_first_divergence(self, runner: CliRunner, tmp_path: Path) -> None:
+        """The side-by-side table diverges where real torch and the real Keras callback first disagree."""
+        import os
+
+        os.environ.setdefault("KERAS_BACKEND", "torch")
+        import keras
+
+        r = runner.invoke(main, [str(self._log(tmp_path)), "--lr", "0.1", "--patience", "2", "--compare", "torch,keras"])
+        assert ExitStatus.OK == r.exit_code, r.output
+        opt, sched = make_scheduler([0.1], {"patience": 2, "threshold": 1e-4, "threshold_mode": "abs"})
+        model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse")
+        cb = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=2, min_delta=1e-4, mode="min")
+        cb.set_model(model)
+        cb.on_train_begin()
+        first = None
+        for i, m in enumerate(self.METRICS):
+            sched.step(m)
+            cb.on_epoch_end(i, {"val_loss": m})
+            t_lr, k_lr = opt.param_groups[0]["lr"], float(model.optimizer.learning_rate)
+            if first is None and not math.isclose(t_lr, k_lr, rel_tol=1e-5):
+                first = i + 1
+        assert f"first divergence: epoch {first} " in r.stdout
+
+    def test_keras_needs_no_checkpoint(self, runner: CliRunner, in_root: Path) -> None:
+        """--rules keras with a checkpoint is a usage error: Keras saves no scheduler state."""
+        r = runner.invoke(main, ["sample_checkpoints/seed000.pt", "sample_checkpoints/seed000.csv", "--rules", "keras"])
+        assert ExitStatus.USAGE == r.exit_code
+
+    def test_keras_json_steps(self, runner: CliRunner, tmp_path: Path) -> None:
+        """--rules keras --format json lists the Keras replay's steps under the keras rule set."""
+        r = runner.invoke(main, [str(self._log(tmp_path)), "--lr", "0.1", "--patience", "2", "--rules", "keras",
+                                 "--format", "json"])
+        obj = json.loads(r.stdout)
+        assert obj["rules"] == "keras" and len(obj["steps"]) == len(self.METRICS)
