@@ -107,7 +107,9 @@ class PlateauConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The constructor arguments as a plain dict (``min_lr`` a float or a list)."""
-        d = {k: getattr(self, k) for k in (*HYPERPARAMETER_KEYS, "min_lr")}
+        # torch's constructor order: mode, factor, patience, threshold, threshold_mode, cooldown, min_lr, eps
+        d = {k: getattr(self, k) for k in ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown",
+                                           "min_lr", "eps")}
         if isinstance(self.min_lr, tuple):
             d["min_lr"] = list(self.min_lr)
         return d
