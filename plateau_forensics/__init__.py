@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from plateau_forensics.loader import Checkpoint, load_checkpoint
     from plateau_forensics.losses import LossLog, read_losses
     from plateau_forensics.state import PlateauConfig, PlateauState
+    from plateau_forensics.whatif import Comparison, compare, expand_what_if
 
 _WHERE = {
     "replay": "api", "trace": "api", "Finding": "diagnose",
@@ -32,6 +33,7 @@ _WHERE = {
     "ForensicsError": "errors", "LossLogError": "errors", "SchedulerStateNotFound": "errors",
     "Checkpoint": "loader", "load_checkpoint": "loader", "LossLog": "losses", "read_losses": "losses",
     "PlateauConfig": "state", "PlateauState": "state",
+    "compare": "whatif", "Comparison": "whatif", "expand_what_if": "whatif",
 }
 
 __all__ = sorted([*_WHERE, "__version__"])

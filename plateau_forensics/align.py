@@ -9,6 +9,7 @@ seed-000 case: a scheduler created fresh at loop epoch 11).
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -58,6 +59,11 @@ class Alignment:
         return bool(self.lr_matches) or steps == self.scheduler_steps
 
     @property
+    def steps_match(self) -> bool:
+        """The chosen row is exactly as many steps after the start as the saved state has seen."""
+        return self.index is not None and self.index - self.start_index + 1 == self.scheduler_steps
+
+    @property
     def scheduler_steps(self) -> float:
         """``step()`` calls the saved state has seen (``last_epoch`` corrected for torch <= 1.3)."""
         return self.scheduler_step - self._base
@@ -84,18 +90,31 @@ def _same(a: float, b: float) -> bool:
     return a == b or (math.isnan(a) and math.isnan(b))
 
 
-def _counters_match(saved: PlateauState, best: float, nb: int, cd: int) -> bool:
-    if not _same(saved.best, best):
+def _f32(x: float) -> float:
+    try:
+        return struct.unpack("<f", struct.pack("<f", x))[0]
+    except OverflowError:
+        return math.copysign(math.inf, x)
+
+
+def is_float32_log(metrics: Sequence[float]) -> bool:
+    """Every value is exactly a float32 (TensorBoard scalars): the run itself may have stepped the doubles."""
+    return bool(metrics) and all(_f32(m) == m or not math.isfinite(m) for m in metrics)
+
+
+def _counters_match(saved: PlateauState, best: float, nb: int, cd: int, f32: bool = False) -> bool:
+    if not (_same(saved.best, best) or (f32 and _same(_f32(saved.best), best))):
         return False
     if saved.partial:  # timm-style: only best (and last_epoch) were saved
         return True
     return saved.num_bad_epochs == nb and saved.cooldown_counter == cd
 
 
-def _matches(config: PlateauConfig, saved: PlateauState, metrics: Sequence[float], lrs: Sequence[float]) -> list[int]:
+def _matches(config: PlateauConfig, saved: PlateauState, metrics: Sequence[float], lrs: Sequence[float],
+             f32: bool = False) -> list[int]:
     trace = run(config, metrics, lrs, strict=False)
     c = trace._cols
-    return [i for i in range(len(c.best)) if _counters_match(saved, c.best[i], c.num_bad[i], c.cooldown[i])]
+    return [i for i in range(len(c.best)) if _counters_match(saved, c.best[i], c.num_bad[i], c.cooldown[i], f32)]
 
 
 def infer_initial_lrs(
@@ -148,7 +167,9 @@ def align(
         # groups were added after the scheduler was built; the counters do not depend on the lrs, so align
         # with as many groups as the scheduler had (torch would raise at a reduction with the new count)
         placeholder = (placeholder + (1.0,) * len(saved.min_lrs))[: len(saved.min_lrs)]
-    starts: list[tuple[int, int]] = [(0, i) for i in _matches(config, saved, metrics, placeholder)]
+    # a float32 log (TensorBoard) of a run that stepped doubles: compare best after rounding it to float32
+    f32 = is_float32_log(metrics) and _f32(saved.best) != saved.best
+    starts: list[tuple[int, int]] = [(0, i) for i in _matches(config, saved, metrics, placeholder, f32)]
     note = ""
     steps = saved.steps
     # The saved last_epoch says how many steps the scheduler took: a window of exactly that many rows
@@ -158,7 +179,7 @@ def align(
         if (n - steps + 1) * steps <= SEARCH_BUDGET:
             for end in range(steps, n):
                 s = end - steps + 1
-                hits = _matches(config, saved, metrics[s : end + 1], placeholder)
+                hits = _matches(config, saved, metrics[s : end + 1], placeholder, f32)
                 if hits and hits[-1] == steps - 1:
                     starts.append((s, end))
         else:
@@ -170,7 +191,14 @@ def align(
             # groups added later have no lr logged yet: the leading logged groups are the ones that existed
             n = next((i for i, v in enumerate(row) if v is None), len(row))
             if n and all(v is None for v in row[n:]):
-                return tuple(float(v) for v in row[:n]), "log"  # type: ignore[arg-type]
+                logged = tuple(float(v) for v in row[:n])  # type: ignore[arg-type]
+                width = len(saved.min_lrs) if saved.default_min_lr is None else len(saved_lrs or ())
+                if saved_lrs and n == len(row) and n < width:
+                    # the log shows fewer groups than the optimizer has (HF logs group 0 only): the others'
+                    # starting lrs are inferred from the checkpoint and the replayed reductions
+                    guess, _ = infer_initial_lrs(config, metrics[start : end + 1], saved_lrs)
+                    return logged + guess[n:width], "log"
+                return logged, "log"
         if lr_option:
             return tuple(lr_option), "option"
         if saved_lrs:
@@ -192,6 +220,7 @@ def align(
         trace = run(config, metrics[start : end + 1], lrs0, strict=False)
         got = trace._cols.lrs[-1]
         return len(got) == len(saved_lrs) and all(math.isclose(a, b, rel_tol=1e-6) for a, b in zip(got, saved_lrs))
+
 
     lr_hits = [c for c in starts if lr_ok(*c)]
     if lr_hits:  # the lr is part of the state: rows where only the counters agree are not candidates

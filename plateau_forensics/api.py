@@ -5,6 +5,7 @@ It composes the loader, the log reader, the alignment, the engine and the findin
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -182,18 +183,9 @@ def _trace_checkpoint_in_log(
     ck: Checkpoint, full_log: LossLog, lr: Sequence[float] | None, expect: Mapping[str, Any] | None
 ) -> Trace:
     log = _surviving(full_log)
+    log, a, extra = _place(ck, log, lr)
     metrics = [float(m) for m in log.metrics]
     epochs = list(log.epochs)
-    extra: list[diagnose.Finding] = []
-    a = align(ck.config, ck.state, metrics, epochs, saved_lrs=ck.lrs, log_lrs=log.lrs, lr_option=lr,
-              checkpoint_epoch=ck.epoch)
-    if not a.consistent and not ck.partial:
-        found = _steps_per_row(ck, log, lr)
-        if found is not None:
-            log, metrics, epochs, a, k = found
-            extra.append(diagnose.steps_per_row_finding(
-                None, k, {"k": k, "epoch": a.epoch, "last_epoch": ck.state.last_epoch,
-                          "rows": (a.index - a.start_index + 1) // k}))
     resume_at = a.index
     note = ""
     if resume_at is None and ck.epoch is not None and ck.epoch in epochs:
@@ -228,6 +220,57 @@ def _trace_checkpoint_in_log(
     return t
 
 
+def _align(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None) -> Any:
+    return align(ck.config, ck.state, [float(m) for m in log.metrics], list(log.epochs), saved_lrs=ck.lrs,
+                 log_lrs=log.lrs, lr_option=lr, checkpoint_epoch=ck.epoch)
+
+
+def _place(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None) -> tuple[LossLog, Any, list[diagnose.Finding]]:
+    """Place the checkpoint in the log, trying the explanations a plain replay misses, in order:
+    a resume that never stepped the resume row (Lightning), and k steps per logged row. The first one
+    whose step count equals the saved ``last_epoch`` wins; otherwise the plain alignment stands."""
+    from plateau_forensics.losses import without_rows
+
+    a = _align(ck, log, lr)
+    if ck.partial or ck.state.steps == 0:
+        return log, a, []
+    best = (log, a, [])
+    best_score = _score(ck, log, a)
+    if best_score == (True, 1.0):
+        return best
+    for b in log.boundaries:  # the last row of an earlier log is the resume checkpoint's epoch
+        variant = without_rows(log, [b - 1])
+        alt = _align(ck, variant, lr)
+        score = _score(ck, variant, alt)
+        if alt.steps_match and score > best_score:
+            best, best_score = (variant, alt, [diagnose.skipped_step_finding(ck, log.epochs[b - 1], log, b)]), score
+    if not best_score[0]:
+        found = _steps_per_row(ck, log, lr)
+        if found is not None:
+            expanded, k_align, k = found
+            return expanded, k_align, [diagnose.steps_per_row_finding(
+                None, k, {"k": k, "epoch": k_align.epoch, "last_epoch": ck.state.last_epoch, "rows": len(log)})]
+    return best
+
+
+def _score(ck: Checkpoint, log: LossLog, a: Any) -> tuple[bool, float]:
+    """How well a placement explains the evidence: its step count, then the share of logged lrs up to the
+    checkpoint that a replay from the alignment's start reproduces (1.0 when the log has no lr column)."""
+    if a.index is None:
+        return (False, 0.0)
+    if log.lrs is None:
+        return (a.steps_match, 1.0)
+    t = run(ck.config, [float(m) for m in log.metrics[a.start_index : a.index + 1]], a.initial_lrs, strict=False)
+    lr_in = [a.initial_lrs, *t._cols.lrs[:-1]]
+    hits = total = 0
+    for row, expected in zip(log.lrs[a.start_index : a.index + 1], lr_in):
+        if row is None or any(v is None for v in row) or not 0 < len(row) <= len(expected):
+            continue
+        total += 1
+        hits += all(math.isclose(x, y, rel_tol=1e-6) for x, y in zip(row, expected))  # type: ignore[arg-type]
+    return (a.steps_match, hits / total if total else 1.0)
+
+
 def _steps_per_row(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None, max_k: int = 8) -> Any:
     """Try k = 2..max_k steps per logged row; return the expanded log and alignment for the first k that fits."""
     from dataclasses import replace
@@ -240,10 +283,10 @@ def _steps_per_row(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None, max
             lrs = tuple(row if j == 0 else tuple(None for _ in row) for row in log.lrs for j in range(k))
         a = align(ck.config, ck.state, metrics, epochs, saved_lrs=ck.lrs, log_lrs=lrs, lr_option=lr,
                   checkpoint_epoch=ck.epoch)
-        if a.index is not None and a.index % k == k - 1 and a.consistent:
+        if a.steps_match:  # the checkpoint may sit after any of a row's k steps (Lightning saves mid-row)
             expanded = replace(log, metrics=tuple(metrics), epochs=tuple(epochs), lrs=lrs,
-                               lines=tuple(n for n in log.lines for _ in range(k)))
-            return expanded, metrics, epochs, a, k
+                               lines=tuple(n for n in log.lines for _ in range(k)), boundaries=())
+            return expanded, a, k
     return None
 
 

@@ -93,6 +93,11 @@ def _is_log_dir(path: Path) -> bool:
 @click.option("--min-delta", type=float, help="Keras rules: the callback's min_delta (absolute threshold).")
 @click.option("--compare", "compare_rules", metavar="torch,keras",
               help="Replay under both rule sets side by side and show the first epoch where they diverge.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
+              help="Also draw the trace to FILE (.png, .svg or .pdf; needs the [plot] extra).")
+@click.option("--what-if", "what_ifs", multiple=True, metavar="KEY=V1,V2,...",
+              help="Replay other settings over the same log (repeatable; all combinations) and show where "
+                   "the lr timelines diverge, e.g. --what-if patience=2,5,10 --what-if factor=0.5.")
 @click.option("--expect", "expects", multiple=True, metavar="KEY=VALUE",
               help="A hyperparameter you believe is in effect (e.g. patience=5); repeatable.")
 @click.option("--check", is_flag=True, help="Exit 3 when any warning-level finding is present (for CI gates).")
@@ -103,7 +108,8 @@ def main(
     paths: tuple[str, ...], scheduler_key: str | None, loader: str, metric: str | None, epoch_column: str | None,
     lr_columns: tuple[str, ...], lrs: tuple[float, ...], min_lrs: tuple[float, ...], fmt: str, style: str,
     explain: bool, width: int | None, rules: str, min_delta: float | None, compare_rules: str | None,
-    expects: tuple[str, ...], check: bool, write_state: Path | None, **hparams: object,
+    plot_path: Path | None, what_ifs: tuple[str, ...], expects: tuple[str, ...], check: bool,
+    write_state: Path | None, **hparams: object,
 ) -> None:
     """Replay ReduceLROnPlateau over a loss log and explain every LR change.
 
@@ -126,6 +132,10 @@ def main(
     from plateau_forensics.state import PlateauConfig
 
     try:
+        if plot_path is not None:
+            from plateau_forensics.plot import check_plot_path
+
+            check_plot_path(plot_path)  # a bad suffix is a usage error before any work
         ckpt, logs = _classify(paths)
         if min_lrs:
             given["min_lr"] = min_lrs[0] if len(min_lrs) == 1 else tuple(min_lrs)
@@ -151,6 +161,10 @@ def main(
             kt = api.replay_keras(losses, config, lr=lrs or None, min_delta=min_delta, **log_opts)
             click.echo(report.render(kt, "explain" if explain else fmt,  # type: ignore[arg-type]
                                      width=width or shutil.get_terminal_size((100, 24)).columns, style=style))
+            if plot_path is not None:
+                from plateau_forensics.plot import plot_trace
+
+                plot_trace(kt, plot_path)
             return
         source = None
         if ckpt is not None:
@@ -162,8 +176,19 @@ def main(
             lr_columns=lr_columns or None, lr=lrs or None, config=config, loader=loader,  # type: ignore[arg-type]
             expect=expect,
         )
-        out = report.render(trace, "explain" if explain else fmt,  # type: ignore[arg-type]
-                            width=width or shutil.get_terminal_size((100, 24)).columns, style=style)
+        if what_ifs:
+            from plateau_forensics import whatif
+
+            configs = whatif.expand_what_if(what_ifs, trace.config, include_base=True)
+            cmp = whatif.compare(trace, configs)
+            out = whatif.render_comparison(cmp, fmt if fmt in whatif.COMPARISON_FORMATS else "table", style=style)
+            if plot_path is not None:
+                cmp.plot(plot_path)
+        else:
+            out = report.render(trace, "explain" if explain else fmt,  # type: ignore[arg-type]
+                                width=width or shutil.get_terminal_size((100, 24)).columns, style=style)
+            if plot_path is not None:
+                trace.plot(plot_path)
         changes = None
         if write_state is not None:
             from plateau_forensics.repair import repaired_state, write_state as write
@@ -172,6 +197,8 @@ def main(
             write(state, write_state)
     except ConfigError as exc:
         raise click.UsageError(" ".join(str(exc).split())) from exc
+    except ModuleNotFoundError as exc:  # an optional extra (matplotlib for --plot) is not installed
+        raise click.ClickException(str(exc)) from exc
     except ForensicsError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
     click.echo(out)

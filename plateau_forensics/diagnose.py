@@ -46,7 +46,8 @@ class Finding:
 
 
 def _close(a: Sequence[float], b: Sequence[float]) -> bool:
-    return len(a) == len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=0.0) for x, y in zip(a, b))
+    """Logged lrs ``a`` equal ``b`` (relative 1e-6); a log may show fewer groups than the optimizer (HF: group 0)."""
+    return 0 < len(a) <= len(b) and all(math.isclose(x, y, rel_tol=1e-6, abs_tol=0.0) for x, y in zip(a, b))
 
 
 def _fmt(lrs: Sequence[float]) -> str:
@@ -311,7 +312,9 @@ def wrong_metric_findings(trace: Trace) -> list[Finding]:
     if ck is None or log is None or not math.isfinite(ck.state.best):
         return []
     best = ck.state.best
-    if any(m == best for m in log.metrics):
+    from plateau_forensics.align import _f32, is_float32_log
+
+    if any(m == best for m in log.metrics) or (is_float32_log(log.metrics) and _f32(best) in log.metrics):
         return []
     others = []
     for col, values in log.columns.items():
@@ -482,6 +485,15 @@ def epoch_offset_findings(trace: Trace) -> list[Finding]:
     a = trace.alignment
     if a is None or a.epoch is None or not a.epoch_offset:
         return []
+    if a.start_index == 0 and trace.epochs and a.epoch_offset == trace.epochs[0] - 1:
+        return []  # the log simply numbers its first epoch 0 (or N): the first replayed row is step 1
+    if any(isinstance(e, float) and not e.is_integer() for e in trace.epochs):
+        return [Finding(
+            "epoch-offset", "info", a.epoch,
+            f"log epoch {a.epoch} is scheduler step {a.scheduler_step}: there are several evaluations per epoch "
+            "(fractional epochs, e.g. HF eval_steps), and the scheduler counts evaluations, not epochs",
+            {"epoch": a.epoch, "last_epoch": a.scheduler_step, "offset": a.epoch_offset},
+            "read patience in evaluations: with N evaluations per epoch, patience p waits p/N epochs")]
     e0 = trace.epochs[0] if trace.epochs else None
     where = (f"; the scheduler's count starts at epoch {e0}: the rows before it were not stepped by this scheduler"
              if a.start_index > 0 else "")
@@ -506,6 +518,43 @@ def saved_before_step_findings(trace: Trace) -> list[Finding]:
         f"before epoch {ck.epoch}'s scheduler.step (Lightning's order), or 'epoch' stores the next epoch to run",
         {"checkpoint_epoch": ck.epoch, "state_after_epoch": a.epoch},
         "on resume, make sure epoch {0}'s metric is stepped exactly once".format(ck.epoch))]
+
+
+def skipped_step_finding(checkpoint: Any, skipped: float, log: LossLog, boundary: int) -> Finding:
+    """A resumed run never stepped the row it resumed from (Lightning saves before the step and does not redo it)."""
+    return Finding(
+        "resume-skipped-step", "info", skipped,
+        f"epoch {skipped}'s metric was never passed to the scheduler: the run resumed after epoch {skipped} "
+        f"(the next log starts at epoch {log.epochs[boundary]}) from a checkpoint saved before that epoch's step, "
+        "and the resume does not redo it (Lightning's fit(ckpt_path=...)); every later checkpoint has "
+        "last_epoch = epoch - 1, and reductions come one epoch later than in an uninterrupted run",
+        {"skipped_epoch": skipped, "next_log_starts_at": log.epochs[boundary]},
+        "expected behaviour in Lightning; to match an uninterrupted run, step the scheduler once with that "
+        "epoch's metric after resuming")
+
+
+def never_stepped_findings(trace: Trace) -> list[Finding]:
+    """A saved state that never saw a step although training went on (missing monitor with strict=False)."""
+    ck, log = trace.checkpoint, trace.log
+    if ck is None or ck.state.partial or ck.state.steps != 0 or ck.state.best != trace.config.mode_worse:
+        return []
+    progress = [f"epoch {ck.epoch}" if ck.epoch else "", f"global_step {ck.global_step}" if ck.global_step else "",
+                f"{len(log)} logged '{log.metric_column}' rows" if log is not None and len(log) else ""]
+    progress = [p for p in progress if p]
+    if not progress:
+        return []
+    lightning = ck.framework == "lightning"
+    reds = [s.epoch for s in trace.reductions()]
+    return [Finding(
+        "scheduler-never-stepped", "warning", ck.epoch,
+        f"the scheduler never stepped (last_epoch=0, best={ck.state.best}) although training reached "
+        f"{', '.join(progress)}"
+        + (f"; a scheduler stepped on the log would have reduced the lr at epochs {_span(reds)}" if reds else "")
+        + ("; in Lightning this is a monitor that is never logged with strict=False" if lightning else ""),
+        {"last_epoch": ck.state.last_epoch, "epoch": ck.epoch, "global_step": ck.global_step,
+         "would_reduce_at": reds},
+        "log the monitored metric under the exact name the scheduler config monitors (Lightning: "
+        "lr_scheduler['monitor']), and keep strict=True so a missing metric fails loudly")]
 
 
 def steps_per_row_finding(trace: Trace, k: int, evidence: Mapping[str, Any]) -> Finding:
@@ -556,6 +605,7 @@ def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log:
     if not any(f.code == "steps-per-row" for f in out):  # k steps per row explains the offset by itself
         out += epoch_offset_findings(trace)
     out += saved_before_step_findings(trace)
+    out += never_stepped_findings(trace)
     out += wrong_metric_findings(trace) + mode_findings(trace) + rel_threshold_findings(trace) + floor_findings(trace)
     if trace.error:
         existing = [f for f in out if f.code == "min-lrs-mismatch"]

@@ -126,6 +126,8 @@ class LossLog:
     columns: Mapping[str, tuple[float | None, ...]]
     anomalies: tuple[LogAnomaly, ...]
     skipped_lines: tuple[int, ...] = ()
+    #: for a stitched log, the entry index where each later log begins (a resume each)
+    boundaries: tuple[int, ...] = ()
 
     def __len__(self) -> int:
         """Return the number of entries."""
@@ -153,6 +155,7 @@ class LossLog:
 
         log = replace(self, epochs=pick(self.epochs), metrics=pick(self.metrics), lines=pick(self.lines),
                       lrs=None if self.lrs is None else pick(self.lrs),
+                      boundaries=tuple(sum(1 for k in keep if k < b) for b in self.boundaries),
                       columns=MappingProxyType({k: pick(v) for k, v in self.columns.items()}))
         dropped = tuple(sorted(set(range(len(self))) - set(keep)))
         return replace(log, anomalies=_anomalies(log)), dropped
@@ -473,6 +476,21 @@ def stitch(logs: Sequence[LossLog]) -> LossLog:
         epochs=tuple(e for log in logs for e in log.epochs), metrics=tuple(m for log in logs for m in log.metrics),
         lrs=lrs, lines=tuple(n for log in logs for n in log.lines), columns=MappingProxyType(columns),
         anomalies=(), skipped_lines=(),
+        boundaries=tuple(sum(len(x) for x in logs[:i]) for i in range(1, len(logs))),
     )
     extra = tuple(LogAnomaly("overlapping-logs", (), (), text) for text in overlaps)
     return replace(log, anomalies=_anomalies(log) + extra)
+
+
+def without_rows(log: LossLog, rows: Sequence[int]) -> LossLog:
+    """The log without the given entries (e.g. a step the training never took); boundaries shift with them."""
+    drop = set(rows)
+    keep = [i for i in range(len(log)) if i not in drop]
+
+    def pick(values: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(values[i] for i in keep)
+
+    shifted = tuple(b - sum(1 for r in drop if r < b) for b in log.boundaries)
+    return replace(log, epochs=pick(log.epochs), metrics=pick(log.metrics), lines=pick(log.lines),
+                   lrs=None if log.lrs is None else pick(log.lrs), boundaries=shifted,
+                   columns=MappingProxyType({k: pick(v) for k, v in log.columns.items()}))

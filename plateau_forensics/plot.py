@@ -56,7 +56,8 @@ def check_plot_path(path: str | os.PathLike[str]) -> Path:
     """
     p = Path(path)
     if p.suffix.lower() not in SAVE_FORMATS:
-        raise ConfigError(f"{p}: cannot plot to '{p.suffix or '(no suffix)'}': use one of {', '.join(SAVE_FORMATS)}")
+        suffix = p.suffix or "(no suffix)"
+        raise ConfigError(f"{p}: cannot plot to '{suffix}': use one of {', '.join(SAVE_FORMATS)}")
     return p
 
 
@@ -80,7 +81,7 @@ def new_figure(path: Any, figsize: tuple[float, float]) -> Figure:
 
 
 def save_figure(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    """Write ``fig`` to ``path`` in the format its suffix names (metadata fixed, so the bytes are repeatable)."""
+    """Write ``fig`` to ``path`` in the format its suffix names (fixed metadata: repeatable bytes)."""
     p = check_plot_path(path)
     fmt = p.suffix.lower()[1:]
     metadata: dict[str, Any] = {"png": {"Software": None}, "svg": {"Date": None, "Creator": None},
@@ -132,11 +133,73 @@ class TraceArrays:
         return np.flatnonzero(self.events == _SUPPRESSED)
 
 
-def trace_arrays(t: Trace) -> TraceArrays:
-    """Read the trace's columns directly (no ``Step`` objects), so 10,000 epochs cost milliseconds."""
+def _is_keras(t: Any) -> bool:
+    return getattr(t, "rules", "torch") == "keras"
+
+
+def _initial_lrs(t: Any) -> tuple[float, ...]:
+    return (t.start.lr,) if _is_keras(t) else tuple(t.starts[0].lrs)
+
+
+def _bar(t: Any, best: Any) -> Any:
+    """The value a metric had to beat given ``best`` (an array): torch's ``_is_better``, Keras's min_delta."""
     import numpy as np
 
-    c, cfg = t._cols, t.config
+    cfg = t.config
+    with np.errstate(invalid="ignore", over="ignore"):
+        if _is_keras(t):
+            return best - cfg.delta if cfg.direction == "min" else best + cfg.delta
+        if cfg.threshold_mode == "rel":
+            return best * (1.0 - cfg.threshold) if cfg.mode == "min" else best * (cfg.threshold + 1.0)
+        return best - cfg.threshold if cfg.mode == "min" else best + cfg.threshold
+
+
+def _arrays_from_steps(t: Any) -> TraceArrays:
+    """The same arrays from ``Step``-like records, for rule sets without torch's columns (Keras)."""
+    import numpy as np
+
+    steps = list(t.steps)
+    nan = float("nan")
+
+    def col(name: str, default: float = nan) -> np.ndarray:
+        vals = [getattr(s, name, default) for s in steps]
+        return np.asarray([default if v is None else v for v in vals], dtype=float)
+
+    x = col("epoch")
+    best = col("best")
+    best_b = col("best_before")
+    names = {"REDUCED": _REDUCED, "SUPPRESSED": _SUPPRESSED, "IMPROVED": 0, "BAD": 1, "COOLDOWN": 2}
+    ev = np.asarray([names[s.event.name] for s in steps], dtype=np.int8)
+    groups = max((len(s.lr) for s in steps), default=1)
+    lrs = np.full((len(steps), groups), np.nan)
+    for i, s in enumerate(steps):
+        lrs[i, : len(s.lr)] = s.lr
+    nb = np.asarray([s.num_bad_epochs for s in steps], dtype=float)
+    nb_b = np.asarray([getattr(s, "num_bad_before", getattr(s, "wait_before", 0)) for s in steps],
+                      dtype=float)
+    cd = col("cooldown_counter")
+    cd_b = col("cooldown_before", 0.0)
+    dx = float(np.median(np.diff(x))) if len(x) > 1 else 1.0
+    return TraceArrays(x=x, metric=col("metric"), best=best, best_before=best_b, bar_before=_bar(t, best_b),
+                       num_bad=nb, num_bad_before=nb_b, cooldown=cd, cooldown_before=cd_b, events=ev, lrs=lrs,
+                       last_epoch=np.asarray([s.last_epoch for s in steps], dtype=float),
+                       # Keras decrements the cooldown before counting: a step is muted from cooldown 2 up
+                       improved=np.asarray([bool(s.improved) for s in steps]),
+                       muted=cd_b > (1 if _is_keras(t) else 0),
+                       dx=dx if math.isfinite(dx) and dx > 0 else 1.0)
+
+
+def trace_arrays(t: Trace) -> TraceArrays:
+    """Read the trace's columns directly (no ``Step`` objects), so 10,000 epochs cost milliseconds.
+
+    A trace of another rule set (``keras_rules.KerasTrace``) is read from its ``steps`` instead.
+    """
+    import numpy as np
+
+    if not hasattr(t, "_cols"):
+        return _arrays_from_steps(t)
+
+    c = t._cols
     n = len(t)
     x = np.asarray(t.epochs[:n], dtype=float)
     metric = np.asarray(t.metrics[:n], dtype=float)
@@ -158,13 +221,10 @@ def trace_arrays(t: Trace) -> TraceArrays:
         if s.index >= n:
             continue
         end = t.starts[k + 1].index if k + 1 < len(t.starts) else n
-        best_b[s.index], nb_b[s.index], cd_b[s.index] = s.state.best, s.state.num_bad_epochs, s.state.cooldown_counter
+        st = s.state
+        best_b[s.index], nb_b[s.index], cd_b[s.index] = st.best, st.num_bad_epochs, st.cooldown_counter
         last_epoch[s.index:end] = s.state.last_epoch + np.arange(1, end - s.index + 1)
-    with np.errstate(invalid="ignore", over="ignore"):
-        if cfg.threshold_mode == "rel":
-            bar_b = best_b * (1.0 - cfg.threshold) if cfg.mode == "min" else best_b * (cfg.threshold + 1.0)
-        else:
-            bar_b = best_b - cfg.threshold if cfg.mode == "min" else best_b + cfg.threshold
+    bar_b = _bar(t, best_b)
     improved = (best != best_b) & ~(np.isnan(best) & np.isnan(best_b))
     dx = float(np.median(np.diff(x))) if n > 1 else 1.0
     if not math.isfinite(dx) or dx <= 0:
@@ -192,7 +252,7 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
 
     m = np.concatenate(([False], mask, [False])).astype(np.int8)
     d = np.diff(m)
-    return list(zip(np.flatnonzero(d == 1).tolist(), (np.flatnonzero(d == -1) - 1).tolist()))
+    return list(zip(np.flatnonzero(d == 1).tolist(), (np.flatnonzero(d == -1) - 1).tolist(), strict=False))
 
 
 def shade_cooldown(
@@ -211,7 +271,8 @@ def shade_cooldown(
     verts = [[(a.x[i] - h, 0), (a.x[i] - h, 1), (a.x[j] + h, 1), (a.x[j] + h, 0)] for i, j in runs]
     style: dict[str, Any] = ({"facecolor": "0.88", "edgecolor": "none", "rasterized": True} if dense else
                              {"facecolor": "0.93", "edgecolor": COOL_COLOUR, "hatch": "////"})
-    coll = PolyCollection(verts, transform=ax.get_xaxis_transform(), linewidth=0, zorder=0, label=label, **style)
+    coll = PolyCollection(verts, transform=ax.get_xaxis_transform(), linewidth=0, zorder=0, label=label,
+                          **style)
     coll.set_gid("pf-cooldown")
     ax.add_collection(coll, autolim=False)
     return coll
@@ -227,9 +288,9 @@ def _spread(count: int, limit: int) -> list[int]:
 
 
 # offset (points), ha, va of a reduction label, in order of preference: above-right of the marker, then
-# below-left (under the previous, higher lr step), then one row further out
-_LABEL_SPOTS = ((3, 5, "left", "bottom"), (-4, -4, "right", "top"), (3, 16, "left", "bottom"),
-                (-4, -15, "right", "top"), (3, -5, "left", "top"))
+# below-left (under the previous, higher lr step), above-left (at the right edge), then one row further out
+_LABEL_SPOTS = ((3, 5, "left", "bottom"), (-4, -4, "right", "top"), (-3, 5, "right", "bottom"),
+                (3, 16, "left", "bottom"), (-4, -15, "right", "top"), (3, -5, "left", "top"))
 
 
 def _settle_labels(fig: Figure) -> None:
@@ -267,13 +328,14 @@ class _Marks:
 def _marks(t: Trace, a: TraceArrays) -> _Marks:
     n = len(a.x)
     ck_x = ck_step = None
-    al = t.alignment
+    al = getattr(t, "alignment", None)
     if al is not None and al.epoch is not None:
         ck_x, ck_step = float(al.epoch), al.scheduler_step
-    elif t.checkpoint is not None and t.checkpoint.epoch is not None and n and \
+    elif getattr(t, "checkpoint", None) is not None and t.checkpoint.epoch is not None and n and \
             a.x[0] <= t.checkpoint.epoch <= a.x[-1]:
         ck_x, ck_step = float(t.checkpoint.epoch), t.checkpoint.state.last_epoch
-    resume = float(a.x[t.starts[1].index]) if len(t.starts) > 1 and t.starts[1].index < n else None
+    starts = getattr(t, "starts", ())
+    resume = float(a.x[starts[1].index]) if len(starts) > 1 and starts[1].index < n else None
     return _Marks(ck_x, ck_step, resume)
 
 
@@ -294,7 +356,7 @@ def draw_lr(
     ax: Axes, t: Trace, a: TraceArrays, *, log_lr: bool = True, max_annotations: int = 20,
     rasterize: bool = False,
 ) -> None:
-    """The lr of every group as a step line (after each step), reduction and suppression markers, annotations."""
+    """The lr of every group as a step line (after each step), reduction and suppression markers, labels."""
     import numpy as np
 
     n, groups = a.lrs.shape
@@ -311,27 +373,32 @@ def draw_lr(
         ax.set_yscale("log")
     red, sup = a.reduced, a.suppressed
     if len(red):
-        prev = np.vstack([a.lrs[i - 1] if i > 0 else np.asarray(t.starts[0].lrs, float)[:groups] for i in red])
+        prev = np.vstack([a.lrs[i - 1] if i > 0 else np.asarray(_initial_lrs(t),
+                                                                float)[:groups] for i in red])
         changed = a.lrs[red] != prev
         first_changed = np.argmax(changed, axis=1)
         ys = a.lrs[red, first_changed]
-        (m,) = ax.plot(a.x[red], ys, linestyle="none", marker="v", markersize=4 if rasterize else 7, color=REDUCE_COLOUR,
+        (m,) = ax.plot(a.x[red], ys, linestyle="none", marker="v", markersize=4 if rasterize else 7,
+                       color=REDUCE_COLOUR,
                        markeredgecolor=INK, markeredgewidth=0.6, zorder=5,
                        label=f"reduction ({len(red)})", rasterized=rasterize and len(red) > 500)
         m.set_gid("pf-reductions")
         texts = [f"{_num(a.x[i])}: {_lr_text(prev[k])} → {_lr_text(a.lrs[i])}" for k, i in enumerate(red)]
         for k in _spread(len(red), max_annotations):
             i = int(red[k])
-            ann = ax.annotate(texts[k], (a.x[i], ys[k]), xytext=_LABEL_SPOTS[0][:2], textcoords="offset points",
+            ann = ax.annotate(texts[k], (a.x[i], ys[k]), xytext=_LABEL_SPOTS[0][:2],
+                              textcoords="offset points",
                               fontsize=7.5, color=INK, ha="left", va="bottom", zorder=6,
                               bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none",
                                     "alpha": 0.85})
             ann.set_gid("pf-reduction-text")
             ann.set_in_layout(False)
     if len(sup):
-        (m,) = ax.plot(a.x[sup], a.lrs[sup, 0], linestyle="none", marker="X", markersize=5 if rasterize else 7,
+        (m,) = ax.plot(a.x[sup], a.lrs[sup, 0], linestyle="none", marker="X",
+                       markersize=5 if rasterize else 7,
                        markerfacecolor="white", markeredgecolor=REDUCE_COLOUR, markeredgewidth=1.2, zorder=5,
-                       label=f"suppressed by min_lr/eps ({len(sup)})", rasterized=rasterize and len(sup) > 500)
+                       label=f"suppressed by min_lr/eps ({len(sup)})",
+                       rasterized=rasterize and len(sup) > 500)
         m.set_gid("pf-suppressed")
     if ax.get_yscale() == "log":
         _level_ticks(ax, a.lrs)
@@ -359,6 +426,8 @@ def _num(x: float) -> str:
 
 def _bar_words(t: Trace) -> str:
     c = t.config
+    if _is_keras(t):
+        return f"best{'-' if c.direction == 'min' else '+'}{_num(c.delta)} (min_delta)"
     thr = _num(c.threshold)
     if c.threshold_mode == "rel":
         return f"best*(1-{thr})" if c.mode == "min" else f"best*(1+{thr})"
@@ -367,6 +436,10 @@ def _bar_words(t: Trace) -> str:
 
 def _title(t: Trace) -> str:
     c = t.config
+    if _is_keras(t):
+        return (f"Keras ReduceLROnPlateau(mode={c.direction}, factor={_num(c.factor)}, "
+                f"patience={c.patience}, "
+                f"min_delta={_num(c.min_delta)}, cooldown={c.cooldown}, min_lr={_num(c.min_lr)})")
     min_lr = "/".join(_num(v) for v in c.min_lr) if isinstance(c.min_lr, tuple) else _num(c.min_lr)
     return (f"ReduceLROnPlateau(mode={c.mode}, factor={_num(c.factor)}, patience={c.patience}, "
             f"threshold={_num(c.threshold)} {c.threshold_mode}, cooldown={c.cooldown}, min_lr={min_lr}, "
@@ -458,7 +531,8 @@ def plot_trace(
         c_ax.set_gid("pf-counter-axes")
         lr_ax.set_gid("pf-lr-axes")
         for k, panel in enumerate((m_ax, c_ax, lr_ax)):
-            shade_cooldown(panel, a, label="cooldown: bad epochs not counted" if k == 0 else None, dense=dense)
+            shade_cooldown(panel, a, label="cooldown: bad epochs not counted" if k == 0 else None,
+                           dense=dense)
         _draw_metric(m_ax, trace, a, dense, zoom_metric)
         _draw_counters(c_ax, trace, a, dense)
         draw_lr(lr_ax, trace, a, log_lr=log_lr, max_annotations=max_annotations, rasterize=dense)
@@ -499,7 +573,8 @@ def _zoom_metric(ax: Axes, t: Trace, a: TraceArrays) -> None:
     if full <= 0 or hi - lo > 0.3 * full:
         return
     w = (hi - lo) or abs(hi) * 1e-3 or 1e-3
-    y0, y1 = lo - 0.25 * w, max(hi + 0.6 * w, float(refs.max()) + 0.1 * w if refs.max() <= hi + w else -math.inf)
+    y0, y1 = lo - 0.25 * w, max(hi + 0.6 * w,
+                                float(refs.max()) + 0.1 * w if refs.max() <= hi + w else -math.inf)
     ax.set_ylim(y0, y1)
     outside = int(((finite < y0) | (finite > y1)).sum())
     if outside:
@@ -510,31 +585,34 @@ def _zoom_metric(ax: Axes, t: Trace, a: TraceArrays) -> None:
 def _draw_metric(ax: Axes, t: Trace, a: TraceArrays, dense: bool, zoom: bool) -> None:
     import numpy as np
 
-    n = len(a.x)
-    (line,) = ax.plot(a.x, _finite(a.metric), color=METRIC_COLOUR, linewidth=1.0, label="metric passed to step()",
+    (line,) = ax.plot(a.x, _finite(a.metric), color=METRIC_COLOUR, linewidth=1.0,
+                      label="metric passed to step()",
                       zorder=3, rasterized=dense)
     line.set_gid("pf-metric")
     if not dense:
         imp = a.improved
-        (m1,) = ax.plot(a.x[imp], a.metric[imp], linestyle="none", marker="o", markersize=5, color=METRIC_COLOUR,
+        (m1,) = ax.plot(a.x[imp], a.metric[imp], linestyle="none", marker="o", markersize=5,
+                        color=METRIC_COLOUR,
                         markeredgecolor=INK, markeredgewidth=0.5, zorder=4, label="improved: beat the bar")
         m1.set_gid("pf-improved")
         bad = ~imp & np.isfinite(a.metric)
         (m2,) = ax.plot(a.x[bad], a.metric[bad], linestyle="none", marker="o", markersize=5, color="white",
-                        markeredgecolor=METRIC_COLOUR, markeredgewidth=1.2, zorder=4, label="not better than the bar")
+                        markeredgecolor=METRIC_COLOUR, markeredgewidth=1.2, zorder=4,
+                        label="not better than the bar")
         m2.set_gid("pf-not-improved")
     xs = np.append(a.x, a.x[-1] + a.dx)
     best = _finite(np.append(a.best, a.best[-1]))
     (b,) = ax.plot(xs, best, drawstyle="steps-post", color=INK, linewidth=1.5, label="best (after the step)",
                    zorder=2, rasterized=dense)
     b.set_gid("pf-best")
-    bar_next = t.config.bar(float(a.best[-1]))
+    bar_next = float(_bar(t, a.best[-1:])[0])
     bars = _finite(np.append(a.bar_before, bar_next))
     # steps-pre: the segment arriving at an epoch from the left is the bar that epoch's metric had to beat
     (d,) = ax.plot(xs, bars, drawstyle="steps-pre", color=INK, linestyle=(0, (4, 2)), linewidth=1.0,
                    label=f"bar to beat: {_bar_words(t)}", zorder=2, rasterized=dense)
     d.set_gid("pf-bar")
-    ax.set_ylabel(f"metric ({t.config.mode})")
+    ax.set_ylabel(f"metric ({t.config.direction if _is_keras(t) else t.config.mode})")
+    ax.ticklabel_format(axis="y", useOffset=False)  # "+0.4" offsets make 0.4143 vs 0.4186 hard to read
     if zoom:
         _zoom_metric(ax, t, a)
 
@@ -561,8 +639,10 @@ def _draw_counters(ax: Axes, t: Trace, a: TraceArrays, dense: bool) -> None:
             tl = ax.bar(a.x[trig], counted[trig], width=a.dx * 0.7, color="white", edgecolor=REDUCE_COLOUR,
                         hatch="xxx", linewidth=0.8, label="count that made a reduction due")
             _gid(tl, "pf-trigger")
+    # torch reduces when num_bad_epochs > patience; Keras when wait >= patience
+    when = "reached" if _is_keras(t) else "exceeded"
     pl = ax.axhline(patience, color=INK, linestyle=(0, (4, 2)), linewidth=1.0,
-                    label=f"patience = {patience} (reduce when exceeded)")
+                    label=f"patience = {patience} (reduce when {when})")
     pl.set_gid("pf-patience")
     if not dense and (t.config.cooldown > 0 or np.any(a.cooldown)):
         xs = np.append(a.x, a.x[-1] + a.dx)
@@ -574,19 +654,21 @@ def _draw_counters(ax: Axes, t: Trace, a: TraceArrays, dense: bool) -> None:
     ax.set_ylim(0, top + 0.6)
     if top <= 12:
         ax.set_yticks(range(0, int(top) + 1))
-    ax.set_ylabel("counters")
+    ax.set_ylabel("counters" if not _is_keras(t) else "counters (wait)")
 
 
 def _draw_marks(axes: Sequence[Axes], marks: _Marks) -> None:
     top = axes[0]
     if marks.checkpoint is not None:
         step = f", last_epoch {_num(marks.checkpoint_step)}" if marks.checkpoint_step is not None else ""
-        _vline(axes, marks.checkpoint, "pf-checkpoint", "-", f"checkpoint saved after epoch {_num(marks.checkpoint)}")
+        _vline(axes, marks.checkpoint, "pf-checkpoint", "-",
+               f"checkpoint saved after epoch {_num(marks.checkpoint)}")
         top.annotate(f"checkpoint\n(epoch {_num(marks.checkpoint)}{step})", (marks.checkpoint, 1.0),
                      xycoords=("data", "axes fraction"), xytext=(-3, -3), textcoords="offset points",
                      fontsize=7.5, ha="right", va="top")
     if marks.resume is not None:
-        _vline(axes, marks.resume, "pf-resume", (0, (1, 2)), f"resumed from the saved state at epoch {_num(marks.resume)}")
+        _vline(axes, marks.resume, "pf-resume", (0, (1, 2)),
+               f"resumed from the saved state at epoch {_num(marks.resume)}")
         top.annotate("resume", (marks.resume, 1.0), xycoords=("data", "axes fraction"),
                      xytext=(3, -3), textcoords="offset points", fontsize=7.5, ha="left", va="top")
 
@@ -608,3 +690,118 @@ def _offset_axis(ax: Axes, a: TraceArrays) -> None:
     sec.set_xlabel(f"scheduler step (last_epoch = epoch {sign} {_num(abs(o))})", fontsize=8)
     sec.tick_params(labelsize=8)
     sec.set_gid("pf-last-epoch-axis")
+
+
+# -- what-if: several configs over one log ------------------------------------------------------------
+# (colour, dash pattern, marker, width): the reference is a wide pale band, the others thin dark patterns
+COMPARE_STYLES: tuple[tuple[str, Any, str, float], ...] = (
+    ("0.6", "-", "o", 4.0), ("black", (0, (5, 2)), "v", 1.6), ("#c0392b", (0, (1, 1.2)), "s", 1.8),
+    ("#1f4e9c", (0, (6, 2, 1, 2)), "D", 1.6), ("#27864a", (0, (3, 1, 1, 1, 1, 1)), "^", 1.6),
+    ("black", (0, (1, 3)), "P", 1.6), ("#7d3c98", (0, (8, 3)), "X", 1.6), ("0.35", (0, (2, 2)), "*", 1.6),
+)
+
+
+def plot_comparison(
+    cmp: Any,
+    path: str | os.PathLike[str] | None = None,
+    *,
+    ax: Axes | None = None,
+    title: str | None = None,
+    figsize: tuple[float, float] = (11.0, 5.5),
+    metric: bool = True,
+    group: int = 0,
+) -> Figure:
+    """The lr timelines of a ``Comparison`` overlaid on one log axis (see ``Comparison.plot``).
+
+    Each config gets its own dash pattern and reduction marker; where a config first departs from the
+    reference (config 0) a short tick with its label is drawn at the top of the panel.
+    """
+    import numpy as np
+
+    _need_matplotlib()
+    if path is not None:
+        check_plot_path(path)
+    if ax is None:
+        fig = new_figure(path, figsize)
+        if metric:
+            m_ax, lr_ax = fig.subplots(2, 1, sharex=True, height_ratios=[1.0, 2.4])
+        else:
+            m_ax, lr_ax = None, fig.subplots(1, 1)
+    else:
+        fig, m_ax, lr_ax = ax.figure, None, ax
+    x = np.asarray([float(e) for e in cmp.epochs], dtype=float)
+    n = len(x)
+    dx = float(np.median(np.diff(x))) if n > 1 else 1.0
+    dense = n > 300
+    if m_ax is not None:
+        (ml,) = m_ax.plot(x, _finite(np.asarray(cmp.metrics, dtype=float)), color=METRIC_COLOUR,
+                          linewidth=1.0,
+                          marker=None if dense else ".", markersize=4, label="metric passed to step()",
+                          rasterized=dense)
+        ml.set_gid("pf-metric")
+        m_ax.set_ylabel("metric")
+        m_ax.set_gid("pf-metric-axes")
+        _legend(m_ax)
+    from matplotlib.lines import Line2D
+
+    xs = np.append(x, x[-1] + dx) if n else x
+    all_lrs = []
+    handles = []
+    for k, lab in enumerate(cmp.labels):
+        colour, dash, marker, width = COMPARE_STYLES[k % len(COMPARE_STYLES)]
+        line = cmp.lr_timeline(k)
+        ys = np.asarray([v[group] if group < len(v) else np.nan for v in line], dtype=float)
+        all_lrs.append(ys)
+        if n:
+            ys_plot = np.append(ys, ys[-1])
+            name = f"{lab} ({cmp.rules[k]})" if len(set(cmp.rules)) > 1 else lab
+            (ln,) = lr_ax.plot(xs, ys_plot, drawstyle="steps-post", color=colour, linestyle=dash,
+                               linewidth=width, label=name, zorder=2 + (k > 0), solid_capstyle="butt",
+                               rasterized=dense)
+            ln.set_gid(f"pf-compare-lr-{k}")
+            prev = np.concatenate(([cmp.initial_lrs[group] if group < len(cmp.initial_lrs) else np.nan],
+                                   ys[:-1]))
+            red = np.flatnonzero(~np.isclose(ys, prev, rtol=1e-6, atol=0.0))
+            (mk,) = lr_ax.plot(x[red], ys[red], linestyle="none", marker=marker, markersize=6 if k else 8,
+                               markerfacecolor=colour if k else "white",
+                               markeredgecolor="black" if k else "0.4",
+                               markeredgewidth=0.8, zorder=4, rasterized=dense and len(red) > 500)
+            mk.set_gid(f"pf-compare-reductions-{k}")
+            handles.append(Line2D([], [], color=colour, linestyle=dash, linewidth=width, marker=marker,
+                                  markersize=mk.get_markersize(), markerfacecolor=mk.get_markerfacecolor(),
+                                  markeredgecolor=mk.get_markeredgecolor(), markeredgewidth=0.8, label=name))
+    finite = np.concatenate(all_lrs) if all_lrs else np.array([])
+    finite = finite[np.isfinite(finite)]
+    if finite.size and np.all(finite > 0):
+        lr_ax.set_yscale("log")
+        _level_ticks(lr_ax, finite.reshape(-1, 1))
+    for k, epoch in enumerate(cmp.divergence().values(), start=1):
+        if epoch is None:
+            continue
+        colour = COMPARE_STYLES[k % len(COMPARE_STYLES)][0]
+        tick = lr_ax.axvline(float(epoch), ymin=0.0, ymax=1.0, color=colour if colour != "0.6" else "0.3",
+                             linestyle=(0, (1, 3)), linewidth=0.9, zorder=1)
+        tick.set_gid("pf-divergence")
+    lr_ax.set_ylabel("learning rate (log)" if lr_ax.get_yscale() == "log" else "learning rate")
+    lr_ax.set_xlabel("epoch (log label)")
+    lr_ax.set_gid("pf-lr-axes")
+    lr_ax.grid(True, axis="y", color="0.9", linewidth=0.6)
+    _legend(lr_ax, handles=handles or None,
+            title="config (markers: reductions;\ndotted verticals: first departure\nfrom the first config)",
+            title_fontsize=7.5)
+    if n:
+        lr_ax.set_xlim(x[0] - dx * 0.8, x[-1] + dx * 1.2)
+    groups = max((len(v) for v in cmp.lr_timeline(0)), default=1)
+    what = f"what-if: {len(cmp)} settings over {n} steps" + (f" (lr of group {group})" if groups > 1 else "")
+    shared = title if title is not None else f"{what}\nshared: {_shared_config_text(cmp)}"
+    if ax is None:
+        fig.suptitle(shared, fontsize=9.5)
+    if path is not None:
+        save_figure(fig, path)
+    return fig  # type: ignore[return-value]
+
+
+def _shared_config_text(cmp: Any) -> str:
+    from plateau_forensics.whatif import _shared_config
+
+    return _shared_config(cmp) + f"; initial lr {_lr_text(cmp.initial_lrs)}"

@@ -239,3 +239,43 @@ class TestRules:
                                  "--format", "json"])
         obj = json.loads(r.stdout)
         assert obj["rules"] == "keras" and len(obj["steps"]) == len(self.METRICS)
+
+
+class TestPicturesAndWhatIf:
+    """--plot and --what-if from the command line."""
+
+    @pytest.mark.parametrize("suffix", [".png", ".svg", ".pdf"])
+    def test_plot_file(self, runner: CliRunner, in_root: Path, tmp_path: Path, suffix: str) -> None:
+        """--plot writes a non-empty picture in the suffix's format next to the normal report."""
+        out = tmp_path / f"t{suffix}"
+        r = runner.invoke(main, ["sample_checkpoints/seed000.pt", "sample_checkpoints/seed000.csv", "--plot", str(out)])
+        assert ExitStatus.OK == r.exit_code, r.output
+        head = out.read_bytes()[:8]
+        assert {".png": b"\x89PNG", ".svg": b"<?xml", ".pdf": b"%PDF"}[suffix] == head[: len(
+            {".png": b"\x89PNG", ".svg": b"<?xml", ".pdf": b"%PDF"}[suffix])]
+
+    def test_plot_bad_suffix_is_usage(self, runner: CliRunner, in_root: Path, tmp_path: Path) -> None:
+        """An unsupported picture format is refused before any work, as a usage error."""
+        r = runner.invoke(main, ["sample_checkpoints/seed000.pt", "--plot", str(tmp_path / "t.gif")])
+        assert ExitStatus.USAGE == r.exit_code
+
+    def test_what_if_matches_torch(self, runner: CliRunner, in_root: Path) -> None:
+        """Each --what-if setting's reductions equal a real torch scheduler's over the same log."""
+        import csv as _csv
+
+        r = runner.invoke(main, ["sample_checkpoints/seed000.csv", "--lr", "0.0015", "--factor", "0.8",
+                                 "--what-if", "patience=2,5", "--format", "json"])
+        assert ExitStatus.OK == r.exit_code, r.output
+        with open("sample_checkpoints/seed000.csv") as f:
+            rows = list(_csv.DictReader(f))
+        obj = json.loads(r.stdout)
+        for patience in (2, 5):
+            opt, sched = make_scheduler([0.0015], {"patience": patience, "factor": 0.8})
+            cuts = []
+            for row in rows:
+                before = opt.param_groups[0]["lr"]
+                sched.step(float(row["val_loss"]))
+                if opt.param_groups[0]["lr"] != before:
+                    cuts.append(int(row["epoch"]))
+            entry = next(c for c in obj["configs"] if c["config"]["patience"] == patience)
+            assert [x["epoch"] for x in entry["reductions"]] == cuts and cuts

@@ -1,0 +1,323 @@
+"""The HF Trainer fixtures in ``sample_checkpoints/hf/`` regenerate identically and are read safely."""
+
+from __future__ import annotations
+
+import builtins
+import importlib.util
+import io
+import json
+import os
+import pickle
+import shutil
+import struct
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import plateau_forensics as pf  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+HF = ROOT / "sample_checkpoints" / "hf"
+SCRIPT = ROOT / "sample_checkpoints" / "make_hf.py"
+SCENARIOS = ("epoch", "eval_steps")
+CHECKPOINTS = [f"{s}/{c.name}" for s in SCENARIOS for c in sorted((HF / s).glob("checkpoint-*"))]
+#: log_history keys that measure time or throughput: they differ on every run
+RUNTIME_KEYS = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "train_runtime",
+                "train_samples_per_second", "train_steps_per_second", "total_flos"}
+#: files of a checkpoint folder that are pickles needing weights_only=False: never to be opened
+PICKLES = ("training_args.bin", "rng_state.pth")
+CAN_TRAIN = all(importlib.util.find_spec(m) is not None
+                for m in ("transformers", "accelerate", "safetensors"))
+
+
+def trainer_state(ckpt: str) -> dict[str, Any]:
+    return json.loads((HF / ckpt / "trainer_state.json").read_text())
+
+
+def evals(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in history if "eval_loss" in e]
+
+
+def lr_used_per_eval(history: list[dict[str, Any]]) -> list[float]:
+    """Per evaluation, the ``learning_rate`` of the last train log entry since the previous evaluation."""
+    out, current = [], None
+    for entry in history:
+        current = entry.get("learning_rate", current)
+        if "eval_loss" in entry:
+            out.append(current)
+    return out
+
+
+def strip_runtime(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{k: v for k, v in e.items() if k not in RUNTIME_KEYS} for e in history]
+
+
+def assert_same(a: Any, b: Any, where: str = "obj") -> None:
+    """Recursive equality: same types and key order, tensors ``torch.equal``, floats bit-exact."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), where
+        assert torch.equal(a, b), where
+    elif isinstance(a, float):
+        assert struct.pack("<d", a) == struct.pack("<d", b), f"{where}: {a!r} != {b!r}"
+    else:
+        assert a == b, where
+
+
+# ------------------------------------------------------------------------------ regeneration
+
+
+@pytest.fixture(scope="module")
+def regenerated(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not CAN_TRAIN:
+        pytest.skip("regenerating the HF fixtures needs transformers, accelerate and safetensors")
+    out = tmp_path_factory.mktemp("hf")
+    subprocess.run([sys.executable, str(SCRIPT), str(out)], check=True, capture_output=True, timeout=300)
+    return out
+
+
+def test_regenerated_folders_match(regenerated: Path) -> None:
+    """make_hf.py writes the committed scenarios, checkpoint folders and file names, and nothing else."""
+    def listing(root: Path) -> list[str]:
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+
+    assert listing(regenerated) == listing(HF)
+    assert len(CHECKPOINTS) == 4
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_regenerated_truth_is_byte_identical(regenerated: Path, scenario: str) -> None:
+    """truth.json (which holds no timing field) regenerates byte for byte."""
+    assert (regenerated / scenario / "truth.json").read_bytes() == (HF / scenario / "truth.json").read_bytes()
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_regenerated_torch_files_load_equal(regenerated: Path, ckpt: str) -> None:
+    """scheduler.pt and optimizer.pt load (weights_only) to the committed contents, bit for bit."""
+    for name in ("scheduler.pt", "optimizer.pt"):
+        assert_same(torch.load(HF / ckpt / name, weights_only=True),
+                    torch.load(regenerated / ckpt / name, weights_only=True), f"{ckpt}/{name}")
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_regenerated_weights_and_rng_are_identical(regenerated: Path, ckpt: str) -> None:
+    """model.safetensors loads to equal tensors; rng_state.pth is byte-identical (it is never unpickled)."""
+    from safetensors.torch import load_file
+
+    weights = "model.safetensors"
+    assert_same(load_file(HF / ckpt / weights), load_file(regenerated / ckpt / weights))
+    assert (HF / ckpt / "rng_state.pth").read_bytes() == (regenerated / ckpt / "rng_state.pth").read_bytes()
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_regenerated_trainer_state_equal_but_for_runtimes(regenerated: Path, ckpt: str) -> None:
+    """trainer_state.json regenerates equal once the timing fields of log_history are left out."""
+    old, new = trainer_state(ckpt), json.loads((regenerated / ckpt / "trainer_state.json").read_text())
+    old_history, new_history = old.pop("log_history"), new.pop("log_history")
+    old.pop("total_flos"), new.pop("total_flos")
+    assert old == new
+    assert strip_runtime(old_history) == strip_runtime(new_history)
+
+
+def test_fixture_stays_small() -> None:
+    """All HF fixture files together stay under 400 KB."""
+    assert sum(p.stat().st_size for p in HF.rglob("*") if p.is_file()) < 400_000
+
+
+# ------------------------------------------------------------------------------ the facts the fixture shows
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_last_epoch_counts_evaluations(ckpt: str) -> None:
+    """scheduler.pt's last_epoch equals the number of eval_loss entries in the checkpoint's trainer_state."""
+    sched = torch.load(HF / ckpt / "scheduler.pt", weights_only=True)
+    state = trainer_state(ckpt)
+    ev = evals(state["log_history"])
+    assert sched["last_epoch"] == len(ev)
+    assert ev[-1]["step"] == state["global_step"] == int(ckpt.rsplit("-", 1)[1])
+    assert state["log_history"][-1] is ev[-1]  # saved right after its own evaluation
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_pickles_refuse_weights_only(ckpt: str) -> None:
+    """training_args.bin and rng_state.pth need weights_only=False, so a safe reader must leave them alone."""
+    for name in PICKLES:
+        with pytest.raises(pickle.UnpicklingError):
+            torch.load(HF / ckpt / name, weights_only=True)
+
+
+# ------------------------------------------------------------------------------ load_checkpoint
+
+
+@pytest.mark.parametrize("loader", ["builtin", "torch"])
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_load_checkpoint_reads_the_folder(ckpt: str, loader: str) -> None:
+    """load_checkpoint on checkpoint-N/ gives hf-trainer, both param groups' lrs, trainer_state's counters."""
+    ck = pf.load_checkpoint(HF / ckpt, loader=loader)
+    sched = torch.load(HF / ckpt / "scheduler.pt", weights_only=True)
+    opt = torch.load(HF / ckpt / "optimizer.pt", weights_only=True)
+    state = trainer_state(ckpt)
+    assert ck.framework == "hf-trainer"
+    assert ck.optimizer_lrs == tuple(g["lr"] for g in opt["param_groups"]) and len(ck.optimizer_lrs) == 2
+    assert ck.global_step == state["global_step"]
+    assert ck.epoch == state["epoch"]
+    assert (ck.state.last_epoch, ck.state.best, ck.state.num_bad_epochs, ck.state.cooldown_counter) == (
+        sched["last_epoch"], sched["best"], sched["num_bad_epochs"], sched["cooldown_counter"])
+    assert (ck.config.patience, ck.config.factor) == (1, 0.5)  # lr_scheduler_kwargs reached the scheduler
+
+
+@pytest.fixture
+def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Record the base name of every file opened from Python; opening a pickle of PICKLES fails the test."""
+    names: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def check(file: Any) -> None:
+        if isinstance(file, (str, bytes, os.PathLike)):
+            name = os.path.basename(os.fsdecode(file))
+            names.append(name)
+            if name in PICKLES:
+                raise AssertionError(f"{file} was opened")
+
+    def spy_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        check(file)
+        return real_open(file, *args, **kwargs)
+
+    def spy_os_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        check(path)
+        return real_os_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(io, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    return names
+
+
+@pytest.mark.parametrize("loader", ["builtin", "torch"])
+def test_load_checkpoint_never_opens_the_pickles(opened: list[str], loader: str) -> None:
+    """load_checkpoint reads scheduler.pt but never opens training_args.bin or rng_state.pth."""
+    pf.load_checkpoint(HF / "epoch" / "checkpoint-72", loader=loader)
+    assert "scheduler.pt" in opened  # the spy sees the reader's opens
+    assert not set(opened) & set(PICKLES)
+
+
+def test_trace_and_cli_never_open_the_pickles(opened: list[str]) -> None:
+    """trace() and plateau-trace on a checkpoint folder never open training_args.bin or rng_state.pth."""
+    from click.testing import CliRunner
+
+    from plateau_forensics.cli import main
+
+    pf.trace(HF / "eval_steps" / "checkpoint-44")
+    result = CliRunner().invoke(main, [str(HF / "eval_steps" / "checkpoint-80")])
+    assert result.exit_code == 0, result.output
+    assert "trainer_state.json" in opened and not set(opened) & set(PICKLES)
+
+
+def test_poisoned_pickles_never_run(tmp_path: Path) -> None:
+    """A folder whose training_args.bin and rng_state.pth run code when unpickled is read harmlessly."""
+    from click.testing import CliRunner
+
+    from plateau_forensics.cli import main
+
+    class Payload:
+        def __init__(self, marker: Path) -> None:
+            self.marker = marker
+
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (builtins.open, (str(self.marker), "w"))  # unpickling creates the marker file
+
+    ckpt = tmp_path / "checkpoint-72"
+    shutil.copytree(HF / "epoch" / "checkpoint-72", ckpt)
+    markers = []
+    for name in PICKLES:
+        marker = tmp_path / f"{name}.ran"
+        (ckpt / name).write_bytes(pickle.dumps(Payload(marker)))
+        markers.append(marker)
+    for loader in ("builtin", "torch"):
+        pf.load_checkpoint(ckpt, loader=loader)
+    pf.trace(ckpt)
+    assert CliRunner().invoke(main, [str(ckpt)]).exit_code == 0
+    assert not any(m.exists() for m in markers)
+
+
+# ------------------------------------------------------------------------------ trace: log_history is the log
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_trace_alone_replays_log_history(ckpt: str) -> None:
+    """trace(checkpoint-N/) alone replays trainer_state.json's eval_loss entries, one step per evaluation."""
+    ev = evals(trainer_state(ckpt)["log_history"])
+    t = pf.trace(HF / ckpt)
+    assert list(t.metrics) == [e["eval_loss"] for e in ev]
+    assert len(t) == len(ev)
+    assert list(t.epochs) == [e["epoch"] for e in ev]
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_trace_alone_aligns_at_the_last_evaluation(ckpt: str) -> None:
+    """The checkpoint sits after its last evaluation's step (HF saves after stepping), with no warning."""
+    ev = evals(trainer_state(ckpt)["log_history"])
+    t = pf.trace(HF / ckpt)
+    assert t.alignment is not None
+    assert t.alignment.index == len(ev) - 1
+    assert t.alignment.epoch == ev[-1]["epoch"]
+    assert t.alignment.consistent
+    assert t.alignment.lr_matches  # the replayed lr at that row is optimizer.pt's
+    codes = [f.code for f in t.findings]
+    assert "saved-before-step" not in codes
+    assert [f for f in t.findings if f.severity == "warning"] == []
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_trace_alone_lrs_match_log_history(ckpt: str) -> None:
+    """The replayed lr of each evaluation equals log_history's learning_rate and ends at optimizer.pt's."""
+    history = trainer_state(ckpt)["log_history"]
+    t = pf.trace(HF / ckpt)
+    used = lr_used_per_eval(history)
+    assert [s.lr_in[0] for s in t.steps] == used  # learning_rate is param_groups[0]['lr']
+    assert {len(s.lr_in) for s in t.steps} == {2}  # the replay carries both of the Trainer's groups
+    opt = torch.load(HF / ckpt / "optimizer.pt", weights_only=True)
+    sched = torch.load(HF / ckpt / "scheduler.pt", weights_only=True)
+    assert t.lrs == tuple(g["lr"] for g in opt["param_groups"])
+    last = t.steps[len(t) - 1]
+    assert (last.best, last.num_bad_epochs, last.cooldown_counter, last.last_epoch) == (
+        sched["best"], sched["num_bad_epochs"], sched["cooldown_counter"], sched["last_epoch"])
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS)
+def test_earlier_checkpoint_in_the_full_log_history(scenario: str) -> None:
+    """The first checkpoint placed in the last one's log_history aligns there and predicts every later lr."""
+    first, last = sorted((HF / scenario).glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
+    history = json.loads((last / "trainer_state.json").read_text())["log_history"]
+    n_first = len(evals(json.loads((first / "trainer_state.json").read_text())["log_history"]))
+    t = pf.trace(first, history)
+    assert t.alignment.index == n_first - 1
+    assert [f for f in t.findings if f.severity == "warning"] == []
+    assert [s.lr_in[0] for s in t.steps] == lr_used_per_eval(history)
+    final = torch.load(last / "optimizer.pt", weights_only=True)["param_groups"]
+    assert t.lrs == tuple(g["lr"] for g in final)
+
+
+@pytest.mark.parametrize("ckpt", CHECKPOINTS)
+def test_cli_on_a_checkpoint_folder(ckpt: str) -> None:
+    """plateau-trace CHECKPOINT_DIR exits 0, and 0 with --check too (no warning-level finding)."""
+    from click.testing import CliRunner
+
+    from plateau_forensics.cli import main
+
+    for args in ([str(HF / ckpt)], [str(HF / ckpt), "--check"]):
+        result = CliRunner().invoke(main, args)
+        assert result.exit_code == 0, result.output
