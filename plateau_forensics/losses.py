@@ -193,11 +193,13 @@ def read_losses(
         from plateau_forensics.tensorboard_log import is_tensorboard, read_event_scalars
 
         if is_tensorboard(source):
-            records, _tags = read_event_scalars(source)
+            records, _tags, notices = read_event_scalars(source)
             log = read_losses(records, metric=metric, epoch_column=epoch_column, lr_columns=lr_columns)
+            purges = tuple(LogAnomaly("tensorboard-purge", (), (), _purge_text(os.fspath(source), n))
+                           for n in notices if "purging" in n.lower())
             return replace(log, source=os.fspath(source),
                            anomalies=tuple(replace(a, message=a.message.replace("<records>", os.fspath(source)))
-                                           for a in log.anomalies))
+                                           for a in log.anomalies) + purges)
     src, header, rows, lines = _load(source, fmt, metric)
     metric = header[0] if src == "<sequence>" else metric
     if len(set(header)) != len(header):
@@ -494,3 +496,12 @@ def without_rows(log: LossLog, rows: Sequence[int]) -> LossLog:
     return replace(log, epochs=pick(log.epochs), metrics=pick(log.metrics), lines=pick(log.lines),
                    lrs=None if log.lrs is None else pick(log.lrs), boundaries=shifted,
                    columns=MappingProxyType({k: pick(v) for k, v in log.columns.items()}))
+
+
+def _purge_text(source: str, notice: str) -> str:
+    """TensorBoard's purge warning as a stable sentence (its own text carries wall-clock timestamps)."""
+    step = re.search(r"current step: (\d+)", notice)
+    removed = re.search(r"Removing (\d+) scalars", notice)
+    return (f"{source}: an earlier run's events from step {step.group(1) if step else '?'} on were purged "
+            f"({removed.group(1) if removed else '?'} scalars), as TensorBoard does after a crash and "
+            "SummaryWriter(purge_step=...); the replay uses what TensorBoard shows")

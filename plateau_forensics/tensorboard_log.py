@@ -6,6 +6,7 @@ files after a crash and ``SummaryWriter(purge_step=N)`` is seen exactly as Tenso
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,18 @@ def is_tensorboard(path: str | os.PathLike[str]) -> bool:
     return len(head) > 12 and b"brain.Event" in head
 
 
-def read_event_scalars(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[str]]:
-    """One record per step, ``{"step": s, tag: value, ...}``, as TensorBoard reports the run; and the tags.
+class _Capture(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def read_event_scalars(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any]], list[str], list[str]]:
+    """One record per step, ``{"step": s, tag: value, ...}``, as TensorBoard reports the run; the tags; and
+    TensorBoard's own warnings (e.g. the purge of an earlier run's steps), captured instead of printed.
 
     Values are TensorBoard's float32 scalars widened to Python floats.
 
@@ -43,7 +54,15 @@ def read_event_scalars(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any
         raise LossLogError(f"{path}: reading TensorBoard files needs the tensorboard package "
                            "(pip install 'plateau-forensics[tensorboard]')") from exc
     acc = ea.EventAccumulator(str(path), size_guidance={ea.SCALARS: 0})
-    acc.Reload()
+    logger = logging.getLogger("tensorboard")
+    capture, propagate = _Capture(), logger.propagate
+    logger.addHandler(capture)
+    logger.propagate = False
+    try:
+        acc.Reload()
+    finally:
+        logger.removeHandler(capture)
+        logger.propagate = propagate
     tags = list(acc.Tags().get("scalars", []))
     if not tags:
         raise LossLogError(f"{path}: no scalar tags in these TensorBoard events")
@@ -51,4 +70,4 @@ def read_event_scalars(path: str | os.PathLike[str]) -> tuple[list[dict[str, Any
     for tag in tags:
         for event in acc.Scalars(tag):
             by_step.setdefault(event.step, {"step": event.step})[tag] = float(event.value)
-    return [by_step[s] for s in sorted(by_step)], tags
+    return [by_step[s] for s in sorted(by_step)], tags, capture.messages
