@@ -36,7 +36,32 @@ _WHERE = {
     "compare": "whatif", "Comparison": "whatif", "expand_what_if": "whatif",
 }
 
-__all__ = sorted([*_WHERE, "__version__"])
+__all__ = [  # static, so linters and type checkers see the lazy names
+    "AmbiguousSchedulerState",
+    "Checkpoint",
+    "CheckpointError",
+    "Comparison",
+    "ConfigError",
+    "Event",
+    "Finding",
+    "Forecast",
+    "ForensicsError",
+    "LossLog",
+    "LossLogError",
+    "PlateauConfig",
+    "PlateauState",
+    "SchedulerStateNotFound",
+    "Step",
+    "Trace",
+    "__version__",
+    "compare",
+    "expand_what_if",
+    "load_checkpoint",
+    "read_losses",
+    "replay",
+    "trace",
+]
+assert set(__all__) == {*_WHERE, "__version__"}
 
 
 def __getattr__(name: str) -> Any:

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from plateau_forensics.engine import Event, Trace, run
+from plateau_forensics.engine import Trace, run
 from plateau_forensics.state import HYPERPARAMETER_KEYS, PlateauConfig, PlateauState
 
 if TYPE_CHECKING:

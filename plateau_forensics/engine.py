@@ -11,7 +11,7 @@ import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
-from typing import TYPE_CHECKING, Any, overload
+from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 from plateau_forensics.state import PlateauConfig, PlateauState
 
@@ -311,9 +311,9 @@ class Trace:
         return len(self._cols.best)
 
     @property
-    def steps(self) -> _StepsView:
+    def steps(self) -> StepsView[Step]:
         """Every step, as ``Step`` records built on access."""
-        return _StepsView(self)
+        return StepsView(self)
 
     def _min_lrs(self, n_groups: int) -> tuple[float, ...]:
         min_lrs = self.final.min_lrs
@@ -438,26 +438,31 @@ class Trace:
         )
 
 
-class _StepsView(Sequence[Step]):
-    def __init__(self, trace: Trace) -> None:
+S = TypeVar("S")
+
+
+class StepsView(Sequence[S]):
+    """A read-only sequence of step records built on access from any trace with ``step(i)`` and ``len``."""
+
+    def __init__(self, trace: Any) -> None:
         self._t = trace
 
     def __len__(self) -> int:
         return len(self._t)
 
     @overload
-    def __getitem__(self, i: int) -> Step: ...
+    def __getitem__(self, i: int) -> S: ...
     @overload
-    def __getitem__(self, i: slice) -> list[Step]: ...
-    def __getitem__(self, i: int | slice) -> Step | list[Step]:
+    def __getitem__(self, i: slice) -> list[S]: ...
+    def __getitem__(self, i: int | slice) -> S | list[S]:
         if isinstance(i, slice):
             return [self._t.step(j) for j in range(*i.indices(len(self)))]
         n = len(self)
         if not -n <= i < n:
             raise IndexError(i)
-        return self._t.step(i % n)
+        return self._t.step(i % n)  # type: ignore[no-any-return]
 
-    def __iter__(self) -> Iterator[Step]:
+    def __iter__(self) -> Iterator[S]:
         return (self._t.step(i) for i in range(len(self)))
 
 

@@ -13,11 +13,11 @@ This module imports neither keras, torch nor numpy: float32 rounding is done wit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Literal, overload
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from plateau_forensics.engine import Event, _pair
+from plateau_forensics.engine import Event, StepsView, _pair
 from plateau_forensics.engine import _num as _fmt
 from plateau_forensics.engine import _round_float32 as float32
 from plateau_forensics.errors import ConfigError
@@ -285,9 +285,9 @@ class KerasTrace:
         return len(self._rows)
 
     @property
-    def steps(self) -> _KerasSteps:
+    def steps(self) -> StepsView[KerasStep]:
         """Every step, as ``KerasStep`` records built on access."""
-        return _KerasSteps(self)
+        return StepsView(self)
 
     @property
     def lrs(self) -> tuple[float]:
@@ -334,29 +334,6 @@ class KerasTrace:
         best = self.final.best
         return (f"<KerasTrace {len(self)} epochs, {len(self.reductions())} reductions, "
                 f"lr {_fmt(self.final.lr)}, best {_fmt(best) if best is not None else None}>")
-
-
-class _KerasSteps(Sequence[KerasStep]):
-    def __init__(self, trace: KerasTrace) -> None:
-        self._t = trace
-
-    def __len__(self) -> int:
-        return len(self._t)
-
-    @overload
-    def __getitem__(self, i: int) -> KerasStep: ...
-    @overload
-    def __getitem__(self, i: slice) -> list[KerasStep]: ...
-    def __getitem__(self, i: int | slice) -> KerasStep | list[KerasStep]:
-        if isinstance(i, slice):
-            return [self._t.step(j) for j in range(*i.indices(len(self)))]
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(i)
-        return self._t.step(i % n)
-
-    def __iter__(self) -> Iterator[KerasStep]:
-        return (self._t.step(i) for i in range(len(self)))
 
 
 def run_keras(
