@@ -191,7 +191,8 @@ def main(
                 trace.plot(plot_path)
         changes = None
         if write_state is not None:
-            from plateau_forensics.repair import repaired_state, write_state as write
+            from plateau_forensics.repair import repaired_state
+            from plateau_forensics.repair import write_state as write
 
             state, changes = repaired_state(trace)
             write(state, write_state)

@@ -13,8 +13,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from plateau_forensics.errors import ForensicsError
 from plateau_forensics.engine import Trace
+from plateau_forensics.errors import ForensicsError
 from plateau_forensics.state import to_state_dict
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import plateau_forensics as pf
+from plateau_forensics.errors import ConfigError
 from plateau_forensics.whatif import (
     RULES,
     compare,
@@ -19,7 +20,6 @@ from plateau_forensics.whatif import (
     register_rules,
     render_comparison,
 )
-from plateau_forensics.errors import ConfigError
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_checkpoints"
 # torch's test style: patience=1 reduces on the 2nd bad step, patience=2 on the 3rd

@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,8 @@ from typing import Any
 import pytest
 
 torch = pytest.importorskip("torch")
+
+from torch_oracle import assert_same
 
 import plateau_forensics as pf  # noqa: E402
 
@@ -57,24 +58,6 @@ def strip_runtime(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in e.items() if k not in RUNTIME_KEYS} for e in history]
 
 
-def assert_same(a: Any, b: Any, where: str = "obj") -> None:
-    """Recursive equality: same types and key order, tensors ``torch.equal``, floats bit-exact."""
-    assert type(a) is type(b), where
-    if isinstance(a, dict):
-        assert list(a) == list(b), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), where
-        assert torch.equal(a, b), where
-    elif isinstance(a, float):
-        assert struct.pack("<d", a) == struct.pack("<d", b), f"{where}: {a!r} != {b!r}"
-    else:
-        assert a == b, where
 
 
 # ------------------------------------------------------------------------------ regeneration

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-import struct
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from torch_oracle import assert_same
 
 torch = pytest.importorskip("torch")
 
@@ -23,24 +23,6 @@ def load(path: Path) -> dict:
     return torch.load(path, weights_only=True)
 
 
-def assert_same(a, b, where: str = "ckpt") -> None:
-    """Recursive equality: same types and key order, tensors ``torch.equal``, floats bit-exact."""
-    assert type(a) is type(b), where
-    if isinstance(a, dict):
-        assert list(a) == list(b), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), where
-        assert torch.equal(a, b), where
-    elif isinstance(a, float):
-        assert struct.pack("<d", a) == struct.pack("<d", b), f"{where}: {a!r} != {b!r}"
-    else:
-        assert a == b, where
 
 
 @pytest.fixture(scope="module")

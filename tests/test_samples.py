@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import copy
 import csv
-import struct
 import subprocess
 import sys
 import zipfile
@@ -14,6 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from torch.optim.lr_scheduler import ReduceLROnPlateau  # noqa: E402
+from torch_oracle import assert_same
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_checkpoints"
 SCRIPT = SAMPLES / "make_samples.py"
@@ -49,24 +49,6 @@ def read_log(name: str) -> tuple[list[str], list[int], list[float], list[list[fl
     )
 
 
-def assert_same(a, b, where: str = "ckpt") -> None:
-    """Recursive equality: same types and key order, tensors ``torch.equal``, floats bit-exact."""
-    assert type(a) is type(b), where
-    if isinstance(a, dict):
-        assert list(a) == list(b), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), where
-        assert torch.equal(a, b), where
-    elif isinstance(a, float):
-        assert struct.pack("<d", a) == struct.pack("<d", b), f"{where}: {a!r} != {b!r}"
-    else:
-        assert a == b, where
 
 
 def replay(val_losses, lrs, state=None, **kwargs):

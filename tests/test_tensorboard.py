@@ -16,6 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("tensorboard")
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
+from torch_oracle import assert_same
 
 import plateau_forensics as pf  # noqa: E402
 
@@ -50,24 +51,6 @@ def f32(x: float) -> float:
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
-def assert_same(a: Any, b: Any, where: str = "ckpt") -> None:
-    """Recursive equality: same types and key order, tensors ``torch.equal``, floats bit-exact."""
-    assert type(a) is type(b), where
-    if isinstance(a, dict):
-        assert list(a) == list(b), where
-        for key in a:
-            assert_same(a[key], b[key], f"{where}[{key!r}]")
-    elif isinstance(a, list | tuple):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            assert_same(x, y, f"{where}[{i}]")
-    elif isinstance(a, torch.Tensor):
-        assert (a.dtype, a.shape) == (b.dtype, b.shape), where
-        assert torch.equal(a, b), where
-    elif isinstance(a, float):
-        assert struct.pack("<d", a) == struct.pack("<d", b), f"{where}: {a!r} != {b!r}"
-    else:
-        assert a == b, where
 
 
 # ------------------------------------------------------------------------------ regeneration

@@ -6,6 +6,7 @@ Kept apart from the tests so that each test states only its scenario and its ass
 from __future__ import annotations
 
 import math
+import struct
 from collections.abc import Sequence
 from typing import Any
 
@@ -52,3 +53,23 @@ def same(a: float, b: float) -> bool:
 def same_tuple(a: Sequence[float], b: Sequence[float]) -> bool:
     """``same`` element-wise."""
     return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+
+
+def assert_same(a: Any, b: Any, where: str = "obj") -> None:
+    """Recursive equality: same types and key order, tensors ``torch.equal``, floats bit-exact."""
+    assert type(a) is type(b), where
+    if isinstance(a, dict):
+        assert list(a) == list(b), where
+        for key in a:
+            assert_same(a[key], b[key], f"{where}[{key!r}]")
+    elif isinstance(a, list | tuple):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, torch.Tensor):
+        assert (a.dtype, a.shape) == (b.dtype, b.shape), where
+        assert torch.equal(a, b), where
+    elif isinstance(a, float):
+        assert struct.pack("<d", a) == struct.pack("<d", b), f"{where}: {a!r} != {b!r}"
+    else:
+        assert a == b, where
