@@ -488,21 +488,17 @@ def epoch_offset_findings(trace: Trace) -> list[Finding]:
     if a.start_index == 0 and trace.epochs and a.epoch_offset == trace.epochs[0] - 1:
         return []  # the log simply numbers its first epoch 0 (or N): the first replayed row is step 1
     if any(isinstance(e, float) and not e.is_integer() for e in trace.epochs):
-        return [Finding(
-            "epoch-offset", "info", a.epoch,
-            f"log epoch {a.epoch} is scheduler step {a.scheduler_step}: there are several evaluations per epoch "
-            "(fractional epochs, e.g. HF eval_steps), and the scheduler counts evaluations, not epochs",
-            {"epoch": a.epoch, "last_epoch": a.scheduler_step, "offset": a.epoch_offset},
-            "read patience in evaluations: with N evaluations per epoch, patience p waits p/N epochs")]
-    e0 = trace.epochs[0] if trace.epochs else None
-    where = (f"; the scheduler's count starts at epoch {e0}: the rows before it were not stepped by this scheduler"
-             if a.start_index > 0 else "")
-    return [Finding(
-        "epoch-offset", "info", a.epoch,
-        f"log epoch {a.epoch} is scheduler step {a.scheduler_step}: epoch - last_epoch = {a.epoch_offset}{where} "
-        "(warm-up epochs without a step, a restarted scheduler, 0-based epochs, or step(metric, epoch))",
-        {"epoch": a.epoch, "last_epoch": a.scheduler_step, "offset": a.epoch_offset},
-        "compare reductions by scheduler step (last_epoch), not by loop epoch")]
+        why = ("there are several evaluations per epoch (fractional epochs, e.g. HF eval_steps), and the "
+               "scheduler counts evaluations, not epochs")
+        fix = "read patience in evaluations: with N evaluations per epoch, patience p waits p/N epochs"
+    else:
+        where = (f"; the scheduler's count starts at epoch {trace.epochs[0]}: the rows before it were not stepped "
+                 "by this scheduler" if a.start_index > 0 else "")
+        why = (f"epoch - last_epoch = {a.epoch_offset}{where} (warm-up epochs without a step, a restarted "
+               "scheduler, 0-based epochs, or step(metric, epoch))")
+        fix = "compare reductions by scheduler step (last_epoch), not by loop epoch"
+    return [Finding("epoch-offset", "info", a.epoch, f"log epoch {a.epoch} is scheduler step {a.scheduler_step}: {why}",
+                    {"epoch": a.epoch, "last_epoch": a.scheduler_step, "offset": a.epoch_offset}, fix)]
 
 
 def saved_before_step_findings(trace: Trace) -> list[Finding]:

@@ -546,12 +546,11 @@ def run(
     lrs_t = tuple(float(v) for v in lrs)
     start_state = state if state is not None else PlateauState.fresh(config, lrs_t, strict=strict)
     dtypes = tuple(lr_dtypes) if lr_dtypes is not None else (None,) * len(lrs_t)
-    values = [float(m) for m in metrics]
     trace = Trace(
-        config=config, epochs=(), metrics=tuple(values), starts=(Start(0, start_state, lrs_t),),
+        config=config, epochs=(), metrics=(), starts=(Start(0, start_state, lrs_t),),
         final=start_state, lr_dtypes=dtypes,
     )
-    return extend(trace, values, epochs=epochs)
+    return extend(trace, metrics, epochs=epochs)  # extend converts each metric with float() once
 
 
 def extend(

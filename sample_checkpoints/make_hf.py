@@ -39,25 +39,23 @@ from __future__ import annotations
 
 import os
 
-# Pin the CPU code paths *before* torch loads (see make_samples.py).
-os.environ["ATEN_CPU_CAPABILITY"] = "default"
-os.environ["MKL_CBWR"] = "COMPATIBLE,STRICT"
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
+import _pin_cpu  # noqa: F401 - must run before torch loads (see _pin_cpu.py)
 
-import copy  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import tempfile  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+# isort: split
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
+import copy
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_samples import N_FEATURES, make_data  # noqa: E402
+from make_samples import N_FEATURES, make_data
 
 #: Keys of log_history entries that measure time or throughput: they differ on every run.
 RUNTIME_KEYS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "train_runtime",

@@ -29,33 +29,29 @@ checkpoint bytes differ (they hold absolute paths), their scheduler/optimizer/ep
 
 from __future__ import annotations
 
-import os
+import _pin_cpu  # noqa: F401 - must run before torch loads (see _pin_cpu.py)
 
-# Pin the CPU code paths *before* torch loads (see make_samples.py).
-os.environ["ATEN_CPU_CAPABILITY"] = "default"
-os.environ["MKL_CBWR"] = "COMPATIBLE,STRICT"
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
+# isort: split
 
-import csv  # noqa: E402
-import json  # noqa: E402
-import logging  # noqa: E402
-import math  # noqa: E402
-import shutil  # noqa: E402
-import sys  # noqa: E402
-import time  # noqa: E402
-import warnings  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import csv
+import json
+import logging
+import math
+import shutil
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
 
-import lightning as L  # noqa: E402
-import torch  # noqa: E402
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint  # noqa: E402
-from lightning.pytorch.loggers import CSVLogger  # noqa: E402
-from lightning.pytorch.utilities.exceptions import MisconfigurationException  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.optim.lr_scheduler import ReduceLROnPlateau  # noqa: E402
-from torch.utils.data import DataLoader, TensorDataset  # noqa: E402
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.utils.data import DataLoader, TensorDataset
 
 N_FEATURES = 8
 N_TRAIN = 128

@@ -25,23 +25,19 @@ with ``filterwarnings = error``).
 
 from __future__ import annotations
 
-import os
+import _pin_cpu  # noqa: F401 - must run before torch loads (see _pin_cpu.py)
 
-# Pin the CPU code paths *before* torch loads (see make_samples.py); importing make_samples sets them too.
-os.environ["ATEN_CPU_CAPABILITY"] = "default"
-os.environ["MKL_CBWR"] = "COMPATIBLE,STRICT"
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
+# isort: split
 
-import copy  # noqa: E402
-import importlib.util  # noqa: E402
-import json  # noqa: E402
-import math  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from functools import cache  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import copy
+import importlib.util
+import json
+import math
+import sys
+from collections.abc import Callable
+from functools import cache
+from pathlib import Path
+from typing import Any
 
 HERE = Path(__file__).resolve().parent
 
@@ -57,8 +53,8 @@ def _import_make_samples():
 
 ms = _import_make_samples()
 
-import torch  # noqa: E402
-from torch.optim.lr_scheduler import ReduceLROnPlateau  # noqa: E402
+import torch
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 Row = ms.Row  # (epoch, train_loss, val_loss, [lr per group])
 

@@ -22,23 +22,19 @@ samples still tell their story.
 
 from __future__ import annotations
 
-import os
+import _pin_cpu  # noqa: F401 - must run before torch loads (see _pin_cpu.py)
 
-# Pin the CPU code paths *before* torch loads (see the module docstring).
-os.environ["ATEN_CPU_CAPABILITY"] = "default"
-os.environ["MKL_CBWR"] = "COMPATIBLE,STRICT"
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
+# isort: split
 
-import io  # noqa: E402
-import sys  # noqa: E402
-from collections.abc import Callable  # noqa: E402
-from dataclasses import dataclass  # noqa: E402
-from pathlib import Path  # noqa: E402
+import io
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.optim.lr_scheduler import ReduceLROnPlateau  # noqa: E402
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 N_FEATURES = 8
 N_TRAIN = 128

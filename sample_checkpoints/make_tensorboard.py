@@ -36,30 +36,26 @@ compare the scalars read back, never the bytes; ``truth.json`` and the checkpoin
 
 from __future__ import annotations
 
-import os
+import _pin_cpu  # noqa: F401 - must run before torch loads (see _pin_cpu.py)
 
-# Pin the CPU code paths *before* torch loads (see make_samples.py).
-os.environ["ATEN_CPU_CAPABILITY"] = "default"
-os.environ["MKL_CBWR"] = "COMPATIBLE,STRICT"
-os.environ["OMP_NUM_THREADS"] = "1"
-os.environ["MKL_NUM_THREADS"] = "1"
+# isort: split
 
-import copy  # noqa: E402
-import json  # noqa: E402
-import shutil  # noqa: E402
-import struct  # noqa: E402
-import sys  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
-from pathlib import Path  # noqa: E402
-from typing import Any  # noqa: E402
+import copy
+import json
+import shutil
+import struct
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-import torch  # noqa: E402
-from torch import nn  # noqa: E402
-from torch.optim.lr_scheduler import ReduceLROnPlateau  # noqa: E402
-from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+import torch
+from torch import nn
+from torch.optim.lr_scheduler import ReduceLROnPlateau
+from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from make_samples import BATCH_SIZE, N_TRAIN, N_VAL, Data, make_data, make_model  # noqa: E402
+from make_samples import BATCH_SIZE, N_TRAIN, N_VAL, Data, make_data, make_model
 
 VAL_BATCH = 32
 EPOCHS = 25
