@@ -53,8 +53,8 @@ def _import_make_samples():
 
 ms = _import_make_samples()
 
-import torch
-from torch.optim.lr_scheduler import ReduceLROnPlateau
+import torch  # noqa: E402 - after make_samples is imported (it pins the CPU first)
+from torch.optim.lr_scheduler import ReduceLROnPlateau  # noqa: E402
 
 Row = ms.Row  # (epoch, train_loss, val_loss, [lr per group])
 

@@ -18,7 +18,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from torch_oracle import assert_same
+from torch_oracle import assert_same  # noqa: E402 - after importorskip
 
 import plateau_forensics as pf  # noqa: E402
 

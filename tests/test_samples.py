@@ -13,7 +13,7 @@ import pytest
 
 torch = pytest.importorskip("torch")
 from torch.optim.lr_scheduler import ReduceLROnPlateau  # noqa: E402
-from torch_oracle import assert_same
+from torch_oracle import assert_same  # noqa: E402 - after importorskip
 
 SAMPLES = Path(__file__).resolve().parent.parent / "sample_checkpoints"
 SCRIPT = SAMPLES / "make_samples.py"

@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("tensorboard")
 
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
-from torch_oracle import assert_same
+from torch_oracle import assert_same  # noqa: E402 - after importorskip
 
 import plateau_forensics as pf  # noqa: E402
 
