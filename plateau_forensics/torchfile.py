@@ -1,16 +1,18 @@
 """Safe, torch-free reader of ``torch.save`` files (zip archive and legacy stream) into plain Python values.
 
-Only our own stand-ins for an allowlist of globals ever run; other globals become inert ``Opaque`` records.
+Our own pickle machine (``safepickle``) runs every opcode; only our stand-ins for an allowlist of globals
+ever run, other globals become inert ``Opaque`` records, and the archive's structure is checked as torch
+checks it (refusing what torch and we would read differently) without reading weight bytes.
 """
 
 from __future__ import annotations
 
-import _compat_pickle
-import io
+import bz2
+import lzma
 import math
 import os
-import pickle
 import reprlib
+import stat
 import struct
 import sys
 import zipfile
@@ -22,8 +24,9 @@ from functools import lru_cache
 from typing import IO, Any, ClassVar
 
 from plateau_forensics.errors import CheckpointError
+from plateau_forensics.safepickle import Limits, PickleLimitError, PickleMachine
 
-__all__ = ["Opaque", "TensorRef", "read_torch_file"]
+__all__ = ["Opaque", "TensorRef", "TorchFile", "read_torch_archive", "read_torch_file", "short_repr"]
 
 _LEGACY_MAGIC = 0x1950A86A20F9469CFC6C  # torch/serialization.py: MAGIC_NUMBER, then PROTOCOL_VERSION
 _LEGACY_PROTOCOL = 1001
@@ -46,13 +49,31 @@ _STORAGE_DTYPES = {
     "QUInt8Storage": "quint8", "QUInt4x2Storage": "quint4x2", "QUInt2x4Storage": "quint2x4",
     "UntypedStorage": "uint8",
 }
-# What a hostile or damaged pickle can make the C unpickler, or our stand-ins given odd arguments, raise.
-_CORRUPT = (pickle.UnpicklingError, EOFError, TypeError, ValueError, AttributeError, KeyError, IndexError,
-            struct.error, OverflowError, RecursionError, MemoryError)
+#: Tensors with more dimensions than this are refused (torch itself caps tensors at 64 dimensions).
+MAX_TENSOR_DIMS = 64
+#: Zip members torch keeps small (byteorder, version, ...) are read with this cap, whatever their headers say.
+SMALL_MEMBER_BYTES = 64
+#: A storage member up to this size is read whole when a value is needed, so its CRC-32 is verified.
+VERIFY_MEMBER_BYTES = 64 * 1024
+MAX_MEMBERS = 1_000_000
+MAX_CENTRAL_DIRECTORY = 256 * 2**20
+# What zipfile raises on damaged archives (names with a bad UTF-8 flag, corrupt LZMA/bzip2 streams, ...).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError,
+               UnicodeDecodeError, ValueError, struct.error, OverflowError, OSError, KeyError)
+_ = bz2  # imported so that a bzip2 member fails as BadZipFile/OSError, not ImportError
 
 
 def _one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
+
+
+def short_repr(value: Any, limit: int = 80) -> str:
+    """A repr for error messages: capped at about ``limit`` characters, safe for any value the reader builds."""
+    try:
+        text = _SHORT.repr(value)
+    except (ValueError, RecursionError, TypeError):  # e.g. an int past Python's int-to-str limit
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _open_binary(path: str, buffering: int = -1) -> IO[bytes]:
@@ -85,10 +106,10 @@ class _Source:
             with _open_binary(self.path) as fh:
                 data = self._read_zip(fh, key, start, nbytes) if self.zip_prefix is not None else (
                     self._read_legacy(fh, key, start, nbytes))
-        except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
-            raise CheckpointError(f"{self.path}: cannot read storage {key!r} ({_one_line(exc)})") from None
+        except _ZIP_ERRORS as exc:
+            raise CheckpointError(f"{self.path}: cannot read storage {short_repr(key)} ({_one_line(exc)})") from None
         if len(data) != nbytes:
-            raise CheckpointError(f"{self.path}: storage {key!r} is missing or shorter than its tensor")
+            raise CheckpointError(f"{self.path}: storage {short_repr(key)} is missing or shorter than its tensor")
         self.bytes_read += nbytes
         return data
 
@@ -97,6 +118,8 @@ class _Source:
             info = next((i for i in zf.infolist() if i.filename == f"{self.zip_prefix}data/{key}"), None)
             if info is None or start + nbytes > info.file_size:
                 return b""
+            if info.file_size <= VERIFY_MEMBER_BYTES:  # small: read it whole so zipfile checks its CRC-32
+                return zf.read(info)[start : start + nbytes]
             if info.compress_type != zipfile.ZIP_STORED:  # someone re-zipped it: inflate up to our bytes
                 with zf.open(info) as member:
                     member.seek(start)
@@ -195,6 +218,8 @@ class TensorRef(_Inert):
         Raises:
             CheckpointError: The bytes can't be read or decoded.
         """
+        if self.numel > 2**24:
+            raise CheckpointError(f"tolist() of a tensor with {self.numel:,} elements (limit 16,777,216)")
         span = sum((n - 1) * s for n, s in zip(self.shape, self.stride)) + 1
         flat = self._values(self.storage_offset, span) if self.numel else []
 
@@ -280,6 +305,11 @@ class Opaque(metaclass=_OpaqueType):
         """Record an APPENDS."""
         self.list_items.extend(values)
 
+    def pickle_children(self) -> list[Any]:
+        """Everything the pickle gave this record, for depth checks and walks."""
+        return [*self.args, *self.kwargs.values(), self.state, *self.items.keys(), *self.items.values(),
+                *self.list_items]
+
     def mapping(self) -> dict[Any, Any]:
         """Merge the attributes and items the pickle gave this object into one dict, to search in.
 
@@ -325,10 +355,15 @@ class _Allowed(_Inert):
 def _tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: Any = False,
             dtype: str | None = None) -> TensorRef:
     if not isinstance(storage, _Storage):
-        raise CheckpointError(f"a tensor is rebuilt from {type(storage).__name__}, not from a storage")
+        raise CheckpointError(f"a tensor is rebuilt from {type(storage).__name__[:80]}, not from a storage")
+    if not (isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))):
+        raise CheckpointError(f"malformed tensor (size={short_repr(size)}, stride={short_repr(stride)})")
+    if len(size) > MAX_TENSOR_DIMS:
+        raise CheckpointError(f"a tensor with {len(size):,} dimensions (limit {MAX_TENSOR_DIMS}, as in torch)")
     size, stride = tuple(size), tuple(stride)
     if len(size) != len(stride) or not all(type(v) is int and v >= 0 for v in (offset, *size, *stride)):
-        raise CheckpointError(f"malformed tensor (offset={offset!r}, size={size!r}, stride={stride!r})")
+        raise CheckpointError(f"malformed tensor (offset={short_repr(offset)}, size={short_repr(size)}, "
+                              f"stride={short_repr(stride)})")
     dtype = dtype or storage.dtype
     itemsize = _DTYPES.get(dtype, (None, 0))[1]
     last = offset + sum((n - 1) * s for n, s in zip(size, stride))
@@ -347,7 +382,7 @@ def _rebuild_tensor_v3(storage: Any, offset: Any, size: Any, stride: Any, requir
                        backward_hooks: Any, dtype: Any, metadata: Any = None) -> TensorRef:
     # torch uses v3 for dtypes without a *Storage class (uint16, float8...): untyped storage + a dtype global.
     if not (isinstance(dtype, _OpaqueType) and dtype.name.startswith("torch.")):
-        raise CheckpointError(f"a tensor has an unknown dtype {dtype!r}")
+        raise CheckpointError(f"a tensor has an unknown dtype {short_repr(dtype)}")
     return _tensor(storage, offset, size, stride, requires_grad, dtype.name.removeprefix("torch."))
 
 
@@ -359,7 +394,7 @@ def _rebuild_parameter(data: Any, requires_grad: Any, backward_hooks: Any, state
 
 def _rebuild_from_type_v2(func: Any, new_type: Any, args: Any, state: Any) -> Any:
     if not (isinstance(func, (_Allowed, _OpaqueType)) and isinstance(args, tuple)):
-        raise CheckpointError(f"a tensor subclass is rebuilt by {func!r}")
+        raise CheckpointError(f"a tensor subclass is rebuilt by {short_repr(func)}")
     return func(*args)  # a tensor subclass (new_type) and its state are dropped: the tensor is what we need
 
 
@@ -432,70 +467,314 @@ _ALLOWED: dict[str, Any] = {"builtins.set": set, "builtins.frozenset": frozenset
                             **{name: _Allowed(name, fn) for name, fn in _FUNCTIONS.items()}}
 
 
-class _Unpickler(pickle.Unpickler):
-    """Resolves globals to the allowlist, storage-type markers or ``Opaque`` only, and storages lazily."""
+_BUILTIN_TYPES = (set, frozenset, complex, OrderedDict)
 
-    def __init__(self, file: IO[bytes], source: _Source) -> None:
-        super().__init__(file, encoding="utf-8")  # torch.load's default for Python 2 strings
+
+class _Reader:
+    """The hooks our pickle machine calls: the allowlist, storages by persistent id, inert BUILD."""
+
+    def __init__(self, source: _Source, data: bytes, refill: Callable[[int], bytes] | None) -> None:
         self.source = source
-        self.storage_dtypes: dict[str, str] = {}  # key -> dtype, to size the legacy storages
+        self.storages: dict[str, tuple[str, int]] = {}  # key -> (dtype, nbytes) as the persistent ids say
+        self.neutralised: dict[str, None] = {}  # dotted names that became Opaque placeholders, in order
+        self.machine = PickleMachine(data, refill, find_class=self.find_class, call=self.call, build=self.build,
+                                     persistent_load=self.persistent_load, set_types=(Opaque,),
+                                     append_types=(Opaque,))
+
+    def load(self) -> Any:
+        return self.machine.load()
 
     def find_class(self, module: str, name: str) -> Any:
-        # torch.save uses protocol 2, which writes Python 2 names (__builtin__.set): map back as pickle does.
-        module, name = _compat_pickle.NAME_MAPPING.get(
-            (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
-        if f"{module}.{name}" in _ALLOWED:
-            return _ALLOWED[f"{module}.{name}"]
+        dotted = f"{module}.{name}"
+        if dotted in _ALLOWED:
+            return _ALLOWED[dotted]
         if module in ("torch", "torch.cuda", "torch.storage") and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
-        return _opaque_class(f"{module}.{name}")
+        self.neutralised.setdefault(dotted)
+        return _opaque_class(dotted)
+
+    def call(self, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], new: bool) -> Any:
+        """REDUCE/NEWOBJ/INST/OBJ: only our stand-ins, placeholders and four value types are ever called."""
+        if isinstance(func, _OpaqueType):
+            return func(*args, **kwargs)
+        if isinstance(func, _Allowed) and not new:
+            result = func.fn(*args, **kwargs)
+            if result is _REFUSED:  # a stand-in declined these arguments: record the call, run nothing
+                self.neutralised.setdefault(f"{func.name}(refused arguments)")
+                return _opaque_class(func.name)(*args, **kwargs)
+            return result
+        if func in _BUILTIN_TYPES and not kwargs:
+            return self._builtin(func, args, new)
+        raise CheckpointError(f"refused: the pickle calls a {type(func).__name__[:80]} value "
+                              f"({short_repr(func)}), which is not on the allowlist")
+
+    def _builtin(self, cls: Any, args: tuple[Any, ...], new: bool) -> Any:
+        m = self.machine
+        if cls is complex:
+            if len(args) <= 2 and all(type(a) in (int, float) for a in args):
+                return complex(*args)
+        elif cls is OrderedDict or cls is set:
+            if new or not args:  # cls.__new__ builds an empty one; pickle fills it with SETITEMS/ADDITEMS
+                return cls()
+            if len(args) == 1 and type(args[0]) in (list, tuple, set, frozenset):
+                if cls is set:
+                    return {m._key(x) for x in args[0]}
+                if all(type(p) in (tuple, list) and len(p) == 2 for p in args[0]):
+                    return OrderedDict((m._key(k), v) for k, v in args[0])
+        elif cls is frozenset:
+            if not args:
+                return frozenset()
+            if len(args) == 1 and type(args[0]) in (list, tuple, set, frozenset):
+                value = frozenset(m._key(x) for x in args[0])
+                return m._hashed(value, value)
+        raise CheckpointError(f"refused: {cls.__name__} built from {short_repr(args)}")
+
+    def build(self, obj: Any, state: Any) -> None:
+        """BUILD: placeholders record their state; an OrderedDict may get plain attributes (``_metadata``)."""
+        if isinstance(obj, Opaque) or isinstance(obj, _NumpyDType):
+            obj.__setstate__(state)
+            return
+        if type(obj) is OrderedDict and isinstance(state, dict):
+            for key, value in state.items():
+                if not (isinstance(key, str) and key.isidentifier() and not key.startswith("__")
+                        and not hasattr(OrderedDict, key)):
+                    raise CheckpointError(f"refused: the pickle sets attribute {short_repr(key)} on an "
+                                          "OrderedDict (it would shadow a method)")
+                obj.__dict__[key] = value
+            return
+        raise CheckpointError(f"the pickle tried to set state on a {type(obj).__name__[:80]}")
 
     def persistent_load(self, pid: Any) -> Any:
         kind = pid[0] if isinstance(pid, tuple) and pid else None
         if kind in ("module", b"module") and len(pid) == 4:  # legacy: an nn.Module class and its source
+            self.neutralised.setdefault("<legacy module source code>")
             return pid[1]
         if kind not in ("storage", b"storage") or len(pid) not in (5, 6):
-            raise CheckpointError(f"unknown persistent id {_SHORT.repr(pid)}")
+            raise CheckpointError(f"unknown persistent id {short_repr(pid)}")
         _, storage_type, key, location, numel = pid[:5]
         if len(pid) == 6 and pid[5] is not None:
             raise CheckpointError("legacy storage views (torch < 0.4) are not supported")
-        if not (isinstance(storage_type, _StorageType) and isinstance(key, str) and type(numel) is int):
-            raise CheckpointError(f"malformed storage id {_SHORT.repr(pid)}")
+        if not (isinstance(storage_type, _StorageType) and isinstance(key, str) and len(key) <= 200
+                and type(numel) is int and numel >= 0):
+            raise CheckpointError(f"malformed storage id {short_repr(pid)}")
         if isinstance(location, bytes):
             location = location.decode("ascii", "replace")
-        self.storage_dtypes[key] = storage_type.dtype
+        if not isinstance(location, str):
+            raise CheckpointError(f"malformed storage location {short_repr(location)}")
         nbytes = numel * _DTYPES[storage_type.dtype][1]
-        return _Storage(key, storage_type.dtype, str(location), nbytes, self.source)
+        known = self.storages.setdefault(key, (storage_type.dtype, nbytes))
+        if known[1] != nbytes:
+            raise CheckpointError(f"ambiguous: storage {short_repr(key)} is declared with two sizes "
+                                  f"({known[1]} and {nbytes} bytes)")
+        return _Storage(key, storage_type.dtype, location[:100], nbytes, self.source)
 
 
-def _unpickle(fh: IO[bytes], source: _Source) -> tuple[Any, _Unpickler]:
-    unpickler = _Unpickler(fh, source)
+@dataclass(frozen=True)
+class TorchFile:
+    """What ``read_torch_archive`` found: the tree, what was neutralised, and what was not verified.
+
+    Attributes:
+        obj: the unpickled tree (see ``read_torch_file``).
+        neutralised: dotted names of every global that became an inert ``Opaque`` placeholder, and any call
+            a stand-in refused (``"builtins.bytes(refused arguments)"``), in the order the pickle named them.
+        integrity: one line per structural anomaly, and what could not be verified without reading weights.
+        unverified: ``(start, end, what)`` byte ranges of the file that nothing checked (storage data whose
+            CRC-32 was not computed, legacy storage bytes).
+        storages: storage key -> bytes, as the pickle declared them.
+    """
+
+    obj: Any
+    neutralised: tuple[str, ...] = ()
+    integrity: tuple[str, ...] = ()
+    unverified: tuple[tuple[int, int, str], ...] = ()
+    storages: dict[str, int] = field(default_factory=dict, repr=False)
+
+
+def _human(n: int) -> str:
+    return f"{n:,} bytes" if n < 10_000 else f"{n / 1e6:,.1f} MB"
+
+
+def _check_end_record(fh: IO[bytes], size: int) -> None:
+    """Refuse a central directory that would cost more to parse than any checkpoint needs."""
+    tail_len = min(size, 65536 + 22)
+    fh.seek(size - tail_len)
+    tail = fh.read(tail_len)
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        return  # zipfile reports the damage
+    entries, cd_size = struct.unpack("<HI", tail[at + 10 : at + 16])
+    locator = tail.rfind(b"PK\x06\x07", 0, at)
+    if locator >= 0 and at - locator == 20:  # zip64: the real counts are in the zip64 end record
+        (z64_offset,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
+        if 0 <= z64_offset <= size - 56:
+            fh.seek(z64_offset)
+            rec = fh.read(56)
+            if rec[:4] == b"PK\x06\x06":
+                entries, cd_size = struct.unpack("<QQ", rec[32:48])
+    if entries > MAX_MEMBERS or cd_size > MAX_CENTRAL_DIRECTORY:
+        raise CheckpointError(f"a zip archive with {entries:,} members and a {_human(cd_size)} central "
+                              f"directory (limits {MAX_MEMBERS:,} and {MAX_CENTRAL_DIRECTORY >> 20} MiB)")
+
+
+def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+    if info.file_size > SMALL_MEMBER_BYTES:
+        raise CheckpointError(f"member {short_repr(info.filename)} holds {info.file_size:,} bytes; torch writes "
+                              f"at most a few (limit {SMALL_MEMBER_BYTES})")
+    with zf.open(info) as member:
+        data = member.read(SMALL_MEMBER_BYTES + 1)
+    if len(data) > SMALL_MEMBER_BYTES:
+        raise CheckpointError(f"member {short_repr(info.filename)} is longer than its header says")
+    return data
+
+
+def _small_int(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> int:
+    raw = _read_small(zf, info)
     try:
-        return unpickler.load(), unpickler
-    except _CORRUPT as exc:
-        raise CheckpointError(f"corrupt or truncated pickle ({_one_line(exc)})") from None
+        return int(raw.decode("ascii").strip())
+    except (UnicodeDecodeError, ValueError):
+        raise CheckpointError(f"its {what} record is {short_repr(raw)}, not a number "
+                              "(torch.load refuses it too)") from None
 
 
-def _read_zip(path: str, fh: IO[bytes]) -> Any:
+def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
+    size = fh.seek(0, os.SEEK_END)
+    _check_end_record(fh, size)
+    fh.seek(0)
     try:
         with zipfile.ZipFile(fh) as zf:
-            names = zf.namelist()
-            # The prefix is the file's stem when torch wrote to a path, "archive" when it wrote to a buffer.
-            pkl = next((n for n in names if n.endswith("/data.pkl") and n.count("/") == 1), None)
+            infos = zf.infolist()
+            seen: set[str] = set()
+            for info in infos:
+                if info.filename in seen:
+                    raise CheckpointError(f"ambiguous archive: member {short_repr(info.filename)} appears twice "
+                                          "(torch.load and this reader could read different copies)")
+                seen.add(info.filename)
+                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+                    raise CheckpointError(f"member {short_repr(info.filename)} uses compression method "
+                                          f"{info.compress_type}; torch.load reads only stored or deflated members")
+            # torch's rule: the archive folder is the first member's directory; every record is looked up in it
+            first = infos[0].filename if infos else ""
+            if "/" not in first:
+                raise CheckpointError("not a torch.save file (a zip archive whose first member is not in a folder)")
+            prefix = first[: first.index("/") + 1]
+            members = {i.filename: i for i in infos}
+            pkl = members.get(prefix + "data.pkl")
             if pkl is None:
                 raise CheckpointError("not a torch.save file (a zip archive without <prefix>/data.pkl)")
-            prefix = pkl.removesuffix("data.pkl")
-            has_order = prefix + "byteorder" in names  # older torch wrote none: little-endian
-            order = zf.read(prefix + "byteorder").decode("ascii", "replace") if has_order else "little"
-            data = zf.read(pkl)
-    except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError, RuntimeError) as exc:
+            version_info = members.get(prefix + ".data/version") or members.get(prefix + "version")
+            if version_info is None:
+                raise CheckpointError("no version record (torch.load refuses such archives)")
+            version = _small_int(zf, version_info, "version")
+            if not 1 <= version <= 10:
+                raise CheckpointError(f"archive format version {version} (torch 2.13 reads versions 1 to 10)")
+            for record in (".format_version", ".storage_alignment"):
+                if prefix + record in members:
+                    _small_int(zf, members[prefix + record], record)
+            order = "little"  # older torch wrote no byteorder record: little-endian
+            if prefix + "byteorder" in members:
+                order = _read_small(zf, members[prefix + "byteorder"]).decode("ascii", "replace")
+            if pkl.file_size > Limits.pickle_bytes:
+                raise PickleLimitError(f"data.pkl holds {_human(pkl.file_size)} (limit {Limits.pickle_bytes >> 20} "
+                                       "MiB: a scheduler checkpoint's pickle is far smaller)")
+            with zf.open(pkl) as member:
+                data = member.read(Limits.pickle_bytes + 1)
+            start_dir = zf.start_dir
+    except CheckpointError:
+        raise
+    except _ZIP_ERRORS as exc:
         raise CheckpointError(f"corrupt or truncated zip archive ({_one_line(exc)})") from None
+    if len(data) > Limits.pickle_bytes:
+        raise PickleLimitError(f"data.pkl is longer than {Limits.pickle_bytes >> 20} MiB")
     if order not in ("little", "big"):
-        raise CheckpointError(f"unknown byteorder record {order!r}")
-    return _unpickle(io.BytesIO(data), _Source(path, order, zip_prefix=prefix))[0]
+        raise CheckpointError(f"unknown byteorder record {short_repr(order)}")
+    source = _Source(path, order, zip_prefix=prefix)
+    reader = _Reader(source, data, None)
+    obj = reader.load()
+    notes: list[str] = []
+    if reader.machine.pos < len(data):
+        notes.append(f"data.pkl has {len(data) - reader.machine.pos:,} bytes after its STOP opcode (never read)")
+    unverified: list[tuple[int, int, str]] = []
+    stored: dict[str, zipfile.ZipInfo] = {}
+    for key, (_, nbytes) in reader.storages.items():
+        info = members.get(f"{prefix}data/{key}")
+        if info is None:
+            raise CheckpointError(f"storage {short_repr(key)} has no member data/{short_repr(key)} "
+                                  "(torch.load refuses the file)")
+        if info.file_size != nbytes:
+            raise CheckpointError(f"member data/{short_repr(key)} holds {info.file_size:,} bytes but its tensors "
+                                  f"declare {nbytes:,} (torch.load refuses the file)")
+        stored[info.filename] = info
+    notes += _zip_layout(fh, infos, start_dir, size, stored, prefix, unverified)
+    if unverified:
+        total = sum(end - start for start, end, _ in unverified)
+        notes.append(f"CRC-32 not verified for {len(unverified)} storage member(s) ({_human(total)} of tensor data "
+                     "never read); torch.load(weights_only=True) would verify them")
+    return TorchFile(obj, tuple(reader.neutralised), tuple(notes), tuple(unverified),
+                     {k: n for k, (_, n) in reader.storages.items()})
 
 
-def _read_legacy(path: str, fh: IO[bytes]) -> Any:
+def _zip_layout(fh: IO[bytes], infos: list[zipfile.ZipInfo], start_dir: int, size: int,
+                stored: dict[str, zipfile.ZipInfo], prefix: str,
+                unverified: list[tuple[int, int, str]]) -> list[str]:
+    """Compare every local header and data descriptor with the central directory; find gaps and overlaps.
+
+    Reads 30 bytes plus the name per member and each data descriptor: no member data.
+    """
+    notes: list[str] = []
+    end_of_previous = 0
+    for info in sorted(infos, key=lambda i: i.header_offset):
+        name = short_repr(info.filename)
+        fh.seek(info.header_offset)
+        header = fh.read(30)
+        if len(header) < 30 or header[:4] != b"PK\x03\x04":
+            raise CheckpointError(f"member {name}: no local header where the central directory points "
+                                  "(torch.load refuses the file)")
+        flags, method, crc, csize, usize, name_len, extra_len = struct.unpack("<2xHH4xIIIHH", header[4:30])
+        local_name = fh.read(name_len)
+        central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
+        if local_name != central_name:
+            notes.append(f"member {name}: its local header names {short_repr(local_name)}")
+        if method != info.compress_type:
+            notes.append(f"member {name}: local header says compression {method}, the central directory "
+                         f"{info.compress_type}")
+        data_start = info.header_offset + 30 + name_len + extra_len
+        data_end = data_start + info.compress_size
+        if data_end > start_dir:
+            raise CheckpointError(f"member {name} extends past the central directory (truncated or damaged)")
+        if info.header_offset < end_of_previous:
+            notes.append(f"member {name} overlaps the member before it")
+        elif info.header_offset > end_of_previous:
+            notes.append(f"{info.header_offset - end_of_previous:,} bytes before member {name} belong to no member")
+        if flags & 0x8:  # sizes and CRC follow the data
+            fh.seek(data_end)
+            desc = fh.read(24)
+            body = desc[4:] if desc[:4] == b"PK\x07\x08" else desc
+            zip64 = info.file_size >= 0xFFFFFFFF or info.compress_size >= 0xFFFFFFFF or \
+                info.header_offset >= 0xFFFFFFFF
+            fmt = "<IQQ" if zip64 else "<III"
+            need = struct.calcsize(fmt)
+            if len(body) < need:
+                raise CheckpointError(f"member {name}: its data descriptor is cut off (truncated file)")
+            d_crc, d_csize, d_usize = struct.unpack(fmt, body[:need])
+            if (d_crc, d_csize, d_usize) != (info.CRC, info.compress_size, info.file_size):
+                notes.append(f"member {name}: its data descriptor disagrees with the central directory")
+            end_of_previous = data_end + need + (4 if desc[:4] == b"PK\x07\x08" else 0)
+        else:
+            if (crc, csize, usize) != (info.CRC, info.compress_size, info.file_size):
+                notes.append(f"member {name}: its local header disagrees with the central directory")
+            end_of_previous = data_end
+        if info.filename in stored and info.file_size > 0:
+            unverified.append((data_start, data_end, info.filename))
+        elif not info.filename.startswith(prefix):
+            notes.append(f"member {name} is outside the archive folder {short_repr(prefix)} (torch ignores it)")
+        elif info.filename.startswith(prefix + "data/") and info.filename not in stored:
+            notes.append(f"member {name} is referenced by no tensor (never read)")
+    if start_dir > end_of_previous:
+        notes.append(f"{start_dir - end_of_previous:,} bytes before the central directory belong to no member")
+    return notes
+
+
+def _read_legacy(path: str, fh: IO[bytes]) -> TorchFile:
     head = fh.read(262)
     fh.seek(0)
     if not head:
@@ -505,48 +784,104 @@ def _read_legacy(path: str, fh: IO[bytes]) -> Any:
     if head[:1] != b"\x80":  # PROTO: torch's legacy stream starts with a pickle of protocol >= 2
         raise CheckpointError("not a torch.save file (neither a zip archive nor a legacy pickle stream)")
     source = _Source(path)
+    reader = _Reader(source, b"", lambda n: fh.read(max(n, 65536)))
     try:
-        magic = _unpickle(fh, source)[0]
+        magic = reader.load()
     except CheckpointError:
         magic = None
     if type(magic) is not int or magic != _LEGACY_MAGIC:
         raise CheckpointError("not a torch.save file (a pickle without torch's legacy magic number)")
-    if (version := _unpickle(fh, source)[0]) != _LEGACY_PROTOCOL:
-        raise CheckpointError(f"unsupported legacy protocol version {_SHORT.repr(version)}")
-    sys_info = _unpickle(fh, source)[0]
+    if (version := reader.load()) != _LEGACY_PROTOCOL:
+        raise CheckpointError(f"unsupported legacy protocol version {short_repr(version)}")
+    sys_info = reader.load()
     if isinstance(sys_info, dict) and sys_info.get("little_endian") is False:
         source.byteorder = "big"
-    result, unpickler = _unpickle(fh, source)
-    keys = _unpickle(fh, source)[0]
+    result = reader.load()
+    keys = reader.load()
     if not (isinstance(keys, list) and all(isinstance(k, str) for k in keys)):
         raise CheckpointError("corrupt legacy file (its storage key list is not a list of strings)")
-    _index_legacy_storages(source, fh.tell(), keys, unpickler.storage_dtypes)
-    return result
+    if len(set(keys)) != len(keys):
+        raise CheckpointError("ambiguous legacy file: a storage key is listed twice")
+    notes = _index_legacy_storages(source, reader.machine.offset, keys, reader.storages)
+    unverified = [(offset, offset + n, key) for key, (offset, n) in source.offsets.items() if n]
+    if unverified:
+        total = sum(n for _, n in source.offsets.values())
+        notes.append(f"legacy format: {len(unverified)} storage(s) ({_human(total)}) have no checksum and were "
+                     "never read")
+    return TorchFile(result, tuple(reader.neutralised), tuple(notes), tuple(unverified),
+                     {k: n for k, (_, n) in reader.storages.items()})
 
 
-def _index_legacy_storages(source: _Source, pos: int, keys: list[str], dtypes: dict[str, str]) -> None:
+def _index_legacy_storages(source: _Source, pos: int, keys: list[str], storages: dict[str, tuple[str, int]]) -> list[str]:
     """Record where each storage's bytes start: read only the 8-byte element counts, seek past the data."""
     end = "<" if source.byteorder == "little" else ">"
     with _open_binary(source.path, buffering=0) as raw:  # unbuffered: no weight byte lands in a read-ahead
         size = raw.seek(0, os.SEEK_END)
         for key in keys:  # _legacy_save writes, in this order: int64 numel, then numel * itemsize bytes
-            if key not in dtypes:
-                raise CheckpointError(f"corrupt legacy file (storage {key!r} is listed but never used)")
+            if key not in storages:
+                raise CheckpointError(f"corrupt legacy file (storage {short_repr(key)} is listed but never used)")
+            dtype, declared = storages[key]
             raw.seek(pos)
             header = raw.read(8)
             count = struct.unpack(end + "q", header)[0] if len(header) == 8 else -1
-            nbytes = count * _DTYPES[dtypes[key]][1]
+            nbytes = count * _DTYPES[dtype][1]
             if count < 0 or pos + 8 + nbytes > size:
-                raise CheckpointError(f"truncated legacy file (storage {key!r} ends past the end)")
+                raise CheckpointError(f"truncated legacy file (storage {short_repr(key)} ends past the end)")
+            if nbytes != declared:
+                raise CheckpointError(f"corrupt legacy file (storage {short_repr(key)} holds {nbytes:,} bytes, its "
+                                      f"tensors declare {declared:,}; torch.load refuses it)")
             source.offsets[key] = (pos + 8, nbytes)
             pos += 8 + nbytes
+    missing = [k for k in storages if k not in source.offsets]
+    if missing:
+        raise CheckpointError(f"corrupt legacy file (storage {short_repr(missing[0])} is used but not listed)")
+    return [f"{size - pos:,} bytes after the last storage (never read)"] if size > pos else []
+
+
+def read_torch_archive(path: str | os.PathLike[str]) -> TorchFile:
+    """Read a ``torch.save`` file without torch and without running anything it names, with what was found.
+
+    Tensors become lazy ``TensorRef`` values (no storage byte is read here); globals outside our allowlist
+    become inert ``Opaque`` records, listed in ``neutralised``. Archives that torch and this reader could
+    read differently (a member twice, records torch requires missing or mis-sized) are refused; what could
+    not be verified without reading weight bytes is listed in ``integrity``.
+
+    Args:
+        path: A file written by ``torch.save`` (zip format, or ``_use_new_zipfile_serialization=False``).
+
+    Returns:
+        A ``TorchFile``.
+
+    Raises:
+        CheckpointError: The file is missing, unreadable, truncated, corrupt, ambiguous, over a limit, or not
+            written by ``torch.save``.
+    """
+    name = os.fspath(path)
+    try:
+        mode = os.stat(name).st_mode
+        if stat.S_ISDIR(mode):
+            raise IsADirectoryError(name)
+        if not stat.S_ISREG(mode):  # a FIFO would block, /dev/zero would never end
+            raise CheckpointError("not a regular file")
+        with _open_binary(name) as fh:
+            is_zip = fh.read(4) == b"PK\x03\x04"
+            fh.seek(0)
+            return _read_zip(name, fh) if is_zip else _read_legacy(name, fh)
+    except CheckpointError as exc:
+        raise type(exc)(f"{name}: {exc}") from None
+    except FileNotFoundError:
+        raise CheckpointError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{name}: is a directory, not a checkpoint file") from None
+    except OSError as exc:
+        raise CheckpointError(f"{name}: cannot read ({exc.strerror or _one_line(exc)})") from None
 
 
 def read_torch_file(path: str | os.PathLike[str]) -> Any:
     """Read a ``torch.save`` file without torch, and without running anything the file names.
 
     Tensors become lazy ``TensorRef`` values (no storage byte is read here); globals outside our allowlist
-    become inert ``Opaque`` records.
+    become inert ``Opaque`` records. ``read_torch_archive`` also says what was neutralised and not verified.
 
     Args:
         path: A file written by ``torch.save`` (zip format, or ``_use_new_zipfile_serialization=False``).
@@ -558,17 +893,4 @@ def read_torch_file(path: str | os.PathLike[str]) -> Any:
     Raises:
         CheckpointError: The file is missing, unreadable, truncated, corrupt or not written by ``torch.save``.
     """
-    name = os.fspath(path)
-    try:
-        with _open_binary(name) as fh:
-            is_zip = fh.read(4) == b"PK\x03\x04"
-            fh.seek(0)
-            return _read_zip(name, fh) if is_zip else _read_legacy(name, fh)
-    except CheckpointError as exc:
-        raise CheckpointError(f"{name}: {exc}") from None
-    except FileNotFoundError:
-        raise CheckpointError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{name}: is a directory, not a checkpoint file") from None
-    except OSError as exc:
-        raise CheckpointError(f"{name}: cannot read ({exc.strerror or _one_line(exc)})") from None
+    return read_torch_archive(path).obj

@@ -328,6 +328,7 @@ def write_zip_pickle(path: Path, pickle_bytes: bytes) -> Path:
     """Write a minimal torch-style archive whose data.pkl is the given (hostile) pickle."""
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("evil/data.pkl", pickle_bytes)
+        zf.writestr("evil/version", b"3\n")  # torch.load requires it, and so does our reader
     return path
 
 
