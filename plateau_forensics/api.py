@@ -182,121 +182,74 @@ def _first_logged_lrs(log: LossLog) -> tuple[float, ...] | None:
 def _trace_checkpoint_in_log(
     ck: Checkpoint, full_log: LossLog, lr: Sequence[float] | None, expect: Mapping[str, Any] | None
 ) -> Trace:
-    log = _surviving(full_log)
-    log, a, extra = _place(ck, log, lr)
-    metrics = [float(m) for m in log.metrics]
-    epochs = list(log.epochs)
-    resume_at = a.index
-    note = ""
-    if resume_at is None and ck.epoch is not None and ck.epoch in epochs:
-        resume_at = epochs.index(ck.epoch)
-        note = f"no row reproduces the saved state; placed at the checkpoint's own epoch field ({ck.epoch})"
-    start = a.start_index if a.index is not None else 0
-    if resume_at is None:
-        t = run(ck.config, metrics, a.initial_lrs, epochs=epochs, lr_dtypes=ck.lr_dtypes, strict=False)
-        t.notes.append(a.note + "; the whole log is replayed by a fresh scheduler with the saved hyperparameters")
-    else:
-        t = run(ck.config, metrics[start : resume_at + 1], a.initial_lrs, epochs=epochs[start : resume_at + 1],
-                lr_dtypes=ck.lr_dtypes, strict=False)
-        extend(t, metrics[resume_at + 1 :], epochs=epochs[resume_at + 1 :], state=ck.state,
-               lrs=ck.lrs or t.lrs, note="resumed from the checkpoint")
-        if note:
-            t.notes.append(note)
-        elif a.note:
-            t.notes.append(a.note)
-    if start > 0:
-        t.notes.append(
-            f"rows for epochs {epochs[0]}-{epochs[start - 1]} precede the scheduler that wrote this checkpoint "
-            f"(it took its first step at epoch {epochs[start]}); they are not replayed"
-        )
-    if a.initial_lrs_source == "inferred":
-        t.notes.append(f"initial lr {list(a.initial_lrs)} inferred from the checkpoint's lr and the replayed reductions")
-    if t.error and len(t) < len(epochs) - start:
-        t.error = f"epoch {epochs[start + len(t)]}: {t.error}"
-    t.checkpoint, t.alignment, t.log = ck, a, log
-    rebuilt = t.state_at(a.index - start) if a.index is not None and a.index - start < len(t) else None
-    t.findings = diagnose.diagnose(t, expect=expect, full_log=full_log, replayed_log=_sliced(log, start),
-                                   rebuilt=rebuilt, extra=extra)
+    """Explain the run with the story that fits the checkpoint and the log best (``stories.explain``)."""
+    from plateau_forensics import history, narrative, stories
+
+    ev = stories.evidence_for(ck, full_log, ck.config, lr_option=lr)
+    verdict = stories.explain(ev)
+    e = verdict.evaluation
+    assert e is not None
+    t = history.trace_of(ev, e)
+    t.checkpoint, t.log, t.verdict = ck, full_log, verdict
+    t.alignment = _alignment(ev, e, t)
+    t.notes.extend(_story_notes(ev, e, t))
+    rebuilt = None
+    a = t.alignment
+    if a.index is not None and 0 <= a.index < len(t) and a.index not in t.unknown:
+        rebuilt = t.state_at(a.index)
+    t.findings = diagnose.diagnose(t, expect=expect, full_log=full_log, replayed_log=full_log, rebuilt=rebuilt,
+                                   extra=narrative.story_findings(ev, verdict), column=e.plan.column)
     return t
 
 
-def _align(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None) -> Any:
-    return align(ck.config, ck.state, [float(m) for m in log.metrics], list(log.epochs), saved_lrs=ck.lrs,
-                 log_lrs=log.lrs, lr_option=lr, checkpoint_epoch=ck.epoch)
+def _alignment(ev: Any, e: Any, t: Trace) -> Any:
+    """Where the story places the checkpoint, in the ``Alignment`` terms of the JSON contract."""
+    from plateau_forensics.align import Alignment
+
+    ck = ev.ck
+    matched_on = ("best",) if ck.partial else ("best", "num_bad_epochs", "cooldown_counter")
+    lineage = [i for i in e.lineage if i < len(e.sim.after)][: len(t)]
+    init = tuple(e.initial_lrs) if e.initial_lrs is not None else tuple(t.starts[0].lrs)
+    source = {"option": "option", "log": "log", "checkpoint-initial_lr": "checkpoint"}.get(e.initial_source,
+                                                                                        "inferred")
+    if e.anchor_op is None or e.anchor_op < 0:
+        note = ("the log starts after the checkpoint" if e.anchor_op == -1
+                else "no row of the log reproduces the saved state under any story")
+        return Alignment(None, None, ck.state.last_epoch, None, (), 0, init, source, None, matched_on, note,
+                         ck.state.last_epoch_base)
+    op = e.ops[e.anchor_op]
+    index = lineage.index(e.anchor_op) if e.anchor_op in lineage else None
+    steps = ck.state.steps
+    offset = op.label - steps if isinstance(op.label, (int, float)) else None
+    lr_ok = None if ck.lrs is None else "checkpoint lr" not in e.penalties
+    note = ""
+    if index is None:
+        note = f"the checkpoint holds the state after epoch {op.label} of a process whose later rows a resume replaced"
+    return Alignment(op.label, index, ck.state.last_epoch, offset, (op.label,), 0, init, source, lr_ok,
+                     matched_on, note, ck.state.last_epoch_base)
 
 
-def _place(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None) -> tuple[LossLog, Any, list[diagnose.Finding]]:
-    """Place the checkpoint in the log, trying the explanations a plain replay misses, in order:
-    a resume that never stepped the resume row (Lightning), and k steps per logged row. The first one
-    whose step count equals the saved ``last_epoch`` wins; otherwise the plain alignment stands."""
-    from plateau_forensics.losses import without_rows
-
-    a = _align(ck, log, lr)
-    if ck.partial or ck.state.steps == 0:
-        return log, a, []
-    best = (log, a, [])
-    best_score = _score(ck, log, a)
-    if best_score == (True, 1.0):
-        return best
-    for b in log.boundaries:  # the last row of an earlier log is the resume checkpoint's epoch
-        variant = without_rows(log, [b - 1])
-        alt = _align(ck, variant, lr)
-        score = _score(ck, variant, alt)
-        if alt.steps_match and score > best_score:
-            best, best_score = (variant, alt, [diagnose.skipped_step_finding(ck, log.epochs[b - 1], log, b)]), score
-    if not best_score[0]:
-        found = _steps_per_row(ck, log, lr)
-        if found is not None:
-            expanded, k_align, k = found
-            return expanded, k_align, [diagnose.steps_per_row_finding(
-                None, k, {"k": k, "epoch": k_align.epoch, "last_epoch": ck.state.last_epoch, "rows": len(log)})]
-    return best
-
-
-def _score(ck: Checkpoint, log: LossLog, a: Any) -> tuple[bool, float]:
-    """How well a placement explains the evidence: its step count, then the share of logged lrs up to the
-    checkpoint that a replay from the alignment's start reproduces (1.0 when the log has no lr column)."""
-    if a.index is None:
-        return (False, 0.0)
-    if log.lrs is None:
-        return (a.steps_match, 1.0)
-    t = run(ck.config, [float(m) for m in log.metrics[a.start_index : a.index + 1]], a.initial_lrs, strict=False)
-    lr_in = [a.initial_lrs, *t._cols.lrs[:-1]]
-    hits = total = 0
-    for row, expected in zip(log.lrs[a.start_index : a.index + 1], lr_in):
-        if row is None or any(v is None for v in row) or not 0 < len(row) <= len(expected):
-            continue
-        total += 1
-        hits += all(math.isclose(x, y, rel_tol=1e-6) for x, y in zip(row, expected))  # type: ignore[arg-type]
-    return (a.steps_match, hits / total if total else 1.0)
-
-
-def _steps_per_row(ck: Checkpoint, log: LossLog, lr: Sequence[float] | None, max_k: int = 8) -> Any:
-    """Try k = 2..max_k steps per logged row; return the expanded log and alignment for the first k that fits."""
-    from dataclasses import replace
-
-    for k in range(2, max_k + 1):
-        metrics = [float(m) for m in log.metrics for _ in range(k)]
-        epochs = [e for e in log.epochs for _ in range(k)]
-        lrs = None
-        if log.lrs is not None:  # the lr used during an epoch is the lr before its first step
-            lrs = tuple(row if j == 0 else tuple(None for _ in row) for row in log.lrs for j in range(k))
-        a = align(ck.config, ck.state, metrics, epochs, saved_lrs=ck.lrs, log_lrs=lrs, lr_option=lr,
-                  checkpoint_epoch=ck.epoch)
-        if a.steps_match:  # the checkpoint may sit after any of a row's k steps (Lightning saves mid-row)
-            expanded = replace(log, metrics=tuple(metrics), epochs=tuple(epochs), lrs=lrs,
-                               lines=tuple(n for n in log.lines for _ in range(k)), boundaries=())
-            return expanded, a, k
-    return None
+def _story_notes(ev: Any, e: Any, t: Trace) -> list[str]:
+    notes = []
+    log = ev.log
+    rounded = [f"'{c}' {p.description}" for c, p in log.precision.items() if not p.exact]
+    if rounded:
+        notes.append("the log is rounded (" + ", ".join(rounded) + "): each value stands for an interval, and "
+                     "comparisons it cannot decide are marked")
+    if t.unknown:
+        notes.append(f"{len(t.unknown)} of {len(t)} steps have a state the inputs cannot determine (shown as ?)")
+    if t.lr_unknown:
+        notes.append(f"{len(t.lr_unknown)} steps have an lr the inputs cannot determine (shown as ?)")
+    if e.initial_source == "unknown" and t.lr_unknown != frozenset(range(len(t))) and ev.ck is not None:
+        notes.append("no lr logged and no --lr: lrs before the checkpoint are inferred from its optimizer lr "
+                     "through the reductions in between")
+    return notes
 
 
 def _sliced(log: LossLog, start: int) -> LossLog:
-    from dataclasses import replace
-
     if start == 0:
         return log
-    return replace(log, epochs=log.epochs[start:], metrics=log.metrics[start:],
-                   lrs=log.lrs[start:] if log.lrs is not None else None, lines=log.lines[start:])
+    return log.pick_rows(list(range(start, len(log))))
 
 
 def replay_keras(losses: Any, config: PlateauConfig | None = None, *, lr: Sequence[float] | None = None,

@@ -269,10 +269,11 @@ def floor_findings(trace: Trace) -> list[Finding]:
     return out
 
 
-def mode_findings(trace: Trace) -> list[Finding]:
-    """mode 'min' on a metric that rises (accuracy-like name or trend), or 'max' on a loss."""
+def mode_findings(trace: Trace, column: str | None = None) -> list[Finding]:
+    """mode 'min' on a metric that rises (accuracy-like name or trend), or 'max' on a loss; judged on the
+    column that was fed to ``step()`` (``column``, else the log's metric column)."""
     log, cfg = trace.log, trace.config
-    name = (log.metric_column if log is not None else "").lower()
+    name = (column or (log.metric_column if log is not None else "")).lower()
     vals = [m for m in trace.metrics if math.isfinite(m)]
     if len(vals) < 6:
         return []
@@ -293,15 +294,16 @@ def mode_findings(trace: Trace) -> list[Finding]:
         upto = [m for m in trace.metrics[: s.index + 1] if math.isfinite(m)]
         if upto and s.metric == other(upto):
             hits.append(s.epoch)
-    why = (f"the column '{log.metric_column}' is named like a metric that should be maximised" if named_rising
-           else f"the column '{log.metric_column}' is named like a loss" if named_falling
+    shown = column or (log.metric_column if log is not None else "metric")
+    why = (f"the column '{shown}' is named like a metric that should be maximised" if named_rising
+           else f"the column '{shown}' is named like a loss" if named_falling
            else f"the metric {'rises' if rising else 'falls'} over the log (mean {head:.4g} -> {tail:.4g})")
     sev: Severity = "warning" if (named_rising or named_falling or hits) else "info"
     return [Finding(
         "mode-mismatch", sev, hits[0] if hits else None,
         f"mode='{cfg.mode}' but {why}" + (f"; the lr was reduced at epochs {', '.join(map(str, hits))} while the "
                                           "metric was at its best in the other direction" if hits else ""),
-        {"mode": cfg.mode, "column": log.metric_column if log else None, "head_mean": head, "tail_mean": tail,
+        {"mode": cfg.mode, "column": shown, "head_mean": head, "tail_mean": tail,
          "reductions_at_other_best": hits},
         f"use mode='{'max' if cfg.mode == 'min' else 'min'}' for this metric")]
 
@@ -485,7 +487,8 @@ def epoch_offset_findings(trace: Trace) -> list[Finding]:
     a = trace.alignment
     if a is None or a.epoch is None or not a.epoch_offset:
         return []
-    if a.start_index == 0 and trace.epochs and a.epoch_offset == trace.epochs[0] - 1:
+    first_logged = trace.log.epochs[0] if trace.log is not None and len(trace.log) else None
+    if trace.epochs and trace.epochs[0] == first_logged and a.epoch_offset == trace.epochs[0] - 1:
         return []  # the log simply numbers its first epoch 0 (or N): the first replayed row is step 1
     if any(isinstance(e, float) and not e.is_integer() for e in trace.epochs):
         why = ("there are several evaluations per epoch (fractional epochs, e.g. HF eval_steps), and the "
@@ -493,7 +496,7 @@ def epoch_offset_findings(trace: Trace) -> list[Finding]:
         fix = "read patience in evaluations: with N evaluations per epoch, patience p waits p/N epochs"
     else:
         where = (f"; the scheduler's count starts at epoch {trace.epochs[0]}: the rows before it were not stepped "
-                 "by this scheduler" if a.start_index > 0 else "")
+                 "by this scheduler" if trace.epochs and trace.epochs[0] != first_logged else "")
         why = (f"epoch - last_epoch = {a.epoch_offset}{where} (warm-up epochs without a step, a restarted "
                "scheduler, 0-based epochs, or step(metric, epoch))")
         fix = "compare reductions by scheduler step (last_epoch), not by loop epoch"
@@ -566,7 +569,7 @@ def steps_per_row_finding(trace: Trace, k: int, evidence: Mapping[str, Any]) -> 
 
 def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log: LossLog | None = None,
              replayed_log: LossLog | None = None, rebuilt: PlateauState | None = None,
-             extra: Sequence[Finding] = ()) -> list[Finding]:
+             extra: Sequence[Finding] = (), column: str | None = None) -> list[Finding]:
     """Every finding for a trace, warnings first, each once.
 
     Args:
@@ -575,34 +578,27 @@ def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log:
         full_log: the log as read (before dropping an earlier run's duplicated rows).
         replayed_log: the rows the trace replays, aligned with ``trace`` positions.
         rebuilt: the counters a full replay gives at the checkpoint (for partial states).
-        extra: findings computed by the caller (e.g. steps-per-row from a k-fold replay).
+        extra: findings computed by the caller (the story's, from ``narrative.story_findings``).
+        column: the column the story says was fed to ``step()`` (None: the log's metric column).
     """
     ck = trace.checkpoint
     out: list[Finding] = list(extra)
+    story = set(trace.verdict.story) if trace.verdict is not None else set()
     if full_log is not None:
-        out += log_findings(full_log, replayed_log)
+        out += [f for f in log_findings(full_log, replayed_log)
+                if not (f.code == "unsorted-epochs" and "logs-out-of-order" in story)]
     if ck is not None:
         out += partial_state_finding(ck, rebuilt) + hyperparameter_findings(ck, expect)
-        out += min_lrs_findings(ck) + torch_version_findings(ck)
+        out += min_lrs_findings(ck) + torch_version_findings(ck) + sanity_findings(ck)
     elif expect:
         fake = _ExpectOnly(trace.config)
         out += hyperparameter_findings(fake, expect)
-    resume = resume_findings(trace, replayed_log, full_log)
-    out += resume
-    a = trace.alignment
-    first = a.index - a.start_index + 1 if a is not None and a.index is not None else None
-    post_resume_codes = {"optimizer-not-restored", "lr-overwritten"}
-    went_wrong = any(f.code in post_resume_codes or (f.code == "scheduler-not-restored" and "after the resume"
-                                                        in f.message) for f in resume)
-    limit = first if (went_wrong and first is not None) else len(trace)
-    if ck is not None and (a is None or a.index is None):
-        limit = 0  # the replay is not what ran: it cannot say which lr changes were external
-    out += external_lr_findings(trace, replayed_log, {first} if first is not None else set(), limit)
-    if not any(f.code == "steps-per-row" for f in out):  # k steps per row explains the offset by itself
+    if trace.verdict is None:
+        out += external_lr_findings(trace, replayed_log, set(), len(trace))
+    if "steps-per-row" not in story:  # k steps per row explains the offset by itself
         out += epoch_offset_findings(trace)
-    out += saved_before_step_findings(trace)
     out += never_stepped_findings(trace)
-    out += wrong_metric_findings(trace) + mode_findings(trace) + rel_threshold_findings(trace) + floor_findings(trace)
+    out += mode_findings(trace, column) + rel_threshold_findings(trace) + floor_findings(trace)
     if trace.error:
         existing = [f for f in out if f.code == "min-lrs-mismatch"]
         if existing:
@@ -620,6 +616,20 @@ def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log:
             seen.add(key)
             unique.append(f)
     return unique
+
+
+def sanity_findings(checkpoint: Any) -> list[Finding]:
+    """Saved values torch accepts but no real run produces (``plateau_forensics.sanity``), when available."""
+    try:
+        from plateau_forensics.sanity import state_anomalies
+    except ImportError:  # pragma: no cover - the module is optional until it lands
+        return []
+    out = []
+    for item in state_anomalies(checkpoint):
+        code, severity, message, evidence = item
+        out.append(Finding(code, severity, checkpoint.epoch, message, dict(evidence),
+                           "check how this state was written; a torch scheduler cannot reach it by stepping"))
+    return out
 
 
 @dataclass(frozen=True)

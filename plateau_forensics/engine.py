@@ -107,22 +107,25 @@ class Step:
     cooldown_before: int
     bar: float
     improved: bool
+    known: bool = True
+    lr_known: bool = True
 
     def explain(self) -> str:
         """One line in the seed's words: ``48: bad (...) num_bad 2->3 > patience 2: lr a->b, ...``."""
         return f"{_num(self.epoch)}: {self.reason}"
 
     def as_dict(self) -> dict[str, Any]:
-        """The JSON contract's step object (``lr`` as a list)."""
+        """The JSON contract's step object (``lr`` as a list); state the inputs cannot determine is None."""
+        known = self.known
         return {
             "epoch": self.epoch,
             "last_epoch": self.last_epoch,
             "metric": self.metric,
-            "best": self.best,
-            "num_bad_epochs": self.num_bad_epochs,
-            "cooldown_counter": self.cooldown_counter,
-            "lr": list(self.lr),
-            "event": self.event.value,
+            "best": self.best if known else None,
+            "num_bad_epochs": self.num_bad_epochs if known else None,
+            "cooldown_counter": self.cooldown_counter if known else None,
+            "lr": list(self.lr) if self.lr_known else None,
+            "event": self.event.value if known else None,
             "reason": self.reason,
         }
 
@@ -304,6 +307,18 @@ class Trace:
     log: Any = None
     notes: list[str] = field(default_factory=list)
     label_offset: float = 0
+    #: trace positions whose state the inputs cannot determine (shown as unknown, ``null`` in JSON)
+    unknown: frozenset[int] = frozenset()
+    #: trace positions whose lr the inputs cannot determine
+    lr_unknown: frozenset[int] = frozenset()
+    #: trace positions whose comparison the log's precision could not decide (resolved or not by later evidence)
+    undecided: frozenset[int] = frozenset()
+    #: per position, ``last_epoch`` after the step when a story sets it (None inside: unknown)
+    last_epochs: tuple[float | None, ...] | None = None
+    #: the forensics verdict (``stories.Verdict``) when the trace explains a checkpoint and a log
+    verdict: Any = None
+    #: the metric interval each position stands for, when the log was rounded
+    intervals: tuple[tuple[float, float], ...] | None = None
     _cols: _Columns = field(default_factory=_Columns, repr=False)
 
     # -- sequence of steps -------------------------------------------------------------------
@@ -340,13 +355,27 @@ class Trace:
         improved = cfg.is_better(metric, b0)
         bar = cfg.bar(b0)
         event = _EVENTS[c.events[i]]
-        last_epoch = start.state.last_epoch + (i - start.index) + 1
-        reason = _reason(cfg, metric, bar, improved, event, b0, nb0, cd0, lr0, c, i, self._min_lrs(len(lr0)))
+        if self.last_epochs is not None:
+            last_epoch = self.last_epochs[i]
+        else:
+            last_epoch = start.state.last_epoch + (i - start.index) + 1
+        known = i not in self.unknown
+        if not known:
+            reason = "not determined by the inputs (several states of the scheduler fit the evidence here)"
+        elif i in self.undecided and self.intervals is not None:
+            lo, hi = self.intervals[i]
+            reason = (f"the log's precision cannot decide this comparison ({_num(lo, 6)}..{_num(hi, 6)} against "
+                      f"{_num(bar, 6)}); the rest of the evidence does: "
+                      + _reason(cfg, metric, bar, event is Event.IMPROVED, event, b0, nb0, cd0, lr0, c, i,
+                                self._min_lrs(len(lr0))))
+            improved = event is Event.IMPROVED
+        else:
+            reason = _reason(cfg, metric, bar, improved, event, b0, nb0, cd0, lr0, c, i, self._min_lrs(len(lr0)))
         return Step(
             index=i, epoch=self.epochs[i], last_epoch=last_epoch, metric=metric, best=c.best[i],
             num_bad_epochs=c.num_bad[i], cooldown_counter=c.cooldown[i], lr=c.lrs[i], event=event,
             reason=reason, lr_in=lr0, best_before=b0, num_bad_before=nb0, cooldown_before=cd0, bar=bar,
-            improved=improved,
+            improved=improved, known=known, lr_known=i not in self.lr_unknown,
         )
 
     def state_at(self, i: int) -> PlateauState:

@@ -51,11 +51,13 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
 from plateau_forensics.errors import LossLogError
+from plateau_forensics.precision import EXACT, Precision, column_precision, concat, float32_precision
+from plateau_forensics.textlog import looks_like_text_log, parse_text_log
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -128,6 +130,48 @@ class LossLog:
     skipped_lines: tuple[int, ...] = ()
     #: for a stitched log, the entry index where each later log begins (a resume each)
     boundaries: tuple[int, ...] = ()
+    #: how precisely each column was written (metric, lr and other columns), aligned to the entries;
+    #: a column absent here is exact
+    precision: Mapping[str, Precision] = field(default_factory=lambda: MappingProxyType({}))
+
+    def precision_of(self, column: str) -> Precision:
+        """The precision of ``column`` (exact unless the log wrote it rounded)."""
+        return self.precision.get(column, EXACT)
+
+    def metric_interval(self, i: int) -> tuple[float, float]:
+        """The interval entry ``i``'s metric stands for (a point for an exact log)."""
+        return self.precision_of(self.metric_column).interval(i, self.metrics[i])
+
+    def column_interval(self, column: str, i: int) -> tuple[float, float] | None:
+        """The interval entry ``i`` of another numeric column stands for, or None when it was not logged."""
+        v = self.columns[column][i]
+        return None if v is None else self.precision_of(column).interval(i, v)
+
+    def lr_intervals(self, i: int) -> tuple[tuple[float, float] | None, ...] | None:
+        """Per logged group, the interval entry ``i``'s lr stands for (None for a group not logged on this row,
+        trailing ones dropped); None when no group's lr is logged."""
+        if self.lrs is None or self.lrs[i] is None:
+            return None
+        out = [None if v is None else self.precision_of(c).interval(i, v)
+               for c, v in zip(self.lr_columns, self.lrs[i])]
+        while out and out[-1] is None:
+            out.pop()
+        return tuple(out) if out else None
+
+    def pick_rows(self, keep: Sequence[int]) -> LossLog:
+        """The log with only the entries ``keep`` (in that order); boundaries move with them, anomalies are
+        recomputed."""
+        def pick(values: Sequence[Any]) -> tuple[Any, ...]:
+            return tuple(values[i] for i in keep)
+
+        kept = set(keep)
+        bounds = tuple(sorted({sum(1 for k in keep if k < b) for b in self.boundaries} - {0, len(keep)}))
+        log = replace(self, epochs=pick(self.epochs), metrics=pick(self.metrics), lines=pick(self.lines),
+                      lrs=None if self.lrs is None else pick(self.lrs), boundaries=bounds,
+                      columns=MappingProxyType({k: pick(v) for k, v in self.columns.items()}),
+                      precision=MappingProxyType({k: p.pick(keep) for k, p in self.precision.items()}))
+        del kept
+        return replace(log, anomalies=_anomalies(log))
 
     def __len__(self) -> int:
         """Return the number of entries."""
@@ -149,16 +193,8 @@ class LossLog:
                 keep.append(i)
                 floor = self.epochs[i]
         keep.reverse()
-
-        def pick(values: Sequence[Any]) -> tuple[Any, ...]:
-            return tuple(values[i] for i in keep)
-
-        log = replace(self, epochs=pick(self.epochs), metrics=pick(self.metrics), lines=pick(self.lines),
-                      lrs=None if self.lrs is None else pick(self.lrs),
-                      boundaries=tuple(sum(1 for k in keep if k < b) for b in self.boundaries),
-                      columns=MappingProxyType({k: pick(v) for k, v in self.columns.items()}))
         dropped = tuple(sorted(set(range(len(self))) - set(keep)))
-        return replace(log, anomalies=_anomalies(log)), dropped
+        return self.pick_rows(keep), dropped
 
 
 def read_losses(
@@ -167,7 +203,7 @@ def read_losses(
     metric: str | None = None,
     epoch_column: str | None = None,
     lr_columns: Sequence[str] | None = None,
-    fmt: Literal["auto", "csv", "jsonl"] = "auto",
+    fmt: Literal["auto", "csv", "jsonl", "text"] = "auto",
 ) -> LossLog:
     """Read a loss log into a ``LossLog`` following the module's rules.
 
@@ -197,7 +233,11 @@ def read_losses(
             log = read_losses(records, metric=metric, epoch_column=epoch_column, lr_columns=lr_columns)
             purges = tuple(LogAnomaly("tensorboard-purge", (), (), _purge_text(os.fspath(source), n))
                            for n in notices if "purging" in n.lower())
-            return replace(log, source=os.fspath(source),
+            f32 = {c: float32_precision(v) for c, v in
+                   [(log.metric_column, log.metrics), *log.columns.items(),
+                    *((c, [row[g] if row[g] is not None else 0.0 for row in (log.lrs or ())])
+                      for g, c in enumerate(log.lr_columns))]}
+            return replace(log, source=os.fspath(source), precision=MappingProxyType(f32),
                            anomalies=tuple(replace(a, message=a.message.replace("<records>", os.fspath(source)))
                                            for a in log.anomalies) + purges)
     src, header, rows, lines = _load(source, fmt, metric)
@@ -245,28 +285,59 @@ def read_losses(
                                    "is not a finite number")
             epochs.append(int(e) if e.is_integer() else e)
 
+    sources: dict[str, tuple[int | None, ...]] = {}
+
     def attach(col: str, lr: bool) -> tuple[float | None, ...]:
-        out = []
+        out, src_rows = [], []
         for k, r in enumerate(entries):
             lo = entries[k - 1] if k else -1
             hi = entries[k + 1] if k + 1 < len(entries) else len(parsed)
             near = [r, *range(r - 1, lo, -1)] + ([] if lr or ecol is None else [*range(r + 1, hi)])
             if not lr and ecol is not None:
                 near = [j for j in near if parsed[j][ecol] == parsed[r][ecol]]
-            out.append(next((parsed[j][col] for j in near if parsed[j][col] is not None), None))
+            j = next((j for j in near if parsed[j][col] is not None), None)
+            out.append(None if j is None else parsed[j][col])
+            src_rows.append(j)
+        sources[col] = tuple(src_rows)
         return tuple(out)
+
+    def precision(col: str) -> Precision:
+        rows_of = sources.get(col) or tuple(entries)
+        return column_precision([None if j is None else _text(rows[j].get(col)) for j in rows_of])
 
     others = {c: attach(c, lr=False) for c in header if c not in (mcol, ecol, *lcols)
               and all(p[c] is not _BAD for p in parsed)}
+    lr_values = tuple(zip(*(attach(c, lr=True) for c in lcols))) if lcols else None
+    kept_others = {c: v for c, v in others.items() if any(x is not None for x in v)}
+    precisions = {c: p for c in (mcol, *lcols, *kept_others) if not (p := precision(c)).exact}
     log = LossLog(
         source=src, metric_column=mcol, epoch_column=ecol, lr_columns=lcols, epochs=tuple(epochs),
         metrics=tuple(parsed[i][mcol] for i in entries),
-        lrs=tuple(zip(*(attach(c, lr=True) for c in lcols))) if lcols else None,
+        lrs=lr_values,
         lines=tuple(lines[i] for i in entries),
-        columns=MappingProxyType({c: v for c, v in others.items() if any(x is not None for x in v)}),
+        columns=MappingProxyType(kept_others),
         anomalies=(), skipped_lines=tuple(n for p, n in zip(parsed, lines) if p[mcol] is None),
+        precision=MappingProxyType(precisions),
     )
     return replace(log, anomalies=_anomalies(log))
+
+
+class _JsonFloat(float):
+    """A JSON number that remembers how it was written (its precision)."""
+
+    text: str
+
+    def __new__(cls, text: str) -> _JsonFloat:
+        obj = super().__new__(cls, text)
+        obj.text = text
+        return obj
+
+
+def _text(value: object) -> str | None:
+    """The text a cell was written as, when it was text (a CSV cell, a JSON number), else None."""
+    if isinstance(value, str):
+        return value
+    return getattr(value, "text", None)
 
 
 def _num(value: object) -> float | None | object:
@@ -337,7 +408,7 @@ def _read_file(path: str, fmt: str) -> _Table:
         for n, line in enumerate(text.split("\n"), 1):
             if line.strip():
                 try:
-                    obj = json.loads(line)
+                    obj = json.loads(line, parse_float=_JsonFloat)
                 except json.JSONDecodeError as exc:
                     raise LossLogError(f"{path}: line {n} is not valid JSON ({exc.msg})") from None
                 if not isinstance(obj, dict):
@@ -346,6 +417,11 @@ def _read_file(path: str, fmt: str) -> _Table:
                 rows.append(obj)
                 lines.append(n)
         return path, list(seen), rows, lines
+    if fmt == "text" or (fmt == "auto" and looks_like_text_log(text)):
+        header, cells, numbers = parse_text_log(text, path)
+        if not cells:
+            raise LossLogError(f"{path}: no line of this printed log has 'key: number' pairs")
+        return path, header, cells, numbers
     import pandas as pd
 
     split = text.split("\n")
@@ -480,8 +556,17 @@ def stitch(logs: Sequence[LossLog]) -> LossLog:
         anomalies=(), skipped_lines=(),
         boundaries=tuple(sum(len(x) for x in logs[:i]) for i in range(1, len(logs))),
     )
+    def part(x: LossLog, own: str | None) -> tuple[Precision, int]:
+        return (x.precision_of(own) if own is not None else EXACT), len(x)
+
+    precision = {first.metric_column: concat([part(x, x.metric_column) for x in logs])}
+    for g, col in enumerate(log.lr_columns):
+        precision[col] = concat([part(x, x.lr_columns[g] if g < len(x.lr_columns) else None) for x in logs])
+    for col in log.columns:
+        precision[col] = concat([part(x, col if col in x.columns else None) for x in logs])
+    precision = {c: p for c, p in precision.items() if not p.exact}
     extra = tuple(LogAnomaly("overlapping-logs", (), (), text) for text in overlaps)
-    return replace(log, anomalies=_anomalies(log) + extra)
+    return replace(log, anomalies=_anomalies(log) + extra, precision=MappingProxyType(precision))
 
 
 def without_rows(log: LossLog, rows: Sequence[int]) -> LossLog:
@@ -495,7 +580,8 @@ def without_rows(log: LossLog, rows: Sequence[int]) -> LossLog:
     shifted = tuple(b - sum(1 for r in drop if r < b) for b in log.boundaries)
     return replace(log, epochs=pick(log.epochs), metrics=pick(log.metrics), lines=pick(log.lines),
                    lrs=None if log.lrs is None else pick(log.lrs), boundaries=shifted,
-                   columns=MappingProxyType({k: pick(v) for k, v in log.columns.items()}))
+                   columns=MappingProxyType({k: pick(v) for k, v in log.columns.items()}),
+                   precision=MappingProxyType({k: p.pick(keep) for k, p in log.precision.items()}))
 
 
 def _purge_text(source: str, notice: str) -> str:

@@ -1,0 +1,169 @@
+"""The history a story implies, as a ``Trace``: one step per ``scheduler.step()`` of the run, with the
+state after each one where the evidence determines it, and "unknown" where it does not.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+from plateau_forensics.engine import Start, Trace, _Columns
+from plateau_forensics.state import PlateauState
+from plateau_forensics.stories import Evaluation, Evidence
+from plateau_forensics.worlds import BAD, REDUCED, World
+
+__all__ = ["trace_of", "step_counts"]
+
+
+def step_counts(ev: Evidence, e: Evaluation) -> list[float | None]:
+    """``last_epoch`` after every op: the story's count, and from the checkpoint on the saved count."""
+    ck = ev.ck
+    base = ck.state.last_epoch_base if ck is not None else 0  # torch <= 1.3 counted last_epoch from -1
+    counts: list[float | None] = [c if c is None else c + base for c in e.last_epochs]
+    ops = e.ops
+    fresh = {i for i, _ in e.segment_starts if not _carries(e, i)}
+    if ck is not None and e.anchor_op is not None and e.anchor_op >= 0:
+        a = e.anchor_op
+        counts[a] = ck.state.last_epoch
+        i = a
+        while i >= 0 and i not in fresh and ops[i].parent >= 0 and counts[ops[i].parent] is None:
+            counts[ops[i].parent] = counts[i] - 1  # type: ignore[operator]
+            i = ops[i].parent
+        for j in range(a + 1, len(ops)):
+            p = ops[j].parent
+            if j not in fresh and p >= 0 and counts[p] is not None and (p >= a or counts[j] is None):
+                counts[j] = counts[p] + 1  # type: ignore[operator]
+    elif ck is not None and e.anchor_op == -1:
+        for j in range(len(ops)):
+            p = ops[j].parent
+            if counts[j] is None and j not in fresh and p >= 0 and counts[p] is not None:
+                counts[j] = counts[p] + 1  # type: ignore[operator]
+    return counts
+
+
+def _carries(e: Evaluation, op_index: int) -> bool:
+    """Whether a segment's first op continues its parent's scheduler (a restored state)."""
+    return any(s >= 0 for s in e.sim.before_src[op_index]) and e.last_epochs[op_index] != 1
+
+
+def _state(w: World, last_epoch: float | None, default_min_lr: float | None) -> PlateauState:
+    return PlateauState(
+        last_epoch=last_epoch if last_epoch is not None else 0, best=w.best_val, num_bad_epochs=w.nb,
+        cooldown_counter=w.cd, min_lrs=w.min_lrs, default_min_lr=default_min_lr, last_lr=w.lrs,
+        best_dtype=w.best_dtype)
+
+
+def trace_of(ev: Evidence, e: Evaluation) -> Trace:
+    """The run's steps under story ``e``, in time order, on the path that leads to the end of the run.
+
+    A state every surviving world agrees on is shown; otherwise the position is in ``Trace.unknown``. Lrs
+    the story leaves unknown (no lr logged, no initial lr) are inferred back from the checkpoint's lr through
+    the reductions in between, where those are known; otherwise they are in ``Trace.lr_unknown``.
+    """
+    cfg, sim = ev.config, e.sim
+    lineage = [i for i in e.lineage if i < len(sim.after)]
+    stop = next((i for i in lineage if i in sim.errors), None)
+    error = None
+    if stop is not None:
+        error = f"epoch {e.ops[stop].label}: {sim.errors[stop]}"
+        lineage = [i for i in lineage if i < stop]
+    counts = step_counts(ev, e)
+    n_groups = ev.n_groups
+    worlds: list[World | None] = [sim.determined(i) for i in lineage]
+    lrs = _lrs(ev, e, lineage, worlds)
+    cols = _Columns()
+    unknown: set[int] = set()
+    lr_unknown: set[int] = set()
+    undecided: set[int] = set()
+    nan_lrs = (math.nan,) * n_groups
+    for p, i in enumerate(lineage):
+        w = worlds[p]
+        event = sim.event(i)
+        if w is None or event is None:
+            unknown.add(p)
+            alive = sim.alive(i) or sim.after[i]
+            w = alive[0] if alive else None
+            event = event if event is not None else BAD
+        if lrs[p] is None:
+            lr_unknown.add(p)
+        if sim.undecided[i]:
+            undecided.add(p)
+        cols.best.append(w.best_val if w is not None else math.nan)
+        cols.num_bad.append(w.nb if w is not None else 0)
+        cols.cooldown.append(w.cd if w is not None else 0)
+        cols.lrs.append(lrs[p] if lrs[p] is not None else nan_lrs)
+        cols.events.append(event)
+    starts = []
+    seg_notes = dict(e.segment_starts)
+    for p, i in enumerate(lineage):
+        if p == 0 or i in seg_notes:
+            before = sim.before[i]
+            b = before[0] if before else None
+            le0 = counts[i] - 1 if counts[i] is not None else None
+            in_lrs = _lrs_in(ev, e, lineage, p, lrs)
+            if b is not None and b.best_row != -2 and len({(x.nb, x.cd, x.best_row, x.lrs) for x in before}) == 1:
+                st = _state(replace(b, lrs=in_lrs), le0, cfg.default_min_lr)
+            else:
+                st = PlateauState(le0 if le0 is not None else 0, math.nan, 0, 0, b.min_lrs if b else (0.0,) * n_groups,
+                                  cfg.default_min_lr, in_lrs)
+            starts.append(Start(p, st, in_lrs if in_lrs is not None else nan_lrs, seg_notes.get(i, "")))
+    last = len(lineage) - 1
+    if last >= 0 and last not in unknown:
+        wl = worlds[last]
+        assert wl is not None
+        final = _state(replace(wl, lrs=lrs[last]), counts[lineage[last]], cfg.default_min_lr)
+    elif last >= 0:
+        final = PlateauState(counts[lineage[last]] or 0, math.nan, 0, 0, (0.0,) * n_groups, cfg.default_min_lr,
+                             lrs[last])
+    elif ev.ck is not None:
+        final = ev.ck.state
+    else:
+        final = PlateauState(0, cfg.mode_worse, 0, 0, (0.0,) * n_groups, cfg.default_min_lr, None)
+    if not starts:
+        lr0 = tuple(ev.ck.lrs) if ev.ck is not None and ev.ck.lrs else nan_lrs
+        starts = [Start(0, final, lr0)]
+    t = Trace(config=cfg, epochs=tuple(e.ops[i].label for i in lineage),
+              metrics=tuple(e.ops[i].metric for i in lineage), starts=tuple(starts), final=final,
+              error=error, lr_dtypes=ev.lr_dtypes, unknown=frozenset(unknown), lr_unknown=frozenset(lr_unknown),
+              undecided=frozenset(undecided), last_epochs=tuple(counts[i] for i in lineage),
+              intervals=tuple((e.ops[i].lo, e.ops[i].hi) for i in lineage)
+              if any(e.ops[i].lo != e.ops[i].hi for i in lineage) else None)
+    t._cols = cols
+    return t
+
+
+def _lrs_in(ev: Evidence, e: Evaluation, lineage: list[int], p: int,
+            lrs: list[tuple[float, ...] | None]) -> tuple[float, ...] | None:
+    """The lrs before lineage position ``p``'s step."""
+    i = lineage[p]
+    before = e.sim.before[i]
+    if before and before[0].lrs is not None and len({w.lrs for w in before}) == 1:
+        return before[0].lrs
+    if lrs[p] is not None and e.sim.event(i) not in (REDUCED, None):
+        return lrs[p]
+    if lrs[p] is not None and e.sim.event(i) == REDUCED and ev.config.factor > 0:
+        return tuple(v / ev.config.factor for v in lrs[p])  # type: ignore[union-attr]
+    return None
+
+
+def _lrs(ev: Evidence, e: Evaluation, lineage: list[int], worlds: list[World | None]
+         ) -> list[tuple[float, ...] | None]:
+    """The lrs after each lineage position: the story's, else inferred back from the next known ones."""
+    out: list[tuple[float, ...] | None] = [w.lrs if w is not None else None for w in worlds]
+    factor = ev.config.factor
+    if factor <= 0:
+        return out
+    for p in range(len(lineage) - 2, -1, -1):
+        if out[p] is not None or out[p + 1] is None:
+            continue
+        nxt = lineage[p + 1]
+        if e.ops[nxt].parent != lineage[p] or e.ops[nxt].init is not None or e.ops[nxt].lr_set is not None:
+            continue
+        event = e.sim.event(nxt)
+        if event is None:
+            continue
+        if event == REDUCED:
+            out[p] = tuple(v / factor for v in out[p + 1])  # type: ignore[union-attr]
+        else:
+            out[p] = out[p + 1]
+    return out

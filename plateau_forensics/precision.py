@@ -1,0 +1,141 @@
+"""How precisely a log wrote its numbers, and the interval each logged value stands for.
+
+A log printed with ``f"{val_loss:.4f}"`` says ``0.4143``: the value the scheduler saw lies in
+``[0.41425, 0.41435]``. Comparisons the interval cannot decide are undecidable, never guessed; a value
+written with ``repr`` (15 or more significant digits somewhere in the column) is exact.
+
+Rules, per column (only text cells carry precision; numbers from JSON or Python objects are exact):
+    * exact: a value has >= 12 significant digits (``repr`` of a float), or the column holds no text.
+    * otherwise each value stands for an interval whose half-width is half a unit in its last place,
+      under the more generous of two readings: the column's most decimals (``.4f``, ``round(x, 4)``) and its
+      most significant digits (``.4g``, ``%g``), so ``0.43`` in a ``round(x, 4)`` column stands for
+      ``0.43 +- 5e-5`` and ``0.01`` in a ``%g`` column for at least ``+- 5e-7``. Formats that drop trailing
+      zeros print fewer digits than they kept; a file that mixes formats is read one file at a time.
+    * float32: values that TensorBoard stored as float32 stand for the float32 rounding interval.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+__all__ = ["Precision", "column_precision", "concat", "float32_precision", "EXACT"]
+
+_NUMBER = re.compile(r"\s*[+-]?(?P<int>\d*)(?:\.(?P<frac>\d*))?(?:[eE](?P<exp>[+-]?\d+))?\s*")
+
+
+@dataclass(frozen=True)
+class Precision:
+    """The precision of one logged column.
+
+    Attributes:
+        kind: ``exact``, ``decimals``, ``significant`` or ``float32``.
+        description: words for a report, e.g. ``4 decimals``.
+        halfwidths: per value, half the width of the interval it stands for (0.0 for exact values);
+            empty for an exact column.
+    """
+
+    kind: str
+    description: str
+    halfwidths: tuple[float, ...] = ()
+
+    @property
+    def exact(self) -> bool:
+        """Every value is what the run computed, bit for bit."""
+        return self.kind == "exact"
+
+    def pick(self, indices: Sequence[int]) -> Precision:
+        """The precision of the values at ``indices`` (for a log with rows dropped or reordered)."""
+        if not self.halfwidths:
+            return self
+        return Precision(self.kind, self.description, tuple(self.halfwidths[i] for i in indices))
+
+    def interval(self, i: int, value: float) -> tuple[float, float]:
+        """The interval value ``i`` stands for (``(value, value)`` when exact or non-finite)."""
+        if not self.halfwidths or not math.isfinite(value):
+            return value, value
+        h = self.halfwidths[i]
+        if h == 0.0:
+            return value, value
+        # one ulp of slack each side: the bounds are computed in floating point, and must never exclude the truth
+        return math.nextafter(value - h, -math.inf), math.nextafter(value + h, math.inf)
+
+
+EXACT = Precision("exact", "exact (full precision)")
+
+
+def _digits(text: str) -> tuple[int, int, int] | None:
+    """(significant digits, position of the last digit as a power of ten, decimals) of a number's text."""
+    m = _NUMBER.fullmatch(text)
+    if m is None or not (m["int"] or m["frac"]):
+        return None
+    whole, frac, exp = m["int"] or "", m["frac"] or "", int(m["exp"] or 0)
+    digits = (whole + frac).lstrip("0")
+    sig = len(digits) if digits else 1
+    last = exp - len(frac)
+    return sig, last, max(0, -last)
+
+
+def column_precision(texts: Sequence[str | None]) -> Precision:
+    """The precision of a column from the text of its cells (None: a cell that was not text).
+
+    Example:
+        >>> column_precision(["0.4143", "0.4100"]).description
+        '4 decimals'
+        >>> column_precision(["0.30410611629486084", "0.5"]).exact
+        True
+    """
+    parsed = []
+    for t in texts:
+        d = _digits(t) if isinstance(t, str) else None
+        parsed.append(d)
+    known = [d for d in parsed if d is not None]
+    if not known or max(d[0] for d in known) >= 12:
+        return EXACT
+    max_dec = max(d[2] for d in known)
+    max_sig = max(d[0] for d in known)
+    halves = []
+    for t, d in zip(texts, parsed):
+        if d is None:
+            halves.append(0.0)
+            continue
+        value = abs(float(t))  # type: ignore[arg-type]
+        by_decimals = 10.0 ** -max_dec
+        exponent = math.floor(math.log10(value)) if value > 0 and math.isfinite(value) else 0
+        by_significant = 10.0 ** (exponent - max_sig + 1)
+        halves.append(max(by_decimals, by_significant) / 2)
+    fixed = all(d[2] == max_dec for d in known)
+    if fixed or max_dec <= max_sig:
+        description = f"{max_dec} decimals"
+        kind = "decimals"
+    else:
+        description = f"{max_sig} significant digits"
+        kind = "significant"
+    return Precision(kind, description, tuple(halves))
+
+
+def concat(parts: Sequence[tuple[Precision, int]]) -> Precision:
+    """The precision of logs joined one after another: ``(precision, number of values)`` per log."""
+    if all(p.exact for p, _ in parts):
+        return EXACT
+    halves: list[float] = []
+    for p, n in parts:
+        halves.extend(p.halfwidths if p.halfwidths else (0.0,) * n)
+    kinds = {p.description for p, _ in parts if not p.exact}
+    description = " / ".join(sorted(kinds)) if len(kinds) > 1 else kinds.pop()
+    return Precision("mixed" if len(kinds) > 1 else next(p.kind for p, _ in parts if not p.exact), description,
+                     tuple(halves))
+
+
+def float32_precision(values: Sequence[float]) -> Precision:
+    """Values stored as float32 (TensorBoard scalars): each stands for its float32 rounding interval."""
+    halves = []
+    for v in values:
+        if not math.isfinite(v) or v == 0.0:
+            halves.append(0.0)
+            continue
+        m, e = math.frexp(abs(v))  # abs(v) = m * 2**e, 0.5 <= m < 1; float32 has a 24-bit significand
+        halves.append(2.0 ** (e - 24) / 2)
+    return Precision("float32", "float32", tuple(halves))

@@ -1,0 +1,1036 @@
+"""Forensics as model selection: which story of how the run was produced explains the evidence best.
+
+A *story* (``Plan``) says how the logged rows were stepped: from a fresh scheduler or from an unknown
+state, with which restore at each resume (scheduler and optimizer restored, forgotten, or the lr set by
+hand), how many steps per row, which column was fed to ``step()``, whether the lr was logged after the
+step. Each story is simulated with the uncertain-evidence replay of ``worlds.py`` and scored by the
+evidence it reproduces: the checkpoint's counters, ``last_epoch`` and optimizer lrs, its ``epoch`` field, and
+the logged lr row by row. Assumptions cost a little; evidence a story fails to explain costs more. The
+story with the lowest score wins; every other story that explains the evidence as well is an
+alternative, and then the verdict is "ambiguous", with the input that would decide.
+
+Stories are only proposed where the inputs point at them (a resume where the log restarts or after the
+checkpoint's row, ``k`` steps per row where ``last_epoch`` exceeds the rows, another column where the saved
+``best`` is not in the monitored one), so that "ambiguous" means the inputs cannot tell, not that an
+arbitrary story could be bent to fit.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from plateau_forensics.engine import run
+from plateau_forensics.state import PlateauConfig
+from plateau_forensics.worlds import (
+    Anchor,
+    Op,
+    Simulation,
+    World,
+    fresh_world,
+    matches_anchor,
+    simulate,
+    state_world,
+    unknown_worlds,
+)
+
+if TYPE_CHECKING:
+    from plateau_forensics.loader import Checkpoint
+    from plateau_forensics.losses import LossLog
+
+__all__ = ["Boundary", "Plan", "Evaluation", "Verdict", "explain", "COSTS", "WARNING_STORIES", "STORY_CODES"]
+
+#: The prior cost of each story component (an assumption a story makes about how the run was produced).
+COSTS = {
+    "scheduler-not-restored": 1.0, "optimizer-not-restored": 1.0, "weights-only-resume": 1.0,
+    "lr-overwritten": 1.5, "resume-skipped-step": 0.5, "log-starts-mid-run": 1.0, "scheduler-started-late": 1.0,
+    "steps-per-row": 1.0, "wrong-metric": 1.0, "lr-logged-after-step": 0.5, "logs-out-of-order": 1.0,
+    "saved-before-step": 0.25, "duplicate-epochs": 0.0, "external-lr-change": 0.0, "partial-restore": 0.5,
+}
+#: Story components that mean the run did not do what its author most likely meant.
+WARNING_STORIES = frozenset({
+    "scheduler-not-restored", "optimizer-not-restored", "weights-only-resume", "lr-overwritten",
+    "steps-per-row", "wrong-metric", "external-lr-change", "partial-restore",
+})
+STORY_CODES = tuple(COSTS)
+
+#: Evidence penalties: what a story fails to reproduce.
+UNPLACED, STEPS_MISMATCH, LR_MISMATCH, EXTERNAL, EPOCH_FIELD, RESUME_POINT, IMPOSSIBLE = 6.0, 3.0, 2.0, 2.0, 0.5, 1.0, 1e6
+
+
+@dataclass(frozen=True)
+class Boundary:
+    """A new process starts at log row ``row``: how it resumed.
+
+    Args:
+        row: its first row.
+        source: the row after whose step the state it resumed from was saved (the previous process's row
+            labelled one epoch earlier), or None when the log does not show it.
+        sched: ``carry`` (load_state_dict), ``fresh``, or ``partial`` (only best and last_epoch restored, the
+            counters restart at 0: timm's PlateauLRScheduler state).
+        opt: ``carry`` (optimizer restored), ``initial`` (a fresh optimizer) or ``logged`` (lr set by hand).
+        skip: resumed from a checkpoint saved before ``source``'s step, so that step was never taken.
+        structural: the log itself shows the restart (a new file, epochs going back).
+        new_run: the epochs restart at the log's first epoch (a new run that loaded only the weights).
+    """
+
+    row: int
+    source: int | None
+    sched: str = "carry"
+    opt: str = "carry"
+    skip: bool = False
+    structural: bool = True
+    new_run: bool = False
+
+    @property
+    def components(self) -> frozenset[str]:
+        out = set()
+        if self.sched == "partial":
+            out.add("partial-restore")
+        if self.sched == "fresh" and self.opt == "initial" and self.new_run:
+            out.add("weights-only-resume")
+        else:
+            if self.sched == "fresh":
+                out.add("scheduler-not-restored")
+            if self.opt == "initial":
+                out.add("optimizer-not-restored")
+            if self.opt == "logged":
+                out.add("lr-overwritten")
+        if self.skip:
+            out.add("resume-skipped-step")
+        return frozenset(out)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One story: the rows each process stepped and how, and the global conventions of the run.
+
+    Args:
+        rows: the log rows in the order the story reads them (a reordering when logs came out of order).
+        start_row: the row of the first step (rows before it were not stepped: a warm-up).
+        start: ``fresh`` (a new scheduler), ``unknown`` (the log starts mid-run), or ``checkpoint`` /
+            ``checkpoint-fresh`` (the log starts right after the checkpoint, restored / not restored).
+        start_opt: for a ``checkpoint*`` start, the lr it trained with: ``checkpoint``, ``initial`` or ``logged``.
+        boundaries: the resumes, in row order.
+        k: steps per logged row.
+        column: the column fed to ``step()`` (None: the log's metric column).
+        lr_after: the lr column holds the lr after the step, not the lr the epoch trained with.
+        reordered: the logs were given out of order and ``rows`` puts them back.
+        superseded: rows of a crashed process that a resumed one logged again.
+    """
+
+    rows: tuple[int, ...]
+    start_row: int = 0
+    start: str = "fresh"
+    start_opt: str = "checkpoint"
+    boundaries: tuple[Boundary, ...] = ()
+    k: int = 1
+    column: str | None = None
+    lr_after: bool = False
+    reordered: bool = False
+    superseded: frozenset[int] = frozenset()
+
+    @property
+    def components(self) -> frozenset[str]:
+        out: set[str] = set()
+        for b in self.boundaries:
+            out |= b.components
+        if self.start == "unknown" or self.start.startswith("checkpoint"):
+            out.add("log-starts-mid-run")
+        if self.start == "checkpoint-fresh":
+            out.add("scheduler-not-restored")
+        if self.start.startswith("checkpoint") and self.start_opt == "initial":
+            out.add("optimizer-not-restored")
+        if self.start.startswith("checkpoint") and self.start_opt == "logged":
+            out.add("lr-overwritten")
+        if self.start_row > 0 and self.start == "fresh":
+            out.add("scheduler-started-late")
+        if self.k > 1:
+            out.add("steps-per-row")
+        if self.column is not None:
+            out.add("wrong-metric")
+        if self.lr_after:
+            out.add("lr-logged-after-step")
+        if self.reordered:
+            out.add("logs-out-of-order")
+        if self.superseded:
+            out.add("duplicate-epochs")
+        return frozenset(out)
+
+    @property
+    def cost(self) -> float:
+        c = sum(COSTS[x] for x in self.components)
+        # two components of one resume each cost; several resumes with the same mistake cost once more each
+        c += 0.5 * max(0, sum(1 for b in self.boundaries if b.components) - 1)
+        return c
+
+
+@dataclass
+class Evaluation:
+    """A story simulated against the evidence, with the checkpoint placed where it fits best."""
+
+    plan: Plan
+    ops: list[Op]
+    last_epochs: list[int | None]
+    lineage: list[int]
+    sim: Simulation
+    anchor_op: int | None  # op after which the checkpoint was saved; -1: before the first op; None: not placed
+    before_step: bool = False
+    penalties: dict[str, float] = field(default_factory=dict)
+    segment_starts: list[tuple[int, str]] = field(default_factory=list)  # (op, note)
+    initial_lrs: tuple[float, ...] | None = None
+    initial_source: str = "unknown"
+    #: rows before the first step (not stepped by this scheduler) whose logged lr changed: a warm-up or another writer
+    pre_external: tuple[int, ...] = ()
+
+    @property
+    def external_rows(self) -> list[int]:
+        """Log rows where the lr changed with no plateau step to explain it."""
+        return sorted({*self.pre_external, *(self.ops[i].row for i in (*self.sim.external,
+                                                                          *self.sim.lr_mismatch_out))})
+
+    @property
+    def evidence_penalty(self) -> float:
+        return sum(self.penalties.values())
+
+    @property
+    def components(self) -> frozenset[str]:
+        out = set(self.plan.components)
+        if self.before_step:
+            out.add("saved-before-step")
+        if self.sim.external or self.sim.lr_mismatch_out or self.pre_external:
+            out.add("external-lr-change")
+        return frozenset(out)
+
+    @property
+    def score(self) -> float:
+        return self.evidence_penalty + self.plan.cost + (0.25 if self.before_step else 0.0)
+
+    @property
+    def story(self) -> tuple[str, ...]:
+        return tuple(sorted(self.components))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The winning story, the stories that explain the evidence as well, and what would decide."""
+
+    story: tuple[str, ...]
+    alternatives: tuple[tuple[str, ...], ...]
+    decide: str
+    explained: tuple[str, ...]
+    unexplained: tuple[str, ...]
+    evaluation: Evaluation | None = None
+    others: tuple[Evaluation, ...] = ()
+
+    @property
+    def ambiguous(self) -> bool:
+        """More than one story explains the evidence equally well."""
+        return bool(self.alternatives)
+
+    @property
+    def confident(self) -> bool:
+        """One story explains the evidence better than every other."""
+        return not self.alternatives
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON contract's ``verdict`` object."""
+        return {"story": list(self.story), "ambiguous": self.ambiguous,
+                "alternatives": [list(a) for a in self.alternatives], "decide": self.decide,
+                "explained": list(self.explained), "unexplained": list(self.unexplained)}
+
+
+# -- the evidence ------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Evidence:
+    """The inputs, normalised for simulation."""
+
+    config: PlateauConfig
+    log: LossLog
+    ck: Checkpoint | None
+    n_groups: int
+    lr_dtypes: tuple[str | None, ...]
+    lr_option: tuple[float, ...] | None
+    file_starts: tuple[int, ...]
+    framework: str = "torch"
+
+    @property
+    def has_lr(self) -> bool:
+        return self.log.lrs is not None
+
+    def label(self, row: int) -> float:
+        return self.log.epochs[row]
+
+    def metric(self, row: int, column: str | None) -> tuple[float, float, float] | None:
+        if column is None:
+            lo, hi = self.log.metric_interval(row)
+            return self.log.metrics[row], lo, hi
+        v = self.log.columns[column][row]
+        if v is None:
+            return None
+        lo, hi = self.log.column_interval(column, row)  # type: ignore[misc]
+        return v, lo, hi
+
+    def logged_lr(self, row: int) -> tuple[tuple[float, float] | None, ...] | None:
+        return self.log.lr_intervals(row)
+
+    @property
+    def groups_from_log(self) -> bool:
+        """The log has an lr column per param group, so a group without an lr on a row did not exist yet."""
+        return self.log.lrs is not None and len(self.log.lr_columns) >= self.n_groups
+
+
+def _restarts(log: LossLog, rows: Sequence[int], file_starts: Sequence[int]) -> list[Boundary]:
+    """The resumes the log itself shows: a new file, or the epoch going back or repeating."""
+    out = []
+    first_label = log.epochs[rows[0]] if rows else 0
+    starts = set(file_starts)
+    for pos in range(1, len(rows)):
+        r, prev = rows[pos], rows[pos - 1]
+        lab, plab = log.epochs[r], log.epochs[prev]
+        went_back = log.epoch_column is not None and lab <= plab
+        if not (went_back or r in starts):
+            continue
+        # the resume continued from the latest earlier row labelled one epoch before this process's first row
+        source = None
+        for q in range(pos - 1, -1, -1):
+            if log.epochs[rows[q]] == lab - 1:
+                source = q
+                break
+        new_run = log.epoch_column is not None and lab <= first_label and pos > 0
+        if source is None and not went_back:
+            source = pos - 1  # a new file that continues the epochs (the last row is the resume point)
+        out.append(Boundary(row=pos, source=source, structural=True, new_run=new_run))
+    return out
+
+
+# -- building a story's steps -----------------------------------------------------------------------------
+def _initial_lrs(ev: Evidence, plan: Plan) -> tuple[tuple[float, ...] | None, str]:
+    """The lrs before the story's first step, and where they come from."""
+    if ev.lr_option is not None:
+        return ev.lr_option, "option"
+    if ev.ck is not None and ev.ck.initial_lrs is not None and plan.start == "fresh" and plan.start_row == 0:
+        return ev.ck.initial_lrs, "checkpoint-initial_lr"
+    if plan.rows:
+        # after the first step (lr logged after it) the lr is still the initial one: a first step improves
+        # on best = mode_worse, and cannot reduce (unless patience < 0)
+        row = plan.rows[plan.start_row]
+        logged = ev.log.lrs[row] if ev.log.lrs is not None else None
+        if logged is not None and logged[0] is not None:
+            values = []
+            for v in logged:
+                if v is None:
+                    break
+                values.append(float(v))
+            if ev.groups_from_log or len(values) >= ev.n_groups:
+                return tuple(values), "log"
+            inferred = _inferred_initial(ev, plan)
+            if inferred is not None and len(inferred) == ev.n_groups:
+                # the log shows fewer groups than the optimizer has (HF: group 0); the others are inferred
+                return tuple(values) + inferred[len(values):], "log"
+    return None, "unknown"
+
+
+def _inferred_initial(ev: Evidence, plan: Plan) -> tuple[float, ...] | None:
+    """The lrs before the first step, undoing a clean replay's reductions from the checkpoint's optimizer lrs."""
+    from plateau_forensics.align import infer_initial_lrs
+
+    ck = ev.ck
+    if ck is None or ck.lrs is None:
+        return None
+    rows = [plan.rows[p] for p in range(plan.start_row, len(plan.rows))]
+    if ck.epoch is not None and ev.log.epoch_column is not None:
+        upto = [r for r in rows if ev.label(r) <= ck.epoch]
+        rows = upto or rows
+    guess, _ = infer_initial_lrs(ev.config, [ev.log.metrics[r] for r in rows], ck.lrs)
+    return tuple(guess)
+
+
+def build(ev: Evidence, plan: Plan) -> tuple[list[Op], list[int | None], list[int], list[tuple[int, str]],
+                                             tuple[float, ...] | None, str]:
+    """The ops of a story, the scheduler's ``last_epoch`` after each (None: unknown), the ops on the path
+    that leads to the end of the run (the trace), the segment starts, and the initial lrs."""
+    cfg, n = ev.config, ev.n_groups
+    init_lrs, source = _initial_lrs(ev, plan)
+    ops: list[Op] = []
+    les: list[int | None] = []
+    row_ops: dict[int, list[int]] = {}  # position in plan.rows -> op indexes
+    starts: list[tuple[int, str]] = []
+    bounds = {b.row: b for b in plan.boundaries}
+    positions = list(range(plan.start_row, len(plan.rows)))
+    prev_op = -1
+    dead: set[int] = set()
+    for pos in positions:
+        row = plan.rows[pos]
+        m = ev.metric(row, plan.column)
+        if m is None:
+            continue
+        value, lo, hi = m
+        logged = ev.logged_lr(row)
+        init: Callable[[list[World]], list[tuple[World, int]]] | None = None
+        parent = prev_op
+        lr_set = None
+        le_start: int | None | str = "continue"
+        note = ""
+        if not ops:
+            init, le_start, note = _start_init(ev, plan, init_lrs, logged)
+            if plan.start.startswith("checkpoint") and plan.start_opt == "logged" and logged is not None:
+                lr_set = _mid(logged)
+        elif pos in bounds:
+            b = bounds[pos]
+            src_pos = b.source
+            if src_pos is not None and src_pos in row_ops:
+                parent = row_ops[src_pos][-1] if not b.skip else ops[row_ops[src_pos][0]].parent
+                # the ops of the superseded rows between the source and this row are a dead branch
+                dead.update(i for p, idx in row_ops.items() if p > src_pos for i in idx)
+                if b.skip:
+                    dead.update(row_ops[src_pos])
+            init, le_start = _resume_init(cfg, b, init_lrs, n)
+            if b.opt == "logged" and logged is not None:
+                lr_set = _mid(logged)
+            note = _boundary_note(ev, b, row)
+        first_of_row = True
+        for j in range(plan.k):
+            idx = len(ops)
+            op = Op(row=row, metric=value, lo=lo, hi=hi, parent=parent, label=ev.label(row),
+                    init=init if first_of_row else None,
+                    lr_in=logged if (first_of_row and not plan.lr_after) else None,
+                    lr_out=logged if (j == plan.k - 1 and plan.lr_after) else None,
+                    lr_set=lr_set if first_of_row else None)
+            ops.append(op)
+            if first_of_row and init is not None:
+                starts.append((idx, note))
+                if le_start == "fresh":
+                    les.append(1)
+                elif le_start == "unknown":
+                    les.append(None)
+                elif le_start == "checkpoint":
+                    steps = ev.ck.state.steps if ev.ck is not None else None
+                    les.append(None if steps is None else int(steps) + 1)
+                else:  # carry: continue the parent's count
+                    les.append(None if parent < 0 or les[parent] is None else les[parent] + 1)  # type: ignore[operator]
+            else:
+                les.append(None if parent < 0 or les[parent] is None else les[parent] + 1)  # type: ignore[operator]
+            row_ops.setdefault(pos, []).append(idx)
+            parent = idx
+            first_of_row = False
+        prev_op = parent
+    lineage = [i for i in range(len(ops)) if i not in dead]
+    return ops, les, lineage, starts, init_lrs, source
+
+
+def _mid(logged: Sequence[tuple[float, float] | None]) -> tuple[float, ...]:
+    out = []
+    for iv in logged:
+        if iv is None:
+            break
+        out.append(iv[0] if iv[0] == iv[1] else (iv[0] + iv[1]) / 2)
+    return tuple(out)
+
+
+def _start_init(ev: Evidence, plan: Plan, init_lrs: tuple[float, ...] | None,
+                logged: tuple[tuple[float, float], ...] | None
+                ) -> tuple[Callable[[list[World]], list[tuple[World, int]]], str, str]:
+    cfg, n, ck = ev.config, ev.n_groups, ev.ck
+    if plan.start == "unknown":
+        lrs = _mid(logged) if logged is not None and (ev.groups_from_log or len(_mid(logged)) == n) else None
+        worlds = unknown_worlds(cfg, lrs, n)
+        return (lambda _p: [(w, -1) for w in worlds]), "unknown", "the log starts mid-run: the state before it is unknown"
+    if plan.start.startswith("checkpoint") and ck is not None:
+        lrs = ck.lrs if plan.start_opt == "checkpoint" else (init_lrs if plan.start_opt == "initial" else None)
+        if plan.start == "checkpoint":
+            w = state_world(ck.state, lrs)
+            return (lambda _p: [(w, -1)]), "checkpoint", "resumed from the checkpoint (its state restored)"
+        w = fresh_world(cfg, lrs, n)
+        return (lambda _p: [(w, -1)]), "fresh", "resumed after the checkpoint with a fresh scheduler"
+    w = fresh_world(cfg, init_lrs, n)
+    return (lambda _p: [(w, -1)]), "fresh", "a fresh scheduler"
+
+
+def _resume_init(cfg: PlateauConfig, b: Boundary, init_lrs: tuple[float, ...] | None, n: int
+                 ) -> tuple[Callable[[list[World]], list[tuple[World, int]]], str]:
+    if b.sched == "partial":
+        def partial(p: list[World]) -> list[tuple[World, int]]:
+            lrs = (lambda w: init_lrs) if b.opt == "initial" else (lambda w: w.lrs)
+            return [(replace(w, nb=0, cd=0, lrs=lrs(w)), j) for j, w in enumerate(p)]
+
+        return partial, "continue"
+    if b.sched == "carry":
+        if b.opt == "initial":
+            return (lambda p: [(replace(w, lrs=init_lrs, n_reduced=0), j) for j, w in enumerate(p)]), "continue"
+        return (lambda p: [(w, j) for j, w in enumerate(p)]), "continue"
+    if b.opt == "initial":
+        w0 = fresh_world(cfg, init_lrs, n)
+        return (lambda p: [(w0, -1)]), "fresh"
+
+    def fresh_keeping_lrs(p: list[World]) -> list[tuple[World, int]]:
+        out, seen = [], set()
+        for j, w in enumerate(p):
+            key = (w.lrs, w.n_reduced)
+            if key in seen:
+                continue
+            seen.add(key)
+            out.append((replace(fresh_world(cfg, w.lrs, n), n_reduced=w.n_reduced), j))
+        return out
+
+    return fresh_keeping_lrs, "fresh"
+
+
+def _boundary_note(ev: Evidence, b: Boundary, row: int) -> str:
+    what = {"carry": "restored", "fresh": "a fresh scheduler", "partial": "best and last_epoch restored"}[b.sched]
+    opt = {"carry": "optimizer restored", "initial": "a fresh optimizer", "logged": "lr set by hand"}[b.opt]
+    return f"resumed at epoch {ev.label(row)}: scheduler {what}, {opt}" + (", one step lost" if b.skip else "")
+
+
+# -- evaluating a story ------------------------------------------------------------------------------------
+def evaluate(ev: Evidence, plan: Plan) -> Evaluation:
+    """Simulate ``plan`` and place the checkpoint where it fits best; record what it fails to explain."""
+    ops, les, lineage, starts, init_lrs, source = build(ev, plan)
+    cfg, ck = ev.config, ev.ck
+    base = simulate(cfg, ops, lr_dtypes=ev.lr_dtypes, groups_from_log=ev.groups_from_log)
+    if not ops or any(not w for w in base.after):
+        e = Evaluation(plan, ops, les, lineage, base, None, penalties={"impossible": IMPOSSIBLE},
+                       segment_starts=starts, initial_lrs=init_lrs, initial_source=source)
+        return e
+    if _vacuous(ops, base, init_lrs):
+        return Evaluation(plan, ops, les, lineage, base, None, penalties={"impossible": IMPOSSIBLE},
+                          segment_starts=starts, initial_lrs=init_lrs, initial_source=source)
+    pre = _pre_start_changes(ev, plan)
+    e = Evaluation(plan, ops, les, lineage, base, None, segment_starts=starts, initial_lrs=init_lrs,
+                   initial_source=source, pre_external=pre)
+    if ck is None:
+        e.penalties = _lr_penalties(base, pre)
+        return e
+    if plan.start.startswith("checkpoint"):
+        e.anchor_op = -1
+        e.penalties = {**_lr_penalties(base, pre), **_epoch_field_penalty(ev, ck.epoch, None, plan, before_log=True)}
+        return e
+    anchor_state = ck.state
+    candidates = []
+    for i in range(len(ops)):
+        a = Anchor(i, anchor_state, ck.lrs, partial=ck.partial)
+        counters, both = matches_anchor(cfg, base.after[i], a)
+        if not counters:
+            continue
+        le = les[i]
+        steps_ok = le is None or le == ck.state.steps
+        label = ops[i].label
+        before = False
+        field_pen = 0.0
+        if ck.epoch is not None and ev.framework != "hf-trainer":
+            nxt = _next_label(ops, i)
+            if ck.epoch == label:
+                before = False
+            elif nxt is not None and ck.epoch == nxt or (nxt is None and ck.epoch == label + 1):
+                before = True
+            else:
+                field_pen = EPOCH_FIELD
+        key = ((0 if both else LR_MISMATCH) + (0 if steps_ok else STEPS_MISMATCH) + field_pen, i)
+        candidates.append((key, i, before, both, steps_ok, field_pen))
+    if not candidates:
+        e.penalties = {"checkpoint not placed": UNPLACED, **_lr_penalties(base, pre)}
+        return e
+    candidates.sort(key=lambda c: c[0])
+    best_eval: Evaluation | None = None
+    for key, i, before, both, steps_ok, field_pen in candidates[:3]:
+        sim = simulate(cfg, ops, anchor=Anchor(i, anchor_state, ck.lrs, partial=ck.partial), lr_dtypes=ev.lr_dtypes,
+                       groups_from_log=ev.groups_from_log)
+        pen = _lr_penalties(sim, pre)
+        mismatch = _resume_source_mismatch(plan, ops, i, before)
+        if mismatch:
+            pen["resume point"] = RESUME_POINT
+        if "lr" in sim.anchor_mismatch:
+            pen["checkpoint lr"] = LR_MISMATCH
+        if not steps_ok:
+            pen["last_epoch"] = STEPS_MISMATCH
+        if field_pen:
+            pen["epoch field"] = field_pen
+        cand = Evaluation(plan, ops, les, lineage, sim, i, before, pen, starts, init_lrs, source, pre)
+        if best_eval is None or cand.score < best_eval.score:
+            best_eval = cand
+    assert best_eval is not None
+    return best_eval
+
+
+def _close_lrs(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
+    return a is not None and b is not None and len(a) == len(b) and all(
+        math.isclose(x, y, rel_tol=1e-9) for x, y in zip(a, b))
+
+
+def _vacuous(ops: Sequence[Op], sim: Simulation, init_lrs: tuple[float, ...] | None) -> bool:
+    """A resume that sets the lr (by hand, or a fresh optimizer's initial lr) to the lr it already had: the
+    story names a mistake that changed nothing the evidence can see."""
+    for i, op in enumerate(ops):
+        if op.init is None or op.parent < 0:
+            continue
+        carried = [w.lrs for w in sim.after[op.parent]]
+        if op.lr_set is not None and any(_close_lrs(c[: len(op.lr_set)] if c else None, op.lr_set) for c in carried):
+            return True
+        starts = [w.lrs for w in sim.before[i]]
+        if init_lrs is not None and all(_close_lrs(x, init_lrs) for x in starts) and any(
+                _close_lrs(c, init_lrs) for c in carried) and not all(
+                w.nb == 0 and w.cd == 0 and w.best_row == -1 for w in sim.before[i]):
+            return True
+    return False
+
+
+def _resume_source_mismatch(plan: Plan, ops: Sequence[Op], anchor: int, before_step: bool) -> bool:
+    """The checkpoint sits at a resume's source row, but the resume did not continue from its state (it
+    skipped a step the checkpoint had taken, or took one it had not)."""
+    row = ops[anchor].row
+    for b in plan.boundaries:
+        if b.source is None:
+            continue
+        s_row = plan.rows[b.source]
+        prev_row = plan.rows[b.source - 1] if b.source > 0 else None
+        if row == s_row and not before_step and b.skip:
+            return True
+        if row == prev_row and before_step and not b.skip:
+            return True
+    return False
+
+
+def _next_label(ops: Sequence[Op], i: int) -> float | None:
+    """The label of the next row the same process stepped after op ``i``."""
+    for op in ops[i + 1:]:
+        if op.parent >= 0 and op.row != ops[i].row:
+            return op.label
+    return None
+
+
+def _lr_penalties(sim: Simulation, pre: Sequence[int] = ()) -> dict[str, float]:
+    n = len(sim.external) + len(sim.lr_mismatch_out) + len(pre)
+    return {"unexplained lr changes": EXTERNAL * n} if n else {}
+
+
+def _pre_start_changes(ev: Evidence, plan: Plan) -> tuple[int, ...]:
+    """Rows before a late first step whose logged lr differs from the row before (no plateau step made it)."""
+    if plan.start_row == 0 or ev.log.lrs is None:
+        return ()
+    out = []
+    for pos in range(1, plan.start_row + 1):
+        a, b = ev.log.lrs[plan.rows[pos - 1]], ev.log.lrs[plan.rows[pos]]
+        if a is not None and b is not None and None not in a and None not in b and a != b:
+            out.append(plan.rows[pos])
+    return tuple(out)
+
+
+def _epoch_field_penalty(ev: Evidence, ck_epoch: float | None, _i: int | None, plan: Plan, *,
+                         before_log: bool) -> dict[str, float]:
+    if ck_epoch is None or not plan.rows:
+        return {}
+    first = ev.label(plan.rows[plan.start_row])
+    if first in (ck_epoch, ck_epoch + 1):
+        return {}
+    return {"epoch field": EPOCH_FIELD}
+
+
+# -- proposing stories -------------------------------------------------------------------------------------
+def _k_candidates(ev: Evidence, rows: int) -> list[int]:
+    ck = ev.ck
+    if ck is None or not isinstance(ck.state.steps, (int, float)) or not float(ck.state.steps).is_integer():
+        return [1]
+    steps = int(ck.state.steps)
+    if steps <= rows or rows == 0:
+        return [1]
+    ks = {1}
+    for r in range(1, rows + 1):  # the checkpoint after row r, possibly mid-row: k(r-1) < steps <= k r
+        for k in (steps // r, -(-steps // r)):
+            if 2 <= k <= 4096 and k * (r - 1) < steps <= k * r:
+                ks.add(k)
+    # keep the few k whose row count is nearest a natural placement (the checkpoint's epoch, the last row)
+    ranked = sorted(ks - {1}, key=lambda k: abs(math.ceil(steps / k) - _label_rows(ev, rows)))
+    return [1, *ranked[:3]]
+
+
+def _label_rows(ev: Evidence, rows: int) -> int:
+    ck = ev.ck
+    if ck is not None and ck.epoch is not None and ev.log.epoch_column is not None:
+        try:
+            return ev.log.epochs.index(ck.epoch) + 1
+        except ValueError:
+            pass
+    return rows
+
+
+def _column_candidates(ev: Evidence) -> list[str | None]:
+    ck = ev.ck
+    if ck is None or not math.isfinite(ck.state.best):
+        return [None]
+    best = ck.state.best
+    log = ev.log
+    if any(lo <= best <= hi for lo, hi in (log.metric_interval(i) for i in range(len(log)))):
+        return [None]
+    out: list[str | None] = [None]
+    for col, values in log.columns.items():
+        if all(v is not None for v in values) and any(
+                lo <= best <= hi for i in range(len(values))
+                for lo, hi in [log.column_interval(col, i)]):  # type: ignore[misc]
+            out.append(col)
+    return out
+
+
+def _proposals(ev: Evidence) -> list[Plan]:
+    """Every story worth simulating for these inputs."""
+    log, ck = ev.log, ev.ck
+    n = len(log)
+    orders: list[tuple[tuple[int, ...], bool]] = [(tuple(range(n)), False)]
+    if len(ev.file_starts) > 0 and log.epoch_column is not None:
+        files = _files(n, ev.file_starts)
+        by_first = sorted(files, key=lambda f: log.epochs[f[0]])
+        if by_first != files:
+            orders.append((tuple(r for f in by_first for r in f), True))
+    plans: list[Plan] = []
+    for rows, reordered in orders:
+        starts = _file_starts_in(rows, ev.file_starts)
+        restarts = _restarts(log, rows, starts)
+        base_bounds = tuple(restarts)
+        superseded = frozenset(
+            rows[q] for b in restarts if b.source is not None and not b.new_run
+            for q in range(b.source + 1, b.row))
+        bases = [Plan(rows, boundaries=base_bounds, k=k, column=column, lr_after=lr_after, reordered=reordered,
+                      superseded=superseded)
+                 for k in _k_candidates(ev, n) for column in _column_candidates(ev)
+                 for lr_after in ((False, True) if ev.has_lr else (False,))]
+        # the conventions (k, column, lr after the step) first, on the plain story: only the plain ones and
+        # those that explain the evidence best get their variants
+        scored = [(evaluate(ev, b).evidence_penalty, i, b) for i, b in enumerate(bases)]
+        least = min(p for p, _, _ in scored)
+        for pen, i, b in scored:
+            if i == 0 or pen <= least + 1e-9 or (b.k == 1 and b.column is None):
+                plans.extend(_variants(ev, b))
+            else:
+                plans.append(b)
+    return plans
+
+
+def _files(n: int, file_starts: Sequence[int]) -> list[tuple[int, ...]]:
+    cuts = [0, *file_starts, n]
+    return [tuple(range(a, b)) for a, b in zip(cuts, cuts[1:]) if b > a]
+
+
+def _file_starts_in(rows: Sequence[int], file_starts: Sequence[int]) -> list[int]:
+    pos = {r: p for p, r in enumerate(rows)}
+    return [rows[pos[s]] for s in file_starts if s in pos]
+
+
+MODES = (("carry", "carry"), ("fresh", "carry"), ("carry", "initial"), ("fresh", "initial"), ("carry", "logged"))
+
+
+def _mode_ok(ev: Evidence, base: Plan, pos: int, opt: str) -> bool:
+    """Whether a restore mode at row position ``pos`` makes a prediction the evidence could test: a hand-set
+    lr needs a logged lr that changed there; a fresh optimizer needs an initial lr that differs from the lr
+    before the resume (when both are known)."""
+    log = ev.log
+    row = base.rows[pos]
+    b = next((x for x in base.boundaries if x.row == pos), None)
+    src = b.source if b is not None and b.source is not None else pos - 1
+    # the lr a restored optimizer carried: the previous process's lr in the row after the source
+    prev = base.rows[src + 1] if src + 1 < pos else (base.rows[pos - 1] if pos > 0 else None)
+    here = log.lrs[row] if log.lrs is not None else None
+    before = log.lrs[prev] if log.lrs is not None and prev is not None else None
+    if opt == "logged":
+        return here is not None and None not in here and here != before
+    if opt == "initial":
+        init, _ = _initial_lrs(ev, base)
+        if init is None:
+            return False  # a fresh optimizer's lr is unknown: nothing could test the story
+        if before is not None and None not in before:
+            return tuple(before[: len(init)]) != tuple(init[: len(before)])
+    return True
+
+
+def _variants(ev: Evidence, base: Plan) -> list[Plan]:
+    """The base story and its variants: restore modes at each resume, where the first step was, how the log
+    begins, and a resume the log does not show (after the checkpoint's row, or where last_epoch says)."""
+    out = [base]
+    modes = MODES + ((("partial", "carry"),) if ev.ck is not None and ev.ck.partial else ())
+    # restore modes at each structural resume, one resume at a time (the others restored correctly)
+    for idx, b in enumerate(base.boundaries):
+        for sched, opt in modes:
+            if not _mode_ok(ev, base, b.row, opt):
+                continue
+            for skip in (False, True):
+                if (sched, opt, skip) == ("carry", "carry", False) or (skip and b.source is None):
+                    continue
+                nb = replace(b, sched=sched, opt=opt, skip=skip)
+                out.append(replace(base, boundaries=base.boundaries[:idx] + (nb,) + base.boundaries[idx + 1:]))
+        if len(base.boundaries) > 1:  # the same mistake at every resume (a script that always forgets)
+            for sched, opt in MODES[1:]:
+                if all(_mode_ok(ev, base, x.row, opt) for x in base.boundaries):
+                    out.append(replace(base, boundaries=tuple(replace(x, sched=sched, opt=opt)
+                                                              for x in base.boundaries)))
+    out.extend(_start_variants(ev, base))
+    out.extend(_silent_resumes(ev, base))
+    return out
+
+
+def _start_variants(ev: Evidence, base: Plan) -> list[Plan]:
+    out = []
+    log, ck = ev.log, ev.ck
+    rows = base.rows
+    if not rows:
+        return out
+    first = log.epochs[rows[0]]
+    mid_run = log.epoch_column is not None and first > 1
+    steps = ck.state.steps if ck is not None else None
+    if ck is not None and (mid_run or (steps is not None and steps > base.k * len(rows))):
+        out.append(replace(base, start="unknown"))
+    if ck is not None and (ck.epoch is None or ck.epoch < first or mid_run):
+        for start in ("checkpoint", "checkpoint-fresh"):
+            for opt in ("checkpoint", "initial", "logged"):
+                if start == "checkpoint" or opt != "logged":
+                    out.append(replace(base, start=start, start_opt=opt))
+    # the scheduler that wrote the checkpoint took its first step later than the log's first row
+    for b0 in _fresh_start_rows(ev, base):
+        if b0 <= 0 or b0 >= len(rows):
+            continue
+        out.append(replace(base, start_row=b0, boundaries=tuple(b for b in base.boundaries if b.row > b0)))
+        if not any(b.row == b0 for b in base.boundaries):
+            sil = Boundary(row=b0, source=b0 - 1, sched="fresh", opt="carry", structural=False)
+            out.append(replace(base, boundaries=tuple(sorted((*base.boundaries, sil), key=lambda b: b.row))))
+    return out
+
+
+def _fresh_start_rows(ev: Evidence, base: Plan) -> list[int]:
+    """Rows where a scheduler created fresh would have taken exactly ``last_epoch`` steps by a row that can
+    hold the checkpoint (the checkpoint's epoch label, or any row when the log has no epochs)."""
+    ck = ev.ck
+    if ck is None or ck.partial:
+        return []
+    steps = ck.state.steps
+    if not isinstance(steps, (int, float)) or not float(steps).is_integer() or steps <= 0:
+        return []
+    per = int(steps) // base.k if int(steps) % base.k == 0 else -(-int(steps) // base.k)
+    out = set()
+    rows = base.rows
+    targets = []
+    if ck.epoch is not None:
+        targets = [p for p, r in enumerate(rows) if ev.log.epochs[r] in (ck.epoch, ck.epoch - 1)]
+    if not targets:
+        targets = list(range(len(rows)))
+    for end in targets:
+        b0 = end - per + 1
+        if 0 < b0 <= end:
+            out.add(b0)
+    return sorted(out)[:4]
+
+
+def _silent_resumes(ev: Evidence, base: Plan) -> list[Plan]:
+    """A resume the log does not show: from the given checkpoint (the row after it; after a checkpoint saved
+    before its epoch's step, the row after that epoch, with that step lost), or at the rows before the first
+    logged lr a clean replay does not explain."""
+    ck = ev.ck
+    rows = base.rows
+    cands: dict[int, bool] = {}  # position -> the resume skipped the source row's step
+    from_checkpoint: set[int] = set()  # positions right after the checkpoint: a hand-set lr is plausible there
+    probe = evaluate(ev, base)
+    if ck is not None and probe.anchor_op is not None and probe.anchor_op >= 0:
+        pos = rows.index(probe.ops[probe.anchor_op].row)
+        if pos + 1 < len(rows):
+            cands[pos + 1] = False
+            from_checkpoint.add(pos + 1)
+        if probe.before_step and pos + 2 < len(rows):
+            cands[pos + 2] = True
+            from_checkpoint.add(pos + 2)
+    for i in probe.sim.external[:2]:
+        pos = rows.index(probe.ops[i].row)
+        lo = max(1, pos - (ev.config.patience + ev.config.cooldown + 2))
+        for q in range(lo, pos + 1):
+            cands.setdefault(q, False)
+    structural = {b.row for b in base.boundaries}
+    out = []
+    for pos, skip in sorted(cands.items()):
+        if pos in structural or pos <= base.start_row:
+            continue
+        src = pos - 1
+        modes = (MODES if skip else MODES[1:]) + ((("partial", "carry"),) if ck is not None and ck.partial else ())
+        for sched, opt in modes:
+            # away from the checkpoint, a resume nobody can see that only changes the lr (a fresh optimizer, a
+            # hand-set lr) is an external lr change renamed; a fresh scheduler predicts lrs of its own
+            if not _mode_ok(ev, base, pos, opt) or (opt != "carry" and pos not in from_checkpoint):
+                continue
+            b = Boundary(row=pos, source=src, sched=sched, opt=opt, skip=skip, structural=False)
+            out.append(replace(base, boundaries=tuple(sorted((*base.boundaries, b), key=lambda x: x.row))))
+    return out
+
+
+def without(plan: Plan, component: str) -> Plan | None:
+    """The story a user meant to run, for one component of ``plan``: that mistake or convention undone."""
+    if component in ("scheduler-not-restored", "optimizer-not-restored", "lr-overwritten", "weights-only-resume",
+                     "resume-skipped-step", "partial-restore"):
+        bounds = []
+        for b in plan.boundaries:
+            if component in b.components:
+                if not b.structural:
+                    continue  # a resume the log does not show: undone, there was none
+                if component == "resume-skipped-step":
+                    b = replace(b, skip=False)
+                elif component == "optimizer-not-restored" or component == "lr-overwritten":
+                    b = replace(b, opt="carry")
+                elif component in ("scheduler-not-restored", "partial-restore"):
+                    b = replace(b, sched="carry")
+                else:
+                    b = replace(b, sched="carry", opt="carry")
+            bounds.append(b)
+        start = plan.start
+        start_opt = plan.start_opt
+        if plan.start == "checkpoint-fresh" and component == "scheduler-not-restored":
+            start = "checkpoint"
+        if plan.start.startswith("checkpoint") and component in ("optimizer-not-restored", "lr-overwritten"):
+            start_opt = "checkpoint"
+        return replace(plan, boundaries=tuple(bounds), start=start, start_opt=start_opt)
+    if component == "steps-per-row":
+        return replace(plan, k=1)
+    if component == "wrong-metric":
+        return replace(plan, column=None)
+    if component == "lr-logged-after-step":
+        return replace(plan, lr_after=False)
+    if component == "scheduler-started-late":
+        return replace(plan, start_row=0)
+    return None
+
+
+def failures(ev: Evidence, e: Evaluation, limit: int = 3) -> list[str]:
+    """What a story fails to explain, in words with the numbers (the evidence against it)."""
+    out = []
+    ck = ev.ck
+    if "checkpoint not placed" in e.penalties and ck is not None:
+        out.append(f"no row reproduces the saved state (best={ck.state.best:.6g}, num_bad_epochs="
+                   f"{ck.state.num_bad_epochs}, cooldown_counter={ck.state.cooldown_counter})")
+    if "last_epoch" in e.penalties and ck is not None and e.anchor_op is not None and e.anchor_op >= 0:
+        have = e.last_epochs[e.anchor_op]
+        out.append(f"the checkpoint has last_epoch={ck.state.last_epoch}; this story gives {have} at epoch "
+                   f"{e.ops[e.anchor_op].label}")
+    if "checkpoint lr" in e.penalties and ck is not None and ck.lrs is not None:
+        out.append(f"the checkpoint's optimizer lr is {_fmt(ck.lrs)}; this story gives another at epoch "
+                   f"{e.ops[e.anchor_op].label if e.anchor_op is not None and e.anchor_op >= 0 else '?'}")
+    for i in sorted({*e.sim.external, *e.sim.lr_mismatch_out})[:limit]:
+        op = e.ops[i]
+        logged = op.lr_in if i in e.sim.external else op.lr_out
+        expected = [x for x in e.sim.lr_expected.get(i, ()) if x is not None]
+        got = _fmt(_mid(logged)) if logged else "?"
+        want = " or ".join(_fmt(x) for x in expected[:2]) if expected else "?"
+        out.append(f"at epoch {op.label} the log has lr {got} where this story gives {want}")
+    return out
+
+
+def _fmt(lrs: Sequence[float]) -> str:
+    return ", ".join(f"{v:.6g}" for v in lrs) if len(lrs) == 1 else "[" + ", ".join(f"{v:.6g}" for v in lrs) + "]"
+
+
+# -- the verdict -------------------------------------------------------------------------------------------
+def explain(ev: Evidence) -> Verdict:
+    """Simulate every proposed story and pick the one that explains the evidence best."""
+    evaluations = [evaluate(ev, p) for p in dict.fromkeys(_proposals(ev))]
+    evaluations = [e for e in evaluations if _admissible(ev, e, evaluations)]
+    evaluations.sort(key=lambda e: (e.score, e.plan.cost, len(e.components)))
+    win = evaluations[0]
+    alts: dict[tuple[str, ...], Evaluation] = {}
+    for e in evaluations[1:]:
+        if e.story == win.story or e.story in alts:
+            continue
+        if e.evidence_penalty <= win.evidence_penalty + 1e-9 and _distinct(ev, win, e):
+            alts[e.story] = e
+    return Verdict(
+        story=win.story, alternatives=tuple(alts), decide=_decide(ev, win, list(alts.values())),
+        explained=tuple(_explained(ev, win)), unexplained=tuple(f"{k}" for k in win.penalties),
+        evaluation=win, others=tuple(alts.values()))
+
+
+def _admissible(ev: Evidence, e: Evaluation, all_evals: Sequence[Evaluation]) -> bool:
+    """Conventions (k steps per row, another column, the lr logged after the step) must earn their place: a
+    story with one is kept only if it explains the evidence strictly better than every story without it."""
+    p = e.plan
+    flags = [lambda q: q.k != 1, lambda q: q.column is not None, lambda q: q.lr_after]
+    for has in flags:
+        if not has(p):
+            continue
+        best_without = min((o.evidence_penalty for o in all_evals if not has(o.plan)), default=math.inf)
+        if not e.evidence_penalty < best_without - 1e-9:
+            return False
+    return True
+
+
+def _distinct(ev: Evidence, win: Evaluation, alt: Evaluation) -> bool:
+    """An alternative differs from the winner in something a user would act on (not only in an info-level
+    convention the evidence cannot see)."""
+    quiet = {"saved-before-step", "duplicate-epochs", "lr-logged-after-step"}
+    return set(win.components) - quiet != set(alt.components) - quiet
+
+
+def _decide(ev: Evidence, win: Evaluation, alts: Sequence[Evaluation]) -> str:
+    """The input that would tell the winner from its alternatives."""
+    if not alts:
+        return ""
+    differing: set[str] = set()
+    for a in alts:
+        differing |= set(win.components) ^ set(a.components)
+    hints = []
+    late = {"scheduler-started-late", "log-starts-mid-run"}
+    resume_codes = {"scheduler-not-restored", "optimizer-not-restored", "lr-overwritten", "weights-only-resume"}
+    if differing & late:
+        start = ev.label(win.plan.rows[win.plan.start_row]) if win.plan.rows else "?"
+        first = next((ev.label(win.plan.rows[b.row]) for e in (win, *alts) for b in e.plan.boundaries
+                      if not b.structural), start)
+        hints.append(f"say whether the run was resumed at epoch {first} (or give the earlier run's log and "
+                     "checkpoint)")
+    if differing == {"optimizer-not-restored", "lr-overwritten"}:
+        hints.append("check whether the resume code loads optimizer.state_dict() or assigns param_group['lr']: "
+                     "both leave the same lrs")
+    elif differing & resume_codes - late:
+        if not ev.has_lr:
+            hints.append("log the lr every epoch")
+        anchor_row = win.ops[win.anchor_op].row if win.anchor_op is not None and win.anchor_op >= 0 else None
+        resumes = [b.row for e in (win, *alts) for b in e.plan.boundaries]
+        if anchor_row is not None and resumes and all(win.plan.rows.index(anchor_row) < r for r in resumes):
+            hints.append("give a checkpoint saved after the resume")
+    if differing & {"steps-per-row", "wrong-metric"}:
+        hints.append("log every value passed to scheduler.step()")
+    if not ev.log.precision_of(ev.log.metric_column).exact and any(win.sim.undecided):
+        hints.append("log the metric with repr() (full precision)")
+    return "; ".join(dict.fromkeys(hints)) or "log the lr and every value passed to scheduler.step()"
+
+
+def _explained(ev: Evidence, e: Evaluation) -> list[str]:
+    out = []
+    ck = ev.ck
+    if ck is not None and e.anchor_op is not None and "checkpoint not placed" not in e.penalties:
+        what = "best" if ck.partial else "best, num_bad_epochs, cooldown_counter"
+        if "last_epoch" not in e.penalties:
+            what += ", last_epoch"
+        if "checkpoint lr" not in e.penalties and ck.lrs is not None:
+            what += ", the optimizer lr"
+        out.append(f"the checkpoint's {what}")
+    if ev.has_lr:
+        logged = sum(1 for op in e.ops if op.lr_in is not None or op.lr_out is not None)
+        bad = len(e.sim.external) + len(e.sim.lr_mismatch_out)
+        out.append(f"{logged - bad} of {logged} logged lrs")
+    return out
+
+
+def evidence_for(ck: Checkpoint | None, log: LossLog, config: PlateauConfig, *, lr_option: Sequence[float] | None,
+                 n_groups: int | None = None) -> Evidence:
+    """The evidence of a checkpoint (or None) and a log, ready for ``explain``."""
+    groups = n_groups
+    if groups is None:
+        if ck is not None and ck.lrs is not None:
+            groups = len(ck.lrs)
+        elif lr_option:
+            groups = len(lr_option)
+        elif log.lrs is not None and log.lrs:
+            groups = len(log.lrs[0])
+        else:
+            groups = 1
+    dtypes = tuple(ck.lr_dtypes) if ck is not None and ck.lr_dtypes else (None,) * groups
+    return Evidence(config=config, log=log, ck=ck, n_groups=groups, lr_dtypes=dtypes,
+                    lr_option=tuple(lr_option) if lr_option else None, file_starts=tuple(log.boundaries),
+                    framework=ck.framework if ck is not None else "torch")
+
+
+def clean_replay_lrs(config: PlateauConfig, metrics: Sequence[float], lrs: Sequence[float]) -> tuple[float, ...]:
+    """The lrs after an exact replay of ``metrics`` (a helper for inferring initial lrs)."""
+    t = run(config, metrics, lrs, strict=False)
+    return t.lrs
