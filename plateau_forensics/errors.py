@@ -32,3 +32,15 @@ class LossLogError(ForensicsError):
 
 class ConfigError(ForensicsError):
     """Hyperparameters or options that torch itself would reject, or that contradict each other."""
+
+
+class CheckpointValueError(CheckpointError):
+    """A value saved in the checkpoint is one torch's ``ReduceLROnPlateau`` cannot hold (a bad file, exit 1).
+
+    Raised instead of ``ConfigError`` for values read from a file, so the CLI reports a bad input, not a
+    usage error; the message names the key.
+    """
+
+
+class CheckpointLimitError(CheckpointError):
+    """The checkpoint exceeds a reader limit (nesting, size, object count): what a scheduler checkpoint needs."""

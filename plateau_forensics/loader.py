@@ -7,19 +7,36 @@ file or key name; every candidate is reported with its key path, and several are
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
-from plateau_forensics.errors import AmbiguousSchedulerState, CheckpointError, SchedulerStateNotFound
+from plateau_forensics.errors import (
+    AmbiguousSchedulerState,
+    CheckpointError,
+    CheckpointLimitError,
+    CheckpointValueError,
+    ConfigError,
+    SchedulerStateNotFound,
+)
+from plateau_forensics.safepickle import check_depth
 from plateau_forensics.state import PlateauConfig, PlateauState, from_state_dict, is_plateau_shaped
+from plateau_forensics.torchfile import Opaque, TensorRef, TorchFile, short_repr
 
 Loader = Literal["builtin", "torch"]
 
 #: HF Trainer checkpoint directory members we read; rng_state.pth and training_args.bin are never opened.
 HF_SCHEDULER, HF_OPTIMIZER, HF_TRAINER_STATE = "scheduler.pt", "optimizer.pt", "trainer_state.json"
+#: trainer_state.json beyond this size is refused (a run logging every step for 10^6 steps stays far below).
+MAX_TRAINER_STATE_BYTES = 256 * 2**20
+#: The state search looks this many levels into the tree (Lightning keeps the state 2 levels down).
+SEARCH_DEPTH = 12
+#: Counters and epoch fields beyond this magnitude are not counts of anything (torch keeps them as int64).
+MAX_COUNT = 2**63
 
 
 @dataclass(frozen=True)
@@ -42,6 +59,10 @@ class Checkpoint:
         candidates: every plateau-shaped key path found.
         framework: ``torch``, ``lightning``, ``hf-trainer`` or ``timm``, judged from the content.
         loader: which reader produced this (not part of equality).
+        neutralised: dotted names of every global the built-in reader kept inert instead of running, and of
+            calls it refused (not part of equality; empty for ``loader="torch"``).
+        integrity: structural anomalies of the file, and what was not verified (lines starting with
+            ``"not verified: "``); not part of equality.
     """
 
     path: str
@@ -61,6 +82,8 @@ class Checkpoint:
     loader: Loader = field(default="builtin", compare=False)
     #: HF Trainer: trainer_state.json's log_history (eval_loss, learning_rate per step), the run's own log.
     log_history: tuple[Mapping[str, Any], ...] | None = field(default=None, compare=False, repr=False)
+    neutralised: tuple[str, ...] = field(default=(), compare=False)
+    integrity: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def partial(self) -> bool:
@@ -73,8 +96,6 @@ class Checkpoint:
         Raises:
             ConfigError: one of ``given`` is saved in the state (the saved value wins on load_state_dict).
         """
-        from plateau_forensics.errors import ConfigError
-
         saved = [k for k in given if (k if k != "min_lr" else "min_lrs") in self.raw]
         if saved:
             raise ConfigError(
@@ -90,25 +111,31 @@ class Checkpoint:
 
 
 # -- reading files ---------------------------------------------------------------------------------
+def _is_regular(path: str | os.PathLike[str]) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
 def is_checkpoint_dir(path: str | os.PathLike[str]) -> bool:
     """A directory holding a scheduler state file (an HF Trainer ``checkpoint-N/``)."""
     return Path(path).is_dir() and (Path(path) / HF_SCHEDULER).is_file()
 
 
 def is_torch_file(path: str | os.PathLike[str]) -> bool:
-    """True when the file starts like a ``torch.save`` output (zip or legacy pickle), by content."""
+    """True when the file starts like a ``torch.save`` output (zip or legacy pickle), by content.
+
+    Only regular files are opened: a FIFO would block and a device would never end.
+    """
+    if not _is_regular(path):
+        return False
     try:
         with open(path, "rb") as f:
             head = f.read(4)
     except OSError:
         return False
     return head[:2] == b"PK" or head[:1] == b"\x80"
-
-
-def _read_builtin(path: Path) -> Any:
-    from plateau_forensics.torchfile import read_torch_file
-
-    return read_torch_file(path)
 
 
 class _TorchTensor:
@@ -126,34 +153,68 @@ class _TorchTensor:
         return self._t.tolist()
 
 
-def _read_torch(path: Path) -> Any:
+def _read_torch(path: Path) -> TorchFile:
+    from plateau_forensics.torchfile import read_torch_archive
+
     try:
         import torch
     except ImportError as exc:
         raise CheckpointError("--loader torch needs torch: pip install 'plateau-forensics[torch]'") from exc
+    # Our own reader sees the file first: torch's unpickler crashes (SIGSEGV) on some hostile files, and
+    # anything over our limits or ambiguous is refused before torch reads a byte of it.
+    checked = read_torch_archive(path)
     try:  # mmap only applies to the zip format; torch refuses it for legacy files
         obj = torch.load(path, weights_only=True, mmap=_starts_with_pk(path), map_location="cpu")
     except Exception as exc:  # torch raises many types here; all mean "this file cannot be read safely"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: torch.load(weights_only=True) refused it: {first}") from exc
+    done: dict[int, Any] = {}
 
     def wrap(v: Any) -> Any:
         if isinstance(v, torch.Tensor):
             return _TorchTensor(v)
+        if not isinstance(v, (Mapping, list, tuple)):
+            return v
+        if id(v) in done:  # shared or self-referencing containers: wrap each once
+            return done[id(v)]
         if isinstance(v, Mapping):
-            return {k: wrap(x) for k, x in v.items()}
+            out: Any = {}
+            done[id(v)] = out
+            out.update((k, wrap(x)) for k, x in v.items())
+            return out
         if isinstance(v, list):
-            return [wrap(x) for x in v]
-        if isinstance(v, tuple):
-            return tuple(wrap(x) for x in v)
-        return v
+            lst: list[Any] = []
+            done[id(v)] = lst
+            lst.extend(wrap(x) for x in v)
+            return lst
+        tup = tuple(wrap(x) for x in v)
+        done[id(v)] = tup
+        return tup
 
-    return wrap(obj)
+    return TorchFile(wrap(obj), (), checked.integrity, checked.unverified, checked.storages)
 
 
 def _starts_with_pk(path: Path) -> bool:
     with open(path, "rb") as f:
         return f.read(2) == b"PK"
+
+
+def read_file(path: str | os.PathLike[str], loader: Loader = "builtin") -> TorchFile:
+    """A ``torch.save`` file read without running pickled code, with what was neutralised and not verified.
+
+    Raises:
+        CheckpointError: missing, unreadable, not a regular file, over a reader limit, or not a torch file.
+    """
+    from plateau_forensics.torchfile import read_torch_archive
+
+    p = Path(path)
+    if not p.exists():
+        raise CheckpointError(f"{p}: no such file")
+    if not _is_regular(p):
+        raise CheckpointError(f"{p}: not a regular file")
+    if loader == "torch":
+        return _read_torch(p)
+    return read_torch_archive(p)
 
 
 def read_tree(path: str | os.PathLike[str], loader: Loader = "builtin") -> Any:
@@ -162,51 +223,60 @@ def read_tree(path: str | os.PathLike[str], loader: Loader = "builtin") -> Any:
     Raises:
         CheckpointError: missing, unreadable, or not a torch file.
     """
-    p = Path(path)
-    if not p.is_file():
-        raise CheckpointError(f"{p}: no such file")
-    if loader == "torch":
-        return _read_torch(p)
-    return _read_builtin(p)
+    return read_file(path, loader).obj
 
 
 # -- walking the tree ------------------------------------------------------------------------------
-def _children(obj: Any) -> Iterator[tuple[str, Any]]:
-    """(key-path suffix, child) pairs of a container, an inert pickled object included."""
-    if isinstance(obj, Mapping):
-        for k, v in obj.items():
-            yield (f".{k}" if isinstance(k, str) and k.isidentifier() else f"[{k!r}]"), v
-    elif isinstance(obj, (list, tuple)):
-        for i, v in enumerate(obj):
-            yield f"[{i}]", v
-    else:
-        mapping = getattr(obj, "mapping", None)
-        if callable(mapping) and type(obj).__name__ != "type":
-            inner = mapping()
-            if isinstance(inner, Mapping):
-                yield from _children(inner)
-
-
-def _as_mapping(obj: Any) -> Mapping[str, Any] | None:
+def _as_mapping(obj: Any) -> Mapping[Any, Any] | None:
+    """A mapping, or what an inert pickled object was given (its ``__dict__`` and items); else None."""
     if isinstance(obj, Mapping):
         return obj
-    mapping = getattr(obj, "mapping", None)
-    if callable(mapping):
-        inner = mapping()
-        return inner if isinstance(inner, Mapping) else None
+    if isinstance(obj, Opaque):  # an instance only: an Opaque *class* (a dtype, a config class) holds nothing
+        return obj.mapping()
     return None
 
 
-def _walk(obj: Any, path: str = "", depth: int = 0) -> Iterator[tuple[str, Any]]:
-    yield path, obj
-    if depth > 12 or _is_tensor(obj):
+def _suffix(key: Any) -> str:
+    return f".{key}" if isinstance(key, str) and key.isidentifier() and len(key) <= 80 else f"[{short_repr(key, 60)}]"
+
+
+def _children(obj: Any) -> list[tuple[str, Any]]:
+    """(key-path suffix, child) pairs of a container, an inert pickled object included."""
+    if isinstance(obj, (list, tuple)):
+        return [(f"[{i}]", v) for i, v in enumerate(obj) if isinstance(v, _CONTAINERS)]
+    m = _as_mapping(obj)
+    if m is None:
+        return []
+    return [(_suffix(k), v) for k, v in m.items() if isinstance(v, _CONTAINERS)]
+
+
+_CONTAINERS = (Mapping, list, tuple, Opaque)
+
+
+def _walk(obj: Any) -> Iterator[tuple[str, Any]]:
+    """Every container in the tree with its key path, depth-first, each object once (by id) at its first path.
+
+    Shared sub-objects (a DAG) and self-references are visited once, so the walk costs the tree's size.
+    """
+    if not isinstance(obj, _CONTAINERS):
         return
-    for suffix, child in _children(obj):
-        yield from _walk(child, path + suffix, depth + 1)
+    seen = {id(obj)}
+    stack: list[tuple[str, Any, int]] = [("", obj, 0)]
+    while stack:
+        path, node, depth = stack.pop()
+        yield path, node
+        if depth >= SEARCH_DEPTH or _is_tensor(node):
+            continue
+        kids = []
+        for suffix, child in _children(node):
+            if id(child) not in seen:
+                seen.add(id(child))
+                kids.append((path + suffix, child, depth + 1))
+        stack.extend(reversed(kids))
 
 
 def _is_tensor(v: Any) -> bool:
-    return hasattr(v, "dtype") and hasattr(v, "shape") and hasattr(v, "item")
+    return isinstance(v, (TensorRef, _TorchTensor))
 
 
 def _clean(path: str) -> str:
@@ -233,39 +303,83 @@ def _optimizers(tree: Any) -> list[tuple[str, list[Mapping[str, Any]]]]:
     return out
 
 
-def _number(value: Any, where: str) -> tuple[float, str | None]:
-    """A saved scalar as a Python number, and the tensor dtype it had (None for a plain number)."""
+# -- values ----------------------------------------------------------------------------------------
+_NUMBER_KEYS = ("factor", "patience", "threshold", "cooldown", "eps", "last_epoch", "best", "num_bad_epochs",
+                "cooldown_counter", "mode_worse")
+_COUNT_KEYS = ("patience", "cooldown", "last_epoch", "num_bad_epochs", "cooldown_counter")
+_MODES = {"mode": ("min", "max"), "threshold_mode": ("rel", "abs")}
+
+
+def _number(value: Any, where: str) -> tuple[Any, str | None]:
+    """A saved scalar as a Python number, and the tensor dtype it had (None for a plain number).
+
+    Raises:
+        CheckpointValueError: not a number, a tensor of several elements, or too large for a float.
+        CheckpointError: the tensor's bytes cannot be read.
+    """
+    dtype = None
     if _is_tensor(value):
+        if math.prod(value.shape) != 1:
+            raise CheckpointValueError(f"{where} is a tensor of shape {short_repr(value.shape)}, not one number")
         try:
-            return value.item(), value.dtype
-        except Exception as exc:  # a multi-element tensor, or unreadable bytes
-            raise CheckpointError(f"{where}: cannot read a single number from {value!r}: {exc}") from exc
+            value, dtype = value.item(), value.dtype
+        except (RuntimeError, ValueError, TypeError) as exc:  # torch's own errors for unreadable tensors
+            raise CheckpointError(f"{where}: cannot read a number from the tensor ({exc})") from exc
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise CheckpointError(f"{where} holds {value!r}, not a number")
-    return value, None
+        raise CheckpointValueError(f"{where} holds {short_repr(value)}, not a number")
+    if isinstance(value, int):
+        try:
+            float(value)
+        except OverflowError:
+            raise CheckpointValueError(f"{where} holds an integer of {value.bit_length()} bits, too large for a "
+                                       "float") from None
+    return value, dtype
 
 
-def _normalise_state(raw: Mapping[str, Any], where: str) -> tuple[dict[str, Any], str | None]:
+def _normalise_state(raw: Mapping[Any, Any], where: str) -> tuple[dict[str, Any], str | None]:
+    """The state with tensors read as numbers, every key torch uses checked for its type and range.
+
+    Raises:
+        CheckpointValueError: a saved value torch's ReduceLROnPlateau cannot hold, naming the key.
+    """
     out: dict[str, Any] = {}
     best_dtype = None
     for k, v in raw.items():
         if k == "optimizer":  # a pickled scheduler object still carries its optimizer
             continue
-        if _is_tensor(v):
-            v, dtype = _number(v, f"{where}.{k}")
+        key = k if isinstance(k, str) else short_repr(k)
+        at = f"{where}.{short_repr(key, 60) if not key.isidentifier() else key}"
+        if k in _NUMBER_KEYS or _is_tensor(v):
+            v, dtype = _number(v, at)
             if k == "best":
                 best_dtype = dtype
-        elif isinstance(v, (list, tuple)) and k in ("_last_lr", "min_lrs"):
-            v = [_number(x, f"{where}.{k}")[0] for x in v]
-        out[str(k)] = v
+            if k in _COUNT_KEYS and abs(v) >= MAX_COUNT:
+                raise CheckpointValueError(f"{at} is {short_repr(v)}: out of range for a counter")
+        elif k in ("_last_lr", "min_lrs"):
+            if not isinstance(v, (list, tuple)):
+                raise CheckpointValueError(f"{at} holds {short_repr(v)}, not a list of numbers")
+            v = [_number(x, f"{at}[{i}]")[0] for i, x in enumerate(v)]
+        elif k == "default_min_lr" and v is not None:
+            v = _number(v, at)[0]
+        elif k in _MODES and v not in _MODES[k]:
+            raise CheckpointValueError(f"{at} is {short_repr(v)}; torch knows {' and '.join(map(repr, _MODES[k]))}")
+        out[key] = v
+    factor = out.get("factor")
+    if isinstance(factor, (int, float)) and factor >= 1.0:
+        raise CheckpointValueError(f"{where}.factor is {short_repr(factor)}; torch requires factor < 1.0")
     return out, best_dtype
 
 
 def _top_level(tree: Any) -> tuple[str, ...]:
     m = _as_mapping(tree)
     if m is not None:
-        return tuple(str(k) for k in m)
-    return (f"<{type(tree).__name__}>",)
+        return tuple(k if isinstance(k, str) and len(k) <= 80 else short_repr(k, 80) for k in m)
+    return (f"<{type(tree).__name__[:80]}>",)
+
+
+def _listing(names: list[str] | tuple[str, ...], limit: int = 20) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
 
 
 def _framework(tree: Any, key_path: str) -> str:
@@ -295,31 +409,52 @@ def _pick_optimizer(
     return matching[0] if len(matching) == 1 else None
 
 
+def _counter(value: Any, where: str, integral: bool = False) -> Any:
+    """An epoch/global_step field: None, or a finite number in range (an int when ``integral``)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integral and not isinstance(value, int)):
+        raise CheckpointValueError(f"{where} is {short_repr(value)}, not {'an integer' if integral else 'a number'}")
+    if abs(value) >= MAX_COUNT or (isinstance(value, float) and not math.isfinite(value)):
+        raise CheckpointValueError(f"{where} is {short_repr(value)}: out of range for a counter")
+    return value
+
+
 def checkpoint_from_tree(
-    tree: Any, path: str, *, scheduler: str | None = None, loader: Loader = "builtin", extra_trees: Mapping[str, Any] | None = None,
+    tree: Any, path: str, *, scheduler: str | None = None, loader: Loader = "builtin",
+    extra_trees: Mapping[str, Any] | None = None, neutralised: tuple[str, ...] = (),
+    integrity: tuple[str, ...] = (),
 ) -> Checkpoint:
-    """Build a ``Checkpoint`` from an already-read object tree (see ``load_checkpoint``)."""
+    """Build a ``Checkpoint`` from an already-read object tree (see ``load_checkpoint``).
+
+    Raises:
+        SchedulerStateNotFound, AmbiguousSchedulerState: no plateau state, or several.
+        CheckpointValueError: a saved value torch's ReduceLROnPlateau cannot hold (the message names the key).
+    """
     found = find_plateau_states(tree)
     names = [p for p, _ in found]
     if scheduler is not None:
         chosen = [(p, m) for p, m in found if p == scheduler]
         if not chosen:
-            listed = ", ".join(repr(n) for n in names) or "none"
-            raise SchedulerStateNotFound(f"{path}: no plateau state at {scheduler!r}; found: {listed}")
+            listed = _listing([repr(n) for n in names]) or "none"
+            raise SchedulerStateNotFound(f"{path}: no plateau state at {short_repr(scheduler)}; found: {listed}")
     else:
         chosen = found
     if not chosen:
-        top = ", ".join(_top_level(tree)) or "nothing"
+        top = _listing(_top_level(tree)) or "nothing"
         raise SchedulerStateNotFound(f"{path}: no ReduceLROnPlateau state found; top level holds: {top}")
     if len(chosen) > 1:
-        listed = ", ".join(repr(n or "<root>") for n in names)
+        listed = _listing([repr(n or "<root>") for n in names])
         raise AmbiguousSchedulerState(
             f"{path}: {len(chosen)} plateau states found: {listed} (choose one with --scheduler KEYPATH)", names
         )
     key_path, raw_state = chosen[0]
     where = f"{path}:{key_path or '<root>'}"
     raw, best_dtype = _normalise_state(raw_state, where)
-    config, state = from_state_dict(raw)
+    try:
+        config, state = from_state_dict(raw)
+    except ConfigError as exc:  # a value from a file is a bad input (exit 1), not a usage error
+        raise CheckpointValueError(f"{where}: {' '.join(str(exc).split())[:300]}") from None
     if best_dtype is not None:
         state = replace(state, best_dtype=best_dtype)
 
@@ -335,7 +470,8 @@ def checkpoint_from_tree(
         optimizer_lrs = tuple(float(v) for v, _ in pairs)
         lr_dtypes = tuple(d for _, d in pairs)
         if all("initial_lr" in g for g in groups):
-            initial_lrs = tuple(float(_number(g["initial_lr"], path)[0]) for g in groups)
+            initial_lrs = tuple(float(_number(g["initial_lr"], f"{path}:{opt_path}.param_groups[{i}].initial_lr")[0])
+                                for i, g in enumerate(groups))
     top = _as_mapping(tree) or {}
     epoch = top.get("epoch")
     step = top.get("global_step")
@@ -349,32 +485,66 @@ def checkpoint_from_tree(
         lr_dtypes=lr_dtypes or (None,) * n_groups,
         optimizer_key_path=opt_path,
         initial_lrs=initial_lrs,
-        epoch=epoch if isinstance(epoch, (int, float)) and not isinstance(epoch, bool) else None,
-        global_step=step if isinstance(step, int) and not isinstance(step, bool) else None,
+        epoch=_counter(epoch, f"{path}:epoch") if isinstance(epoch, (int, float)) else None,
+        global_step=_counter(step, f"{path}:global_step") if isinstance(step, int) and not isinstance(step, bool)
+        else None,
         top_level=_top_level(tree),
         candidates=tuple(names),
         framework=_framework(tree, key_path),
         loader=loader,
+        neutralised=neutralised,
+        integrity=integrity,
     )
+
+
+def _read_trainer_state(state_file: Path) -> dict[str, Any]:
+    """trainer_state.json as a dict, checked: size, nesting, top-level type, epoch/global_step/log_history."""
+    if not _is_regular(state_file):
+        raise CheckpointError(f"{state_file}: not a regular file")
+    try:
+        size = state_file.stat().st_size
+        if size > MAX_TRAINER_STATE_BYTES:
+            raise CheckpointLimitError(f"{state_file}: {size:,} bytes (limit {MAX_TRAINER_STATE_BYTES >> 20} MiB)")
+        ts = json.loads(state_file.read_bytes())
+    except CheckpointError:
+        raise
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSONDecodeError and UnicodeDecodeError
+        text = " ".join(str(exc).split())[:200] if not isinstance(exc, RecursionError) else "nested too deeply"
+        raise CheckpointError(f"{state_file}: not readable JSON: {text}") from None
+    if not isinstance(ts, dict):
+        raise CheckpointValueError(f"{state_file}: the top level is a JSON {type(ts).__name__}, not an object")
+    try:
+        check_depth(ts)
+    except CheckpointError as exc:
+        raise CheckpointLimitError(f"{state_file}: {exc}") from None
+    _counter(ts.get("epoch"), f"{state_file}: epoch")
+    _counter(ts.get("global_step"), f"{state_file}: global_step", integral=True)
+    history = ts.get("log_history")
+    if history is not None and not (isinstance(history, list) and all(isinstance(e, dict) for e in history)):
+        raise CheckpointValueError(f"{state_file}: log_history is not a list of objects")
+    return ts
 
 
 def _load_hf_dir(d: Path, scheduler: str | None, loader: Loader) -> Checkpoint:
     sched_file = d / HF_SCHEDULER
     if not sched_file.is_file():
-        listing = ", ".join(sorted(p.name for p in d.iterdir())) or "nothing"
+        listing = _listing(sorted(p.name[:80] for p in d.iterdir())) or "nothing"
         raise CheckpointError(f"{d}: a directory without {HF_SCHEDULER}; it holds: {listing}")
-    tree = read_tree(sched_file, loader)
+    sched = read_file(sched_file, loader)
     extra: dict[str, Any] = {}
+    files = [(HF_SCHEDULER, sched)]
     if (d / HF_OPTIMIZER).is_file():
-        extra["optimizer.pt"] = read_tree(d / HF_OPTIMIZER, loader)
-    ck = checkpoint_from_tree(tree, str(d), scheduler=scheduler, loader=loader, extra_trees=extra)
+        opt = read_file(d / HF_OPTIMIZER, loader)
+        extra["optimizer.pt"] = opt.obj
+        files.append((HF_OPTIMIZER, opt))
+    neutralised = tuple(dict.fromkeys(n for _, f in files for n in f.neutralised))
+    integrity = tuple(f"{name}: {note}" for name, f in files for note in f.integrity)
+    ck = checkpoint_from_tree(sched.obj, str(d), scheduler=scheduler, loader=loader, extra_trees=extra,
+                              neutralised=neutralised, integrity=integrity)
     ck = replace(ck, key_path=f"{HF_SCHEDULER}{':' + ck.key_path if ck.key_path else ''}", framework="hf-trainer")
     state_file = d / HF_TRAINER_STATE
-    if state_file.is_file():
-        try:
-            ts = json.loads(state_file.read_text())
-        except (OSError, ValueError) as exc:
-            raise CheckpointError(f"{state_file}: not readable JSON: {exc}") from exc
+    if state_file.exists():
+        ts = _read_trainer_state(state_file)
         history = ts.get("log_history")
         ck = replace(ck, epoch=ts.get("epoch"), global_step=ts.get("global_step"),
                      log_history=tuple(history) if isinstance(history, list) else None)
@@ -389,13 +559,16 @@ def load_checkpoint(
     Args:
         path: a ``.pt``/``.ckpt``/``.pth.tar`` file (any name: the content decides) or a directory.
         scheduler: the key path of the plateau state to use when there are several.
-        loader: ``"builtin"`` (torch-free restricted reader) or ``"torch"`` (``torch.load(weights_only=True)``).
+        loader: ``"builtin"`` (torch-free restricted reader) or ``"torch"`` (``torch.load(weights_only=True)``,
+            after the built-in reader has checked the file).
 
     Returns:
         The normalised ``Checkpoint``.
 
     Raises:
-        CheckpointError: unreadable or not a checkpoint; SchedulerStateNotFound, AmbiguousSchedulerState.
+        CheckpointError: unreadable, not a checkpoint, ambiguous or over a reader limit
+            (``CheckpointLimitError``), or a saved value torch cannot hold (``CheckpointValueError``);
+            SchedulerStateNotFound, AmbiguousSchedulerState.
 
     Example:
         >>> ck = load_checkpoint("sample_checkpoints/seed000.pt")  # doctest: +SKIP
@@ -404,5 +577,6 @@ def load_checkpoint(
     p = Path(path)
     if p.is_dir():
         return _load_hf_dir(p, scheduler, loader)
-    tree = read_tree(p, loader)
-    return checkpoint_from_tree(tree, str(p), scheduler=scheduler, loader=loader)
+    tf = read_file(p, loader)
+    return checkpoint_from_tree(tf.obj, str(p), scheduler=scheduler, loader=loader, neutralised=tf.neutralised,
+                                integrity=tf.integrity)

@@ -13,7 +13,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from plateau_forensics.errors import CheckpointError
+from plateau_forensics.errors import CheckpointError, CheckpointLimitError
 
 __all__ = ["Limits", "PickleLimitError", "PickleMachine", "MAX_DEPTH"]
 
@@ -35,8 +35,7 @@ class Limits:
     memo_index = 2**32 - 1
 
 
-class PickleLimitError(CheckpointError):
-    """A pickle exceeds one of the reader's limits (what a scheduler checkpoint could need)."""
+PickleLimitError = CheckpointLimitError  # a pickle exceeds one of the reader's limits
 
 
 _CORRUPT = (struct.error, ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeDecodeError,

@@ -56,6 +56,8 @@ SMALL_MEMBER_BYTES = 64
 #: A storage member up to this size is read whole when a value is needed, so its CRC-32 is verified.
 VERIFY_MEMBER_BYTES = 64 * 1024
 MAX_MEMBERS = 1_000_000
+#: Integrity notes about what was not checked (rather than found wrong) start with this.
+NOT_VERIFIED = "not verified: "
 MAX_CENTRAL_DIRECTORY = 256 * 2**20
 # What zipfile raises on damaged archives (names with a bad UTF-8 flag, corrupt LZMA/bzip2 streams, ...).
 _ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, lzma.LZMAError, EOFError, NotImplementedError, RuntimeError,
@@ -707,8 +709,8 @@ def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
     notes += _zip_layout(fh, infos, start_dir, size, stored, prefix, unverified)
     if unverified:
         total = sum(end - start for start, end, _ in unverified)
-        notes.append(f"CRC-32 not verified for {len(unverified)} storage member(s) ({_human(total)} of tensor data "
-                     "never read); torch.load(weights_only=True) would verify them")
+        notes.append(f"{NOT_VERIFIED}the CRC-32 of {len(unverified)} storage member(s) ({_human(total)} of tensor "
+                     "data, never read); torch.load(weights_only=True) verifies them")
     return TorchFile(obj, tuple(reader.neutralised), tuple(notes), tuple(unverified),
                      {k: n for k, (_, n) in reader.storages.items()})
 
@@ -806,8 +808,8 @@ def _read_legacy(path: str, fh: IO[bytes]) -> TorchFile:
     unverified = [(offset, offset + n, key) for key, (offset, n) in source.offsets.items() if n]
     if unverified:
         total = sum(n for _, n in source.offsets.values())
-        notes.append(f"legacy format: {len(unverified)} storage(s) ({_human(total)}) have no checksum and were "
-                     "never read")
+        notes.append(f"{NOT_VERIFIED}{len(unverified)} legacy storage(s) ({_human(total)}, never read; the legacy "
+                     "format has no checksums)")
     return TorchFile(result, tuple(reader.neutralised), tuple(notes), tuple(unverified),
                      {k: n for k, (_, n) in reader.storages.items()})
 
