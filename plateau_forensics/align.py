@@ -26,11 +26,11 @@ class Alignment:
 
     Args:
         epoch: the log epoch after whose step the checkpoint was saved, or None when no row matches.
-        index: that row's position in the log, or None.
+        index: that step's position in the trace, or None.
         scheduler_step: the saved ``last_epoch``.
         epoch_offset: ``epoch - last_epoch`` (None without a match).
         candidates: every log epoch after which the replayed state equals the saved one.
-        start_index: the row where the scheduler that wrote the checkpoint took its first step.
+        start_index: the log row where the scheduler that wrote the checkpoint took its first step.
         initial_lrs: the lrs before ``start_index``'s step used for the replay.
         initial_lrs_source: ``log`` (the lr column), ``option`` (--lr), ``inferred`` or ``checkpoint``.
         lr_matches: the replayed lr at ``epoch`` equals the checkpoint optimizer's lr.
@@ -52,16 +52,8 @@ class Alignment:
 
     @property
     def consistent(self) -> bool:
-        """The chosen row is explained beyond the counters: its step count equals the saved one, or its lr matches."""
-        if self.index is None:
-            return False
-        steps = self.index - self.start_index + 1
-        return bool(self.lr_matches) or steps == self.scheduler_steps
-
-    @property
-    def steps_match(self) -> bool:
-        """The chosen row is exactly as many steps after the start as the saved state has seen."""
-        return self.index is not None and self.index - self.start_index + 1 == self.scheduler_steps
+        """The checkpoint was placed at a row, and its optimizer lr (when known) agrees there."""
+        return self.epoch is not None and self.lr_matches is not False
 
     @property
     def scheduler_steps(self) -> float:

@@ -148,13 +148,7 @@ def trace(
     if ck is None:
         if log is None:
             raise ConfigError("nothing to trace: give a checkpoint, a loss log, or both")
-        replayed = _surviving(log)
-        lrs0 = _first_logged_lrs(replayed) if lr is None else tuple(lr)
-        t = replay(replayed, config, lrs=lrs0 or (1.0,))
-        if lr is None and lrs0 is None:
-            t.notes.append("no lr given and no lr column: lrs are shown relative to 1.0 (use --lr)")
-        t.findings = diagnose.diagnose(t, expect=expect, full_log=log, replayed_log=replayed)
-        return t
+        return _trace_log(log, config, lr, expect)
     if log is None:
         t = replay([], state=ck)
         if ck.epoch is not None:
@@ -179,12 +173,60 @@ def _first_logged_lrs(log: LossLog) -> tuple[float, ...] | None:
     return None
 
 
+def _trace_log(log: LossLog, config: PlateauConfig | None, lr: Sequence[float] | None,
+               expect: Mapping[str, Any] | None) -> Trace:
+    """Teaching mode: the log replayed by a scheduler with ``config`` (torch's defaults when None), the values
+    taken as printed; restarts in the log and logged lrs are still explained by the stories."""
+    from dataclasses import replace as dc_replace
+    from types import MappingProxyType
+
+    from plateau_forensics import history, narrative, stories
+
+    cfg = config or PlateauConfig()
+    exact = dc_replace(log, precision=MappingProxyType({}))
+    has_lr = _first_logged_lrs(log) is not None
+    lr_option = tuple(lr) if lr else (None if has_lr else (1.0,))
+    ev = stories.evidence_for(None, exact, cfg, lr_option=lr_option)
+    verdict = stories.explain(ev)
+    e = verdict.evaluation
+    assert e is not None
+    t = history.trace_of(ev, e)
+    t.log, t.verdict = log, verdict
+    if config is None:
+        t.notes.append("no hyperparameters given: torch's defaults are in use (mode=min, factor=0.1, patience=10, "
+                       "threshold=1e-4 rel, cooldown=0, min_lr=0, eps=1e-8); pass --patience, --factor, ...")
+    if not lr and not has_lr:
+        t.notes.append("no lr given and no lr column: lrs are shown relative to 1.0 (use --lr)")
+    rounded = [f"'{c}' {p.description}" for c, p in log.precision.items() if not p.exact and not p.assumed]
+    if rounded:
+        t.notes.append("the log is rounded (" + ", ".join(rounded) + "): replayed as printed")
+    t.findings = diagnose.diagnose(t, expect=expect, full_log=log, replayed_log=log,
+                                   extra=narrative.story_findings(ev, verdict), column=e.plan.column)
+    return t
+
+
+def _never_stepped(ck: Checkpoint, log: LossLog, expect: Mapping[str, Any] | None) -> Trace:
+    """A scheduler that never stepped although the run logged evaluations: nothing to replay."""
+    from plateau_forensics.stories import Verdict
+
+    t = replay([], state=ck)
+    t.checkpoint, t.log = ck, log
+    t.verdict = Verdict(story=("scheduler-never-stepped",), alternatives=(), decide="", explained=(),
+                        unexplained=())
+    t.notes.append("the saved scheduler never stepped: no history to replay (the finding says what stepping "
+                   "it on this log would have done)")
+    t.findings = diagnose.diagnose(t, expect=expect, full_log=log, replayed_log=log)
+    return t
+
+
 def _trace_checkpoint_in_log(
     ck: Checkpoint, full_log: LossLog, lr: Sequence[float] | None, expect: Mapping[str, Any] | None
 ) -> Trace:
     """Explain the run with the story that fits the checkpoint and the log best (``stories.explain``)."""
     from plateau_forensics import history, narrative, stories
 
+    if not ck.partial and ck.state.steps == 0 and ck.state.best == ck.config.mode_worse and len(full_log):
+        return _never_stepped(ck, full_log, expect)
     ev = stories.evidence_for(ck, full_log, ck.config, lr_option=lr)
     verdict = stories.explain(ev)
     e = verdict.evaluation
@@ -192,6 +234,8 @@ def _trace_checkpoint_in_log(
     t = history.trace_of(ev, e)
     t.checkpoint, t.log, t.verdict = ck, full_log, verdict
     t.alignment = _alignment(ev, e, t)
+    if t.alignment.note:
+        t.notes.append(t.alignment.note)
     t.notes.extend(_story_notes(ev, e, t))
     rebuilt = None
     a = t.alignment
@@ -219,20 +263,35 @@ def _alignment(ev: Any, e: Any, t: Trace) -> Any:
                          ck.state.last_epoch_base)
     op = e.ops[e.anchor_op]
     index = lineage.index(e.anchor_op) if e.anchor_op in lineage else None
+    first = e.anchor_op  # the first step of the scheduler that wrote the checkpoint
+    while e.ops[first].parent >= 0 and not (e.ops[first].init is not None and not _carries(e, first)):
+        first = e.ops[first].parent
+    start_row = e.ops[first].row
+    if e.initial_lrs is None and first in lineage:
+        inferred = t.starts[[s.index for s in t.starts].index(lineage.index(first))].lrs \
+            if lineage.index(first) in [s.index for s in t.starts] else None
+        if inferred is not None and all(v == v for v in inferred):
+            init = tuple(inferred)
     steps = ck.state.steps
     offset = op.label - steps if isinstance(op.label, (int, float)) else None
     lr_ok = None if ck.lrs is None else "checkpoint lr" not in e.penalties
     note = ""
     if index is None:
         note = f"the checkpoint holds the state after epoch {op.label} of a process whose later rows a resume replaced"
-    return Alignment(op.label, index, ck.state.last_epoch, offset, (op.label,), 0, init, source, lr_ok,
+    return Alignment(op.label, index, ck.state.last_epoch, offset, (op.label,), start_row, init, source, lr_ok,
                      matched_on, note, ck.state.last_epoch_base)
+
+
+def _carries(e: Any, op_index: int) -> bool:
+    from plateau_forensics.history import _carries as carries
+
+    return carries(e, op_index)
 
 
 def _story_notes(ev: Any, e: Any, t: Trace) -> list[str]:
     notes = []
     log = ev.log
-    rounded = [f"'{c}' {p.description}" for c, p in log.precision.items() if not p.exact]
+    rounded = [f"'{c}' {p.description}" for c, p in log.precision.items() if not p.exact and not p.assumed]
     if rounded:
         notes.append("the log is rounded (" + ", ".join(rounded) + "): each value stands for an interval, and "
                      "comparisons it cannot decide are marked")

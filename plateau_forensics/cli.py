@@ -173,7 +173,8 @@ def main(
                 source = source.with_hyperparameters(config, tuple(given))
         trace = api.trace(
             source, (logs if len(logs) > 1 else logs[0]) if logs else None, scheduler=scheduler_key, metric=metric, epoch_column=epoch_column,
-            lr_columns=lr_columns or None, lr=lrs or None, config=config, loader=loader,  # type: ignore[arg-type]
+            lr_columns=lr_columns or None, lr=lrs or None, config=config if given else None,
+            loader=loader,  # type: ignore[arg-type]
             expect=expect,
         )
         if what_ifs:
@@ -182,30 +183,32 @@ def main(
             configs = whatif.expand_what_if(what_ifs, trace.config, include_base=True)
             cmp = whatif.compare(trace, configs)
             out = whatif.render_comparison(cmp, fmt if fmt in whatif.COMPARISON_FORMATS else "table", style=style)
-            if plot_path is not None:
-                cmp.plot(plot_path)
         else:
             out = report.render(trace, "explain" if explain else fmt,  # type: ignore[arg-type]
                                 width=width or shutil.get_terminal_size((100, 24)).columns, style=style)
-            if plot_path is not None:
-                trace.plot(plot_path)
-        changes = None
-        if write_state is not None:
-            from plateau_forensics.repair import repaired_state
-            from plateau_forensics.repair import write_state as write
-
-            state, changes = repaired_state(trace)
-            write(state, write_state)
     except ConfigError as exc:
         raise click.UsageError(" ".join(str(exc).split())) from exc
     except ModuleNotFoundError as exc:  # an optional extra (matplotlib for --plot) is not installed
         raise click.ClickException(str(exc)) from exc
     except ForensicsError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
-    click.echo(out)
-    if changes is not None:
-        what = "; ".join(changes) if changes else "nothing changed: the saved state already matches the log"
-        click.echo(f"wrote {write_state}: {what}", err=fmt == "json")
+    click.echo(out)  # the analysis first: a failing output file below must not hide it
+    try:
+        if plot_path is not None:
+            (cmp.plot if what_ifs else trace.plot)(plot_path)
+        if write_state is not None:
+            from plateau_forensics.repair import repaired_state
+            from plateau_forensics.repair import write_state as write
+
+            state, changes, why = repaired_state(trace)
+            write(state, write_state)
+            what = "; ".join(changes) if changes else "no key differs from the checkpoint's"
+            click.echo(f"wrote {write_state}: {why}; {what}", err=fmt == "json")
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (ForensicsError, OSError) as exc:
+        text = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        raise click.ClickException(" ".join(text.split())) from exc
     if check and any(f.severity == "warning" for f in trace.findings):
         ctx = click.get_current_context()
         ctx.exit(ExitStatus.FINDINGS)

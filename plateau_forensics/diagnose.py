@@ -308,180 +308,6 @@ def mode_findings(trace: Trace, column: str | None = None) -> list[Finding]:
         f"use mode='{'max' if cfg.mode == 'min' else 'min'}' for this metric")]
 
 
-def wrong_metric_findings(trace: Trace) -> list[Finding]:
-    """The saved ``best`` is not a value of the monitored column but is one of another column."""
-    ck, log = trace.checkpoint, trace.log
-    if ck is None or log is None or not math.isfinite(ck.state.best):
-        return []
-    best = ck.state.best
-    from plateau_forensics.align import _f32, is_float32_log
-
-    if any(m == best for m in log.metrics) or (is_float32_log(log.metrics) and _f32(best) in log.metrics):
-        return []
-    others = []
-    for col, values in log.columns.items():
-        for i, v in enumerate(values):
-            if v is not None and v == best:
-                others.append((col, log.epochs[i]))
-                break
-    if not others:
-        return [Finding("wrong-metric", "info", None,
-                        f"the saved best {best!r} is not a value of '{log.metric_column}' or any other log column "
-                        "(the log may be rounded, or from another run)", {"best": best}, "")]
-    col, epoch = others[0]
-    verified = ""
-    values = log.columns[col]
-    if all(v is not None for v in values):
-        from plateau_forensics.align import align
-
-        alt = align(ck.config, ck.state, [float(v) for v in values], list(log.epochs), saved_lrs=ck.lrs,
-                    checkpoint_epoch=ck.epoch)
-        if alt.index is not None:
-            verified = f"; replaying '{col}' reproduces the saved state after epoch {alt.epoch}"
-    return [Finding(
-        "wrong-metric", "warning", epoch,
-        f"the saved best {best!r} is not a value of '{log.metric_column}' but equals '{col}' at epoch {epoch}: "
-        f"the scheduler was stepped with that column{verified}",
-        {"best": best, "monitored": log.metric_column, "matches": [{"column": c, "epoch": e} for c, e in others]},
-        f"pass the validation metric to scheduler.step() (or rerun with --metric {col} to replay what happened)")]
-
-
-# -- what happened at and after the resume -----------------------------------------------------------
-def _replay_lr_in(cfg: PlateauConfig, state: PlateauState | None, lrs: Sequence[float], metrics: Sequence[float],
-                  dtypes: Sequence[str | None]) -> list[tuple[float, ...]]:
-    t = run(cfg, metrics, lrs, state=state, lr_dtypes=dtypes)
-    out = [tuple(lrs)]
-    out.extend(t._cols.lrs[:-1])
-    return out
-
-
-def _prefix(logged: list[tuple[float, ...] | None], predicted: list[tuple[float, ...]]) -> int:
-    n = 0
-    for a, b in zip(logged, predicted):
-        if a is None:
-            n += 1
-            continue
-        if not _close(a, b):
-            break
-        n += 1
-    return n
-
-
-def _earlier_scheduler_evidence(trace: Trace, full_log: LossLog, start: int) -> str:
-    """Evidence that rows before ``start`` were stepped by another plateau scheduler: an lr cut by ``factor``,
-    or a duplicated epoch (a crash and a resume) at the restart."""
-    factor = trace.config.factor
-    if full_log.lrs is not None:
-        for i in range(1, min(start, len(full_log.lrs))):
-            a, b = full_log.lrs[i - 1], full_log.lrs[i]
-            if a and b and None not in a and None not in b and any(
-                    x and math.isclose(y / x, factor, rel_tol=1e-6) for x, y in zip(a, b)):  # type: ignore[operator]
-                return f"the logged lr was cut by factor {factor} at epoch {full_log.epochs[i]}"
-    if any(x.kind == "duplicate-epochs" for x in full_log.anomalies):
-        return "the log has duplicated epochs from a crash and a resume"
-    return ""
-
-
-def resume_findings(trace: Trace, log: LossLog | None, full_log: LossLog | None = None) -> list[Finding]:
-    """Classify the rows after the checkpoint: which restore (scheduler, optimizer, lr) the log's lr shows."""
-    ck, a = trace.checkpoint, trace.alignment
-    out: list[Finding] = []
-    if ck is None or a is None:
-        return out
-    if a.index is not None and a.start_index > 0 and full_log is not None:
-        restart = _earlier_scheduler_evidence(trace, full_log, a.start_index)
-        if restart:
-            e0 = trace.epochs[0]
-            out.append(Finding(
-                "scheduler-not-restored", "warning", e0,
-                f"the scheduler that wrote this checkpoint took its first step at epoch {e0}, yet an earlier "
-                f"scheduler was at work before it ({restart}): its state was not restored at that resume, so best "
-                "and the counters restarted",
-                {"first_step_epoch": e0, "scheduler_step": a.scheduler_step, "earlier_evidence": restart},
-                "load scheduler.state_dict() from the checkpoint when resuming"))
-    if log is None or log.lrs is None or a.index is None:
-        return out
-    first = a.index - a.start_index + 1  # trace position of the first row after the checkpoint
-    if first >= len(trace):
-        return out
-    rows = list(range(first, len(trace)))
-    logged = [_logged(log, i) for i in rows]
-    if logged[0] is None:
-        return out
-    metrics = list(trace.metrics[first:])
-    cfg, dtypes = trace.config, trace.lr_dtypes
-    ck_lrs = tuple(ck.lrs) if ck.lrs else None
-    initial = tuple(a.initial_lrs)
-    l0 = logged[0]
-    epoch0 = trace.epochs[first]
-    if ck_lrs is not None and not _close(l0, ck_lrs):
-        if _close(l0, initial) and a.initial_lrs_source in ("log", "option", "inferred"):
-            out.append(Finding(
-                "optimizer-not-restored", "warning", epoch0,
-                f"epoch {epoch0} trained with lr {_fmt(l0)}, the initial lr, not the checkpoint optimizer's "
-                f"{_fmt(ck_lrs)}: the optimizer state was not loaded, and the reductions made so far were lost",
-                {"logged_lr": list(l0), "checkpoint_lr": list(ck_lrs), "initial_lr": list(initial)},
-                "load optimizer.state_dict() from the checkpoint (ReduceLROnPlateau keeps the lr only there)"))
-        else:
-            out.append(Finding(
-                "lr-overwritten", "warning", epoch0,
-                f"epoch {epoch0} trained with lr {_fmt(l0)}, neither the checkpoint optimizer's {_fmt(ck_lrs)} nor "
-                f"the initial {_fmt(initial)}: code set the lr by hand after loading",
-                {"logged_lr": list(l0), "checkpoint_lr": list(ck_lrs), "initial_lr": list(initial)},
-                "remove the code that assigns param_group['lr'] after loading the optimizer"))
-    base = l0
-    restored = _replay_lr_in(cfg, ck.state, base, metrics, dtypes)
-    fresh = _replay_lr_in(cfg, PlateauState.fresh(cfg, base, strict=False), base, metrics, dtypes)
-    p_restored, p_fresh = _prefix(logged, restored), _prefix(logged, fresh)
-    if p_restored < len(rows) and p_fresh > p_restored:
-        i = p_restored
-        out.append(Finding(
-            "scheduler-not-restored", "warning", trace.epochs[first + i],
-            f"after the resume the lr follows a fresh scheduler (best reset to {cfg.mode_worse}, counters 0, "
-            f"last_epoch restarted), not the saved state: at epoch {trace.epochs[first + i]} the log has "
-            f"{_fmt(logged[i] or ())} where the restored scheduler gives {_fmt(restored[i])}",
-            {"rows_matching_restored": p_restored, "rows_matching_fresh": p_fresh,
-             "epoch": trace.epochs[first + i], "logged_lr": list(logged[i] or ()), "restored_lr": list(restored[i]),
-             "fresh_lr": list(fresh[i])},
-            "call scheduler.load_state_dict(checkpoint[...]) when resuming"))
-    return out
-
-
-def external_lr_findings(trace: Trace, log: LossLog | None, skip: set[int], limit: int) -> list[Finding]:
-    """Logged lr changes the replay does not make, or makes by another ratio (warm-up, other schedulers, noise).
-
-    Only transitions into rows ``< limit`` are judged: past a resume whose restore went wrong, the replay
-    from the saved state is not what ran, and ``resume_findings`` already explains those rows.
-    """
-    if log is None or log.lrs is None:
-        return []
-    rows = []
-    for i in range(min(len(trace), limit) - 1):
-        a, b = _logged(log, i), _logged(log, i + 1)
-        if a is None or b is None or (i + 1) in skip:
-            continue
-        s = trace.step(i)
-        for g, (x, y) in enumerate(zip(a, b)):
-            if g >= len(s.lr_in) or x == 0 or s.lr_in[g] == 0:  # a group the replay does not have yet
-                continue
-            logged_ratio, replay_ratio = y / x, s.lr[g] / s.lr_in[g]
-            if not math.isclose(logged_ratio, replay_ratio, rel_tol=1e-6):
-                rows.append((trace.epochs[i + 1], g, x, y, replay_ratio))
-                break
-    if not rows:
-        return []
-    e, g, x, y, r = rows[0]
-    return [Finding(
-        "external-lr-change", "warning", e,
-        f"the logged lr changes where the plateau scheduler does not explain it, at epochs "
-        f"{_span([row[0] for row in rows])}: e.g. at epoch {e} group {g} went {x:.4g} -> {y:.4g} (ratio {y / x:.4g}; "
-        f"the scheduler's ratio there is {r:.4g})",
-        {"rows": [{"epoch": e2, "group": g2, "from": x2, "to": y2, "scheduler_ratio": r2}
-                  for e2, g2, x2, y2, r2 in rows[:50]]},
-        "another writer sets the lr (warm-up, a second scheduler, lr noise, manual code): make it the only one, or "
-        "expect the plateau scheduler to act on top of it")]
-
-
 def epoch_offset_findings(trace: Trace) -> list[Finding]:
     """The log's epoch and the scheduler's last_epoch differ by a constant; say which and where it changed."""
     a = trace.alignment
@@ -504,34 +330,6 @@ def epoch_offset_findings(trace: Trace) -> list[Finding]:
                     {"epoch": a.epoch, "last_epoch": a.scheduler_step, "offset": a.epoch_offset}, fix)]
 
 
-def saved_before_step_findings(trace: Trace) -> list[Finding]:
-    """The checkpoint's epoch field is one ahead of the row whose state it holds (Lightning's save order)."""
-    ck, a = trace.checkpoint, trace.alignment
-    if ck is None or a is None or a.epoch is None or ck.epoch is None:
-        return []
-    if ck.epoch - a.epoch != 1:
-        return []
-    return [Finding(
-        "saved-before-step", "info", ck.epoch,
-        f"the checkpoint says epoch {ck.epoch} but holds the state after epoch {a.epoch}'s step: it was saved "
-        f"before epoch {ck.epoch}'s scheduler.step (Lightning's order), or 'epoch' stores the next epoch to run",
-        {"checkpoint_epoch": ck.epoch, "state_after_epoch": a.epoch},
-        "on resume, make sure epoch {0}'s metric is stepped exactly once".format(ck.epoch))]
-
-
-def skipped_step_finding(checkpoint: Any, skipped: float, log: LossLog, boundary: int) -> Finding:
-    """A resumed run never stepped the row it resumed from (Lightning saves before the step and does not redo it)."""
-    return Finding(
-        "resume-skipped-step", "info", skipped,
-        f"epoch {skipped}'s metric was never passed to the scheduler: the run resumed after epoch {skipped} "
-        f"(the next log starts at epoch {log.epochs[boundary]}) from a checkpoint saved before that epoch's step, "
-        "and the resume does not redo it (Lightning's fit(ckpt_path=...)); every later checkpoint has "
-        "last_epoch = epoch - 1, and reductions come one epoch later than in an uninterrupted run",
-        {"skipped_epoch": skipped, "next_log_starts_at": log.epochs[boundary]},
-        "expected behaviour in Lightning; to match an uninterrupted run, step the scheduler once with that "
-        "epoch's metric after resuming")
-
-
 def never_stepped_findings(trace: Trace) -> list[Finding]:
     """A saved state that never saw a step although training went on (missing monitor with strict=False)."""
     ck, log = trace.checkpoint, trace.log
@@ -543,7 +341,10 @@ def never_stepped_findings(trace: Trace) -> list[Finding]:
     if not progress:
         return []
     lightning = ck.framework == "lightning"
-    reds = [s.epoch for s in trace.reductions()]
+    reds = []
+    if log is not None and len(log):  # what a scheduler stepped on the log would have done
+        lrs = ck.lrs or (1.0,)
+        reds = [s.epoch for s in run(trace.config, log.metrics, lrs, epochs=log.epochs, strict=False).reductions()]
     return [Finding(
         "scheduler-never-stepped", "warning", ck.epoch,
         f"the scheduler never stepped (last_epoch=0, best={ck.state.best}) although training reached "
@@ -554,17 +355,6 @@ def never_stepped_findings(trace: Trace) -> list[Finding]:
          "would_reduce_at": reds},
         "log the monitored metric under the exact name the scheduler config monitors (Lightning: "
         "lr_scheduler['monitor']), and keep strict=True so a missing metric fails loudly")]
-
-
-def steps_per_row_finding(trace: Trace, k: int, evidence: Mapping[str, Any]) -> Finding:
-    """The scheduler was stepped ``k`` times per logged evaluation."""
-    return Finding(
-        "steps-per-row", "warning", evidence.get("epoch"),
-        f"the scheduler was stepped {k} times per logged evaluation: replaying each row {k} times reproduces the "
-        f"saved state (last_epoch={evidence.get('last_epoch')} after {evidence.get('rows')} rows)",
-        dict(evidence),
-        "call scheduler.step(metric) once per evaluation (not per batch or per process; Lightning: "
-        "interval='epoch')")
 
 
 def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log: LossLog | None = None,
@@ -593,8 +383,6 @@ def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log:
     elif expect:
         fake = _ExpectOnly(trace.config)
         out += hyperparameter_findings(fake, expect)
-    if trace.verdict is None:
-        out += external_lr_findings(trace, replayed_log, set(), len(trace))
     if "steps-per-row" not in story:  # k steps per row explains the offset by itself
         out += epoch_offset_findings(trace)
     out += never_stepped_findings(trace)

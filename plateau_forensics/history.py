@@ -107,6 +107,14 @@ def trace_of(ev: Evidence, e: Evaluation) -> Trace:
                 st = PlateauState(le0 if le0 is not None else 0, math.nan, 0, 0, b.min_lrs if b else (0.0,) * n_groups,
                                   cfg.default_min_lr, in_lrs)
             starts.append(Start(p, st, in_lrs if in_lrs is not None else nan_lrs, seg_notes.get(i, "")))
+    if ev.ck is not None and e.anchor_op is not None and e.anchor_op in lineage:
+        p = lineage.index(e.anchor_op) + 1  # from here the replay runs from the state the checkpoint saved
+        if p < len(lineage) and all(st.index != p for st in starts):
+            ck = ev.ck
+            saved = replace(ck.state, last_lr=tuple(ck.lrs) if ck.lrs else ck.state.last_lr)
+            starts.append(Start(p, saved, tuple(ck.lrs) if ck.lrs else cols.lrs[p - 1],
+                                "continued from the checkpoint's state"))
+            starts.sort(key=lambda st: st.index)
     last = len(lineage) - 1
     if last >= 0 and last not in unknown:
         wl = worlds[last]

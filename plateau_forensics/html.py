@@ -76,7 +76,7 @@ def _width(kept: list[int]) -> int:
 def _checkpoint_index(t: Trace) -> int | None:
     a = t.alignment
     if a is not None and a.index is not None:
-        i = a.index - a.start_index
+        i = a.index
         return i if 0 <= i < len(t) else None
     return None
 

@@ -303,7 +303,8 @@ def read_losses(
 
     def precision(col: str) -> Precision:
         rows_of = sources.get(col) or tuple(entries)
-        return column_precision([None if j is None else _text(rows[j].get(col)) for j in rows_of])
+        return column_precision([None if j is None else _text(rows[j].get(col)) for j in rows_of],
+                                lr=col in lcols)
 
     others = {c: attach(c, lr=False) for c in header if c not in (mcol, ecol, *lcols)
               and all(p[c] is not _BAD for p in parsed)}

@@ -106,7 +106,10 @@ def _message(ev: Evidence, e: Evaluation, code: str) -> tuple[str, float | None,
                 "optimizer and scheduler): the earlier run's rows are its own history, not this one's")
     elif code == "resume-skipped-step":
         src = ev_dict.get("resumed_from_epoch")
-        text = (f"epoch {src}'s metric was never passed to the resumed scheduler: it resumed at epoch {where} from a "
+        ev_dict.update({"skipped_epoch": src, "next_log_starts_at": where})
+        where, src = src, src
+        text = (f"epoch {src}'s metric was never passed to the resumed scheduler: it resumed at epoch "
+                f"{ev_dict['next_log_starts_at']} from a "
                 f"checkpoint saved before epoch {src}'s step, and every later last_epoch is one lower than an "
                 "uninterrupted run's" + (" (Lightning's fit(ckpt_path=...) does this)" if ev.framework == "lightning"
                                          else ""))

@@ -5,7 +5,9 @@ A log printed with ``f"{val_loss:.4f}"`` says ``0.4143``: the value the schedule
 written with ``repr`` (15 or more significant digits somewhere in the column) is exact.
 
 Rules, per column (only text cells carry precision; numbers from JSON or Python objects are exact):
-    * exact: a value has >= 12 significant digits (``repr`` of a float), or the column holds no text.
+    * exact: a value has >= 12 significant digits (``repr`` of a float), the column holds no text, or nothing
+      says a fixed format wrote it (no padding zeros, and no decimals or significant-digit count that most
+      values share): ``1.0, 0.9, 0.85`` typed by hand are the values themselves.
     * otherwise each value stands for an interval whose half-width is half a unit in its last place,
       under the more generous of two readings: the column's most decimals (``.4f``, ``round(x, 4)``) and its
       most significant digits (``.4g``, ``%g``), so ``0.43`` in a ``round(x, 4)`` column stands for
@@ -40,6 +42,9 @@ class Precision:
     kind: str
     description: str
     halfwidths: tuple[float, ...] = ()
+    #: the interval is a conservative assumption (an lr column printed without a visible format), not a
+    #: rounding the text shows
+    assumed: bool = False
 
     @property
     def exact(self) -> bool:
@@ -50,7 +55,7 @@ class Precision:
         """The precision of the values at ``indices`` (for a log with rows dropped or reordered)."""
         if not self.halfwidths:
             return self
-        return Precision(self.kind, self.description, tuple(self.halfwidths[i] for i in indices))
+        return Precision(self.kind, self.description, tuple(self.halfwidths[i] for i in indices), self.assumed)
 
     def interval(self, i: int, value: float) -> tuple[float, float]:
         """The interval value ``i`` stands for (``(value, value)`` when exact or non-finite)."""
@@ -78,7 +83,7 @@ def _digits(text: str) -> tuple[int, int, int] | None:
     return sig, last, max(0, -last)
 
 
-def column_precision(texts: Sequence[str | None]) -> Precision:
+def column_precision(texts: Sequence[str | None], *, lr: bool = False) -> Precision:
     """The precision of a column from the text of its cells (None: a cell that was not text).
 
     Example:
@@ -96,6 +101,10 @@ def column_precision(texts: Sequence[str | None]) -> Precision:
         return EXACT
     max_dec = max(d[2] for d in known)
     max_sig = max(d[0] for d in known)
+    if lr:
+        return _lr_precision(texts, parsed, max_dec, max_sig)
+    if not _looks_rounded(texts, known, max_dec, max_sig):
+        return EXACT
     halves = []
     for t, d in zip(texts, parsed):
         if d is None:
@@ -116,6 +125,47 @@ def column_precision(texts: Sequence[str | None]) -> Precision:
     return Precision(kind, description, tuple(halves))
 
 
+def _looks_rounded(texts: Sequence[str | None], known: Sequence[tuple[int, int, int]], max_dec: int,
+                   max_sig: int) -> bool:
+    """A fixed format wrote the column: padding zeros (``0.4100``), or most values with the same number of
+    decimals (``.4f``, ``round(x, 4)``) or significant digits (``.4g``). Short values without such a pattern
+    (``1.0, 0.9, 0.85``, typed by hand or computed exactly) are taken as exact."""
+    if any(isinstance(t, str) and _pads(t) for t in texts):
+        return True
+    n = len(known)
+    same_dec = sum(1 for d in known if d[2] == max_dec)
+    same_sig = sum(1 for d in known if d[0] == max_sig)
+    return (max_dec >= 2 and same_dec * 5 >= n * 4) or (max_sig >= 3 and same_sig * 5 >= n * 4)
+
+
+def _lr_precision(texts: Sequence[str | None], parsed: Sequence[tuple[int, int, int] | None], max_dec: int,
+                  max_sig: int) -> Precision:
+    """An lr column: lrs are printed with ``repr`` or ``%g`` far more often than rounded to a few decimals, and a
+    short value such as ``0.01`` is usually exact. Only padding (``0.010000``, ``1.00e-02``) says that a fixed
+    number of decimals was printed; otherwise at least 3 significant digits are assumed."""
+    padded = any(isinstance(t, str) and _pads(t) for t in texts)
+    sig = max(max_sig, 3)
+    halves = []
+    for t, d in zip(texts, parsed):
+        if d is None:
+            halves.append(0.0)
+            continue
+        value = abs(float(t))  # type: ignore[arg-type]
+        exponent = math.floor(math.log10(value)) if value > 0 and math.isfinite(value) else 0
+        h = 10.0 ** (exponent - sig + 1)
+        if padded:
+            h = max(h, 10.0 ** -max_dec if "e" not in t.lower() else 10.0 ** d[1])  # type: ignore[union-attr]
+        halves.append(h / 2)
+    description = f"{max_dec} decimals" if padded else f"at least {sig} significant digits"
+    return Precision("decimals" if padded else "significant", description, tuple(halves), assumed=not padded)
+
+
+def _pads(text: str) -> bool:
+    """The number was printed with trailing zeros after the point (a fixed format such as ``.6f`` or ``.2e``)."""
+    mantissa = text.strip().lower().split("e")[0]
+    return "." in mantissa and len(mantissa.split(".")[1]) > 1 and mantissa.endswith("0")
+
+
 def concat(parts: Sequence[tuple[Precision, int]]) -> Precision:
     """The precision of logs joined one after another: ``(precision, number of values)`` per log."""
     if all(p.exact for p, _ in parts):
@@ -124,9 +174,10 @@ def concat(parts: Sequence[tuple[Precision, int]]) -> Precision:
     for p, n in parts:
         halves.extend(p.halfwidths if p.halfwidths else (0.0,) * n)
     kinds = {p.description for p, _ in parts if not p.exact}
-    description = " / ".join(sorted(kinds)) if len(kinds) > 1 else kinds.pop()
-    return Precision("mixed" if len(kinds) > 1 else next(p.kind for p, _ in parts if not p.exact), description,
-                     tuple(halves))
+    mixed = len(kinds) > 1
+    description = " / ".join(sorted(kinds)) if mixed else kinds.pop()
+    return Precision("mixed" if mixed else next(p.kind for p, _ in parts if not p.exact), description,
+                     tuple(halves), assumed=all(p.assumed for p, _ in parts if not p.exact))
 
 
 def float32_precision(values: Sequence[float]) -> Precision:

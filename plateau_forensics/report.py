@@ -56,6 +56,47 @@ def _jsonable(x: Any) -> Any:
     return x
 
 
+#: Nodes converted per saved state value: a huge, shared (DAG) or self-referencing extra value is summarised.
+_STATE_NODES = 10_000
+
+
+def _plain_state(raw: Any) -> dict[str, Any]:
+    """A checkpoint's saved state as JSON values: bytes, sets, complex numbers and the reader's inert objects
+    become short strings, cycles ``"<cycle>"``, and a value past ``_STATE_NODES`` nodes a summary."""
+
+    def conv(x: Any, budget: list[int], active: set[int]) -> Any:
+        if x is None or isinstance(x, (str, int, float)):  # bool is an int
+            return x
+        if isinstance(x, (dict, list, tuple)):
+            if id(x) in active:
+                return "<cycle>"
+            budget[0] -= 1 + len(x)
+            if budget[0] < 0:
+                return f"<{type(x).__name__} of {len(x)} items, not shown>"
+            active.add(id(x))
+            try:
+                if isinstance(x, dict):
+                    return {k if isinstance(k, str) else _short(k): conv(v, budget, active) for k, v in x.items()}
+                return [conv(v, budget, active) for v in x]
+            finally:
+                active.discard(id(x))
+        if isinstance(x, (set, frozenset)):
+            return sorted((_short(v) for v in x))[:100]
+        return _short(x)
+
+    return {str(k): conv(v, [_STATE_NODES], set()) for k, v in raw.items()}
+
+
+def _short(x: Any) -> str:
+    if isinstance(x, (bytes, bytearray)):
+        return f"<{len(x)} bytes: {bytes(x[:32]).hex()}{'...' if len(x) > 32 else ''}>"
+    try:
+        text = repr(x)
+    except (ValueError, RecursionError):  # an int past the int-to-str limit, a deep structure
+        text = f"<{type(x).__name__}>"
+    return text if len(text) <= 200 else text[:197] + "..."
+
+
 # -- the summary lines shared by grid and table ---------------------------------------------------
 def _config_line(t: Trace) -> str:
     rules = getattr(t, "rules", "torch")
@@ -90,6 +131,9 @@ def summary_lines(t: Trace) -> list[tuple[str, str]]:
             more = f"; candidates {', '.join(g(e) for e in a.candidates)}" if len(a.candidates) > 1 else ""
             lines.append(("alignment", f"saved after epoch {g(a.epoch)} (scheduler step {g(a.scheduler_step)}): "
                                        f"epoch offset {g(a.epoch_offset)}{more}"))
+    verdict = getattr(t, "verdict", None)
+    if verdict is not None:
+        lines.append(("story", story_sentence(verdict)))
     if len(t):
         reds = t.reductions()
         text = "; ".join(f"epoch {g(s.epoch)}: {_lr_cell(s.lr_in)} -> {_lr_cell(s.lr)}"
@@ -99,12 +143,38 @@ def summary_lines(t: Trace) -> list[tuple[str, str]]:
         lines.append(("end state", _state_line(last.last_epoch, last.best, last.num_bad_epochs,
                                                last.cooldown_counter, last.lr)))
     if hasattr(t, "forecast"):
-        lines.append(("forecast", t.forecast().sentence()))
+        lines.append(("forecast", forecast_sentence(t)))
     for f in getattr(t, "findings", ()):
         lines.append((f"{f.severity}", f"[{f.code}] {f.message}"))
+        if f.severity == "warning" and f.fix:
+            lines.append(("  fix", f.fix))
     for n in getattr(t, "notes", ()):
         lines.append(("note", n))
     return lines
+
+
+def story_sentence(verdict: Any) -> str:
+    """The verdict in one line: the story, the alternatives, what would decide, what is left unexplained."""
+    words = " + ".join(verdict.story) if verdict.story else "clean (the run did what a correct resume does)"
+    if verdict.ambiguous:
+        alts = " or ".join(" + ".join(a) if a else "clean" for a in verdict.alternatives)
+        text = f"ambiguous: {words} or {alts}"
+        if verdict.decide:
+            text += f"; to decide: {verdict.decide}"
+    else:
+        text = words
+    if verdict.explained:
+        text += "; explains " + ", ".join(verdict.explained)
+    if verdict.unexplained:
+        text += "; leaves unexplained: " + ", ".join(verdict.unexplained)
+    return text
+
+
+def forecast_sentence(t: Trace) -> str:
+    """The forecast, or why there is none (the end state is not determined by the inputs)."""
+    if len(t) and (len(t) - 1) in getattr(t, "unknown", ()):
+        return "unknown: the inputs do not determine the end state"
+    return t.forecast().sentence()
 
 
 def _summary(t: Trace) -> str:
@@ -116,22 +186,25 @@ def _summary(t: Trace) -> str:
 # -- renderers ---------------------------------------------------------------------------------------
 def _grid_rows(t: Trace, steps: Sequence[Step]) -> list[tuple[str, list[str]]]:
     a = getattr(t, "alignment", None)
-    saved_at = a.index - a.start_index if a is not None and a.index is not None else None
+    saved_at = a.index if a is not None and a.index is not None else None
     marks = []
     for s in steps:
         m = _EVENT_MARK[s.event]
         if saved_at is not None and s.index == saved_at:
             m += "+ckpt"
         marks.append(m)
+    def known(s: Step, text: str) -> str:
+        return text if s.known else "?"
+
     return [
         ("epoch", [g(s.epoch) for s in steps]),
-        ("last_epoch", [g(s.last_epoch) for s in steps]),
+        ("last_epoch", [g(s.last_epoch) if s.last_epoch is not None else "?" for s in steps]),
         ("metric", [g(s.metric) for s in steps]),
-        ("best", [g(s.best) for s in steps]),
-        ("num_bad", [str(s.num_bad_epochs) for s in steps]),
-        ("cooldown", [str(s.cooldown_counter) for s in steps]),
-        ("lr", [_lr_cell(s.lr) for s in steps]),
-        ("event", marks),
+        ("best", [known(s, g(s.best)) for s in steps]),
+        ("num_bad", [known(s, str(s.num_bad_epochs)) for s in steps]),
+        ("cooldown", [known(s, str(s.cooldown_counter)) for s in steps]),
+        ("lr", [_lr_cell(s.lr) if s.lr_known else "?" for s in steps]),
+        ("event", [m if s.known else "?" + m[len(_EVENT_MARK[s.event]):] for s, m in zip(steps, marks)]),
     ]
 
 
@@ -158,8 +231,13 @@ COLUMNS = ("epoch", "last_epoch", "metric", "best", "num_bad_epochs", "cooldown_
 
 
 def _table_rows(t: Trace) -> list[list[Any]]:
-    return [[g(s.epoch), g(s.last_epoch), g(s.metric), g(s.best), s.num_bad_epochs, s.cooldown_counter,
-             _lr_cell(s.lr), s.event.value, s.reason] for s in t.steps]
+    rows = []
+    for s in t.steps:
+        k = s.known
+        rows.append([g(s.epoch), g(s.last_epoch) if s.last_epoch is not None else "?", g(s.metric),
+                     g(s.best) if k else "?", s.num_bad_epochs if k else "?", s.cooldown_counter if k else "?",
+                     _lr_cell(s.lr) if s.lr_known else "?", s.event.value if k else "?", s.reason])
+    return rows
 
 
 def table(t: Trace, style: str = "simple") -> str:
@@ -176,9 +254,12 @@ def to_csv(t: Trace) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*COLUMNS[:6], *[f"lr_{i}" for i in range(n_groups)], "event", "reason"])
     for s in t.steps:
-        w.writerow([repr(v) if isinstance(v, float) else v for v in
-                    (s.epoch, s.last_epoch, s.metric, s.best, s.num_bad_epochs, s.cooldown_counter, *s.lr)]
-                   + [s.event.value, s.reason])
+        k = s.known
+        state = (s.best, s.num_bad_epochs, s.cooldown_counter) if k else ("", "", "")
+        lrs = s.lr if s.lr_known else ("",) * n_groups
+        w.writerow([repr(v) if isinstance(v, float) else ("" if v is None else v) for v in
+                    (s.epoch, s.last_epoch, s.metric, *state, *lrs)]
+                   + [s.event.value if k else "", s.reason])
     return buf.getvalue()
 
 
@@ -192,11 +273,12 @@ def to_json_obj(t: Trace) -> dict[str, Any]:
     if ck is not None:
         checkpoint = {
             "path": ck.path, "key_path": ck.key_path, "framework": ck.framework, "partial": ck.partial,
-            "state": dict(ck.raw), "optimizer_lrs": list(ck.optimizer_lrs) if ck.optimizer_lrs else None,
+            "state": _plain_state(ck.raw), "optimizer_lrs": list(ck.optimizer_lrs) if ck.optimizer_lrs else None,
             "optimizer_key_path": ck.optimizer_key_path, "lr_dtypes": list(ck.lr_dtypes),
             "epoch": ck.epoch, "global_step": ck.global_step, "missing": list(ck.state.missing),
         }
     log = t.log
+    final_known = not (len(t) and (len(t) - 1) in t.unknown)
     fc = t.forecast()
     obj = {
         "config": t.config.to_dict(),
@@ -204,11 +286,13 @@ def to_json_obj(t: Trace) -> dict[str, Any]:
         "log": None if log is None else {"source": log.source, "metric_column": log.metric_column,
                                          "epoch_column": log.epoch_column, "lr_columns": list(log.lr_columns)},
         "alignment": t.alignment.as_dict() if t.alignment is not None else None,
-        "forecast": {"earliest_reduction_epoch": fc.earliest_reduction_epoch,
-                     "improvement_threshold": fc.improvement_threshold,
-                     "steps_until_reduction": fc.steps_until_reduction,
-                     "lr_from": list(fc.lr_from), "lr_to": list(fc.lr_to), "sentence": fc.sentence()},
-        "final_state": t.to_state_dict(),
+        "verdict": t.verdict.as_dict() if t.verdict is not None else None,
+        "forecast": None if not final_known else {
+            "earliest_reduction_epoch": fc.earliest_reduction_epoch,
+            "improvement_threshold": fc.improvement_threshold,
+            "steps_until_reduction": fc.steps_until_reduction,
+            "lr_from": list(fc.lr_from), "lr_to": list(fc.lr_to), "sentence": fc.sentence()},
+        "final_state": t.to_state_dict() if final_known else None,
         "findings": [f.as_dict() for f in t.findings],
         "notes": list(t.notes),
         "steps": t.to_records(),
@@ -219,6 +303,33 @@ def to_json_obj(t: Trace) -> dict[str, Any]:
 def to_json(t: Trace) -> str:
     """The JSON contract (see README): config, checkpoint, alignment, forecast, findings, steps."""
     return json.dumps(to_json_obj(t), indent=1, allow_nan=False)
+
+
+def markdown(t: Trace) -> str:
+    """What people paste into a bug report: the summary, the findings with their fixes, and the step table."""
+    out = ["**plateau-trace**", "", "| | |", "|---|---|"]
+    for key, value in summary_lines(t):
+        if key in ("info", "warning", "  fix", "note"):
+            continue
+        out.append(f"| {key} | {_md(value)} |")
+    findings = list(getattr(t, "findings", ()))
+    if findings:
+        out += ["", "**Findings**", ""]
+        for f in findings:
+            where = f" (epoch {g(f.epoch)})" if f.epoch is not None else ""
+            out.append(f"- **{f.severity}** `{f.code}`{where}: {_md(f.message)}")
+            if f.fix:
+                out.append(f"  - fix: {_md(f.fix)}")
+    notes = [v for k, v in summary_lines(t) if k == "note"]
+    if notes:
+        out += ["", "**Notes**", ""] + [f"- {_md(n)}" for n in notes]
+    if len(t):
+        out += ["", "**Steps**", "", table(t, "github")]
+    return "\n".join(out)
+
+
+def _md(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
 
 
 def explain(t: Trace) -> str:
@@ -233,6 +344,6 @@ def render(t: Trace, fmt: Format = "grid", *, width: int = 100, style: str = "si
     if fmt == "csv":
         return to_csv(t)
     if fmt == "markdown":
-        return table(t, "github")
+        return markdown(t)
     body = {"grid": lambda: grid(t, width), "table": lambda: table(t, style), "explain": lambda: explain(t)}[fmt]()
     return (body + "\n\n" if len(t) else "") + _summary(t)

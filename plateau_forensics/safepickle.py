@@ -71,8 +71,6 @@ class PickleMachine:
         self.hash_seen: dict[int, Any] = {}
         self.collisions = 0
         self.deep: dict[int, tuple[Any, int]] = {}  # id -> (tuple/frozenset, its nesting depth) when depth > 1
-        self._dispatch: dict[int, Callable[[], None]] = {
-            op[0]: getattr(self, f"_op_{name}") for name, op in _OPCODES.items()}
 
     # -- reading bytes -----------------------------------------------------------------------------
     @property
@@ -124,7 +122,7 @@ class PickleMachine:
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
         self.proto = 0
-        dispatch = self._dispatch
+        dispatch = _DISPATCH
         try:
             while True:
                 if self.pos >= len(self.data):
@@ -138,16 +136,16 @@ class PickleMachine:
                 handler = dispatch.get(op)
                 if handler is None:
                     raise CheckpointError(f"corrupt pickle (unknown opcode 0x{op:02x} at byte {self.offset - 1})")
-                handler()
+                handler(self)
         except CheckpointError:
             raise
         except _CORRUPT as exc:
             text = " ".join(f"{type(exc).__name__}: {exc}".split())[:200]
             raise CheckpointError(f"corrupt pickle at byte {self.offset} ({text})") from None
-        finally:
-            self.memo = {}
+        finally:  # drop what was built now: an error's traceback must not keep a memory bomb alive
+            self.memo, self.stack, self.metastack = {}, [], []
+            self.hash_seen, self.deep = {}, {}
         check_depth(value)
-        self.stack, self.metastack = [], []
         return value
 
     def _push(self, value: Any) -> None:
@@ -648,3 +646,7 @@ def check_depth(root: Any, limit: int = MAX_DEPTH) -> None:
                 parent, pit, pbest = stack[-1]
                 if best + 1 > pbest:
                     stack[-1] = (parent, pit, best + 1)
+
+
+_DISPATCH: dict[int, Callable[[PickleMachine], None]] = {
+    op[0]: getattr(PickleMachine, f"_op_{name}") for name, op in _OPCODES.items()}

@@ -117,6 +117,9 @@ class Plan:
         k: steps per logged row.
         column: the column fed to ``step()`` (None: the log's metric column).
         lr_after: the lr column holds the lr after the step, not the lr the epoch trained with.
+        lr_at: with ``k`` steps per row, how many of a row's steps came before the next row's lr was logged
+            (0: all of them; Lightning's ``interval='step'`` steps once after a validation, logs the next
+            epoch's lr, then steps again on the stale value).
         reordered: the logs were given out of order and ``rows`` puts them back.
         superseded: rows of a crashed process that a resumed one logged again.
     """
@@ -129,6 +132,7 @@ class Plan:
     k: int = 1
     column: str | None = None
     lr_after: bool = False
+    lr_at: int = 0
     reordered: bool = False
     superseded: frozenset[int] = frozenset()
 
@@ -224,6 +228,7 @@ class Verdict:
     unexplained: tuple[str, ...]
     evaluation: Evaluation | None = None
     others: tuple[Evaluation, ...] = ()
+    evidence: Evidence | None = None
 
     @property
     def ambiguous(self) -> bool:
@@ -325,6 +330,14 @@ def _initial_lrs(ev: Evidence, plan: Plan) -> tuple[tuple[float, ...] | None, st
                     break
                 values.append(float(v))
             if ev.groups_from_log or len(values) >= ev.n_groups:
+                intervals = ev.logged_lr(row) or ()
+                if any(iv is not None and iv[0] != iv[1] for iv in intervals):
+                    # a rounded or float32 lr column: the exact starting lr is the one that the checkpoint's
+                    # lr implies, if it agrees with what was logged
+                    inferred = _inferred_initial(ev, plan)
+                    if inferred is not None and len(inferred) >= len(values) and all(
+                            iv is None or iv[0] <= v <= iv[1] for v, iv in zip(inferred, intervals)):
+                        return tuple(inferred[: len(values)]), "log"
                 return tuple(values), "log"
             inferred = _inferred_initial(ev, plan)
             if inferred is not None and len(inferred) == ev.n_groups:
@@ -392,11 +405,18 @@ def build(ev: Evidence, plan: Plan) -> tuple[list[Op], list[int | None], list[in
                 lr_set = _mid(logged)
             note = _boundary_note(ev, b, row)
         first_of_row = True
+        split = 0 < plan.lr_at < plan.k and not plan.lr_after
+        nxt = pos + 1 if pos + 1 < len(plan.rows) and pos + 1 not in bounds else None
+        next_logged = ev.logged_lr(plan.rows[nxt]) if split and nxt is not None else None
+        own = logged if (not split or init is not None) else None
         for j in range(plan.k):
             idx = len(ops)
+            lr_in = own if first_of_row and not plan.lr_after else None
+            if split and j == plan.lr_at:
+                lr_in = next_logged
             op = Op(row=row, metric=value, lo=lo, hi=hi, parent=parent, label=ev.label(row),
                     init=init if first_of_row else None,
-                    lr_in=logged if (first_of_row and not plan.lr_after) else None,
+                    lr_in=lr_in,
                     lr_out=logged if (j == plan.k - 1 and plan.lr_after) else None,
                     lr_set=lr_set if first_of_row else None)
             ops.append(op)
@@ -494,7 +514,7 @@ def evaluate(ev: Evidence, plan: Plan) -> Evaluation:
         e = Evaluation(plan, ops, les, lineage, base, None, penalties={"impossible": IMPOSSIBLE},
                        segment_starts=starts, initial_lrs=init_lrs, initial_source=source)
         return e
-    if _vacuous(ops, base, init_lrs):
+    if _vacuous(plan, ops, base, init_lrs):
         return Evaluation(plan, ops, les, lineage, base, None, penalties={"impossible": IMPOSSIBLE},
                           segment_starts=starts, initial_lrs=init_lrs, initial_source=source)
     pre = _pre_start_changes(ev, plan)
@@ -520,10 +540,10 @@ def evaluate(ev: Evidence, plan: Plan) -> Evaluation:
         before = False
         field_pen = 0.0
         if ck.epoch is not None and ev.framework != "hf-trainer":
-            nxt = _next_label(ops, i)
+            nxt = _next_labels(ops, i)
             if ck.epoch == label:
                 before = False
-            elif nxt is not None and ck.epoch == nxt or (nxt is None and ck.epoch == label + 1):
+            elif ck.epoch in nxt or (not nxt and ck.epoch == label + 1):
                 before = True
             else:
                 field_pen = EPOCH_FIELD
@@ -559,19 +579,23 @@ def _close_lrs(a: Sequence[float] | None, b: Sequence[float] | None) -> bool:
         math.isclose(x, y, rel_tol=1e-9) for x, y in zip(a, b))
 
 
-def _vacuous(ops: Sequence[Op], sim: Simulation, init_lrs: tuple[float, ...] | None) -> bool:
+def _vacuous(plan: Plan, ops: Sequence[Op], sim: Simulation, init_lrs: tuple[float, ...] | None) -> bool:
     """A resume that sets the lr (by hand, or a fresh optimizer's initial lr) to the lr it already had: the
     story names a mistake that changed nothing the evidence can see."""
+    firsts = {}
     for i, op in enumerate(ops):
-        if op.init is None or op.parent < 0:
+        if op.init is not None and op.row not in firsts:
+            firsts[op.row] = i
+    for b in plan.boundaries:
+        if b.opt == "carry":
             continue
-        carried = [w.lrs for w in sim.after[op.parent]]
-        if op.lr_set is not None and any(_close_lrs(c[: len(op.lr_set)] if c else None, op.lr_set) for c in carried):
-            return True
-        starts = [w.lrs for w in sim.before[i]]
-        if init_lrs is not None and all(_close_lrs(x, init_lrs) for x in starts) and any(
-                _close_lrs(c, init_lrs) for c in carried) and not all(
-                w.nb == 0 and w.cd == 0 and w.best_row == -1 for w in sim.before[i]):
+        i = firsts.get(plan.rows[b.row])
+        if i is None or ops[i].parent < 0:
+            continue
+        carried = [w.lrs for w in sim.after[ops[i].parent]]
+        new = ops[i].lr_set if b.opt == "logged" else init_lrs
+        if new is not None and carried and all(
+                c is not None and _close_lrs(c[: len(new)], new[: len(c)]) for c in carried):
             return True
     return False
 
@@ -592,12 +616,10 @@ def _resume_source_mismatch(plan: Plan, ops: Sequence[Op], anchor: int, before_s
     return False
 
 
-def _next_label(ops: Sequence[Op], i: int) -> float | None:
-    """The label of the next row the same process stepped after op ``i``."""
-    for op in ops[i + 1:]:
-        if op.parent >= 0 and op.row != ops[i].row:
-            return op.label
-    return None
+def _next_labels(ops: Sequence[Op], i: int) -> set[float]:
+    """The labels of the rows stepped right after op ``i`` from its state (by the same process, or by a
+    process that resumed from it)."""
+    return {op.label for op in ops[i + 1:] if op.parent == i and op.row != ops[i].row}
 
 
 def _lr_penalties(sim: Simulation, pre: Sequence[int] = ()) -> dict[str, float]:
@@ -633,7 +655,8 @@ def _k_candidates(ev: Evidence, rows: int) -> list[int]:
     if ck is None or not isinstance(ck.state.steps, (int, float)) or not float(ck.state.steps).is_integer():
         return [1]
     steps = int(ck.state.steps)
-    if steps <= rows or rows == 0:
+    # more steps than rows up to the checkpoint's own epoch (or in the whole log): several steps per row
+    if rows == 0 or steps <= min(rows, _label_rows(ev, rows)):
         return [1]
     ks = {1}
     for r in range(1, rows + 1):  # the checkpoint after row r, possibly mid-row: k(r-1) < steps <= k r
@@ -690,10 +713,11 @@ def _proposals(ev: Evidence) -> list[Plan]:
         superseded = frozenset(
             rows[q] for b in restarts if b.source is not None and not b.new_run
             for q in range(b.source + 1, b.row))
-        bases = [Plan(rows, boundaries=base_bounds, k=k, column=column, lr_after=lr_after, reordered=reordered,
-                      superseded=superseded)
+        bases = [Plan(rows, boundaries=base_bounds, k=k, column=column, lr_after=lr_after, lr_at=lr_at,
+                      reordered=reordered, superseded=superseded)
                  for k in _k_candidates(ev, n) for column in _column_candidates(ev)
-                 for lr_after in ((False, True) if ev.has_lr else (False,))]
+                 for lr_after in ((False, True) if ev.has_lr else (False,))
+                 for lr_at in ((0, 1) if k > 1 and ev.has_lr and not lr_after else (0,))]
         # the conventions (k, column, lr after the step) first, on the plain story: only the plain ones and
         # those that explain the evidence best get their variants
         scored = [(evaluate(ev, b).evidence_penalty, i, b) for i, b in enumerate(bases)]
@@ -778,7 +802,7 @@ def _start_variants(ev: Evidence, base: Plan) -> list[Plan]:
     steps = ck.state.steps if ck is not None else None
     if ck is not None and (mid_run or (steps is not None and steps > base.k * len(rows))):
         out.append(replace(base, start="unknown"))
-    if ck is not None and (ck.epoch is None or ck.epoch < first or mid_run):
+    if ck is not None and ((ck.epoch is not None and ck.epoch < first) or (ck.epoch is None and mid_run)):
         for start in ("checkpoint", "checkpoint-fresh"):
             for opt in ("checkpoint", "initial", "logged"):
                 if start == "checkpoint" or opt != "logged":
@@ -883,7 +907,7 @@ def without(plan: Plan, component: str) -> Plan | None:
             start_opt = "checkpoint"
         return replace(plan, boundaries=tuple(bounds), start=start, start_opt=start_opt)
     if component == "steps-per-row":
-        return replace(plan, k=1)
+        return replace(plan, k=1, lr_at=0)
     if component == "wrong-metric":
         return replace(plan, column=None)
     if component == "lr-logged-after-step":
@@ -937,7 +961,7 @@ def explain(ev: Evidence) -> Verdict:
     return Verdict(
         story=win.story, alternatives=tuple(alts), decide=_decide(ev, win, list(alts.values())),
         explained=tuple(_explained(ev, win)), unexplained=tuple(f"{k}" for k in win.penalties),
-        evaluation=win, others=tuple(alts.values()))
+        evaluation=win, others=tuple(alts.values()), evidence=ev)
 
 
 def _admissible(ev: Evidence, e: Evaluation, all_evals: Sequence[Evaluation]) -> bool:

@@ -56,13 +56,30 @@ def finding(t: pf.Trace, code: str) -> pf.Finding:
     return next(f for f in t.findings if f.code == code)
 
 
+def named(t: pf.Trace, code: str) -> pf.Finding:
+    """The finding that names ``code``: its own, or an ``ambiguous`` one that lists it among the stories."""
+    own = [f for f in t.findings if f.code == code]
+    if own:
+        return own[0]
+    return next(f for f in t.findings if f.code == "ambiguous" and any(code in s for s in f.evidence["stories"]))
+
+
+# The lr evidence of a fresh optimizer and of code that sets the initial lr by hand after loading is the same.
+AMBIGUOUS = {"optimizer-not-restored": {("optimizer-not-restored",), ("lr-overwritten",)}}
+
+
 @pytest.mark.parametrize("name", [s for s in SCENARIOS if s != "clean-resume"])
 def test_each_scenario_names_its_cause(name: str) -> None:
-    """Every scenario's own cause is among the findings, at the expected severity."""
+    """Every scenario's own cause is named (alone, or with the stories the inputs cannot tell it from), at
+    the expected severity."""
     code = truth(name)["finding"]
     t = traced(name)
-    assert code in codes(t), [f.as_dict() for f in t.findings]
-    assert finding(t, code).severity == ("info" if code in INFO_LEVEL else "warning")
+    f = named(t, code)
+    assert f.severity == ("info" if code in INFO_LEVEL else "warning"), [x.as_dict() for x in t.findings]
+    if name in AMBIGUOUS:
+        assert {tuple(s) for s in f.evidence["stories"]} == AMBIGUOUS[name]
+    else:
+        assert f.code == code, [x.as_dict() for x in t.findings]
 
 
 def test_clean_resume_has_no_warning() -> None:
@@ -78,18 +95,20 @@ class TestEvidence:
     """The findings point at the right epochs and numbers."""
 
     def test_scheduler_not_restored_at_first_divergence(self) -> None:
-        """The lr first departs from the restored scheduler where the correct run would have dropped it."""
+        """The fresh scheduler starts at the resume, and the lr first departs from a restored scheduler's where
+        the correct run would have dropped it."""
         g = truth("scheduler-not-restored")
         f = finding(traced("scheduler-not-restored"), "scheduler-not-restored")
-        assert f.epoch == g["first_lr_drop_correct"]
-        assert f.evidence["rows_matching_fresh"] > f.evidence["rows_matching_restored"]
+        assert f.epoch == g["resume_epoch"]
+        assert f.evidence["first_divergence_epoch"] == g["first_lr_drop_correct"]
 
     def test_optimizer_not_restored_numbers(self) -> None:
         """The first resumed epoch trained with the initial lr instead of the checkpoint's."""
         g = truth("optimizer-not-restored")
-        f = finding(traced("optimizer-not-restored"), "optimizer-not-restored")
-        assert f.epoch == g["resume_epoch"]
-        assert f.evidence["logged_lr"] == [g["first_resumed_lr"]] and f.evidence["checkpoint_lr"] == [g["checkpoint_lr"]]
+        f = named(traced("optimizer-not-restored"), "optimizer-not-restored")
+        ev = f.evidence["components"]["optimizer-not-restored"]
+        assert ev["resume_epoch"] == g["resume_epoch"]
+        assert ev["logged_lr"] == [g["first_resumed_lr"]] and ev["checkpoint_lr"] == [g["checkpoint_lr"]]
 
     def test_lr_overwritten_value(self) -> None:
         """The hand-set lr is reported with the checkpoint's and the initial lr."""
@@ -107,7 +126,7 @@ class TestEvidence:
                                          "cooldown_counter": g["lost"]["cooldown_counter"]}
         from plateau_forensics.repair import repaired_state, write_state
 
-        state, changes = repaired_state(t)
+        state, changes, _why = repaired_state(t)
         write_state(state, tmp_path / "s.pt")
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt)
