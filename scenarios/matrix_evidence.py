@@ -335,3 +335,46 @@ def _source(run: Any, row: Any, metric: float, fed_column: str, by_key: dict) ->
 
 def _value(row: Any, column: str) -> float | None:
     return {"val_loss": row.val_loss, "train_loss": row.train_loss, "val_acc": row.val_acc}[column]
+
+
+# --------------------------------------------------------------------------------------------------
+# story checks on a finished truth.json (the framework stacks, whose runs are not matrix_torch.Run objects)
+
+
+def replay_lineage(cfg: dict, initial_lr: list[float], metrics: list[float], state: dict | None = None,
+                   lr: list[float] | None = None) -> list[tuple[dict, list[float]]]:
+    """(state after, lrs after) of a real ReduceLROnPlateau stepped over ``metrics`` from ``state``."""
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in initial_lr]
+    opt = torch.optim.SGD([{"params": [p], "lr": x} for p, x in zip(params, initial_lr, strict=True)])
+    sched = ReduceLROnPlateau(opt, **cfg)
+    if lr is not None:
+        for g, x in zip(opt.param_groups, lr, strict=True):
+            g["lr"] = x
+    if state is not None:
+        sched.load_state_dict({**sched.state_dict(), **copy.deepcopy(state)})
+    out = []
+    for m in metrics:
+        sched.step(m)
+        out.append((plateau_state(sched), [float(g["lr"]) for g in opt.param_groups]))
+    return out
+
+
+def story_shows(truth: dict[str, Any], lineage: list[int], alt_metrics: list[float], alt_state: dict | None,
+                alt_lr: list[float] | None) -> bool:
+    """True when another story (``alt_*``: what the scheduler of ``lineage`` would have been fed and started
+    from) predicts a different lr in the given rows after the checkpoint, or a different checkpoint state."""
+    cfg = {k: truth["scheduler"][k] for k in ("mode", "factor", "patience", "threshold", "threshold_mode",
+                                               "cooldown", "min_lr", "eps")}
+    hist = truth["history"]
+    alt = replay_lineage(cfg, truth["initial_lr"], alt_metrics, alt_state, alt_lr)
+    offset = len(alt_metrics) - len(lineage)  # steps the alternative takes before the lineage's first
+    if offset < 0:
+        return True
+    ck = truth["checkpoint_at"]["history_index"]
+    for j, i in enumerate(lineage):
+        a_state, a_lr = alt[offset + j]
+        if i == ck and any(a_state[k] != hist[i]["state_after"][k] for k in a_state):
+            return True
+        if a_lr != hist[i]["lr_after"]:
+            return True
+    return False
