@@ -361,6 +361,8 @@ def _anchor_world(a: Anchor, matched: list[World]) -> World:
     st = a.state
     rows = {w.best_row for w in matched}
     brow = rows.pop() if len(rows) == 1 else BEST_START
+    if brow == BEST_UNKNOWN:  # the saved best is exact now, whichever row set it
+        brow = BEST_START
     lrs = a.lrs if a.lrs is not None else (matched[0].lrs if matched else None)
     if a.partial and matched:
         w = matched[0]

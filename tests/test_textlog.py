@@ -1,0 +1,53 @@
+"""Printed training logs (terminal output) read as key/value rows with the epoch from the line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+import plateau_forensics as pf
+from plateau_forensics.errors import LossLogError
+
+KERAS = """Epoch 1/3
+8/8 ━━━━━━━━━━━━━━━━━━━━ 0s 2ms/step - loss: 0.5123 - val_loss: 0.4876 - learning_rate: 0.0010
+Epoch 2/3
+\r1/8 ━━━ 0s - loss: 0.6\r8/8 ━━━━━━━━━━━━━━━━━━━━ 0s 2ms/step - loss: 0.5023 - val_loss: 0.4776 - learning_rate: 0.0010
+Epoch 2: ReduceLROnPlateau reducing learning rate to 0.0005000000237487257.
+Epoch 3/3
+8/8 ━━━━━━━━━━━━━━━━━━━━ 0s 2ms/step - loss: 0.4923 - val_loss: 0.4801 - learning_rate: 5.0000e-04
+"""
+
+
+@pytest.mark.parametrize("text, epochs, metrics, lrs", [
+    ("Training...\nEpoch 12/50 - loss: 0.5100 - val_loss: 0.4321 - lr: 0.001\nSaving checkpoint\n"
+     "Epoch 13/50 - loss: 0.5000 - val_loss: 0.4300 - lr: 0.001\n", (12, 13), (0.4321, 0.43), (0.001, 0.001)),
+    ("epoch 3: train_loss=0.5123 val_loss=0.43 lr=1e-3\nepoch 4: train_loss=0.5023 val_loss=0.4321 lr=5e-4\n",
+     (3, 4), (0.43, 0.4321), (1e-3, 5e-4)),
+    (KERAS, (1, 2, 3), (0.4876, 0.4776, 0.4801), (0.001, 0.001, 0.0005)),
+])
+def test_printed_logs(tmp_path: Path, text: str, epochs: tuple, metrics: tuple, lrs: tuple) -> None:
+    """Each printed format gives the epochs of its lines, the val loss and the lr column."""
+    (tmp_path / "train.log").write_text(text)
+    log = pf.read_losses(tmp_path / "train.log")
+    assert log.epochs == epochs and log.metrics == metrics
+    assert tuple(r[0] for r in log.lrs) == lrs
+
+
+def test_printed_log_precision(tmp_path: Path) -> None:
+    """A log printed with 4 decimals is read as 4 decimals."""
+    (tmp_path / "t.log").write_text("".join(f"Epoch {i}/9 - val_loss: {0.5 - i / 100:.4f}\n" for i in range(1, 9)))
+    assert pf.read_losses(tmp_path / "t.log").precision_of("val_loss").description == "4 decimals"
+
+
+def test_key_printed_twice_is_an_error(tmp_path: Path) -> None:
+    """Two different values for one key on one line is ambiguous: an error naming the line."""
+    (tmp_path / "t.log").write_text("epoch 1: val_loss=0.5 val_loss=0.6\nepoch 2: val_loss=0.4\n")
+    with pytest.raises(LossLogError, match="line 1 prints 'val_loss' twice"):
+        pf.read_losses(tmp_path / "t.log")
+
+
+def test_csv_is_not_mistaken_for_text(tmp_path: Path) -> None:
+    """A CSV header keeps the file a CSV."""
+    (tmp_path / "l.csv").write_text("epoch,val_loss\n1,0.5\n2,0.4\n")
+    assert pf.read_losses(tmp_path / "l.csv").metrics == (0.5, 0.4)
