@@ -1,0 +1,68 @@
+"""Run the API and the CLI on many checkpoint files in one process; print one JSON line per file.
+
+Usage: ``python driver.py JOBS.json`` where JOBS.json is ``{"canary_dir": ..., "files": [{"path": ..., "cli": bool}]}``.
+Before each file a ``{"start": path}`` line is printed, so a crash (signal) or a hang (faulthandler's C watchdog
+ends the process after ``TIMEOUT`` s) is pinned to the file that caused it.
+"""
+
+from __future__ import annotations
+
+import faulthandler
+import json
+import resource
+import sys
+import time
+import traceback
+from pathlib import Path
+
+TIMEOUT = 10.0
+
+
+def main() -> None:
+    jobs = json.loads(Path(sys.argv[1]).read_text())
+    canary_dir = Path(jobs["canary_dir"])
+    from click.testing import CliRunner
+
+    from plateau_forensics import api, report
+    from plateau_forensics.cli import main as cli
+    from plateau_forensics.errors import ForensicsError
+
+    runner = CliRunner()
+    for job in jobs["files"]:
+        path = job["path"]
+        print(json.dumps({"start": path}), flush=True)
+        faulthandler.dump_traceback_later(TIMEOUT, exit=True)
+        t0 = time.perf_counter()
+        out: dict[str, object] = {"path": path}
+        try:
+            ck = api.load_checkpoint(path)
+            out["neutralised"] = list(ck.neutralised)
+            out["integrity"] = list(ck.integrity)
+            t = api.trace(ck)
+            report.render(t, "grid")
+            report.render(t, "json")
+            out["api"] = "ok"
+        except ForensicsError as exc:
+            out["api"], out["api_error"], out["api_type"] = "error", str(exc), type(exc).__name__
+        except Exception:  # what the test must see: any other exception is a defect
+            out["api"], out["api_error"] = "traceback", traceback.format_exc()[-3000:]
+        out["api_seconds"] = time.perf_counter() - t0
+        if job.get("cli", True):
+            t1 = time.perf_counter()
+            result = runner.invoke(cli, [path, "--format", "json"])
+            exc = result.exception
+            out["cli_exit"] = result.exit_code
+            out["cli_stderr"] = result.stderr[-3000:]
+            out["cli_stdout_chars"] = len(result.stdout)
+            if exc is not None and not isinstance(exc, SystemExit):
+                out["cli_traceback"] = "".join(traceback.format_exception(exc))[-3000:]
+            out["cli_seconds"] = time.perf_counter() - t1
+        faulthandler.cancel_dump_traceback_later()
+        out["seconds"] = time.perf_counter() - t0
+        out["canaries"] = sorted(p.name for p in canary_dir.iterdir())
+        out["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps(out), flush=True)
+
+
+if __name__ == "__main__":
+    main()
