@@ -319,6 +319,8 @@ class Trace:
     verdict: Any = None
     #: the metric interval each position stands for, when the log was rounded
     intervals: tuple[tuple[float, float], ...] | None = None
+    #: the log row of each position (a story may skip, reorder or repeat rows)
+    rows: tuple[int, ...] | None = None
     _cols: _Columns = field(default_factory=_Columns, repr=False)
 
     # -- sequence of steps -------------------------------------------------------------------

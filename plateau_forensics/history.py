@@ -135,7 +135,8 @@ def trace_of(ev: Evidence, e: Evaluation) -> Trace:
               error=error, lr_dtypes=ev.lr_dtypes, unknown=frozenset(unknown), lr_unknown=frozenset(lr_unknown),
               undecided=frozenset(undecided), last_epochs=tuple(counts[i] for i in lineage),
               intervals=tuple((e.ops[i].lo, e.ops[i].hi) for i in lineage)
-              if any(e.ops[i].lo != e.ops[i].hi for i in lineage) else None)
+              if any(e.ops[i].lo != e.ops[i].hi for i in lineage) else None,
+              rows=tuple(e.ops[i].row for i in lineage))
     t._cols = cols
     return t
 

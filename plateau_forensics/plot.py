@@ -400,9 +400,50 @@ def draw_lr(
                        label=f"suppressed by min_lr/eps ({len(sup)})",
                        rasterized=rasterize and len(sup) > 500)
         m.set_gid("pf-suppressed")
+    draw_logged_lr(ax, t, a, rasterize=rasterize)
     if ax.get_yscale() == "log":
         _level_ticks(ax, a.lrs)
     ax.set_ylabel("learning rate" + (" (log)" if ax.get_yscale() == "log" else ""))
+
+
+def logged_lrs(t: Any) -> list[tuple[float, tuple[float, ...], bool]]:
+    """(epoch, the lr the log says that epoch trained with, whether the story's replay agrees) per step."""
+    log, rows = getattr(t, "log", None), getattr(t, "rows", None)
+    if log is None or log.lrs is None or rows is None:
+        return []
+    out = []
+    for p, row in enumerate(rows):
+        if row >= len(log.lrs) or log.lrs[row] is None or log.lrs[row][0] is None:
+            continue
+        logged = tuple(v for v in log.lrs[row] if v is not None)
+        step = t.step(p)
+        replayed = step.lr_in[: len(logged)]
+        ivs = log.lr_intervals(row) or ()
+        agrees = all(iv is None or iv[0] <= v <= iv[1] or abs(v - (iv[0] + iv[1]) / 2) <= 1e-9 * abs(v)
+                     for v, iv in zip(replayed, ivs))
+        out.append((float(t.epochs[p]), logged, agrees))
+    return out
+
+
+def draw_logged_lr(ax: Axes, t: Trace, a: TraceArrays, *, rasterize: bool = False) -> None:
+    """The lr the log says each epoch trained with, beside the replayed lr: hollow dots where they agree,
+    red rings where they do not (the evidence behind an lr finding)."""
+    points = logged_lrs(t)
+    if not points:
+        return
+    ok = [(x, lrs[0]) for x, lrs, agrees in points if agrees]
+    bad = [(x, lrs[0]) for x, lrs, agrees in points if not agrees]
+    size = 3 if rasterize else 5
+    if ok:
+        (m,) = ax.plot([p[0] for p in ok], [p[1] for p in ok], linestyle="none", marker="o", markersize=size,
+                       markerfacecolor="none", markeredgecolor="0.45", markeredgewidth=0.8, zorder=4,
+                       label="logged lr (used during the epoch)", rasterized=rasterize and len(ok) > 500)
+        m.set_gid("pf-logged-lr")
+    if bad:
+        (m,) = ax.plot([p[0] for p in bad], [p[1] for p in bad], linestyle="none", marker="o",
+                       markersize=size + 3, markerfacecolor="none", markeredgecolor=REDUCE_COLOUR,
+                       markeredgewidth=1.4, zorder=6, label=f"logged lr the replay does not give ({len(bad)})")
+        m.set_gid("pf-logged-lr-mismatch")
 
 
 def _level_ticks(ax: Axes, lrs: np.ndarray, most: int = 8) -> None:

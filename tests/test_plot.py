@@ -301,3 +301,16 @@ def test_readme_plot_script(tmp_path: Path) -> None:
     assert fresh.shape == old.shape
     # pixel-identical on the same matplotlib; allow a little drift across releases (regenerate if it fails)
     assert np.abs(fresh - old).mean() < 0.02
+
+
+def test_logged_lr_beside_the_replay() -> None:
+    """The lr panel shows the logged lr of every epoch; the epochs the story calls external changes are ringed."""
+    d = SAMPLES / "resumes" / "external-lr-change"
+    t = pf.trace(d / "ckpt.pt", d / "log.csv")
+    fig = t.plot()
+    agree = by_gid(fig, "pf-logged-lr")
+    ringed = by_gid(fig, "pf-logged-lr-mismatch")
+    assert 1 == len(agree) and 1 == len(ringed)
+    external = next(f for f in t.findings if f.code == "external-lr-change").evidence["epochs"]
+    assert sorted(ringed[0].get_xdata()) == sorted(float(e) for e in external)
+    assert len(agree[0].get_xdata()) + len(ringed[0].get_xdata()) == len(t)
