@@ -17,7 +17,7 @@ import torch
 
 import matrix_evidence as ev
 import matrix_torch as mt
-from matrix_record import json_float
+from matrix_record import json_float, mark_discarded
 from matrix_styles import Style, render, row_tokens
 
 #: Story codes that describe how the inputs were produced, not a mistake in the training: a warning-level
@@ -231,7 +231,7 @@ def truth(cell: Cell) -> dict[str, Any]:
         "batches_per_epoch": mt.N_TRAIN // run.knobs.batch_size,
     }
     position = "final" if cell.choice == "final" else cell.position
-    return json_float({
+    t = {
         "cell": f"torch/{fam.name}/{cell.name}",
         "stack": "torch",
         "stories": sorted(cell.stories),
@@ -251,7 +251,9 @@ def truth(cell: Cell) -> dict[str, Any]:
         "checkpoint_at": {"process": snap.process, "epoch": lab(snap.epoch), "after_step": snap.order == "after",
                           "history_index": snap.history_index, "optimizer_lr": snap.opt_lr},
         "versions": {"torch": torch.__version__},
-    })
+    }
+    mark_discarded(t)
+    return json_float(t)
 
 
 def checkpoint_name(cell: Cell) -> str:

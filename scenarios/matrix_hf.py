@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 import matrix_torch as mt
-from matrix_record import StepRecorder, json_float, lrs_of, plateau_state
+from matrix_record import StepRecorder, json_float, lrs_of, mark_discarded, plateau_state
 
 PATIENCE, FACTOR = 2, 0.5
 COMMON = dict(
@@ -214,6 +214,7 @@ def write_cell(root: Path, sc: Scenario, name: str, step: int, logs: list[int], 
                           "history_index": hi, "optimizer_lr": save["opt_lr"], "global_step": step},
         "versions": {"torch": torch.__version__, "transformers": _version()},
     }
+    mark_discarded(truth)
     (folder / "truth.json").write_text(json.dumps(json_float(truth), indent=1) + "\n", encoding="utf-8")
     return truth
 

@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 import matrix_evidence as ev
 import matrix_torch as mt
-from matrix_record import StepRecorder, json_float, lrs_of, plateau_state
+from matrix_record import StepRecorder, json_float, lrs_of, mark_discarded, plateau_state
 
 SEED = 7
 BATCH = 16  # 8 training batches per epoch
@@ -260,6 +260,7 @@ def write_cell(root: Path, sc: Scenario, name: str, stories: set[str], ckpt: tup
                           "global_step": save["global_step"]},
         "versions": {"torch": torch.__version__, "lightning": L.__version__},
     }
+    mark_discarded(truth)
     why = story_refusal(truth)
     if why is not None:
         shutil.rmtree(folder)

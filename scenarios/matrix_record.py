@@ -93,3 +93,25 @@ def from_json_float(v: Any) -> Any:
     if v in ("inf", "-inf", "nan"):
         return float(v)
     return v
+
+
+def mark_discarded(truth: dict[str, Any]) -> None:
+    """Mark rows whose steps a later process threw away by restoring an earlier scheduler state.
+
+    A process that restored the scheduler from a checkpoint continues from that state: the steps its source
+    process took after that checkpoint (the step of a checkpoint saved before its epoch's step, epochs a crashed
+    process ran past its checkpoint) are not in the surviving history. Such rows get ``"discarded": true`` and
+    no ``determinable`` entry (the step check skips them); superseded rows are discarded too.
+    """
+    hist = truth["history"]
+    dead: set[int] = set()
+    for p in truth["processes"]:
+        s = p.get("resumed_from_history_index")
+        if p["scheduler"] != "restored" or s is None:
+            continue
+        src = hist[s]["process"]
+        dead |= {i for i, h in enumerate(hist) if i > s and h["process"] == src}
+    for r in truth["rows"]:
+        r["discarded"] = bool(r["steps"]) and all(i in dead for i in r["steps"]) or r["superseded"]
+        if r["discarded"]:
+            r["determinable"] = None
