@@ -236,6 +236,11 @@ def _trace_checkpoint_in_log(
     t.alignment = _alignment(ev, e, t)
     if t.alignment.note:
         t.notes.append(t.alignment.note)
+    if verdict.unverifiable and t.alignment.epoch is not None:
+        words = " / ".join(" + ".join(s) for s in verdict.unverifiable)
+        t.notes.append(f"if the run was resumed from this checkpoint after epoch {t.alignment.epoch}, the inputs "
+                       f"cannot tell whether that resume went wrong ({words} fit the log as well): log the lr, or "
+                       "give a checkpoint saved later")
     t.notes.extend(_story_notes(ev, e, t))
     rebuilt = None
     a = t.alignment

@@ -71,16 +71,41 @@ class Precision:
 EXACT = Precision("exact", "exact (full precision)")
 
 
-def _digits(text: str) -> tuple[int, int, int] | None:
-    """(significant digits, position of the last digit as a power of ten, decimals) of a number's text."""
+def _digits(text: str) -> tuple[int, int, int, bool] | None:
+    """(significant digits, position of the last digit as a power of ten, decimals printed after the point,
+    exponent notation) of a number's text."""
     m = _NUMBER.fullmatch(text)
     if m is None or not (m["int"] or m["frac"]):
         return None
     whole, frac, exp = m["int"] or "", m["frac"] or "", int(m["exp"] or 0)
     digits = (whole + frac).lstrip("0")
     sig = len(digits) if digits else 1
-    last = exp - len(frac)
-    return sig, last, max(0, -last)
+    return sig, exp - len(frac), len(frac), m["exp"] is not None
+
+
+def _groups(parsed: Sequence[tuple[int, int, int, bool] | None]) -> dict[bool, tuple[int, int]]:
+    """Per notation (fixed, exponent): the most decimals after the point and the most significant digits."""
+    out: dict[bool, tuple[int, int]] = {}
+    for d in parsed:
+        if d is None:
+            continue
+        dec, sig = out.get(d[3], (0, 0))
+        out[d[3]] = (max(dec, d[2]), max(sig, d[0]))
+    return out
+
+
+def _half(value: float, d: tuple[int, int, int, bool], groups: dict[bool, tuple[int, int]], min_sig: int = 0
+          ) -> float:
+    """Half a unit in the last place the value's format printed, read from its notation's column statistics:
+    fixed notation by its most decimals (``.4f``) or significant digits (``.4g``), exponent notation by its
+    most mantissa decimals (``.4e``)."""
+    dec, sig = groups[d[3]]
+    sig = max(sig, min_sig)
+    v = abs(value)
+    exponent = math.floor(math.log10(v)) if v > 0 and math.isfinite(v) else 0
+    by_significant = 10.0 ** (exponent - sig + 1)
+    by_decimals = 10.0 ** (exponent - dec) if d[3] else 10.0 ** -dec
+    return max(by_decimals, by_significant) / 2
 
 
 def column_precision(texts: Sequence[str | None], *, lr: bool = False) -> Precision:
@@ -92,72 +117,62 @@ def column_precision(texts: Sequence[str | None], *, lr: bool = False) -> Precis
         >>> column_precision(["0.30410611629486084", "0.5"]).exact
         True
     """
-    parsed = []
-    for t in texts:
-        d = _digits(t) if isinstance(t, str) else None
-        parsed.append(d)
+    parsed = [_digits(t) if isinstance(t, str) else None for t in texts]
     known = [d for d in parsed if d is not None]
     if not known or max(d[0] for d in known) >= 12:
         return EXACT
-    max_dec = max(d[2] for d in known)
-    max_sig = max(d[0] for d in known)
+    groups = _groups(parsed)
     if lr:
-        return _lr_precision(texts, parsed, max_dec, max_sig)
-    if not _looks_rounded(texts, known, max_dec, max_sig):
+        return _lr_precision(texts, parsed, groups)
+    if not _looks_rounded(texts, known):
         return EXACT
-    halves = []
-    for t, d in zip(texts, parsed):
-        if d is None:
-            halves.append(0.0)
-            continue
-        value = abs(float(t))  # type: ignore[arg-type]
-        by_decimals = 10.0 ** -max_dec
-        exponent = math.floor(math.log10(value)) if value > 0 and math.isfinite(value) else 0
-        by_significant = 10.0 ** (exponent - max_sig + 1)
-        halves.append(max(by_decimals, by_significant) / 2)
-    fixed = all(d[2] == max_dec for d in known)
-    if fixed or max_dec <= max_sig:
-        description = f"{max_dec} decimals"
-        kind = "decimals"
-    else:
-        description = f"{max_sig} significant digits"
-        kind = "significant"
-    return Precision(kind, description, tuple(halves))
+    halves = [0.0 if d is None else _half(float(t), d, groups) for t, d in zip(texts, parsed)]  # type: ignore[arg-type]
+    return Precision(*_describe(known), tuple(halves))
 
 
-def _looks_rounded(texts: Sequence[str | None], known: Sequence[tuple[int, int, int]], max_dec: int,
-                   max_sig: int) -> bool:
+def _describe(known: Sequence[tuple[int, int, int, bool]]) -> tuple[str, str]:
+    fixed = [d for d in known if not d[3]]
+    if fixed and len(fixed) == len(known):
+        max_dec = max(d[2] for d in fixed)
+        if sum(1 for d in fixed if d[2] == max_dec) * 5 >= len(fixed) * 4:
+            return "decimals", f"{max_dec} decimals"
+    max_sig = max(d[0] for d in known)
+    return "significant", f"{max_sig} significant digits"
+
+
+def _looks_rounded(texts: Sequence[str | None], known: Sequence[tuple[int, int, int, bool]]) -> bool:
     """A fixed format wrote the column: padding zeros (``0.4100``), or most values with the same number of
     decimals (``.4f``, ``round(x, 4)``) or significant digits (``.4g``). Short values without such a pattern
     (``1.0, 0.9, 0.85``, typed by hand or computed exactly) are taken as exact."""
     if any(isinstance(t, str) and _pads(t) for t in texts):
         return True
     n = len(known)
+    max_dec = max(d[2] for d in known)
+    max_sig = max(d[0] for d in known)
     same_dec = sum(1 for d in known if d[2] == max_dec)
     same_sig = sum(1 for d in known if d[0] == max_sig)
     return (max_dec >= 2 and same_dec * 5 >= n * 4) or (max_sig >= 3 and same_sig * 5 >= n * 4)
 
 
-def _lr_precision(texts: Sequence[str | None], parsed: Sequence[tuple[int, int, int] | None], max_dec: int,
-                  max_sig: int) -> Precision:
+def _lr_precision(texts: Sequence[str | None], parsed: Sequence[tuple[int, int, int, bool] | None],
+                  groups: dict[bool, tuple[int, int]]) -> Precision:
     """An lr column: lrs are printed with ``repr`` or ``%g`` far more often than rounded to a few decimals, and a
     short value such as ``0.01`` is usually exact. Only padding (``0.010000``, ``1.00e-02``) says that a fixed
     number of decimals was printed; otherwise at least 3 significant digits are assumed."""
     padded = any(isinstance(t, str) and _pads(t) for t in texts)
-    sig = max(max_sig, 3)
     halves = []
     for t, d in zip(texts, parsed):
         if d is None:
             halves.append(0.0)
-            continue
-        value = abs(float(t))  # type: ignore[arg-type]
-        exponent = math.floor(math.log10(value)) if value > 0 and math.isfinite(value) else 0
-        h = 10.0 ** (exponent - sig + 1)
-        if padded:
-            h = max(h, 10.0 ** -max_dec if "e" not in t.lower() else 10.0 ** d[1])  # type: ignore[union-attr]
-        halves.append(h / 2)
-    description = f"{max_dec} decimals" if padded else f"at least {sig} significant digits"
-    return Precision("decimals" if padded else "significant", description, tuple(halves), assumed=not padded)
+        elif padded:
+            halves.append(_half(float(t), d, groups))  # type: ignore[arg-type]
+        else:
+            v = abs(float(t))  # type: ignore[arg-type]
+            exponent = math.floor(math.log10(v)) if v > 0 and math.isfinite(v) else 0
+            halves.append(10.0 ** (exponent - max(groups[d[3]][1], 3) + 1) / 2)
+    known = [d for d in parsed if d is not None]
+    kind, description = _describe(known) if padded else ("significant", f"at least {max(max(d[0] for d in known), 3)} significant digits")
+    return Precision(kind, description, tuple(halves), assumed=not padded)
 
 
 def _pads(text: str) -> bool:

@@ -58,6 +58,9 @@ STORY_CODES = tuple(COSTS)
 
 #: Evidence penalties: what a story fails to reproduce.
 UNPLACED, STEPS_MISMATCH, LR_MISMATCH, EXTERNAL, EPOCH_FIELD, RESUME_POINT, IMPOSSIBLE = 6.0, 3.0, 2.0, 2.0, 0.5, 1.0, 1e6
+#: Reading the checkpoint's ``epoch`` as the epoch *after* its state (saved before the step, or "next epoch")
+#: rather than the epoch whose step it holds.
+BEFORE_STEP = 0.75
 
 
 @dataclass(frozen=True)
@@ -83,6 +86,8 @@ class Boundary:
     skip: bool = False
     structural: bool = True
     new_run: bool = False
+    #: a resume nothing in the inputs points at but the checkpoint's row (the run may simply have gone on)
+    speculative: bool = False
 
     @property
     def components(self) -> frozenset[str]:
@@ -133,22 +138,38 @@ class Plan:
     column: str | None = None
     lr_after: bool = False
     lr_at: int = 0
+    #: with ``k`` steps per row, a row's steps happen during the next epoch (per-batch stepping on the last
+    #: validation's value): the next row's lr and the next epoch's checkpoint see them
+    stale: bool = False
     reordered: bool = False
     superseded: frozenset[int] = frozenset()
+    #: the log's first epoch is not the run's first (the epochs before are not in the log)
+    mid_run: bool = False
+    #: for a fresh scheduler at the start of a mid-run log: ``not-restored`` (a resume without
+    #: load_state_dict) or ``late`` (a scheduler created at that epoch)
+    fresh_reason: str = "late"
+    #: for an unknown start: the resume before the log lost a step (it came from a checkpoint saved before it)
+    start_skip: bool = False
 
     @property
     def components(self) -> frozenset[str]:
         out: set[str] = set()
         for b in self.boundaries:
             out |= b.components
-        if self.start == "unknown" or self.start.startswith("checkpoint"):
+        resumed_before = self.start == "unknown" or self.start.startswith("checkpoint")
+        if resumed_before:
             out.add("log-starts-mid-run")
         if self.start == "checkpoint-fresh":
             out.add("scheduler-not-restored")
-        if self.start.startswith("checkpoint") and self.start_opt == "initial":
+        if resumed_before and self.start_opt == "initial":
             out.add("optimizer-not-restored")
-        if self.start.startswith("checkpoint") and self.start_opt == "logged":
+        if resumed_before and self.start_opt == "logged":
             out.add("lr-overwritten")
+        if self.start == "unknown" and self.start_skip:
+            out.add("resume-skipped-step")
+        if self.start == "fresh" and self.start_row == 0 and self.mid_run:
+            out.add("log-starts-mid-run")
+            out.add("scheduler-not-restored" if self.fresh_reason == "not-restored" else "scheduler-started-late")
         if self.start_row > 0 and self.start == "fresh":
             out.add("scheduler-started-late")
         if self.k > 1:
@@ -166,6 +187,10 @@ class Plan:
     @property
     def cost(self) -> float:
         c = sum(COSTS[x] for x in self.components)
+        # an lr set by hand at a resume the log does not show explains exactly what an external change would:
+        # it costs what an unexplained change costs, so the two stay alternatives of each other
+        c += sum(EXTERNAL - COSTS["lr-overwritten"] for b in self.boundaries
+                 if not b.structural and not b.speculative and b.opt == "logged")
         # two components of one resume each cost; several resumes with the same mistake cost once more each
         c += 0.5 * max(0, sum(1 for b in self.boundaries if b.components) - 1)
         return c
@@ -209,8 +234,19 @@ class Evaluation:
         return frozenset(out)
 
     @property
+    def fit(self) -> float:
+        """The evidence penalty plus the cost of reading the checkpoint's epoch field as the next epoch."""
+        return self.evidence_penalty + (BEFORE_STEP if self.before_step else 0.0)
+
+    @property
     def score(self) -> float:
-        return self.evidence_penalty + self.plan.cost + (0.25 if self.before_step else 0.0)
+        # a hand-set lr at a resume nothing points at is one more unexplained change when the story needs
+        # unexplained changes anyway
+        extra = 0.0
+        if self.sim.external or self.sim.lr_mismatch_out or self.pre_external:
+            extra = sum(EXTERNAL - COSTS["lr-overwritten"] for b in self.plan.boundaries
+                        if b.speculative and b.opt == "logged")
+        return self.fit + self.plan.cost + extra
 
     @property
     def story(self) -> tuple[str, ...]:
@@ -226,6 +262,9 @@ class Verdict:
     decide: str
     explained: tuple[str, ...]
     unexplained: tuple[str, ...]
+    #: stories that add a resume nothing points at (right after the checkpoint) and fit as well: what the
+    #: inputs cannot rule out if the run was resumed there, without making the verdict ambiguous
+    unverifiable: tuple[tuple[str, ...], ...] = ()
     evaluation: Evaluation | None = None
     others: tuple[Evaluation, ...] = ()
     evidence: Evidence | None = None
@@ -407,8 +446,14 @@ def build(ev: Evidence, plan: Plan) -> tuple[list[Op], list[int | None], list[in
         first_of_row = True
         split = 0 < plan.lr_at < plan.k and not plan.lr_after
         nxt = pos + 1 if pos + 1 < len(plan.rows) and pos + 1 not in bounds else None
-        next_logged = ev.logged_lr(plan.rows[nxt]) if split and nxt is not None else None
+        next_logged = ev.logged_lr(plan.rows[nxt]) if (split or plan.stale) and nxt is not None else None
         own = logged if (not split or init is not None) else None
+        out_lr = logged
+        epoch_after = None
+        if plan.stale:
+            own = next_logged if init is None or pos > 0 else next_logged
+            out_lr = next_logged
+            epoch_after = ev.label(plan.rows[nxt]) if nxt is not None else ev.label(row) + 1
         for j in range(plan.k):
             idx = len(ops)
             lr_in = own if first_of_row and not plan.lr_after else None
@@ -417,8 +462,8 @@ def build(ev: Evidence, plan: Plan) -> tuple[list[Op], list[int | None], list[in
             op = Op(row=row, metric=value, lo=lo, hi=hi, parent=parent, label=ev.label(row),
                     init=init if first_of_row else None,
                     lr_in=lr_in,
-                    lr_out=logged if (j == plan.k - 1 and plan.lr_after) else None,
-                    lr_set=lr_set if first_of_row else None)
+                    lr_out=out_lr if (j == plan.k - 1 and plan.lr_after) else None,
+                    lr_set=lr_set if first_of_row else None, epoch_after=epoch_after)
             ops.append(op)
             if first_of_row and init is not None:
                 starts.append((idx, note))
@@ -456,6 +501,8 @@ def _start_init(ev: Evidence, plan: Plan, init_lrs: tuple[float, ...] | None,
     cfg, n, ck = ev.config, ev.n_groups, ev.ck
     if plan.start == "unknown":
         lrs = _mid(logged) if logged is not None and (ev.groups_from_log or len(_mid(logged)) == n) else None
+        if plan.start_opt == "initial" and init_lrs is not None:
+            lrs = init_lrs
         worlds = unknown_worlds(cfg, lrs, n)
         return (lambda _p: [(w, -1) for w in worlds]), "unknown", "the log starts mid-run: the state before it is unknown"
     if plan.start.startswith("checkpoint") and ck is not None:
@@ -536,11 +583,11 @@ def evaluate(ev: Evidence, plan: Plan) -> Evaluation:
             continue
         le = les[i]
         steps_ok = le is None or le == ck.state.steps
-        label = ops[i].label
+        label = ops[i].epoch_after if ops[i].epoch_after is not None else ops[i].label
         before = False
         field_pen = 0.0
         if ck.epoch is not None and ev.framework != "hf-trainer":
-            nxt = _next_labels(ops, i)
+            nxt = _next_labels(ops, i) if ops[i].epoch_after is None else {label + 1}
             if ck.epoch == label:
                 before = False
             elif ck.epoch in nxt or (not nxt and ck.epoch == label + 1):
@@ -713,11 +760,16 @@ def _proposals(ev: Evidence) -> list[Plan]:
         superseded = frozenset(
             rows[q] for b in restarts if b.source is not None and not b.new_run
             for q in range(b.source + 1, b.row))
+        mid = log.epoch_column is not None and bool(rows) and log.epochs[rows[0]] > 1
         bases = [Plan(rows, boundaries=base_bounds, k=k, column=column, lr_after=lr_after, lr_at=lr_at,
-                      reordered=reordered, superseded=superseded)
+                      reordered=reordered, superseded=superseded, mid_run=mid)
                  for k in _k_candidates(ev, n) for column in _column_candidates(ev)
                  for lr_after in ((False, True) if ev.has_lr else (False,))
-                 for lr_at in ((0, 1) if k > 1 and ev.has_lr and not lr_after else (0,))]
+                 for lr_at in ((0, 1) if k > 1 and ev.has_lr and not lr_after else (0,))
+                 ] + [Plan(rows, boundaries=base_bounds, k=k, column=None, lr_after=lr_after, stale=True,
+                           reordered=reordered, superseded=superseded, mid_run=mid)
+                      for k in _k_candidates(ev, n) if k > 1
+                      for lr_after in ((False, True) if ev.has_lr else (False,))]
         # the conventions (k, column, lr after the step) first, on the plain story: only the plain ones and
         # those that explain the evidence best get their variants
         scored = [(evaluate(ev, b).evidence_penalty, i, b) for i, b in enumerate(bases)]
@@ -801,7 +853,13 @@ def _start_variants(ev: Evidence, base: Plan) -> list[Plan]:
     mid_run = log.epoch_column is not None and first > 1
     steps = ck.state.steps if ck is not None else None
     if ck is not None and (mid_run or (steps is not None and steps > base.k * len(rows))):
-        out.append(replace(base, start="unknown"))
+        unknown = replace(base, start="unknown", start_opt="carry")
+        out.append(unknown)
+        # what happened at the resume before the log cannot be seen in it: the same simulation, other stories
+        out += [replace(unknown, start_opt="initial"), replace(unknown, start_opt="logged"),
+                replace(unknown, start_skip=True)]
+    if base.mid_run and base.start == "fresh" and base.start_row == 0:
+        out.append(replace(base, fresh_reason="not-restored"))
     if ck is not None and ((ck.epoch is not None and ck.epoch < first) or (ck.epoch is None and mid_run)):
         for start in ("checkpoint", "checkpoint-fresh"):
             for opt in ("checkpoint", "initial", "logged"):
@@ -813,8 +871,11 @@ def _start_variants(ev: Evidence, base: Plan) -> list[Plan]:
             continue
         out.append(replace(base, start_row=b0, boundaries=tuple(b for b in base.boundaries if b.row > b0)))
         if not any(b.row == b0 for b in base.boundaries):
-            sil = Boundary(row=b0, source=b0 - 1, sched="fresh", opt="carry", structural=False)
-            out.append(replace(base, boundaries=tuple(sorted((*base.boundaries, sil), key=lambda b: b.row))))
+            # a resume there with a fresh scheduler (last_epoch counts from it), the optimizer restored or not
+            for opt in ("carry", "initial", "logged"):
+                if opt == "carry" or _mode_ok(ev, base, b0, opt):
+                    sil = Boundary(row=b0, source=b0 - 1, sched="fresh", opt=opt, structural=False)
+                    out.append(replace(base, boundaries=tuple(sorted((*base.boundaries, sil), key=lambda b: b.row))))
     return out
 
 
@@ -859,24 +920,28 @@ def _silent_resumes(ev: Evidence, base: Plan) -> list[Plan]:
         if probe.before_step and pos + 2 < len(rows):
             cands[pos + 2] = True
             from_checkpoint.add(pos + 2)
+    # the checkpoint took fewer steps than the log has rows up to its epoch: a resume lost one
+    lost = ck is not None and isinstance(ck.state.steps, (int, float)) and \
+        ck.state.steps < _label_rows(ev, len(rows)) * base.k
     for i in probe.sim.external[:2]:
         pos = rows.index(probe.ops[i].row)
         lo = max(1, pos - (ev.config.patience + ev.config.cooldown + 2))
         for q in range(lo, pos + 1):
             cands.setdefault(q, False)
+    extra_skips = {q for q, skip in cands.items() if not skip and q >= 2} if lost else set()
     structural = {b.row for b in base.boundaries}
     out = []
-    for pos, skip in sorted(cands.items()):
+    items = sorted(cands.items()) + [(q, True) for q in sorted(extra_skips)]
+    for pos, skip in items:
         if pos in structural or pos <= base.start_row:
             continue
         src = pos - 1
         modes = (MODES if skip else MODES[1:]) + ((("partial", "carry"),) if ck is not None and ck.partial else ())
         for sched, opt in modes:
-            # away from the checkpoint, a resume nobody can see that only changes the lr (a fresh optimizer, a
-            # hand-set lr) is an external lr change renamed; a fresh scheduler predicts lrs of its own
-            if not _mode_ok(ev, base, pos, opt) or (opt != "carry" and pos not in from_checkpoint):
+            if not _mode_ok(ev, base, pos, opt):
                 continue
-            b = Boundary(row=pos, source=src, sched=sched, opt=opt, skip=skip, structural=False)
+            b = Boundary(row=pos, source=src, sched=sched, opt=opt, skip=skip, structural=False,
+                         speculative=pos in from_checkpoint)
             out.append(replace(base, boundaries=tuple(sorted((*base.boundaries, b), key=lambda x: x.row))))
     return out
 
@@ -899,15 +964,22 @@ def without(plan: Plan, component: str) -> Plan | None:
                 else:
                     b = replace(b, sched="carry", opt="carry")
             bounds.append(b)
-        start = plan.start
-        start_opt = plan.start_opt
+        start, start_opt, skip = plan.start, plan.start_opt, plan.start_skip
         if plan.start == "checkpoint-fresh" and component == "scheduler-not-restored":
             start = "checkpoint"
+        if component == "scheduler-not-restored" and plan.start == "fresh" and plan.mid_run \
+                and plan.fresh_reason == "not-restored" and plan.start_row == 0:
+            start = "unknown"
+            start_opt = "carry"
         if plan.start.startswith("checkpoint") and component in ("optimizer-not-restored", "lr-overwritten"):
             start_opt = "checkpoint"
-        return replace(plan, boundaries=tuple(bounds), start=start, start_opt=start_opt)
+        if plan.start == "unknown" and component in ("optimizer-not-restored", "lr-overwritten"):
+            start_opt = "carry"
+        if plan.start == "unknown" and component == "resume-skipped-step":
+            skip = False
+        return replace(plan, boundaries=tuple(bounds), start=start, start_opt=start_opt, start_skip=skip)
     if component == "steps-per-row":
-        return replace(plan, k=1, lr_at=0)
+        return replace(plan, k=1, lr_at=0, stale=False)
     if component == "wrong-metric":
         return replace(plan, column=None)
     if component == "lr-logged-after-step":
@@ -953,13 +1025,18 @@ def explain(ev: Evidence) -> Verdict:
     evaluations.sort(key=lambda e: (e.score, e.plan.cost, len(e.components)))
     win = evaluations[0]
     alts: dict[tuple[str, ...], Evaluation] = {}
+    unverifiable: dict[tuple[str, ...], Evaluation] = {}
     for e in evaluations[1:]:
         if e.story == win.story or e.story in alts:
             continue
         if e.evidence_penalty <= win.evidence_penalty + 1e-9 and _distinct(ev, win, e):
-            alts[e.story] = e
+            if _only_speculative(win.plan, e.plan):
+                unverifiable.setdefault(e.story, e)
+            else:
+                alts[e.story] = e
     return Verdict(
         story=win.story, alternatives=tuple(alts), decide=_decide(ev, win, list(alts.values())),
+        unverifiable=tuple(s for s in unverifiable if s not in alts),
         explained=tuple(_explained(ev, win)), unexplained=tuple(f"{k}" for k in win.penalties),
         evaluation=win, others=tuple(alts.values()), evidence=ev)
 
@@ -972,10 +1049,17 @@ def _admissible(ev: Evidence, e: Evaluation, all_evals: Sequence[Evaluation]) ->
     for has in flags:
         if not has(p):
             continue
-        best_without = min((o.evidence_penalty for o in all_evals if not has(o.plan)), default=math.inf)
-        if not e.evidence_penalty < best_without - 1e-9:
+        best_without = min((o.fit for o in all_evals if not has(o.plan)), default=math.inf)
+        if not e.fit < best_without - 1e-9:
             return False
     return True
+
+
+def _only_speculative(win: Plan, alt: Plan) -> bool:
+    """``alt`` is ``win`` plus resumes nothing points at (only the checkpoint's row)."""
+    extra = [b for b in alt.boundaries if b not in win.boundaries]
+    return bool(extra) and all(b.speculative for b in extra) and replace(
+        alt, boundaries=tuple(b for b in alt.boundaries if b not in extra)) == win
 
 
 def _distinct(ev: Evidence, win: Evaluation, alt: Evaluation) -> bool:

@@ -20,6 +20,7 @@ __all__ = ["looks_like_text_log", "parse_text_log"]
 _NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|NaN|inf|Inf|Infinity)"
 _KV = re.compile(r"(?<![\w./-])([A-Za-z_][\w./-]*)\s*[:=]\s*(" + _NUM + r")(?![\w.])")
 _EPOCH = re.compile(r"(?<![A-Za-z_])[Ee]poch\s*[:=#]?\s*(\d+)(?:\s*/\s*\d+)?")
+_NAME = re.compile(r"[^\W\d][\w./\- \[\]]{0,63}|\d+")  # a column name: no parentheses, no prose
 _MAX_LINE = 100_000  # characters; a longer line is not a training log line
 
 
@@ -34,10 +35,14 @@ def _lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def _is_csv_header(line: str) -> bool:
+def _is_csv(lines: list[tuple[int, str]]) -> bool:
+    """A header of two or more names followed by a row with as many fields: a CSV (or TSV) file."""
+    head = lines[0][1]
+    nxt = lines[1][1] if len(lines) > 1 else ""
     for sep in (",", "\t"):
-        fields = [f.strip() for f in line.split(sep)]
-        if len(fields) >= 2 and all(fields) and not _KV.search(line):
+        fields = [f.strip().strip('"') for f in head.split(sep)]
+        if len(fields) >= 2 and all(_NAME.fullmatch(f) for f in fields) and not _KV.search(head) and (
+                not nxt or len(nxt.split(sep)) == len(fields)):
             return True
     return False
 
@@ -45,10 +50,10 @@ def _is_csv_header(line: str) -> bool:
 def looks_like_text_log(text: str) -> bool:
     """A printed log rather than CSV: most of its first lines carry ``key: number`` pairs or ``Epoch N``."""
     lines = _lines(text[:200_000])[:50]
-    if not lines or _is_csv_header(lines[0][1]):
+    if not lines or _is_csv(lines):
         return False
-    hits = sum(1 for _, line in lines if _KV.search(line) or _EPOCH.search(line))
-    return hits * 2 >= len(lines) and any(_KV.search(line) for _, line in lines)
+    kv = sum(1 for _, line in lines if _KV.search(line))
+    return kv >= 1 and kv * 4 >= len(lines)  # progress bars and banners may outnumber the metric lines
 
 
 def parse_text_log(text: str, source: str) -> tuple[list[str], list[dict[str, str]], list[int]]:

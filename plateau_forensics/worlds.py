@@ -115,6 +115,8 @@ class Op:
     lr_out: tuple[tuple[float, float], ...] | None = None
     lr_set: tuple[float, ...] | None = None
     absorb: bool = True
+    #: the epoch at whose end the state after this op is what a checkpoint holds (None: ``label``)
+    epoch_after: float | None = None
 
 
 @dataclass(frozen=True)
