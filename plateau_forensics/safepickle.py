@@ -15,7 +15,7 @@ from typing import Any
 
 from plateau_forensics.errors import CheckpointError, CheckpointLimitError
 
-__all__ = ["Limits", "PickleLimitError", "PickleMachine", "MAX_DEPTH"]
+__all__ = ["Limits", "PickleLimitError", "PickleMachine", "MAX_DEPTH", "TORCH_OPCODES", "foreign_opcodes"]
 
 #: Nesting deeper than this is refused: a scheduler checkpoint needs a few dozen levels at most, and
 #: CPython hashes, compares and prints nested tuples with C recursion that a deeper file would overflow.
@@ -71,6 +71,7 @@ class PickleMachine:
         self.hash_seen: dict[int, Any] = {}
         self.collisions = 0
         self.deep: dict[int, tuple[Any, int]] = {}  # id -> (tuple/frozenset, its nesting depth) when depth > 1
+        self.seen_ops = bytearray(256)  # opcodes met so far, all streams
 
     # -- reading bytes -----------------------------------------------------------------------------
     @property
@@ -123,6 +124,7 @@ class PickleMachine:
         self.memo: dict[int, Any] = {}
         self.proto = 0
         dispatch = _DISPATCH
+        seen = self.seen_ops
         try:
             while True:
                 if self.pos >= len(self.data):
@@ -130,6 +132,7 @@ class PickleMachine:
                 op = self.data[self.pos]
                 self.pos += 1
                 self.budget -= 8  # a stack slot; handlers add what they allocate
+                seen[op] = 1
                 if op == 0x2E:  # STOP
                     value = self._pop()
                     break
@@ -582,6 +585,21 @@ _OPCODES: dict[str, bytes] = {
     "FROZENSET": b"\x91", "NEWOBJ_EX": b"\x92", "STACK_GLOBAL": b"\x93", "MEMOIZE": b"\x94",
     "FRAME": b"\x95", "BYTEARRAY8": b"\x96", "NEXT_BUFFER": b"\x97", "READONLY_BUFFER": b"\x98",
 }
+
+
+#: The opcodes torch.load(weights_only=True) executes (torch/_weights_only_unpickler.py): torch.save's protocol 2.
+TORCH_OPCODES = frozenset(_OPCODES[name][0] for name in (
+    "APPEND", "APPENDS", "BINFLOAT", "BINGET", "BININT", "BININT1", "BININT2", "BINPERSID", "BINPUT", "BINUNICODE",
+    "BUILD", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_SET", "EMPTY_TUPLE", "GLOBAL", "LONG1", "LONG_BINGET",
+    "LONG_BINPUT", "MARK", "NEWFALSE", "NEWOBJ", "NEWTRUE", "NONE", "PROTO", "REDUCE", "SETITEM", "SETITEMS",
+    "SHORT_BINSTRING", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"))
+OPCODE_NAMES = {code[0]: name for name, code in _OPCODES.items()}
+
+
+def foreign_opcodes(seen: bytearray) -> list[str]:
+    """Names of the opcodes in ``seen`` that torch.load(weights_only=True) refuses (STOP excluded)."""
+    return [OPCODE_NAMES.get(op, f"0x{op:02x}") for op in range(256)
+            if seen[op] and op not in TORCH_OPCODES and op != 0x2E]
 
 
 def children(obj: Any) -> list[Any] | tuple[Any, ...] | None:

@@ -24,7 +24,7 @@ from functools import lru_cache
 from typing import IO, Any, ClassVar
 
 from plateau_forensics.errors import CheckpointError
-from plateau_forensics.safepickle import Limits, PickleLimitError, PickleMachine
+from plateau_forensics.safepickle import Limits, PickleLimitError, PickleMachine, foreign_opcodes
 
 __all__ = ["Opaque", "TensorRef", "TorchFile", "read_torch_archive", "read_torch_file", "short_repr"]
 
@@ -538,8 +538,7 @@ class _Reader:
             return
         if type(obj) is OrderedDict and isinstance(state, dict):
             for key, value in state.items():
-                if not (isinstance(key, str) and key.isidentifier() and not key.startswith("__")
-                        and not hasattr(OrderedDict, key)):
+                if not (isinstance(key, str) and not key.startswith("__") and not hasattr(OrderedDict, key)):
                     raise CheckpointError(f"refused: the pickle sets attribute {short_repr(key)} on an "
                                           "OrderedDict (it would shadow a method)")
                 obj.__dict__[key] = value
@@ -596,15 +595,20 @@ def _human(n: int) -> str:
     return f"{n:,} bytes" if n < 10_000 else f"{n / 1e6:,.1f} MB"
 
 
-def _check_end_record(fh: IO[bytes], size: int) -> None:
-    """Refuse a central directory that would cost more to parse than any checkpoint needs."""
+def _check_end_record(fh: IO[bytes], size: int) -> tuple[int, int, int] | None:
+    """Refuse a central directory that would cost more to parse than any checkpoint needs, or that spans disks.
+
+    Returns:
+        (members on this disk, members in all, central directory bytes) as the end record gives them, or None
+        if none was found.
+    """
     tail_len = min(size, 65536 + 22)
     fh.seek(size - tail_len)
     tail = fh.read(tail_len)
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < 22:
-        return  # zipfile reports the damage
-    entries, cd_size = struct.unpack("<HI", tail[at + 10 : at + 16])
+        return None  # zipfile reports the damage
+    disk, cd_disk, here, entries, cd_size = struct.unpack("<HHHHI", tail[at + 4 : at + 16])
     locator = tail.rfind(b"PK\x06\x07", 0, at)
     if locator >= 0 and at - locator == 20:  # zip64: the real counts are in the zip64 end record
         (z64_offset,) = struct.unpack("<Q", tail[locator + 8 : locator + 16])
@@ -612,10 +616,45 @@ def _check_end_record(fh: IO[bytes], size: int) -> None:
             fh.seek(z64_offset)
             rec = fh.read(56)
             if rec[:4] == b"PK\x06\x06":
-                entries, cd_size = struct.unpack("<QQ", rec[32:48])
+                disk, cd_disk, here, entries, cd_size = struct.unpack("<IIQQQ", rec[16:48])
+    if disk or cd_disk:
+        raise CheckpointError("a multi-disk zip archive (torch.load refuses it)")
     if entries > MAX_MEMBERS or cd_size > MAX_CENTRAL_DIRECTORY:
         raise CheckpointError(f"a zip archive with {entries:,} members and a {_human(cd_size)} central "
                               f"directory (limits {MAX_MEMBERS:,} and {MAX_CENTRAL_DIRECTORY >> 20} MiB)")
+    return here, entries, cd_size
+
+
+def _walk_central(fh: IO[bytes], start: int, size: int, count: int) -> None:
+    """The central directory's entries, by their declared lengths, must fill it exactly (miniz checks this;
+    zipfile silently cuts an overlong comment short)."""
+    fh.seek(start)
+    cd = fh.read(size)
+    pos = 0
+    for _ in range(count):
+        if cd[pos : pos + 4] != b"PK\x01\x02" or pos + 46 > len(cd):
+            break
+        name_len, extra_len, comment_len = struct.unpack("<HHH", cd[pos + 28 : pos + 34])
+        pos += 46 + name_len + extra_len + comment_len
+    if pos != size:
+        raise CheckpointError(f"the central directory's entries span {pos:,} bytes, its end record says {size:,} "
+                              "(a damaged entry; torch.load refuses it)")
+
+
+def _check_member(info: zipfile.ZipInfo) -> None:
+    """What torch's zip reader (miniz) refuses in a central directory entry, checked for every member."""
+    name = short_repr(info.filename)
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise CheckpointError(f"member {name} uses compression method {info.compress_type}; torch.load reads "
+                              "only stored or deflated members")
+    if info.flag_bits & 0x41:  # encrypted, strongly encrypted
+        raise CheckpointError(f"member {name} is marked encrypted (torch.load refuses it)")
+    if info.volume:
+        raise CheckpointError(f"member {name} is on disk {info.volume} of a multi-disk archive")
+    if info.compress_type == zipfile.ZIP_STORED and info.compress_size != info.file_size or (
+            info.file_size and not info.compress_size):
+        raise CheckpointError(f"member {name}: its sizes disagree ({info.compress_size:,} stored, "
+                              f"{info.file_size:,} uncompressed)")
 
 
 def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
@@ -640,20 +679,23 @@ def _small_int(zf: zipfile.ZipFile, info: zipfile.ZipInfo, what: str) -> int:
 
 def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
     size = fh.seek(0, os.SEEK_END)
-    _check_end_record(fh, size)
+    counted = _check_end_record(fh, size)
     fh.seek(0)
     try:
         with zipfile.ZipFile(fh) as zf:
             infos = zf.infolist()
+            if counted is not None and counted[:2] != (len(infos), len(infos)):
+                raise CheckpointError(f"the end record counts {counted[1]:,} members ({counted[0]:,} on this disk) "
+                                      f"but the central directory holds {len(infos):,} (torch.load refuses it)")
+            if counted is not None:
+                _walk_central(fh, zf.start_dir, counted[2], len(infos))
             seen: set[str] = set()
             for info in infos:
                 if info.filename in seen:
                     raise CheckpointError(f"ambiguous archive: member {short_repr(info.filename)} appears twice "
                                           "(torch.load and this reader could read different copies)")
                 seen.add(info.filename)
-                if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
-                    raise CheckpointError(f"member {short_repr(info.filename)} uses compression method "
-                                          f"{info.compress_type}; torch.load reads only stored or deflated members")
+                _check_member(info)
             # torch's rule: the archive folder is the first member's directory; every record is looked up in it
             first = infos[0].filename if infos else ""
             if "/" not in first:
@@ -672,6 +714,13 @@ def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
             for record in (".format_version", ".storage_alignment"):
                 if prefix + record in members:
                     _small_int(zf, members[prefix + record], record)
+            if prefix + ".data/serialization_id" in members:  # torch.load decodes it as text
+                ident = _read_small(zf, members[prefix + ".data/serialization_id"])
+                try:
+                    ident.decode("utf-8")
+                except UnicodeDecodeError:
+                    raise CheckpointError("its .data/serialization_id record is not UTF-8 text "
+                                          "(torch.load can refuse it)") from None
             order = "little"  # older torch wrote no byteorder record: little-endian
             if prefix + "byteorder" in members:
                 order = _read_small(zf, members[prefix + "byteorder"]).decode("ascii", "replace")
@@ -693,6 +742,10 @@ def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
     reader = _Reader(source, data, None)
     obj = reader.load()
     notes: list[str] = []
+    foreign = foreign_opcodes(reader.machine.seen_ops)
+    if foreign:
+        notes.append(f"the pickle uses opcodes torch.save never writes and torch.load(weights_only=True) refuses "
+                     f"({', '.join(foreign[:8])}): torch would not read this file")
     if reader.machine.pos < len(data):
         notes.append(f"data.pkl has {len(data) - reader.machine.pos:,} bytes after its STOP opcode (never read)")
     unverified: list[tuple[int, int, str]] = []
@@ -804,12 +857,17 @@ def _read_legacy(path: str, fh: IO[bytes]) -> TorchFile:
         raise CheckpointError("corrupt legacy file (its storage key list is not a list of strings)")
     if len(set(keys)) != len(keys):
         raise CheckpointError("ambiguous legacy file: a storage key is listed twice")
-    notes = _index_legacy_storages(source, reader.machine.offset, keys, reader.storages)
-    unverified = [(offset, offset + n, key) for key, (offset, n) in source.offsets.items() if n]
-    if unverified:
-        total = sum(n for _, n in source.offsets.values())
-        notes.append(f"{NOT_VERIFIED}{len(unverified)} legacy storage(s) ({_human(total)}, never read; the legacy "
-                     "format has no checksums)")
+    pickle_end = reader.machine.offset
+    notes = _index_legacy_storages(source, pickle_end, keys, reader.storages)
+    foreign = foreign_opcodes(reader.machine.seen_ops)
+    if foreign:
+        notes.insert(0, f"the pickle uses opcodes torch.save never writes and torch.load(weights_only=True) refuses "
+                        f"({', '.join(foreign[:8])}): torch would not read this file")
+    unverified = [(0, pickle_end, "<legacy pickles>")]
+    unverified += [(offset, offset + n, key) for key, (offset, n) in source.offsets.items() if n]
+    total = sum(n for _, n in source.offsets.values())
+    notes.append(f"{NOT_VERIFIED}the legacy format has no checksums: its pickles ({_human(pickle_end)}) and "
+                 f"{len(source.offsets)} storage(s) ({_human(total)}, never read) could be damaged unnoticed")
     return TorchFile(result, tuple(reader.neutralised), tuple(notes), tuple(unverified),
                      {k: n for k, (_, n) in reader.storages.items()})
 

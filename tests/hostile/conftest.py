@@ -24,7 +24,7 @@ ROOT = HERE.parents[1]
 
 
 def run_driver(files: list[dict[str, Any]], canary_dir: Path, work: Path, tag: str,
-               extra: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+               extra: dict[str, Any] | None = None, script: Path = DRIVER) -> dict[str, dict[str, Any]]:
     """Run the driver over ``files`` until all are done; a file that crashed or hung gets ``{"died": ...}``."""
     results: dict[str, dict[str, Any]] = {}
     pending = list(files)
@@ -32,7 +32,7 @@ def run_driver(files: list[dict[str, Any]], canary_dir: Path, work: Path, tag: s
     while pending:
         jobs = work / f"jobs-{tag}-{round_no}.json"
         jobs.write_text(json.dumps({"canary_dir": str(canary_dir), "files": pending, **(extra or {})}))
-        proc = subprocess.run([sys.executable, str(DRIVER), str(jobs)], capture_output=True, text=True,
+        proc = subprocess.run([sys.executable, str(script), str(jobs)], capture_output=True, text=True,
                               cwd=ROOT, timeout=600)
         started = None
         for line in proc.stdout.splitlines():
@@ -52,13 +52,13 @@ def run_driver(files: list[dict[str, Any]], canary_dir: Path, work: Path, tag: s
 
 
 def run_parallel(files: list[dict[str, Any]], canary_dir: Path, work: Path, tag: str,
-                 extra: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+                 extra: dict[str, Any] | None = None, script: Path = DRIVER) -> dict[str, dict[str, Any]]:
     """Split ``files`` over two drivers (CI has two cores) and merge their results."""
     from concurrent.futures import ThreadPoolExecutor
 
     halves = [files[0::2], files[1::2]]
     with ThreadPoolExecutor(2) as pool:
-        parts = list(pool.map(lambda ih: run_driver(ih[1], canary_dir, work, f"{tag}{ih[0]}", extra),
+        parts = list(pool.map(lambda ih: run_driver(ih[1], canary_dir, work, f"{tag}{ih[0]}", extra, script),
                               enumerate(halves)))
     return {k: v for part in parts for k, v in part.items()}
 

@@ -1,6 +1,8 @@
 """Run the API and the CLI on many checkpoint files in one process; print one JSON line per file.
 
-Usage: ``python driver.py JOBS.json`` where JOBS.json is ``{"canary_dir": ..., "files": [{"path": ..., "cli": bool}]}``.
+Usage: ``python driver.py JOBS.json`` where JOBS.json is ``{"canary_dir": ..., "files": [{"path": ..., "cli": bool,
+"log": optional log path, "ranges": bool}]}``; with ``"log"`` the file is traced against it (an event-file mutant
+and its run's checkpoint), with ``"ranges"`` the reader's unverified byte ranges are reported too.
 Before each file a ``{"start": path}`` line is printed, so a crash (signal) or a hang (faulthandler's C watchdog
 ends the process after ``TIMEOUT`` s) is pinned to the file that caused it.
 """
@@ -26,6 +28,8 @@ def main() -> None:
     from plateau_forensics import api, report
     from plateau_forensics.cli import main as cli
     from plateau_forensics.errors import ForensicsError
+    from plateau_forensics.report import _plain_state
+    from plateau_forensics.torchfile import read_torch_archive
 
     runner = CliRunner()
     for job in jobs["files"]:
@@ -34,11 +38,16 @@ def main() -> None:
         faulthandler.dump_traceback_later(TIMEOUT, exit=True)
         t0 = time.perf_counter()
         out: dict[str, object] = {"path": path}
+        log = job.get("log")
         try:
-            ck = api.load_checkpoint(path)
+            ck = api.load_checkpoint(log if log else path)
             out["neutralised"] = list(ck.neutralised)
             out["integrity"] = list(ck.integrity)
-            t = api.trace(ck)
+            out["state"] = json.dumps(_plain_state(ck.raw), sort_keys=True)
+            out["lrs"] = list(ck.optimizer_lrs) if ck.optimizer_lrs else None
+            if job.get("ranges"):
+                out["unverified"] = [list(r[:2]) for r in read_torch_archive(path).unverified]
+            t = api.trace(ck, path if log else None)
             report.render(t, "grid")
             report.render(t, "json")
             out["api"] = "ok"
@@ -49,7 +58,7 @@ def main() -> None:
         out["api_seconds"] = time.perf_counter() - t0
         if job.get("cli", True):
             t1 = time.perf_counter()
-            result = runner.invoke(cli, [path, "--format", "json"])
+            result = runner.invoke(cli, [log, path, "--format", "json"] if log else [path, "--format", "json"])
             exc = result.exception
             out["cli_exit"] = result.exit_code
             out["cli_stderr"] = result.stderr[-3000:]
