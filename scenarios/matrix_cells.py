@@ -1,9 +1,9 @@
-"""Plain-torch cells of the scenario matrix: which inputs a user has, checked against the run, written to disk.
+"""Plain-torch cells of the scenario matrix: the inputs a user has, checked against the run, written out.
 
-A cell is one live run (``matrix_torch.Run``), one checkpoint the user gives the tool, one log style and which of
-the log files they give (all, in order; only the last process's; the log overwritten at the resume; in the wrong
-order). ``check`` refuses a cell whose story does not show in those inputs; ``write`` saves the checkpoint with
-``torch.save``, the log files and ``truth.json``.
+A cell is one live run (``matrix_torch.Run``), one checkpoint the user gives the tool, one log style and which
+of the log files they give (all, in order; only the last process's; the log overwritten at the resume; in the
+wrong order). ``check`` refuses a cell whose story does not show in those inputs; ``write`` saves the
+checkpoint with ``torch.save``, the log files and ``truth.json``.
 """
 
 from __future__ import annotations
@@ -13,17 +13,25 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-import torch
-
 import matrix_evidence as ev
 import matrix_torch as mt
+import torch
 from matrix_record import json_float, mark_discarded
 from matrix_styles import Style, render, row_tokens
 
 #: Story codes that describe how the inputs were produced, not a mistake in the training: a warning-level
 #: finding on a cell whose stories are all in this set is a false alarm.
-BENIGN = frozenset({"lr-logged-after-step", "log-starts-mid-run", "logs-out-of-order", "duplicate-epochs",
-                    "weights-only-resume", "saved-before-step", "resume-skipped-step"})
+BENIGN = frozenset(
+    {
+        "lr-logged-after-step",
+        "log-starts-mid-run",
+        "logs-out-of-order",
+        "duplicate-epochs",
+        "weights-only-resume",
+        "saved-before-step",
+        "resume-skipped-step",
+    }
+)
 
 LAYOUTS = ("plain", "tutorial", "lr_scheduler", "mixed")
 
@@ -31,17 +39,37 @@ LAYOUTS = ("plain", "tutorial", "lr_scheduler", "mixed")
 def layout_checkpoint(ck: dict, layout: str, epoch_label: int) -> dict:
     """The checkpoint dict with this layout's key names (the content is the live one)."""
     if layout == "plain":
-        return {"epoch": epoch_label, "model": ck["model"], "optimizer": ck["optimizer"],
-                "scheduler": ck["scheduler"], "val_loss": ck["val_loss"]}
+        return {
+            "epoch": epoch_label,
+            "model": ck["model"],
+            "optimizer": ck["optimizer"],
+            "scheduler": ck["scheduler"],
+            "val_loss": ck["val_loss"],
+        }
     if layout == "tutorial":
-        return {"epoch": epoch_label, "model_state_dict": ck["model"], "optimizer_state_dict": ck["optimizer"],
-                "scheduler_state_dict": ck["scheduler"], "loss": ck["val_loss"]}
+        return {
+            "epoch": epoch_label,
+            "model_state_dict": ck["model"],
+            "optimizer_state_dict": ck["optimizer"],
+            "scheduler_state_dict": ck["scheduler"],
+            "loss": ck["val_loss"],
+        }
     if layout == "lr_scheduler":
-        return {"epoch": epoch_label, "global_step": ck["global_step"], "model": ck["model"],
-                "optimizer": ck["optimizer"], "lr_scheduler": ck["scheduler"]}
+        return {
+            "epoch": epoch_label,
+            "global_step": ck["global_step"],
+            "model": ck["model"],
+            "optimizer": ck["optimizer"],
+            "lr_scheduler": ck["scheduler"],
+        }
     if layout == "mixed":
-        return {"epoch": epoch_label, "state_dict": ck["model"], "optimizer_state_dict": ck["optimizer"],
-                "lr_scheduler": ck["scheduler"], "val_loss": ck["val_loss"]}
+        return {
+            "epoch": epoch_label,
+            "state_dict": ck["model"],
+            "optimizer_state_dict": ck["optimizer"],
+            "lr_scheduler": ck["scheduler"],
+            "val_loss": ck["val_loss"],
+        }
     raise ValueError(layout)
 
 
@@ -159,7 +187,9 @@ def check(cell: Cell) -> str | None:
         files, logs = cell.files()
         ordered = [files[n] for n in reversed(logs)]
         if ordered[1][0].epoch <= ordered[0][-1].epoch:
-            return "in order, the per-process logs already go back in epochs: the reversed order reads the same"
+            return (
+                "in order, the per-process logs already go back in epochs: the reversed order reads the same"
+            )
     if "weights-only-resume" in fam.stories:
         b = [r for r in given if r.process == 1]
         if b and b[0].epoch != 1:
@@ -174,7 +204,10 @@ def _simulated(run: mt.Run, cf: ev.Counterfactual) -> ev.SimRun:
     """``ev.simulate`` once per (run, counterfactual): it does not depend on the cell's log style."""
     key = (id(run), cf)
     if key not in _SIMS:
-        _SIMS[key] = run, ev.simulate(run, cf, run.knobs.sched_cfg, mt.LR)  # the run is kept so its id stays unique
+        _SIMS[key] = (
+            run,
+            ev.simulate(run, cf, run.knobs.sched_cfg, mt.LR),
+        )  # the run is kept so its id stays unique
     return _SIMS[key][1]
 
 
@@ -197,37 +230,60 @@ def truth(cell: Cell) -> dict[str, Any]:
     rows = []
     for name, r in given:
         d = det.get(id(r))
-        rows.append({
-            "epoch": lab(r.epoch), "process": r.process, "file": name, "lr_used": r.lr_used, "lr_end": r.lr_end,
-            "val_loss": r.val_loss, "train_loss": r.train_loss, **({"val_acc": r.val_acc} if r.val_acc is not None
-                                                                     else {}),
-            "logged": tokens[id(r)], "steps": r.steps, "superseded": r.superseded,
-            "after_checkpoint": bool(r.steps) and not r.superseded and min(r.steps) > hi,
-            "determinable": None if d is None else {"state": d["state"], "lr": d["lr"]},
-            "best_logged": None if d is None else d["best_logged"],
-        })
+        rows.append(
+            {
+                "epoch": lab(r.epoch),
+                "process": r.process,
+                "file": name,
+                "lr_used": r.lr_used,
+                "lr_end": r.lr_end,
+                "val_loss": r.val_loss,
+                "train_loss": r.train_loss,
+                **({"val_acc": r.val_acc} if r.val_acc is not None else {}),
+                "logged": tokens[id(r)],
+                "steps": r.steps,
+                "superseded": r.superseded,
+                "after_checkpoint": bool(r.steps) and not r.superseded and min(r.steps) > hi,
+                "determinable": None if d is None else {"state": d["state"], "lr": d["lr"]},
+                "best_logged": None if d is None else d["best_logged"],
+            }
+        )
     ck_name = checkpoint_name(cell)
     resumed_file = None
     if run.resume_epoch is not None:
         resumed_file = f"ckpt_e{lab(run.resume_epoch)}.pt"
-    processes = [{
-        "index": p.index, "first_epoch": lab(p.first), "last_epoch": lab(p.last), "scheduler": p.scheduler,
-        "optimizer": p.optimizer, "weights": p.weights,
-        "resumed_from": resumed_file if p.resumed_from is not None else None,
-        "resumed_from_history_index": (run.snapshots[p.resumed_from].history_index
-                                       if p.resumed_from is not None else None),
-        "log_files": [n for n, rs in files.items() if any(r.process == p.index for r in rs)],
-    } for p in run.processes]
+    processes = [
+        {
+            "index": p.index,
+            "first_epoch": lab(p.first),
+            "last_epoch": lab(p.last),
+            "scheduler": p.scheduler,
+            "optimizer": p.optimizer,
+            "weights": p.weights,
+            "resumed_from": resumed_file if p.resumed_from is not None else None,
+            "resumed_from_history_index": (
+                run.snapshots[p.resumed_from].history_index if p.resumed_from is not None else None
+            ),
+            "log_files": [n for n, rs in files.items() if any(r.process == p.index for r in rs)],
+        }
+        for p in run.processes
+    ]
     k = 8 if run.knobs.per_batch else (run.knobs.k if run.knobs.k > 1 else None)
     params = {
         "family": fam.name,
         "resume_after_epoch": lab(run.resume_epoch) if run.resume_epoch is not None else None,
         "resume_position": cell.position if run.resume_epoch is not None else None,
-        "k": k, "stale": run.knobs.per_batch, "fed_column": fed, "train_loss": run.knobs.train_loss,
+        "k": k,
+        "stale": run.knobs.per_batch,
+        "fed_column": fed,
+        "train_loss": run.knobs.train_loss,
         "lr_set_to": run.resume.lr_set_to if run.resume else None,
         "crash_after_epoch": lab(run.processes[0].last) if run.resume and run.resume.crash_extra else None,
-        "external": run.knobs.external, "external_epochs": sorted({lab(e) for e in run.external_epochs}),
-        "checkpoint_order": snap.order, "key_layout": fam.layout, "given": cell.given,
+        "external": run.knobs.external,
+        "external_epochs": sorted({lab(e) for e in run.external_epochs}),
+        "checkpoint_order": snap.order,
+        "key_layout": fam.layout,
+        "given": cell.given,
         "batches_per_epoch": mt.N_TRAIN // run.knobs.batch_size,
     }
     position = "final" if cell.choice == "final" else cell.position
@@ -235,8 +291,10 @@ def truth(cell: Cell) -> dict[str, Any]:
         "cell": f"torch/{fam.name}/{cell.name}",
         "stack": "torch",
         "stories": sorted(cell.stories),
-        "expected_ambiguous_with": [sorted(s | (cell.stories - fam.stories))
-                                    for s in expected_ambiguous(fam.stories, params["lr_set_to"])],
+        "expected_ambiguous_with": [
+            sorted(s | (cell.stories - fam.stories))
+            for s in expected_ambiguous(fam.stories, params["lr_set_to"])
+        ],
         "description": fam.description,
         "params": params,
         "scheduler": run.knobs.sched_cfg,
@@ -248,8 +306,13 @@ def truth(cell: Cell) -> dict[str, Any]:
         "processes": processes,
         "history": [{**h, "epoch": lab(h["epoch"])} for h in run.history],
         "rows": rows,
-        "checkpoint_at": {"process": snap.process, "epoch": lab(snap.epoch), "after_step": snap.order == "after",
-                          "history_index": snap.history_index, "optimizer_lr": snap.opt_lr},
+        "checkpoint_at": {
+            "process": snap.process,
+            "epoch": lab(snap.epoch),
+            "after_step": snap.order == "after",
+            "history_index": snap.history_index,
+            "optimizer_lr": snap.opt_lr,
+        },
         "versions": {"torch": torch.__version__},
     }
     mark_discarded(t)
@@ -270,7 +333,9 @@ def write(cell: Cell, root: Path) -> Path:
     style, run = cell.style, cell.run
     lab = lambda e: e - 1 + style.epoch_base  # noqa: E731
     snap = run.snapshots[cell.ckpt_key]
-    torch.save(layout_checkpoint(snap.ckpt, cell.family.layout, lab(snap.epoch)), folder / checkpoint_name(cell))
+    torch.save(
+        layout_checkpoint(snap.ckpt, cell.family.layout, lab(snap.epoch)), folder / checkpoint_name(cell)
+    )
     files, _ = cell.files()
     saves = {cell.ckpt_key[:2]}
     if run.resume_epoch is not None:

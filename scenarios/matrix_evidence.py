@@ -1,11 +1,12 @@
 """What a cell's inputs show, and whether its story can be told from them.
 
-``observables`` is the evidence a story predicts (the printed lr column, the given checkpoint's scheduler state
-and optimizer lr, the epoch labels), never the metric values themselves (those are the data every story is run
-on). ``counterfactuals`` re-runs a real ReduceLROnPlateau over the same fed metrics under the other stories
-(scheduler restored instead of fresh, one step per row, val_loss fed, no warm-up, ...); a cell is written only
-when every story other than its own (and the ones it is declared ambiguous with) predicts other evidence.
-``determinable`` says which rows after the checkpoint a careful reader of these inputs can know exactly.
+``observables`` is the evidence a story predicts (the printed lr column, the given checkpoint's scheduler
+state and optimizer lr, the epoch labels), never the metric values themselves (those are the data every story
+is run on). ``counterfactuals`` re-runs a real ReduceLROnPlateau over the same fed metrics under the other
+stories (scheduler restored instead of fresh, one step per row, val_loss fed, no warm-up, ...); a cell is
+written only when every story other than its own (and the ones it is declared ambiguous with) predicts other
+evidence. ``determinable`` says which rows after the checkpoint a careful reader of these inputs can know
+exactly.
 """
 
 from __future__ import annotations
@@ -17,10 +18,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch.optim.lr_scheduler import ReduceLROnPlateau
-
 from matrix_record import plateau_state
-from matrix_styles import Style, decimals, fmt_lr, fmt_metric
+from matrix_styles import Style, decimals, fmt_lr
+from torch.optim.lr_scheduler import ReduceLROnPlateau
 
 MISTAKES = {"fresh": "scheduler-not-restored", "initial": "optimizer-not-restored", "X": "lr-overwritten"}
 
@@ -51,16 +51,28 @@ class SimScheduler:
     def observe(self) -> tuple:
         """The checkpoint evidence of this moment (decision fields, ``_last_lr``, optimizer lr)."""
         s = plateau_state(self.sched)
-        return (s["best"], s["num_bad_epochs"], s["cooldown_counter"], s["last_epoch"],
-                tuple(self.sched._last_lr), (self.lr,))
+        return (
+            s["best"],
+            s["num_bad_epochs"],
+            s["cooldown_counter"],
+            s["last_epoch"],
+            tuple(self.sched._last_lr),
+            (self.lr,),
+        )
 
 
 def snapshot_obs(snap: Any) -> tuple:
     """``SimScheduler.observe`` of a live snapshot."""
     sd = snap.ckpt["scheduler"]
     s = plateau_state(sd)
-    return (s["best"], s["num_bad_epochs"], s["cooldown_counter"], s["last_epoch"], tuple(sd["_last_lr"]),
-            tuple(snap.opt_lr))
+    return (
+        s["best"],
+        s["num_bad_epochs"],
+        s["cooldown_counter"],
+        s["last_epoch"],
+        tuple(sd["_last_lr"]),
+        tuple(snap.opt_lr),
+    )
 
 
 @dataclass
@@ -163,8 +175,12 @@ def counterfactuals(run: Any, family_stories: frozenset[str]) -> list[Counterfac
     """The other stories this run could be mistaken for, each as a re-run over the same metrics."""
     kn = run.knobs
     during = kn.per_batch
-    whole = {s for s in family_stories if s in ("saved-before-step", "steps-per-row", "duplicate-epochs",
-                                                "wrong-metric", "external-lr-change")}
+    whole = {
+        s
+        for s in family_stories
+        if s
+        in ("saved-before-step", "steps-per-row", "duplicate-epochs", "wrong-metric", "external-lr-change")
+    }
     out: list[Counterfactual] = []
     if run.resume is not None and not run.resume.weights_only:
         lrs = ["ckpt", "initial"] + (["X"] if run.resume.lr_set_to is not None else [])
@@ -188,8 +204,11 @@ def counterfactuals(run: Any, family_stories: frozenset[str]) -> list[Counterfac
         rest = family_stories - {"saved-before-step", "resume-skipped-step"}
         out.append(Counterfactual(frozenset(rest), live_fed, during, whole_run=True, save="after"))
     if kn.external is not None:
-        out.append(Counterfactual(family_stories - {"external-lr-change"}, live_fed, during, whole_run=True,
-                                  save=kn.save))
+        out.append(
+            Counterfactual(
+                family_stories - {"external-lr-change"}, live_fed, during, whole_run=True, save=kn.save
+            )
+        )
     return out
 
 
@@ -197,8 +216,13 @@ def counterfactuals(run: Any, family_stories: frozenset[str]) -> list[Counterfac
 # the evidence of one cell
 
 
-def observables(given: list[Any], style: Style, lr_used: Callable[[Any], float], lr_end: Callable[[Any], float],
-                ckpt_obs: tuple) -> tuple:
+def observables(
+    given: list[Any],
+    style: Style,
+    lr_used: Callable[[Any], float],
+    lr_end: Callable[[Any], float],
+    ckpt_obs: tuple,
+) -> tuple:
     """The evidence a story predicts: labels, the printed lr column, the given checkpoint's state and lr.
 
     Without an lr column nothing in the inputs says what the initial lr was, and every plateau lr is the
@@ -215,14 +239,20 @@ def observables(given: list[Any], style: Style, lr_used: Callable[[Any], float],
 
 def actual_observables(run: Any, given: list[Any], style: Style, ckpt_key: tuple) -> tuple:
     """``observables`` of the live run."""
-    return observables(given, style, lambda r: r.lr_used[0], lambda r: r.lr_end[0],
-                       snapshot_obs(run.snapshots[ckpt_key]))
+    return observables(
+        given, style, lambda r: r.lr_used[0], lambda r: r.lr_end[0], snapshot_obs(run.snapshots[ckpt_key])
+    )
 
 
 def cf_observables(sim: SimRun, given: list[Any], style: Style, ckpt_key: tuple) -> tuple:
     """``observables`` of a counterfactual run."""
-    return observables(given, style, lambda r: sim.lr_used[(r.process, r.epoch)],
-                       lambda r: sim.lr_end[(r.process, r.epoch)], sim.snaps[ckpt_key])
+    return observables(
+        given,
+        style,
+        lambda r: sim.lr_used[(r.process, r.epoch)],
+        lambda r: sim.lr_end[(r.process, r.epoch)],
+        sim.snaps[ckpt_key],
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -251,8 +281,15 @@ def _better(m: tuple[float, float], b: tuple[float, float], cfg: dict) -> bool |
     return None
 
 
-def determinable(run: Any, given: list[Any], style: Style, ckpt_key: tuple, cfg: dict, fed_column: str,
-                 tokens: dict[int, dict[str, str]]) -> dict[int, dict[str, Any]]:
+def determinable(
+    run: Any,
+    given: list[Any],
+    style: Style,
+    ckpt_key: tuple,
+    cfg: dict,
+    fed_column: str,
+    tokens: dict[int, dict[str, str]],
+) -> dict[int, dict[str, Any]]:
     """Per given row after the checkpoint (keyed by ``id``): which of its fields the inputs determine.
 
     The state is determinable while every comparison since the checkpoint is decided by the printed values'
@@ -273,8 +310,9 @@ def determinable(run: Any, given: list[Any], style: Style, ckpt_key: tuple, cfg:
         elif proc.resumed_from == ckpt_key or proc.scheduler == "fresh":
             restored = proc.scheduler == "restored"
             start = snap.ckpt["scheduler"] if restored else {"best": math.inf}
-            expected_lr = snap.opt_lr[0] if proc.optimizer == "restored" and proc.resumed_from == ckpt_key \
-                else None
+            expected_lr = (
+                snap.opt_lr[0] if proc.optimizer == "restored" and proc.resumed_from == ckpt_key else None
+            )
         else:
             continue
         best_exact = float(start["best"])
@@ -288,8 +326,11 @@ def determinable(run: Any, given: list[Any], style: Style, ckpt_key: tuple, cfg:
             if first or r.lr_used[0] != prev_end:  # an lr no plateau step made: known only if printed exactly
                 tok = tokens.get(id(r), {}).get("lr")
                 live = r.lr_used[0] if style.lr == "before" else r.lr_end[0]
-                printed = tok is not None and float(tok) == live and (
-                    style.lr == "before" or r.lr_end[0] == r.lr_used[0])
+                printed = (
+                    tok is not None
+                    and float(tok) == live
+                    and (style.lr == "before" or r.lr_end[0] == r.lr_used[0])
+                )
                 lr_known = (lr_known and prev_end == r.lr_used[0]) or printed
             first = False
             for i in r.steps:
@@ -309,7 +350,11 @@ def determinable(run: Any, given: list[Any], style: Style, ckpt_key: tuple, cfg:
                     if dec is None:
                         ok = False
                     else:
-                        assert dec == exact_better, ("interval decision disagrees with the exact one", r.epoch, i)
+                        assert dec == exact_better, (
+                            "interval decision disagrees with the exact one",
+                            r.epoch,
+                            i,
+                        )
                 if exact_better:
                     best_exact, best_iv, best_id = m, iv, ident
             prev_end = r.lr_end[0]
@@ -341,8 +386,13 @@ def _value(row: Any, column: str) -> float | None:
 # story checks on a finished truth.json (the framework stacks, whose runs are not matrix_torch.Run objects)
 
 
-def replay_lineage(cfg: dict, initial_lr: list[float], metrics: list[float], state: dict | None = None,
-                   lr: list[float] | None = None) -> list[tuple[dict, list[float]]]:
+def replay_lineage(
+    cfg: dict,
+    initial_lr: list[float],
+    metrics: list[float],
+    state: dict | None = None,
+    lr: list[float] | None = None,
+) -> list[tuple[dict, list[float]]]:
     """(state after, lrs after) of a real ReduceLROnPlateau stepped over ``metrics`` from ``state``."""
     params = [torch.nn.Parameter(torch.zeros(1)) for _ in initial_lr]
     opt = torch.optim.SGD([{"params": [p], "lr": x} for p, x in zip(params, initial_lr, strict=True)])
@@ -359,12 +409,19 @@ def replay_lineage(cfg: dict, initial_lr: list[float], metrics: list[float], sta
     return out
 
 
-def story_shows(truth: dict[str, Any], lineage: list[int], alt_metrics: list[float], alt_state: dict | None,
-                alt_lr: list[float] | None) -> bool:
+def story_shows(
+    truth: dict[str, Any],
+    lineage: list[int],
+    alt_metrics: list[float],
+    alt_state: dict | None,
+    alt_lr: list[float] | None,
+) -> bool:
     """True when another story (``alt_*``: what the scheduler of ``lineage`` would have been fed and started
     from) predicts a different lr in the given rows after the checkpoint, or a different checkpoint state."""
-    cfg = {k: truth["scheduler"][k] for k in ("mode", "factor", "patience", "threshold", "threshold_mode",
-                                               "cooldown", "min_lr", "eps")}
+    cfg = {
+        k: truth["scheduler"][k]
+        for k in ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps")
+    }
     hist = truth["history"]
     alt = replay_lineage(cfg, truth["initial_lr"], alt_metrics, alt_state, alt_lr)
     offset = len(alt_metrics) - len(lineage)  # steps the alternative takes before the lineage's first

@@ -1,7 +1,8 @@
 """Record every ``scheduler.step()`` of a live ReduceLROnPlateau, whoever calls it (a loop, Lightning, HF).
 
-The instance's class is swapped for a subclass whose ``step`` calls torch's and then appends one history entry;
-nothing is added to the instance's ``__dict__``, so ``state_dict()`` and the saved checkpoints stay torch's own.
+The instance's class is swapped for a subclass whose ``step`` calls torch's and then appends one history
+entry; nothing is added to the instance's ``__dict__``, so ``state_dict()`` and the saved checkpoints stay
+torch's own.
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ class StepRecorder:
                 base.step(sched, metrics, epoch)
             recorder.record(sched, float(metrics), lr_before)
 
-        scheduler.__class__ = type(base.__name__, (base,), {"step": step, "_recorded": True,
-                                                           "__module__": base.__module__})
+        scheduler.__class__ = type(
+            base.__name__, (base,), {"step": step, "_recorded": True, "__module__": base.__module__}
+        )
         return scheduler
 
     def record(self, sched: Any, metric: float, lr_before: list[float]) -> None:
@@ -99,9 +101,9 @@ def mark_discarded(truth: dict[str, Any]) -> None:
     """Mark rows whose steps a later process threw away by restoring an earlier scheduler state.
 
     A process that restored the scheduler from a checkpoint continues from that state: the steps its source
-    process took after that checkpoint (the step of a checkpoint saved before its epoch's step, epochs a crashed
-    process ran past its checkpoint) are not in the surviving history. Such rows get ``"discarded": true`` and
-    no ``determinable`` entry (the step check skips them); superseded rows are discarded too.
+    process took after that checkpoint (the step of a checkpoint saved before its epoch's step, epochs a
+    crashed process ran past its checkpoint) are not in the surviving history. Such rows get ``"discarded":
+    true`` and no ``determinable`` entry (the step check skips them); superseded rows are discarded too.
     """
     hist = truth["history"]
     dead: set[int] = set()

@@ -1,4 +1,4 @@
-"""Log styles of the scenario matrix: how a training loop prints its rows (CSV, JSON Lines, three text layouts).
+"""Log styles of the scenario matrix: how a training loop prints its rows (CSV, JSON Lines, 3 text layouts).
 
 A style fixes the float format of the metrics and of the lr, whether the lr column is read before the epoch's
 ``scheduler.step`` (the lr used during the epoch), after it, or not logged, the epoch base and one log file or
@@ -50,8 +50,17 @@ STYLES: tuple[Style, ...] = (
     Style("keras", "text", ".4f", "before", "keras", 1, text="keras", lr_name="learning_rate"),
     Style("csv-4f-nolr", "csv", ".4f", None, "repr", 1, "per-process"),
     Style("text-kv-repr-nolr-b0", "text", "repr", None, "repr", 0, text="kv"),
-    Style("keras-after", "text", ".4f", "after", "keras", 1, "per-process", text="keras",
-          lr_name="learning_rate"),
+    Style(
+        "keras-after",
+        "text",
+        ".4f",
+        "after",
+        "keras",
+        1,
+        "per-process",
+        text="keras",
+        lr_name="learning_rate",
+    ),
 )
 BY_NAME = {s.name: s for s in STYLES}
 
@@ -102,9 +111,14 @@ def row_tokens(row: Any, style: Style) -> LineRow:
     return LineRow(label, tok, row.total - 1 + style.epoch_base)
 
 
-def render(rows: list[Any], style: Style, notes_before: dict[int, list[str]],
-           notes_after: dict[int, list[str]], header: bool = True) -> str:
-    """One log file's text; ``notes_*[i]`` are extra lines printed before / after row ``i`` (text logs only)."""
+def render(
+    rows: list[Any],
+    style: Style,
+    notes_before: dict[int, list[str]],
+    notes_after: dict[int, list[str]],
+    header: bool = True,
+) -> str:
+    """One log file's text; ``notes_*[i]``: extra lines printed before / after row ``i`` (text logs only)."""
     out: list[str] = []
     lines = [row_tokens(r, style) for r in rows]
     cols = [c for c in ("train_loss", "val_loss", "val_acc", "lr") if lines and c in lines[0].tokens]
@@ -114,7 +128,9 @@ def render(rows: list[Any], style: Style, notes_before: dict[int, list[str]],
         out += [",".join([str(ln.label), *(ln.tokens[c] for c in cols)]) for ln in lines]
     elif style.format == "jsonl":
         for ln in lines:  # the printed text is the JSON number token itself
-            cells = [f'"epoch": {ln.label}'] + [f'{json.dumps(names.get(c, c))}: {ln.tokens[c]}' for c in cols]
+            cells = [f'"epoch": {ln.label}'] + [
+                f"{json.dumps(names.get(c, c))}: {ln.tokens[c]}" for c in cols
+            ]
             out.append("{" + ", ".join(cells) + "}")
     else:
         if header:

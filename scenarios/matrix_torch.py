@@ -1,9 +1,10 @@
 """Plain-torch trainings of the scenario matrix: a real 8-16-1 MLP, Adam and ReduceLROnPlateau on CPU.
 
-One ``Run`` is one story family at one checkpoint position: process A (the first training process) and, for the
-resume families, process B (a new process that rebuilt everything and loaded the chosen parts of A's checkpoint).
-Every ``scheduler.step`` is recorded from the live object (``matrix_record``); every epoch's checkpoint dict is
-kept in memory (``torch.save`` / ``torch.load`` round trip), and ``make_matrix`` writes the ones a cell gives.
+One ``Run`` is one story family at one checkpoint position: process A (the first training process) and, for
+the resume families, process B (a new process that rebuilt everything and loaded the chosen parts of A's
+checkpoint). Every ``scheduler.step`` is recorded from the live object (``matrix_record``); every epoch's
+checkpoint dict is kept in memory (``torch.save`` / ``torch.load`` round trip), and ``make_matrix`` writes the
+ones a cell gives.
 """
 
 from __future__ import annotations
@@ -14,10 +15,9 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
+from matrix_record import StepRecorder, lrs_of
 from torch import nn
 from torch.optim.lr_scheduler import LinearLR, ReduceLROnPlateau, StepLR
-
-from matrix_record import StepRecorder, lrs_of
 
 N_FEATURES = 8
 N_TRAIN = 128
@@ -28,8 +28,9 @@ MODEL_SEED = 0
 LR = 1e-2
 N_EPOCHS = 30
 #: cooldown 2 (not 1) so that a step with cooldown_counter > 0 that is not the reduction step exists
-SCHED = dict(mode="min", factor=0.5, patience=2, threshold=1e-4, threshold_mode="rel", cooldown=2,
-             min_lr=0.0, eps=1e-8)
+SCHED = dict(
+    mode="min", factor=0.5, patience=2, threshold=1e-4, threshold_mode="rel", cooldown=2, min_lr=0.0, eps=1e-8
+)
 LR_SET_TO = 0.003  # lr-overwritten: neither the initial lr nor any lr the plateau schedule reaches
 HAND_FACTOR = 0.3
 CRASH_EXTRA = 3  # duplicate-epochs: the crashed process ran this many epochs past the resume checkpoint
@@ -129,7 +130,9 @@ class Knobs:
     save: str = "after"  # after | before (checkpoint written after evaluate(), before the step)
     external: str | None = None  # warmup-hand | warmup-linear | hand-edit | steplr
     log_acc: bool = False
-    train_loss: str = "mean"  # the logged train loss: the epoch's mean, or the last batch's (print(loss.item()))
+    train_loss: str = (
+        "mean"  # the logged train loss: the epoch's mean, or the last batch's (print(loss.item()))
+    )
     n_epochs: int = N_EPOCHS
     sched: tuple[tuple[str, Any], ...] = ()  # ReduceLROnPlateau arguments that differ from SCHED
 
@@ -168,8 +171,14 @@ class Run:
         n_hist = max((i + 1 for r in rows for i in r.steps), default=0)
         snaps = {k: s for k, s in self.snapshots.items() if k[0] == 0 and k[1] <= last_epoch}
         proc = replace(self.processes[0], last=last_epoch)
-        return Run(self.knobs, copy.deepcopy(self.history[:n_hist]), rows, [proc], dict(snaps),
-                   external_epochs=[e for e in self.external_epochs if e <= last_epoch])
+        return Run(
+            self.knobs,
+            copy.deepcopy(self.history[:n_hist]),
+            rows,
+            [proc],
+            dict(snaps),
+            external_epochs=[e for e in self.external_epochs if e <= last_epoch],
+        )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -198,14 +207,32 @@ class Live:
         Kept in memory; a resume loads it through ``torch.save``/``torch.load`` (``roundtrip``) and a cell
         that gives it to the tool writes it with ``torch.save``.
         """
-        return copy.deepcopy({
-            "epoch": epoch,
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "val_loss": val_loss,
-            "global_step": self.global_step,
-        })
+        return copy.deepcopy(
+            {
+                "epoch": epoch,
+                "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "val_loss": val_loss,
+                "global_step": self.global_step,
+            }
+        )
+
+    def after_step(self, before: dict) -> dict:
+        """The checkpoint dict right after the epoch's scheduler step(s), given the one saved just before.
+
+        Between the two only lr code ran: the weights and the optimizer's per-parameter state are the same
+        tensors (shared, never mutated), the optimizer's param_groups and the scheduler state are copied anew.
+        """
+        opt = self.optimizer.state_dict()
+        return {
+            **before,
+            "optimizer": {
+                "state": before["optimizer"]["state"],
+                "param_groups": copy.deepcopy(opt["param_groups"]),
+            },
+            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
+        }
 
     def train_epoch(self, epoch: int) -> float:
         """One epoch of mini-batch Adam; returns the train loss the loop logs (mean, or the last batch's).
@@ -264,9 +291,15 @@ class Live:
             val_loss, val_acc = self.evaluate()
             fed = {"val_loss": val_loss, "train_loss": train_loss, "val_acc": val_acc}[kn.fed]
             hb = len(self.rec.history) - 1
-            run.snapshots[(process, epoch, "before")] = Snapshot(
-                process, epoch, "before", self.checkpoint(epoch, val_loss), hb if hb >= 0 else None,
-                lrs_of(self.optimizer))
+            before = Snapshot(
+                process,
+                epoch,
+                "before",
+                self.checkpoint(epoch, val_loss),
+                hb if hb >= 0 else None,
+                lrs_of(self.optimizer),
+            )
+            run.snapshots[(process, epoch, "before")] = before
             if not kn.per_batch:
                 for _ in range(kn.k):
                     self.scheduler.step(fed)
@@ -278,10 +311,26 @@ class Live:
             self.last_val = fed
             hi = len(self.rec.history) - 1
             run.snapshots[(process, epoch, "after")] = Snapshot(
-                process, epoch, "after", self.checkpoint(epoch, val_loss), hi if hi >= 0 else None,
-                lrs_of(self.optimizer))
-            run.rows.append(Row(process, epoch, train_loss, val_loss, val_acc if kn.log_acc else None, lr_used,
-                                lrs_of(self.optimizer), list(range(n0, len(self.rec.history))), last))
+                process,
+                epoch,
+                "after",
+                self.after_step(before.ckpt),
+                hi if hi >= 0 else None,
+                lrs_of(self.optimizer),
+            )
+            run.rows.append(
+                Row(
+                    process,
+                    epoch,
+                    train_loss,
+                    val_loss,
+                    val_acc if kn.log_acc else None,
+                    lr_used,
+                    lrs_of(self.optimizer),
+                    list(range(n0, len(self.rec.history))),
+                    last,
+                )
+            )
         run.history = self.rec.history
 
 
@@ -349,7 +398,8 @@ def reduced_epochs(run: Run, process: int = 0) -> list[int]:
     out = []
     for r in run.rows:
         if r.process == process and any(
-                run.history[i]["lr_after"] != run.history[i]["lr_before"] for i in r.steps):
+            run.history[i]["lr_after"] != run.history[i]["lr_before"] for i in r.steps
+        ):
             out.append(r.epoch)
     return out
 
@@ -367,7 +417,7 @@ def cooldown_epochs(run: Run, process: int = 0) -> list[int]:
 
 
 def position_candidates(run: Run, position: str, resume: bool) -> list[int]:
-    """Epochs of process A that stand for ``position``, best first (enough epochs after them to see a story)."""
+    """Epochs of process A that stand for ``position``, best first (with enough epochs after them)."""
     n = run.knobs.n_epochs
     min_after = 8 if resume else 3
     if position == "early":

@@ -1,18 +1,19 @@
-"""Score the tool on scenario-matrix cells: its verdict against truth.json, and its steps after the checkpoint.
+"""Score the tool on scenario-matrix cells: its verdict against truth.json, its steps after the checkpoint.
 
-``score_cell(folder)`` runs ``plateau_forensics.trace`` on the cell's checkpoint and logs (in the given order) and
-classifies the verdict as the matrix spec says:
+``score_cell(folder)`` runs ``plateau_forensics.trace`` on the cell's checkpoint and logs (in the given order)
+and classifies the verdict as the matrix spec says:
 
-* ``right``: the reported story is the true one, and any alternatives are ones truth declares indistinguishable;
+* ``right``: the reported story is the true one, and any alternatives are ones truth declares
+  indistinguishable;
 * ``ambiguous-ok``: "ambiguous", and the true story is among the reported story and its alternatives;
 * ``wrong``: a confident (not ambiguous) story other than the true one;
 * ``missed``: ambiguous without the true story, or no verdict at all (the tool has no verdict API yet, or
   raised an error: counted, never a crash of the scorer).
 
-``false_alarm``: a warning-level finding whose code is not a true story, on a cell whose stories are all benign
-(clean, or only about how the inputs were produced). The step check compares, for every row after the checkpoint,
-the tool's best / num_bad_epochs / cooldown_counter / lr with the live state after that row's last step: a value
-the tool gives must be right; where truth says the inputs determine it, the tool must give it.
+``false_alarm``: a warning-level finding whose code is not a true story, on a cell whose stories are all
+benign (clean, or only about how the inputs were produced). The step check compares, for every row after the
+checkpoint, the tool's best / num_bad_epochs / cooldown_counter / lr with the live state after that row's last
+step: a value the tool gives must be right; where truth says the inputs determine it, the tool must give it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,17 @@ from pathlib import Path
 from typing import Any
 
 #: Story codes about how the inputs were produced, not a training mistake (see matrix_cells.BENIGN).
-BENIGN = frozenset({"lr-logged-after-step", "log-starts-mid-run", "logs-out-of-order", "duplicate-epochs",
-                    "weights-only-resume", "saved-before-step", "resume-skipped-step"})
+BENIGN = frozenset(
+    {
+        "lr-logged-after-step",
+        "log-starts-mid-run",
+        "logs-out-of-order",
+        "duplicate-epochs",
+        "weights-only-resume",
+        "saved-before-step",
+        "resume-skipped-step",
+    }
+)
 CLASSES = ("right", "ambiguous-ok", "wrong", "missed")
 STATE_FIELDS = ("best", "num_bad_epochs", "cooldown_counter")
 
@@ -54,7 +64,9 @@ class StepCheck:
 
     @property
     def ok(self) -> bool:
-        return self.note is None and not (self.mismatches or self.unknown_but_determinable or self.missing_rows)
+        return self.note is None and not (
+            self.mismatches or self.unknown_but_determinable or self.missing_rows
+        )
 
 
 @dataclass
@@ -123,8 +135,9 @@ def run_tool(folder: Path, truth: dict[str, Any]) -> tuple[Any, str | None]:
         return None, f"crash {type(exc).__name__}: {exc}"
 
 
-def classify(truth: dict[str, Any], story: tuple[str, ...] | None,
-             alternatives: tuple[tuple[str, ...], ...]) -> str:
+def classify(
+    truth: dict[str, Any], story: tuple[str, ...] | None, alternatives: tuple[tuple[str, ...], ...]
+) -> str:
     """right / ambiguous-ok / wrong / missed, as the matrix spec defines them."""
     if story is None:
         return "missed"
@@ -167,11 +180,23 @@ def score_cell(folder: Path) -> CellScore:
     extra = tuple(c for c in warnings if c not in true)
     clean = true <= BENIGN
     return CellScore(
-        cell=truth["cell"], stack=truth["stack"], family=truth["params"]["family"],
-        position=truth["checkpoint_position"], log_style=truth["log_style"], truth=tuple(sorted(true)),
-        story=story, alternatives=alts, decide=decide, verdict=classify(truth, story, alts),
-        false_alarm=clean and bool(extra), clean=clean, warnings=warnings, extra_warnings=extra,
-        steps=check_steps(t, truth), tool_error=error, seconds=seconds,
+        cell=truth["cell"],
+        stack=truth["stack"],
+        family=truth["params"]["family"],
+        position=truth["checkpoint_position"],
+        log_style=truth["log_style"],
+        truth=tuple(sorted(true)),
+        story=story,
+        alternatives=alts,
+        decide=decide,
+        verdict=classify(truth, story, alts),
+        false_alarm=clean and bool(extra),
+        clean=clean,
+        warnings=warnings,
+        extra_warnings=extra,
+        steps=check_steps(t, truth),
+        tool_error=error,
+        seconds=seconds,
     )
 
 
@@ -281,7 +306,8 @@ def check_steps(t: Any, truth: dict[str, Any]) -> StepCheck:
             chk.compared += 1
             if name == "best":
                 same = float(got) == want[name] or (
-                    row["best_logged"] is not None and _fmt(float(got), style) == row["best_logged"])
+                    row["best_logged"] is not None and _fmt(float(got), style) == row["best_logged"]
+                )
             elif name == "lr":
                 same = got == [float(x) for x in want[name]]
             else:
