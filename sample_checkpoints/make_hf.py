@@ -27,12 +27,16 @@ saved *after* the step of its own evaluation; each ``learning_rate`` in ``log_hi
 by the optimizer steps it was logged after (the lr after the previous evaluation's step); the two
 param groups share one lr; the last checkpoint's ``log_history`` ends with an eval entry.
 
-Determinism: the CPU pins of ``make_samples.py`` are set before torch is imported, the Trainer is
-seeded (``seed=0``), and the run directory is given as a relative path so that
-``best_model_checkpoint`` holds no machine path. Reruns give identical ``scheduler.pt``,
-``optimizer.pt``, ``model.safetensors``, ``rng_state.pth`` and ``trainer_state.json`` except the
-timing fields (``eval_runtime``, ``*_per_second``). ``training_args.bin`` is never compared: comparing
-it would mean unpickling it.
+``truth.json`` also holds ``live``: what the real scheduler did while the Trainer ran, recorded from the
+live objects by a ``TrainerCallback`` and ``_truth.py`` (every step's state; per evaluation, the row of
+``log_history`` and the lr every group trained with since the previous one; which checkpoint folder was
+saved after which step). The tests judge the tool against it, for the committed fixtures and a fresh
+regeneration alike; nothing compares two runs' numbers or bytes.
+
+Determinism: the CPU pins of ``_pin_cpu.py`` are set before torch is imported, the Trainer is seeded
+(``seed=0``), and the run directory is given as a relative path so that ``best_model_checkpoint`` holds
+no machine path. A rerun on the same machine writes the same numbers (timing fields aside); another CPU
+or math library trains to other last bits, which is why no test compares them.
 """
 
 from __future__ import annotations
@@ -43,7 +47,6 @@ import _pin_cpu  # noqa: F401 - must run before torch loads (see _pin_cpu.py)
 
 # isort: split
 
-import copy
 import json
 import shutil
 import sys
@@ -55,11 +58,9 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _truth import Recorder, dumps
 from make_samples import N_FEATURES, make_data
 
-#: Keys of log_history entries that measure time or throughput: they differ on every run.
-RUNTIME_KEYS = ("eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "train_runtime",
-                "train_samples_per_second", "train_steps_per_second")
 #: The scheduler.pt keys copied into truth.json (mode_worse is inf: not JSON).
 SCHEDULER_KEYS = ("factor", "patience", "cooldown", "threshold", "threshold_mode", "mode", "eps", "min_lrs",
                   "default_min_lr", "last_epoch", "_last_lr", "best", "num_bad_epochs", "cooldown_counter")
@@ -126,7 +127,30 @@ SCENARIOS: dict[str, dict[str, Any]] = {
 }
 
 
-def train(workdir: Path, name: str, scenario: dict[str, Any]) -> tuple[list[dict[str, Any]], int]:
+def recording_callback(rec: Recorder) -> Any:
+    """A ``TrainerCallback`` that tells ``rec`` about the scheduler, each evaluation row and each save."""
+    from transformers import TrainerCallback
+
+    class Record(TrainerCallback):
+        def on_train_begin(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None,
+                           **kw: Any) -> None:
+            rec.watch(lr_scheduler)
+
+        def on_evaluate(self, args: Any, state: Any, control: Any, optimizer: Any = None, **kw: Any) -> None:
+            # called after the eval entry is logged and before the Trainer steps the plateau scheduler
+            entry = state.log_history[-1]
+            assert "eval_loss" in entry, entry
+            rec.row(entry["epoch"], [float(g["lr"]) for g in optimizer.param_groups])
+
+        def on_save(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+            rec.saved(f"checkpoint-{state.global_step}")
+
+    return Record()
+
+
+def train(
+    workdir: Path, name: str, scenario: dict[str, Any], rec: Recorder
+) -> tuple[list[dict[str, Any]], int]:
     """Run the Trainer in ``workdir/name`` (a relative output_dir); return log_history and steps per epoch."""
     from transformers import PrinterCallback, Trainer, TrainingArguments
 
@@ -138,7 +162,8 @@ def train(workdir: Path, name: str, scenario: dict[str, Any]) -> tuple[list[dict
     try:
         args = TrainingArguments(output_dir=name, **COMMON, **scenario["args"])
         trainer = Trainer(model=model, args=args, train_dataset=RegressionSet(data.x_train, data.y_train),
-                          eval_dataset=RegressionSet(data.x_val, data.y_val))
+                          eval_dataset=RegressionSet(data.x_val, data.y_val),
+                          callbacks=[recording_callback(rec)])
         trainer.remove_callback(PrinterCallback)  # keep the generator's output to its own summary
         trainer.train()
     finally:
@@ -242,10 +267,24 @@ def check_checkpoint(ckpt: Path, final_history: list[dict[str, Any]], n_groups: 
     }
 
 
+def assert_story(name: str, rec: Recorder) -> None:
+    """The story ``SCENARIOS[name]["description"]`` tells, checked on the live record."""
+    held = {c["file"]: rec.steps[c["state_step"]] for c in rec.checkpoints}
+    if name == "epoch":
+        assert held["checkpoint-72"]["num_bad_epochs"] == 1, "checkpoint-72: one bad evaluation pending"
+        end = held["checkpoint-160"]
+        assert end is rec.steps[-1] and end["lr"][0] < end["lr_before"][0], "checkpoint-160 follows a cut"
+    else:
+        mid = held["checkpoint-44"]
+        assert mid["last_epoch"] == 11 and rec.rows[10]["epoch"] == 5.5, "last_epoch counts evaluations"
+
+
 def make_scenario(out: Path, work: Path, name: str) -> dict[str, Any]:
     """Train one scenario in ``work``, copy its kept checkpoints to ``out/name`` and write ``truth.json``."""
     scenario = SCENARIOS[name]
-    history, steps_per_epoch = train(work, name, scenario)
+    rec = Recorder()
+    history, steps_per_epoch = train(work, name, scenario, rec)
+    rec.forget_checkpoints({f"checkpoint-{step}" for step in scenario["keep"]})
     dest = out / name
     if dest.exists():
         shutil.rmtree(dest)
@@ -278,16 +317,13 @@ def make_scenario(out: Path, work: Path, name: str) -> dict[str, Any]:
         "reductions": reductions,
         "final_log_entry_keys": sorted(history[-1]),
         "rng_state_and_training_args_refuse_weights_only": True,
-        "ignored_when_comparing": list(RUNTIME_KEYS) + ["total_flos"],
+        "log": None,  # each checkpoint folder's own trainer_state.json log_history
+        "live": rec.as_json(),
     }
-    (dest / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+    assert rec.rows and [r["epoch"] for r in rec.rows] == [e["epoch"] for e in ev], "one row per evaluation"
+    assert_story(name, rec)
+    (dest / "truth.json").write_text(dumps(truth), encoding="ascii")
     return truth
-
-
-def strip_runtime(history: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """log_history without the timing fields, for comparing two runs."""
-    drop = {*RUNTIME_KEYS, "total_flos"}
-    return [{k: v for k, v in e.items() if k not in drop} for e in copy.deepcopy(history)]
 
 
 def main(argv: list[str]) -> None:
@@ -296,8 +332,7 @@ def main(argv: list[str]) -> None:
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
-        raise RuntimeError("run make_hf.py as a script: the CPU pins must be set before torch is imported")
+    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     with tempfile.TemporaryDirectory(prefix="make_hf_") as tmp:
         for name in SCENARIOS:
             truth = make_scenario(out, Path(tmp), name)

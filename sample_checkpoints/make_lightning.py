@@ -22,9 +22,16 @@ Scenarios (one sub-folder each; the ground truth is in ``<scenario>/truth.json``
 Every Lightning fact the package relies on (FORMATS.md section 2) is asserted on the written files,
 read back with ``torch.load(weights_only=True)``, and printed.
 
-Determinism: as in ``make_samples.py``, the CPU kernels are pinned before torch is imported, one
-thread, ``L.seed_everything`` and ``Trainer(deterministic=True)``. The CSVs come out byte-identical;
-checkpoint bytes differ (they hold absolute paths), their scheduler/optimizer/epoch contents do not.
+``truth.json`` also holds ``live``: what the real scheduler did while Lightning trained, recorded from
+the live objects (``_truth.py``) by a callback and a wrapper around ``trainer.save_checkpoint``: every
+plateau step's state and the ``val_loss`` row it read, the lr every group used in each epoch (read at
+the epoch's start, as ``LearningRateMonitor`` logs it), and which file was saved when. The tests judge
+the tool against it, for the committed fixtures and a fresh regeneration alike.
+
+Determinism: the CPU kernels are pinned before torch is imported (``_pin_cpu.py``), one thread,
+``L.seed_everything`` and ``Trainer(deterministic=True)``: a rerun on the same machine writes the same
+numbers. Another CPU or math library trains to other last bits, so no test compares two runs' numbers;
+checkpoint bytes also hold absolute paths.
 """
 
 from __future__ import annotations
@@ -34,7 +41,6 @@ import _pin_cpu  # noqa: F401 - must run before torch loads (see _pin_cpu.py)
 # isort: split
 
 import csv
-import json
 import logging
 import math
 import shutil
@@ -52,6 +58,9 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.data import DataLoader, TensorDataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _truth import Recorder, dumps  # noqa: E402 - the sibling module
 
 N_FEATURES = 8
 N_TRAIN = 128
@@ -138,9 +147,49 @@ def loaders() -> tuple[DataLoader, DataLoader]:
     )
 
 
-def make_trainer(save_dir: Path, max_epochs: int, **kwargs: Any) -> L.Trainer:
+class Record(L.Callback):
+    """Tells a ``Recorder`` which scheduler Lightning steps, each validation row and the lr it trained with.
+
+    It holds no state Lightning would save (``state_dict`` stays empty), so checkpoints are unchanged.
+    """
+
+    def __init__(self, rec: Recorder, restored_from: str | None = None) -> None:
+        self.rec = rec
+        self.restored_from = restored_from
+        self.epoch_lrs: list[float] = []
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # with fit(ckpt_path=...), Lightning has loaded the scheduler state by now
+        self.rec.watch(trainer.lr_scheduler_configs[0].scheduler, self.restored_from)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.epoch_lrs = [float(g["lr"]) for g in trainer.optimizers[0].param_groups]
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.sanity_checking:  # the sanity check logs no row
+            self.rec.row(trainer.current_epoch, self.epoch_lrs)
+
+
+def record_saves(trainer: L.Trainer, rec: Recorder, root: Path) -> None:
+    """Record every file ``trainer.save_checkpoint`` writes (ModelCheckpoint saves through it)."""
+    save = trainer.save_checkpoint
+
+    def save_checkpoint(filepath: Any, *args: Any, **kwargs: Any) -> None:
+        save(filepath, *args, **kwargs)
+        rec.saved(Path(filepath).resolve().relative_to(root.resolve()).as_posix())
+
+    trainer.save_checkpoint = save_checkpoint  # type: ignore[method-assign]
+
+
+def make_trainer(
+    save_dir: Path,
+    max_epochs: int,
+    rec: Recorder | None = None,
+    restored_from: str | None = None,
+    **kwargs: Any,
+) -> L.Trainer:
     """A quiet, deterministic CPU trainer with CSVLogger, LearningRateMonitor and ModelCheckpoint."""
-    return L.Trainer(
+    trainer = L.Trainer(
         max_epochs=max_epochs,
         accelerator="cpu",
         devices=1,
@@ -152,9 +201,13 @@ def make_trainer(save_dir: Path, max_epochs: int, **kwargs: Any) -> L.Trainer:
         callbacks=[
             LearningRateMonitor(logging_interval="epoch"),
             ModelCheckpoint(save_top_k=-1, every_n_epochs=1, save_last=True, filename="{epoch}-{step}"),
+            *([Record(rec, restored_from)] if rec is not None else []),
         ],
         **kwargs,
     )
+    if rec is not None:
+        record_saves(trainer, rec, save_dir)
+    return trainer
 
 
 def fit(
@@ -162,12 +215,16 @@ def fit(
     max_epochs: int,
     module_kwargs: dict[str, Any] | None = None,
     ckpt_path: Path | None = None,
+    rec: Recorder | None = None,
     **trainer_kwargs: Any,
 ) -> tuple[L.Trainer, list[str]]:
-    """Seed, build, fit; return the trainer and the warnings Lightning raised (message texts)."""
+    """Seed, build, fit (recording into ``rec``); return the trainer and the warnings Lightning raised."""
     L.seed_everything(SEED, workers=True, verbose=False)
     model = PlateauModule(**(module_kwargs or {}))
-    trainer = make_trainer(save_dir, max_epochs, **trainer_kwargs)
+    source = None
+    if ckpt_path is not None:
+        source = Path(ckpt_path).resolve().relative_to(save_dir.resolve()).as_posix()
+    trainer = make_trainer(save_dir, max_epochs, rec, source, **trainer_kwargs)
     train, val = loaders()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -251,17 +308,11 @@ def prune(version_dir: Path, keep: set[str]) -> None:
             p.unlink()
 
 
-def write_truth(folder: Path, truth: dict[str, Any]) -> None:
-    def clean(v: Any) -> Any:
-        if isinstance(v, float) and not math.isfinite(v):
-            return repr(v)  # "inf": JSON has no infinity
-        if isinstance(v, dict):
-            return {k: clean(x) for k, x in v.items()}
-        if isinstance(v, list | tuple):
-            return [clean(x) for x in v]
-        return v
-
-    (folder / "truth.json").write_text(json.dumps(clean(truth), indent=2) + "\n", encoding="ascii")
+def write_truth(folder: Path, truth: dict[str, Any], rec: Recorder, keep: set[str]) -> None:
+    """Write ``truth.json``: the checked facts, and ``rec``'s record of the kept checkpoints as ``live``."""
+    rec.forget_checkpoints(keep)
+    assert sorted(c["file"] for c in rec.checkpoints) == sorted(keep), (rec.checkpoints, keep)
+    (folder / "truth.json").write_text(dumps({**truth, "live": rec.as_json()}), encoding="ascii")
 
 
 def show(name: str, facts: list[dict[str, Any]]) -> None:
@@ -281,7 +332,8 @@ def show(name: str, facts: list[dict[str, Any]]) -> None:
 def make_plain(out: Path, epochs: int = 20) -> dict[str, Any]:
     """20 epochs uninterrupted; keep epoch=9, epoch=19 and last.ckpt."""
     folder = out / "plain"
-    trainer, _ = fit(folder, epochs)
+    rec = Recorder()
+    trainer, _ = fit(folder, epochs, rec=rec)
     vdir = folder / LOGGER_NAME / "version_0"
     steps_per_epoch = trainer.num_training_batches
     mid, end = epochs // 2 - 1, epochs - 1
@@ -340,25 +392,29 @@ def make_plain(out: Path, epochs: int = 20) -> dict[str, Any]:
         "initial_lr": LR,
         "metrics_csv": "metrics.csv",
         "lightning_metrics_csv": f"{LOGGER_NAME}/version_0/metrics.csv",
+        "log": "metrics.csv",
         "val_rows": len(vals),
         "lr_rows": len(lrs),
         "logged_lr_changes_at_epochs": lr_changes,
         "checkpoints": facts,
     }
-    write_truth(folder, truth)
+    last = rec.steps[-1]
+    assert last["lr"][0] < last["lr_before"][0], "the last epoch's step cuts the lr (a cut no file holds)"
+    write_truth(folder, truth, rec, {f["file"] for f in facts})
     return truth
 
 
 def make_resumed(out: Path, first: int = 12, total: int = 24) -> dict[str, Any]:
     """Run 1: epochs 0..first-1; run 2: fit(ckpt_path=epoch=first-1 ckpt) to ``total`` epochs (version_1)."""
     folder = out / "resumed"
-    t1, _ = fit(folder, first)
+    rec = Recorder()
+    t1, _ = fit(folder, first, rec=rec)
     spe = t1.num_training_batches
     v0, v1 = folder / LOGGER_NAME / "version_0", folder / LOGGER_NAME / "version_1"
     src_epoch = first - 1
     src = v0 / "checkpoints" / f"epoch={src_epoch}-step={first * spe}.ckpt"
     assert src.is_file(), src
-    t2, _ = fit(folder, total, ckpt_path=src)
+    t2, _ = fit(folder, total, ckpt_path=src, rec=rec)
     assert t2.logger.version == 1, t2.logger.version
 
     mid2 = (first + total) // 2 - 1
@@ -427,6 +483,7 @@ def make_resumed(out: Path, first: int = 12, total: int = 24) -> dict[str, Any]:
         "resume_epoch": src_epoch,
         "skipped_step_val_loss_epoch": src_epoch,
         "metrics_csv": [f"{LOGGER_NAME}/version_0/metrics.csv", f"{LOGGER_NAME}/version_1/metrics.csv"],
+        "log": [f"{LOGGER_NAME}/version_0/metrics.csv", f"{LOGGER_NAME}/version_1/metrics.csv"],
         "val_rows": [len(vals0), len(vals1)],
         "val_epochs": [[vals0[0][0], vals0[-1][0]], [vals1[0][0], vals1[-1][0]]],
         "lr_rows": [len(lrs0), len(lrs1)],
@@ -435,7 +492,7 @@ def make_resumed(out: Path, first: int = 12, total: int = 24) -> dict[str, Any]:
         "first_epoch_where_lr_differs_from_uninterrupted_replay": diverges,
         "checkpoints": facts,
     }
-    write_truth(folder, truth)
+    write_truth(folder, truth, rec, {f["file"] for f in facts})
     return truth
 
 
@@ -456,7 +513,8 @@ def make_step_interval(out: Path, epochs: int = 12, frequency: int = 4) -> dict[
         shutil.rmtree(probe, ignore_errors=True)
     assert "ReduceLROnPlateau conditioned on metric val_loss which is not available" in crash, crash
 
-    trainer, caught = fit(folder, epochs, kwargs)
+    rec = Recorder()
+    trainer, caught = fit(folder, epochs, kwargs, rec=rec)
     spe = trainer.num_training_batches
     per_epoch = spe // frequency
     missing = [w for w in caught if "which is not available but strict is set to `False`" in w]
@@ -522,20 +580,22 @@ def make_step_interval(out: Path, epochs: int = 12, frequency: int = 4) -> dict[
         "skipped_steps_before_first_validation": len(missing),
         "strict_true_error": crash,
         "metrics_csv": "metrics.csv",
+        "log": "metrics.csv",
         "val_rows": len(vals),
         "lr_rows": len(lrs),
         "logged_lr_changes_at_epochs": changes([lr for _, lr in lrs]),
         "once_per_row_replay_lr_changes_at_epochs": changes(once),
         "checkpoints": facts,
     }
-    write_truth(folder, truth)
+    write_truth(folder, truth, rec, {f["file"] for f in facts})
     return truth
 
 
 def make_missing_monitor(out: Path, epochs: int = 16) -> dict[str, Any]:
     """monitor='val_loss_typo', strict=False: every plateau step is skipped with a RuntimeWarning."""
     folder = out / "missing_monitor_nonstrict"
-    trainer, caught = fit(folder, epochs, dict(monitor="val_loss_typo", strict=False))
+    rec = Recorder()
+    trainer, caught = fit(folder, epochs, dict(monitor="val_loss_typo", strict=False), rec=rec)
     spe = trainer.num_training_batches
     missing = [w for w in caught if "conditioned on metric val_loss_typo which is not available" in w]
     vdir = folder / LOGGER_NAME / "version_0"
@@ -576,13 +636,14 @@ def make_missing_monitor(out: Path, epochs: int = 16) -> dict[str, Any]:
         "skipped_steps": len(missing),
         "warning": missing[0],
         "metrics_csv": "metrics.csv",
+        "log": "metrics.csv",
         "metrics_csv_columns": list(rows[0]),
         "val_rows": len(vals),
         "lr_rows": len(lrs),
         "lr_changes_if_val_loss_were_monitored": changes(would),
         "checkpoints": facts,
     }
-    write_truth(folder, truth)
+    write_truth(folder, truth, rec, {f["file"] for f in facts})
     return truth
 
 
@@ -615,10 +676,7 @@ def main(argv: list[str]) -> None:
     out = Path(args[0]).resolve() if args else Path(__file__).resolve().parent / "lightning"
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
-        raise RuntimeError(
-            "run make_lightning.py as a script: the CPU pins must be set before torch is imported"
-        )
+    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     quiet()
     t0 = time.perf_counter()
     for name in only or list(MAKERS):

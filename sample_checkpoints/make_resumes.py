@@ -12,15 +12,17 @@ Same set-up and determinism pins as ``make_samples.py``, whose helpers this scri
   with several param groups), one row per epoch in the order the runs wrote them, floats as ``repr``,
   ``lr`` = the LR used *during* the epoch (read before that epoch's ``scheduler.step``);
 * ``scenario.json``: the ground truth (``finding``, ``resume_epoch``, ``checkpoint_epoch``,
-  ``description`` and the numbers the story fixes).
+  ``description`` and the numbers the story fixes), and ``live``: what the real scheduler did while the
+  runs trained, recorded from the live objects (``_truth.py``: every step's state, the lr each logged
+  epoch used, where the checkpoint was saved). The tests judge the tool against ``live``.
 
 A "resume" is run A (epochs ``1..E``, checkpoint at ``E`` after that epoch's ``scheduler.step``) followed
 by run B, which rebuilds model, optimizer and scheduler, loads (part of) the checkpoint as the scenario
 says and trains ``E+1..N``, appending to the same log. Runs that share the default set-up take run A from
-one uninterrupted baseline run (identical by determinism), which is also the "correct" continuation the
-resumed runs are compared with. Every story is asserted below, so a rerun fails loudly if it stops
-telling it. The deprecated ``step(metric, epoch)`` form is not used, so nothing warns (the tests run
-with ``filterwarnings = error``).
+one uninterrupted baseline run (its rows, its recorded steps and its in-memory checkpoint snapshots),
+which is also the "correct" continuation the resumed runs are compared with. Every story is asserted
+below, so a rerun fails loudly if it stops telling it. The deprecated ``step(metric, epoch)`` form is
+not used, so nothing warns (the tests run with ``filterwarnings = error``).
 """
 
 from __future__ import annotations
@@ -31,7 +33,6 @@ import _pin_cpu  # noqa: F401 - must run before torch loads (see _pin_cpu.py)
 
 import copy
 import importlib.util
-import json
 import math
 import sys
 from collections.abc import Callable
@@ -54,6 +55,7 @@ def _import_make_samples():
 ms = _import_make_samples()
 
 import torch  # noqa: E402 - after make_samples is imported (it pins the CPU first)
+from _truth import Recorder, dumps  # noqa: E402 - on sys.path through make_samples
 from torch.optim.lr_scheduler import ReduceLROnPlateau  # noqa: E402
 
 Row = ms.Row  # (epoch, train_loss, val_loss, [lr per group])
@@ -94,13 +96,17 @@ def run_epochs(
     evaluate: Callable[[int], float] | None = None,
     step: Callable[[int, float, float], None] | None = None,
     after: Callable[[int, float], None] | None = None,
+    rec: Recorder | None = None,
 ) -> None:
     """Train loop epochs ``first..last``; the row is logged before the scheduler step (same content).
 
     ``before(epoch)`` runs before the LR is read (hand-written LR changes), ``evaluate(epoch)`` replaces
     the full-validation MSE, ``step(epoch, train_loss, val_loss)`` replaces ``scheduler.step(val_loss)``,
-    ``after(epoch, val_loss)`` runs after the step (checkpointing).
+    ``after(epoch, val_loss)`` runs after the step (checkpointing). ``rec`` records each row and every
+    step of ``t.scheduler`` (the object in place when the loop starts) as they happen.
     """
+    if rec is not None:
+        rec.watch(t.scheduler)
     for epoch in range(first, last + 1):
         if before is not None:
             before(epoch)
@@ -108,6 +114,8 @@ def run_epochs(
         train_loss = ms.train_epoch(t.model, t.optimizer, t.data, t.shuffle_seed * 1000 + epoch)
         val_loss = evaluate(epoch) if evaluate is not None else ms.evaluate(t.model, t.data)
         rows.append((epoch, train_loss, val_loss, lrs))
+        if rec is not None:
+            rec.row(epoch, lrs)
         if step is not None:
             step(epoch, train_loss, val_loss)
         else:
@@ -122,18 +130,27 @@ def snapshot(t: ms.Trainer, epoch: int, val_loss: float) -> dict:
 
 
 @cache
-def baseline() -> tuple[list[Row], dict[int, dict]]:
-    """The uninterrupted default run: its rows and a checkpoint snapshot after every epoch's step."""
+def baseline() -> tuple[list[Row], dict[int, dict], Recorder]:
+    """The uninterrupted default run: its rows, a checkpoint snapshot after every epoch's step, its record."""
     t = build()
     rows: list[Row] = []
     snaps: dict[int, dict] = {}
-    run_epochs(t, 1, BASE_EPOCHS, rows, after=lambda e, v: snaps.__setitem__(e, snapshot(t, e, v)))
-    return rows, snaps
+    rec = Recorder()
+    run_epochs(t, 1, BASE_EPOCHS, rows, after=lambda e, v: snaps.__setitem__(e, snapshot(t, e, v)), rec=rec)
+    return rows, snaps, rec
+
+
+def base_record(n: int, ckpt_epoch: int | None = None) -> Recorder:
+    """The baseline's record of its first ``n`` rows, with ``snaps[ckpt_epoch]`` recorded as ``ckpt.pt``."""
+    rec = baseline()[2].prefix(n)
+    if ckpt_epoch is not None:
+        rec.checkpoint_at("ckpt.pt", ckpt_epoch - 1)  # snapshot taken after that epoch's step
+    return rec
 
 
 def baseline_upto(n: int) -> tuple[list[Row], dict[int, dict]]:
     """The baseline's first ``n`` rows (a new list; ``n`` must not exceed the run) and its snapshots."""
-    rows, snaps = baseline()
+    rows, snaps, _ = baseline()
     assert n <= len(rows), (n, len(rows))
     return rows[:n], snaps
 
@@ -206,11 +223,12 @@ def write_scenario(
     rows: list[Row],
     resume_epoch: int | None,
     description: str,
+    rec: Recorder,
     extra_columns: dict[str, list[float]] | None = None,
     setup: dict | None = None,
     **truth: Any,
 ) -> dict:
-    """Write ``ckpt.pt``, ``log.csv`` and ``scenario.json`` into ``out`` (created); return the json dict."""
+    """Write ``ckpt.pt``, ``log.csv`` and ``scenario.json`` (``rec``'s record as ``live``) into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     torch.save(ckpt, out / "ckpt.pt")
     write_log(out / "log.csv", rows, extra_columns)
@@ -222,9 +240,12 @@ def write_scenario(
         **truth,
         "setup": setup if setup is not None else {"optimizer": "Adam", "lr": CFG["lr"], "scheduler": SCHED},
         "logged_lr_changes": ms.lr_change_epochs(rows),
+        "log": "log.csv",
     }
-    body = ",\n".join(f"  {json.dumps(k)}: {json.dumps(v, allow_nan=False)}" for k, v in info.items())
-    (out / "scenario.json").write_text("{\n" + body + "\n}\n", encoding="ascii")  # one key per line
+    assert [r["epoch"] for r in rec.rows] == [r[0] for r in rows], "the record holds the log's rows"
+    assert [c["file"] for c in rec.checkpoints] == ["ckpt.pt"], rec.checkpoints
+    info["live"] = rec.as_json()
+    (out / "scenario.json").write_text(dumps(info), encoding="ascii")
     return info
 
 
@@ -236,15 +257,17 @@ def make_clean_resume(out: Path) -> dict:
     """1. clean-resume: everything restored; the LRs (and losses) equal the uninterrupted run's."""
     e, n = 13, 28
     base, snaps = baseline_upto(n)
+    rec = base_record(e, e)
     rows = base[:e]
     t = resumed(snaps[e])
-    run_epochs(t, e + 1, n, rows)
+    run_epochs(t, e + 1, n, rows, rec=rec)
     assert lrs_of(rows) == lrs_of(base[:n]), "a clean resume must reproduce the uninterrupted LRs"
     assert vals_of(rows) == vals_of(base[:n]) and [r[1] for r in rows] == [r[1] for r in base[:n]]
     assert len(ms.lr_change_epochs(rows[e - 1 :])) >= 2
     return write_scenario(
         out / "clean-resume",
         "clean-resume",
+        rec=rec,
         ckpt=snaps[e],
         rows=rows,
         resume_epoch=e + 1,
@@ -261,18 +284,20 @@ def make_scheduler_not_restored(out: Path) -> dict:
     """2. scheduler-not-restored: a fresh scheduler after the resume delays the next reduction."""
     e, n = 14, 29
     base, snaps = baseline_upto(n)
+    rec = base_record(e, e)
     sd = snaps[e]["scheduler"]
     assert sd["num_bad_epochs"] > 0 or sd["cooldown_counter"] > 0, sd
     assert sd["_last_lr"][0] < CFG["lr"], sd
     rows = base[:e]
     t = resumed(snaps[e], load=("model", "optimizer"))
-    run_epochs(t, e + 1, n, rows)
+    run_epochs(t, e + 1, n, rows, rec=rec)
     logged, correct = first_change_after(rows, e), first_change_after(base, e)
     assert logged is not None and correct is not None and logged > correct, (logged, correct)
     assert lrs_of(rows) != lrs_of(base[:n])
     return write_scenario(
         out / "scheduler-not-restored",
         "scheduler-not-restored",
+        rec=rec,
         ckpt=snaps[e],
         rows=rows,
         resume_epoch=e + 1,
@@ -295,16 +320,18 @@ def make_optimizer_not_restored(out: Path) -> dict:
     """3. optimizer-not-restored: a fresh optimizer puts the LR back to the initial value."""
     e, n = 17, 32
     base, snaps = baseline_upto(n)
+    rec = base_record(e, e)
     ckpt_lr = snaps[e]["optimizer"]["param_groups"][0]["lr"]
     assert ckpt_lr < CFG["lr"] and len(ms.lr_change_epochs(base[: e + 1])) >= 2, ckpt_lr
     rows = base[:e]
     t = resumed(snaps[e], load=("model", "scheduler"))
     assert t.scheduler._last_lr == [ckpt_lr]  # the restored scheduler "thinks" the LR is low
-    run_epochs(t, e + 1, n, rows)
+    run_epochs(t, e + 1, n, rows, rec=rec)
     assert rows[e][3][0] == CFG["lr"] != base[e][3][0] == ckpt_lr, (rows[e], base[e])
     return write_scenario(
         out / "optimizer-not-restored",
         "optimizer-not-restored",
+        rec=rec,
         ckpt=snaps[e],
         rows=rows,
         resume_epoch=e + 1,
@@ -325,19 +352,21 @@ def make_lr_overwritten(out: Path) -> dict:
     """4. lr-overwritten: the resume helper writes a fixed LR into the restored optimizer."""
     e, n, lr_set_to = 16, 31, 3e-3
     base, snaps = baseline_upto(n)
+    rec = base_record(e, e)
     ckpt_lr = snaps[e]["optimizer"]["param_groups"][0]["lr"]
     assert ckpt_lr not in (CFG["lr"], lr_set_to), ckpt_lr
     rows = base[:e]
     t = resumed(snaps[e])
     for group in t.optimizer.param_groups:  # load_checkpoint(path, model, optimizer, lr) helper
         group["lr"] = lr_set_to
-    run_epochs(t, e + 1, n, rows)
+    run_epochs(t, e + 1, n, rows, rec=rec)
     after = lrs_of(rows[e:])
     assert after[0] == lr_set_to and after != lrs_of(base[e:n])
     assert all(any(math.isclose(lr, lr_set_to * 0.5**k) for k in range(8)) for lr in after), after
     return write_scenario(
         out / "lr-overwritten",
         "lr-overwritten",
+        rec=rec,
         ckpt=snaps[e],
         rows=rows,
         resume_epoch=e + 1,
@@ -358,6 +387,7 @@ def make_partial_state(out: Path) -> dict:
     """5. partial-state: a timm-style {best, last_epoch} save loses num_bad_epochs and cooldown_counter."""
     e, n = 18, 33
     base, snaps = baseline_upto(n)
+    rec = base_record(e, e)
     full = snaps[e]["scheduler"]
     assert full["num_bad_epochs"] > 0, full
     ckpt = dict(snaps[e])
@@ -366,7 +396,7 @@ def make_partial_state(out: Path) -> dict:
     t = resumed(ckpt, load=("model", "optimizer"))
     t.scheduler.best = ckpt["scheduler"]["best"]  # timm's load_state_dict(): set the two attributes
     t.scheduler.last_epoch = ckpt["scheduler"]["last_epoch"]
-    run_epochs(t, e + 1, n, rows)
+    run_epochs(t, e + 1, n, rows, rec=rec)
     logged, correct = first_change_after(rows, e), first_change_after(base, e)
     assert lrs_of(rows) != lrs_of(base[:n]) and logged > correct, (logged, correct)
     after, ckpt_lr = [r[3] for r in rows[e:]], [snaps[e]["optimizer"]["param_groups"][0]["lr"]]
@@ -375,6 +405,7 @@ def make_partial_state(out: Path) -> dict:
     return write_scenario(
         out / "partial-state",
         "partial-state",
+        rec=rec,
         ckpt=ckpt,
         rows=rows,
         resume_epoch=e + 1,
@@ -398,10 +429,11 @@ def make_hyperparameters_overridden(out: Path) -> dict:
     e, n = 13, 28
     expected = {"patience": 5, "factor": 0.8}
     base, snaps = baseline_upto(n)
+    rec = base_record(e, e)
     rows = base[:e]
     t = resumed(snaps[e], sched_kwargs={**SCHED, **expected})  # constructed with the new values, then loaded
     assert (t.scheduler.patience, t.scheduler.factor) == (SCHED["patience"], SCHED["factor"])
-    run_epochs(t, e + 1, n, rows)
+    run_epochs(t, e + 1, n, rows, rec=rec)
     intended = resumed(snaps[e])
     intended.scheduler.patience, intended.scheduler.factor = expected["patience"], expected["factor"]
     intended_rows: list[Row] = []
@@ -412,6 +444,7 @@ def make_hyperparameters_overridden(out: Path) -> dict:
     return write_scenario(
         out / "hyperparameters-overridden",
         "hyperparameters-overridden",
+        rec=rec,
         ckpt=snaps[e],
         rows=rows,
         resume_epoch=e + 1,
@@ -433,9 +466,10 @@ def make_duplicate_epochs(out: Path) -> dict:
     e, crash, n = 12, 16, 28
     base, snaps = baseline_upto(n)
     rows = base[:crash]  # run A logged 1..16, its last checkpoint is epoch 12's
+    rec = base_record(crash, e)
     t = resumed(snaps[e], shuffle_seed=CFG["data_seed"] + 100)  # the restarted job seeds its shuffle anew
     run_b: list[Row] = []
-    run_epochs(t, e + 1, n, run_b)
+    run_epochs(t, e + 1, n, run_b, rec=rec)
     rows = rows + run_b
     dup = list(range(e + 1, crash + 1))
     assert all(base[d - 1][2] != run_b[d - e - 1][2] for d in dup), "the two copies should differ"
@@ -445,6 +479,7 @@ def make_duplicate_epochs(out: Path) -> dict:
     return write_scenario(
         out / "duplicate-epochs",
         "duplicate-epochs",
+        rec=rec,
         ckpt=snaps[e],
         rows=rows,
         resume_epoch=e + 1,
@@ -464,10 +499,13 @@ def make_duplicate_epochs(out: Path) -> dict:
 # uninterrupted runs with a twist
 
 
-def _saver(t: ms.Trainer, at: int, saved: dict) -> Callable[[int, float], None]:
+def _saver(t: ms.Trainer, at: int, saved: dict, rec: Recorder) -> Callable[[int, float], None]:
+    """Snapshot the checkpoint after epoch ``at``'s step (written later as ``ckpt.pt``) and record it."""
+
     def after(epoch: int, val_loss: float) -> None:
         if epoch == at:
             saved["ckpt"] = snapshot(t, epoch, val_loss)
+            rec.saved("ckpt.pt")
 
     return after
 
@@ -478,7 +516,8 @@ def make_defaults_in_effect(out: Path) -> dict:
     t = build(sched_kwargs=None)
     rows: list[Row] = []
     saved: dict = {}
-    run_epochs(t, 1, n, rows, after=_saver(t, e, saved))
+    rec = Recorder()
+    run_epochs(t, 1, n, rows, after=_saver(t, e, saved, rec), rec=rec)
     sd = saved["ckpt"]["scheduler"]
     assert (sd["patience"], sd["factor"], sd["cooldown"], sd["threshold"]) == (10, 0.1, 0, 1e-4), sd
     meant = replay(vals_of(rows), [CFG["lr"]], mode="min", patience=2, factor=0.5)
@@ -486,6 +525,7 @@ def make_defaults_in_effect(out: Path) -> dict:
     return write_scenario(
         out / "defaults-in-effect",
         "defaults-in-effect",
+        rec=rec,
         ckpt=saved["ckpt"],
         rows=rows,
         resume_epoch=None,
@@ -506,6 +546,7 @@ def make_epoch_offset(out: Path) -> dict:
     t = build()
     rows: list[Row] = []
     saved: dict = {}
+    rec = Recorder()
 
     def ramp(epoch: int) -> None:
         if epoch <= warm:
@@ -516,7 +557,7 @@ def make_epoch_offset(out: Path) -> dict:
         if epoch > warm:  # the plateau scheduler only takes over after the warm-up
             t.scheduler.step(val_loss)
 
-    run_epochs(t, 1, n, rows, before=ramp, step=step, after=_saver(t, e, saved))
+    run_epochs(t, 1, n, rows, before=ramp, step=step, after=_saver(t, e, saved, rec), rec=rec)
     sd = saved["ckpt"]["scheduler"]
     assert saved["ckpt"]["epoch"] - sd["last_epoch"] == warm, sd
     assert lrs_of(rows[:warm]) == [CFG["lr"] * k / warm for k in range(1, warm + 1)]
@@ -525,6 +566,7 @@ def make_epoch_offset(out: Path) -> dict:
     return write_scenario(
         out / "epoch-offset",
         "epoch-offset",
+        rec=rec,
         ckpt=saved["ckpt"],
         rows=rows,
         resume_epoch=None,
@@ -546,12 +588,13 @@ def make_steps_per_row(out: Path) -> dict:
     t = build()
     rows: list[Row] = []
     saved: dict = {}
+    rec = Recorder()
 
     def step(epoch: int, train_loss: float, val_loss: float) -> None:
         t.scheduler.step(val_loss)  # in the validation hook ...
         t.scheduler.step(val_loss)  # ... and again at the end of the epoch loop
 
-    run_epochs(t, 1, n, rows, step=step, after=_saver(t, e, saved))
+    run_epochs(t, 1, n, rows, step=step, after=_saver(t, e, saved, rec), rec=rec)
     sd = saved["ckpt"]["scheduler"]
     assert sd["last_epoch"] == k * e, sd
     doubled = [v for v in vals_of(rows) for _ in range(k)]
@@ -561,6 +604,7 @@ def make_steps_per_row(out: Path) -> dict:
     return write_scenario(
         out / "steps-per-row",
         "steps-per-row",
+        rec=rec,
         ckpt=saved["ckpt"],
         rows=rows,
         resume_epoch=None,
@@ -582,7 +626,10 @@ def make_wrong_metric(out: Path) -> dict:
     t = build()
     rows: list[Row] = []
     saved: dict = {}
-    run_epochs(t, 1, n, rows, step=lambda ep, tr, va: t.scheduler.step(tr), after=_saver(t, e, saved))
+    rec = Recorder()
+    run_epochs(
+        t, 1, n, rows, step=lambda ep, tr, va: t.scheduler.step(tr), after=_saver(t, e, saved, rec), rec=rec
+    )
     sd = saved["ckpt"]["scheduler"]
     train, val = [r[1] for r in rows[:e]], vals_of(rows[:e])
     assert sd["best"] in train and sd["best"] not in val, sd
@@ -592,6 +639,7 @@ def make_wrong_metric(out: Path) -> dict:
     return write_scenario(
         out / "wrong-metric",
         "wrong-metric",
+        rec=rec,
         ckpt=saved["ckpt"],
         rows=rows,
         resume_epoch=None,
@@ -617,6 +665,7 @@ def make_mode_mismatch(out: Path) -> dict:
     rows: list[Row] = []
     acc: list[float] = []
     saved: dict = {}
+    rec = Recorder()
 
     def step(epoch: int, train_loss: float, val_loss: float) -> None:
         t.model.eval()
@@ -625,7 +674,7 @@ def make_mode_mismatch(out: Path) -> dict:
         acc.append(hit.float().mean().item())  # share of val predictions within +-0.5
         t.scheduler.step(acc[-1])
 
-    run_epochs(t, 1, n, rows, step=step, after=_saver(t, e, saved))
+    run_epochs(t, 1, n, rows, step=step, after=_saver(t, e, saved, rec), rec=rec)
     sd = saved["ckpt"]["scheduler"]
     assert sd["mode"] == "min" and acc[e - 1] > acc[0] and max(acc) > acc[0] + 0.1, acc
     assert sd["best"] == min(acc[:e])
@@ -636,6 +685,7 @@ def make_mode_mismatch(out: Path) -> dict:
     return write_scenario(
         out / "mode-mismatch",
         "mode-mismatch",
+        rec=rec,
         ckpt=saved["ckpt"],
         rows=rows,
         extra_columns={"val_acc": acc},
@@ -665,6 +715,7 @@ def make_rel_threshold_nonpositive(out: Path) -> dict:
     metric: list[float] = []
     worse_as_better: list[int] = []
     saved: dict = {}
+    rec = Recorder()
 
     def step(epoch: int, train_loss: float, val_loss: float) -> None:
         metric.append(math.log(val_loss))
@@ -673,7 +724,7 @@ def make_rel_threshold_nonpositive(out: Path) -> dict:
         if t.scheduler.best > best_before:  # a worse (higher) value was taken as the new best
             worse_as_better.append(epoch)
 
-    run_epochs(t, 1, n, rows, step=step, after=_saver(t, e, saved))
+    run_epochs(t, 1, n, rows, step=step, after=_saver(t, e, saved, rec), rec=rec)
     assert all(m < 0 for m in metric), metric
     assert worse_as_better, "some worse epoch must count as an improvement"
     abs_mode = replay(metric, [LOGLOSS_CFG["lr"]], **{**LOGLOSS_SCHED, "threshold_mode": "abs"})
@@ -681,6 +732,7 @@ def make_rel_threshold_nonpositive(out: Path) -> dict:
     return write_scenario(
         out / "rel-threshold-nonpositive",
         "rel-threshold-nonpositive",
+        rec=rec,
         ckpt=saved["ckpt"],
         rows=rows,
         extra_columns={"val_log_loss": metric},
@@ -713,6 +765,7 @@ def make_lr_at_floor(out: Path) -> dict:
     decided: list[int] = []
     suppressed: list[int] = []
     saved: dict = {}
+    rec = Recorder()
 
     def step(epoch: int, train_loss: float, val_loss: float) -> None:
         lr_before = lrs_now(t)
@@ -722,7 +775,7 @@ def make_lr_at_floor(out: Path) -> dict:
             if lrs_now(t) == lr_before:  # due, but max(lr*factor, min_lr) == lr: nothing changes
                 suppressed.append(epoch)
 
-    run_epochs(t, 1, n, rows, step=step, after=_saver(t, e, saved))
+    run_epochs(t, 1, n, rows, step=step, after=_saver(t, e, saved, rec), rec=rec)
     reached = next(r[0] for r in rows if r[3][0] == floor)
     assert rows[-1][3][0] == floor and [d for d in suppressed if d < e], (decided, suppressed, reached)
     assert all(d >= reached for d in suppressed) and len(decided) - len(suppressed) == 3, (
@@ -733,6 +786,7 @@ def make_lr_at_floor(out: Path) -> dict:
     return write_scenario(
         out / "lr-at-floor",
         "lr-at-floor",
+        rec=rec,
         ckpt=saved["ckpt"],
         rows=rows,
         resume_epoch=None,
@@ -756,6 +810,7 @@ def make_external_lr_change(out: Path) -> dict:
     rows: list[Row] = []
     decided: list[int] = []
     saved: dict = {}
+    rec = Recorder()
 
     def before(epoch: int) -> None:
         for group in t.optimizer.param_groups:
@@ -769,7 +824,7 @@ def make_external_lr_change(out: Path) -> dict:
         if _decided(t):
             decided.append(epoch)
 
-    run_epochs(t, 1, n, rows, before=before, step=step, after=_saver(t, e, saved))
+    run_epochs(t, 1, n, rows, before=before, step=step, after=_saver(t, e, saved, rec), rec=rec)
     lrs = lrs_of(rows)
     assert lrs[:warm] == [CFG["lr"] * k / warm for k in range(1, warm + 1)] and min(decided) > warm, decided
     assert hand_epoch - 1 not in decided and lrs[hand_epoch - 1] == lrs[hand_epoch - 2] * hand_factor
@@ -777,6 +832,7 @@ def make_external_lr_change(out: Path) -> dict:
     return write_scenario(
         out / "external-lr-change",
         "external-lr-change",
+        rec=rec,
         ckpt=saved["ckpt"],
         rows=rows,
         resume_epoch=None,
@@ -801,6 +857,7 @@ def make_nan_metric(out: Path) -> dict:
     rows: list[Row] = []
     bad_after: dict[int, int] = {}
     saved: dict = {}
+    rec = Recorder()
 
     def evaluate(epoch: int) -> float:
         if epoch not in nan_epochs:
@@ -819,7 +876,7 @@ def make_nan_metric(out: Path) -> dict:
         if _decided(t):
             decided.append(epoch)
 
-    run_epochs(t, 1, n, rows, evaluate=evaluate, step=step, after=_saver(t, e, saved))
+    run_epochs(t, 1, n, rows, evaluate=evaluate, step=step, after=_saver(t, e, saved, rec), rec=rec)
     vals = vals_of(rows)
     assert [r[0] for r in rows if math.isnan(r[2])] == nan_epochs
     for epoch in nan_epochs:  # each NaN is a bad epoch: the counter grows (or a reduction fires), best stays
@@ -834,6 +891,7 @@ def make_nan_metric(out: Path) -> dict:
     return write_scenario(
         out / "nan-metric",
         "nan-metric",
+        rec=rec,
         ckpt=saved["ckpt"],
         rows=rows,
         resume_epoch=None,
@@ -855,7 +913,7 @@ ADDED_GROUP_LR = 1e-3
 
 def _min_lrs_run(
     min_lr, e: int, n: int, unfreeze: int
-) -> tuple[ms.Trainer, list[Row], dict, int | None, list[int]]:
+) -> tuple[ms.Trainer, list[Row], dict, int | None, list[int], Recorder]:
     """Two groups (backbone weight, head) at construction; the frozen backbone bias joins at ``unfreeze``."""
     t = build(cfg=MINLR_CFG)
     model = t.model
@@ -868,6 +926,7 @@ def _min_lrs_run(
     rows: list[Row] = []
     decided: list[int] = []
     saved: dict = {}
+    rec = Recorder()
     raised: list[int] = []
 
     def before(epoch: int) -> None:
@@ -886,10 +945,10 @@ def _min_lrs_run(
             decided.append(epoch)
 
     try:
-        run_epochs(t, 1, n, rows, before=before, step=step, after=_saver(t, e, saved))
+        run_epochs(t, 1, n, rows, before=before, step=step, after=_saver(t, e, saved, rec), rec=rec)
     except RuntimeError:
         pass
-    return t, rows, saved["ckpt"], (raised[0] if raised else None), decided
+    return t, rows, saved["ckpt"], (raised[0] if raised else None), decided, rec
 
 
 def make_min_lrs_mismatch(out: Path) -> list[dict]:
@@ -897,7 +956,7 @@ def make_min_lrs_mismatch(out: Path) -> list[dict]:
     e, n, unfreeze = 10, 30, 8
     infos = []
     for variant, min_lr in (("list", [1e-4, 1e-4]), ("scalar", 1e-4)):
-        t, rows, ckpt, raises_at, decided = _min_lrs_run(min_lr, e, n, unfreeze)
+        t, rows, ckpt, raises_at, decided, rec = _min_lrs_run(min_lr, e, n, unfreeze)
         sd = ckpt["scheduler"]
         assert len(sd["min_lrs"]) == 2 and len(ckpt["optimizer"]["param_groups"]) == 3, sd
         assert not [d for d in decided if unfreeze <= d <= e], decided  # no reduction between add and save
@@ -905,6 +964,7 @@ def make_min_lrs_mismatch(out: Path) -> list[dict]:
         common = dict(
             ckpt=ckpt,
             rows=rows,
+            rec=rec,
             resume_epoch=None,
             added_group_epoch=unfreeze,
             added_group_lr=ADDED_GROUP_LR,
@@ -965,15 +1025,17 @@ def make_saved_before_step(out: Path) -> dict:
     t = build(cfg=BEFORE_STEP_CFG)
     rows: list[Row] = []
     saved: dict = {}
+    rec = Recorder()
 
     def step(epoch: int, train_loss: float, val_loss: float) -> None:
         if epoch == e:
             saved["ckpt"] = snapshot(t, epoch, val_loss)  # checkpoint callback first ...
+            rec.saved("ckpt.pt")
         t.scheduler.step(val_loss)  # ... then the epoch-end scheduler step
         if epoch == e:
             saved["after"] = copy.deepcopy(t.scheduler.state_dict())
 
-    run_epochs(t, 1, n, rows, step=step)
+    run_epochs(t, 1, n, rows, step=step, rec=rec)
     sd, after = saved["ckpt"]["scheduler"], saved["after"]
     assert (
         sd["last_epoch"] == e - 1
@@ -986,6 +1048,7 @@ def make_saved_before_step(out: Path) -> dict:
     return write_scenario(
         out / "saved-before-step",
         "saved-before-step",
+        rec=rec,
         ckpt=saved["ckpt"],
         rows=rows,
         resume_epoch=None,
@@ -1016,6 +1079,7 @@ def make_torch_version(out: Path) -> list[dict]:
     e, n = 20, 30
     base, snaps = baseline_upto(n)
     rows = base[:n]
+    rec = base_record(n, e)
     real = snaps[e]["scheduler"]
     old = {**real, "verbose": False, "last_epoch": real["last_epoch"] - 1}  # <=1.3 counted from -1
     mid = {**real, "verbose": "deprecated"}
@@ -1040,6 +1104,7 @@ def make_torch_version(out: Path) -> list[dict]:
             write_scenario(
                 out / folder,
                 "torch-version",
+                rec=rec,
                 ckpt=ckpt,
                 rows=rows,
                 resume_epoch=None,
@@ -1067,10 +1132,7 @@ def main(argv: list[str]) -> None:
     out = Path(argv[1]) if len(argv) > 1 else HERE / "resumes"
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
-        raise RuntimeError(
-            "run make_resumes.py as a script: the CPU pins must be set before torch is imported"
-        )
+    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     infos: list[dict] = []
     for make in (
         make_clean_resume,
@@ -1096,7 +1158,7 @@ def main(argv: list[str]) -> None:
         result = make(out)
         infos.extend(result if isinstance(result, list) else [result])
     for info in infos:
-        skip = {"finding", "description", "setup", "logged_lr_changes"}
+        skip = {"finding", "description", "setup", "logged_lr_changes", "live"}
         facts = ", ".join(f"{k}={v!r}" for k, v in info.items() if k not in skip)
         print(f"{info['finding']:28s} {facts}; LR changes {info['logged_lr_changes']}")
 

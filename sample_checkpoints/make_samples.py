@@ -12,12 +12,17 @@ CSV rows are ``epoch,train_loss,val_loss,lr`` (``lr_0,lr_1`` with two param grou
 training loop's 1-based epoch, floats are written with ``repr`` so they read back bit-identical, and
 ``lr`` is the LR used *during* that epoch (read before that epoch's ``scheduler.step(val_loss)``).
 
-Determinism: one thread, seeded generators only (data, init and the per-epoch shuffle), and the
-CPU kernels are pinned before torch is imported, because the vectorised ATen kernels (AVX2/AVX-512)
-and MKL's ISA-specific GEMM round differently. With the pins, torch 2.13.0 CPU gives byte-identical
-CSVs and identical checkpoint contents on any x86-64 machine. Other architectures (aarch64 wheels
-use other BLAS kernels) may differ in the last bits; the story assertions below then say whether the
-samples still tell their story.
+Ground truth: ``<sample>.truth.json`` next to each sample holds what the live scheduler did while the
+run trained (``_truth.py``: every step's state, the lr each logged epoch used, where each checkpoint was
+saved) and the story's numbers. The tests judge the tool against it, for the committed samples and for a
+fresh regeneration alike.
+
+Determinism: one thread, seeded generators only (data, init and the per-epoch shuffle), and the CPU
+kernels pinned before torch is imported (``_pin_cpu.py``), so a rerun on the same machine writes the same
+files. Other CPUs, math libraries or kernel sets round differently in the last bits (the vectorised ATen
+kernels and MKL's ISA-specific GEMM do), so a regeneration elsewhere has other losses: nothing may compare
+them with the committed ones. The story assertions below say whether a regenerated run still tells its
+story, and its truth file says what it did.
 """
 
 from __future__ import annotations
@@ -35,6 +40,9 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.optim.lr_scheduler import ReduceLROnPlateau
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _truth import Recorder, dumps  # noqa: E402 - the sibling module, after torch like the rest
 
 N_FEATURES = 8
 N_TRAIN = 128
@@ -127,12 +135,20 @@ class Trainer:
         last_epoch: int,
         rows: list[Row],
         after_step: Callable[[int, float], None] | None = None,
+        recorder: Recorder | None = None,
     ) -> None:
-        """Train loop epochs ``first_epoch..last_epoch`` (1-based), appending one CSV row per epoch."""
+        """Train loop epochs ``first_epoch..last_epoch`` (1-based), appending one CSV row per epoch.
+
+        With a ``recorder``, the row and this scheduler's steps are recorded as they happen.
+        """
+        if recorder is not None:
+            recorder.watch(self.scheduler)
         for epoch in range(first_epoch, last_epoch + 1):
             lrs = [float(group["lr"]) for group in self.optimizer.param_groups]  # LR used this epoch
             train_loss = train_epoch(self.model, self.optimizer, self.data, self.shuffle_seed * 1000 + epoch)
             val_loss = evaluate(self.model, self.data)
+            if recorder is not None:
+                recorder.row(epoch, lrs)
             self.scheduler.step(val_loss)
             rows.append((epoch, train_loss, val_loss, lrs))
             if after_step is not None:
@@ -163,6 +179,13 @@ def lr_change_epochs(rows: list[Row], group: int = 0) -> list[int]:
     return [rows[i][0] for i in range(1, len(rows)) if rows[i][3][group] != rows[i - 1][3][group]]
 
 
+def write_truth(out: Path, name: str, rec: Recorder, **facts: object) -> dict:
+    """Write ``<name>.truth.json``: the story's numbers and the live record (``_truth.py``); return it."""
+    truth = {"sample": name, **facts, "live": rec.as_json()}
+    (out / f"{name}.truth.json").write_text(dumps(truth), encoding="ascii")
+    return truth
+
+
 # --------------------------------------------------------------------------------------------------
 # the samples
 
@@ -175,6 +198,7 @@ def make_seed000(out: Path) -> dict:
     cfg = SEED000
     data = make_data(cfg["data_seed"], cfg["noise"])
     rows: list[Row] = []
+    rec = Recorder()
 
     # Run A: epochs 1..10 with its own scheduler; saves a full checkpoint at epoch 10 and stops.
     model = make_model(cfg["model_seed"])
@@ -187,7 +211,7 @@ def make_seed000(out: Path) -> dict:
         if epoch == 10:
             saved["a"] = roundtrip(_plain_ckpt(epoch, model, optimizer, scheduler, val_loss))
 
-    run_a.run(1, 10, rows, save_a)
+    run_a.run(1, 10, rows, save_a, rec)
 
     # Run B: rebuild everything, load model + optimizer, but the user's code keeps a FRESH scheduler.
     ckpt = saved["a"]
@@ -202,14 +226,19 @@ def make_seed000(out: Path) -> dict:
         if epoch == 33:
             saved["b"] = _plain_ckpt(epoch, model, optimizer, scheduler, val_loss)
             torch.save(saved["b"], out / "seed000.pt")
+            rec.saved("seed000.pt")
 
-    run_b.run(11, 49, rows, save_b)
+    run_b.run(11, 49, rows, save_b, rec)
     write_csv(out / "seed000.csv", rows)
 
     sd = saved["b"]["scheduler"]
     assert saved["b"]["epoch"] == 33 and sd["last_epoch"] == 33 - 10, sd
     changes = lr_change_epochs(rows)
     assert [e for e in changes if e > 33] == [36, 42, 48], changes  # cooldown + patience + 1 = 6 apart
+    write_truth(out, "seed000", rec, log="seed000.csv", resume_epoch=11, checkpoint_epoch=33,
+                scheduler_key="scheduler",
+                setup={"optimizer": "Adam", "lr": cfg["lr"], "scheduler": SEED000_SCHED},
+                logged_lr_changes=changes)
     return {"ckpt": saved["b"], "changes": changes}
 
 
@@ -226,6 +255,7 @@ def make_clean(out: Path) -> dict:
     scheduler = ReduceLROnPlateau(optimizer, **CLEAN_SCHED)
     rows: list[Row] = []
     saved: dict[str, dict] = {}
+    rec = Recorder()
 
     def save(epoch: int, val_loss: float) -> None:
         if epoch == 20:
@@ -237,16 +267,22 @@ def make_clean(out: Path) -> dict:
                 "val_loss": val_loss,
             }
             torch.save(saved["ckpt"], out / "clean.pt")
+            rec.saved("clean.pt")
             # The same content in the legacy (pre-1.6, non-zip) serialization format.
             torch.save(saved["ckpt"], out / "legacy_format.pt", _use_new_zipfile_serialization=False)
+            rec.saved("legacy_format.pt")
 
-    Trainer(model, optimizer, scheduler, data, cfg["data_seed"]).run(1, 30, rows, save)
+    Trainer(model, optimizer, scheduler, data, cfg["data_seed"]).run(1, 30, rows, save, rec)
     write_csv(out / "clean.csv", rows)
 
     sd = saved["ckpt"]["scheduler_state_dict"]
     assert sd["last_epoch"] == 20, sd
     changes = lr_change_epochs(rows)
     assert len(changes) >= 2, changes
+    write_truth(out, "clean", rec, log="clean.csv", resume_epoch=None, checkpoint_epoch=20,
+                scheduler_key="scheduler_state_dict",
+                setup={"optimizer": "Adam", "lr": cfg["lr"], "scheduler": CLEAN_SCHED},
+                logged_lr_changes=changes)
     return {"ckpt": saved["ckpt"], "changes": changes, "sched_key": "scheduler_state_dict"}
 
 
@@ -260,6 +296,7 @@ def make_forgot_scheduler(out: Path) -> dict:
     data = make_data(cfg["data_seed"], cfg["noise"])
     rows: list[Row] = []
     saved: dict[str, dict] = {}
+    rec = Recorder()
 
     # Run A: epochs 1..12, checkpoint (with the scheduler under 'lr_scheduler') at epoch 12.
     model = make_model(cfg["model_seed"])
@@ -276,11 +313,12 @@ def make_forgot_scheduler(out: Path) -> dict:
                 "val_loss": val_loss,
             }
             torch.save(saved["ckpt"], out / "forgot_scheduler.pt")
+            rec.saved("forgot_scheduler.pt")
 
-    Trainer(model, optimizer, scheduler, data, cfg["data_seed"]).run(1, 12, rows, save_a)
+    Trainer(model, optimizer, scheduler, data, cfg["data_seed"]).run(1, 12, rows, save_a, rec)
     ckpt = roundtrip(saved["ckpt"])
 
-    def resume(restore_scheduler: bool, log: list[Row]) -> None:
+    def resume(restore_scheduler: bool, log: list[Row], recorder: Recorder | None) -> None:
         model = make_model(cfg["model_seed"])
         optimizer = torch.optim.Adam(model.parameters(), lr=cfg["lr"])
         scheduler = ReduceLROnPlateau(optimizer, **FORGOT_SCHED)
@@ -288,26 +326,34 @@ def make_forgot_scheduler(out: Path) -> dict:
         optimizer.load_state_dict(ckpt["optimizer"])
         if restore_scheduler:
             scheduler.load_state_dict(ckpt["lr_scheduler"])
-        Trainer(model, optimizer, scheduler, data, cfg["data_seed"]).run(13, 30, log)
+        Trainer(model, optimizer, scheduler, data, cfg["data_seed"]).run(13, 30, log, recorder=recorder)
 
-    resume(restore_scheduler=False, log=rows)  # what the user's code did: written to the CSV
+    resume(restore_scheduler=False, log=rows, recorder=rec)  # what the user's code did: written to the CSV
     correct: list[Row] = []
-    resume(restore_scheduler=True, log=correct)  # in memory only: the faithful continuation
+    resume(restore_scheduler=True, log=correct, recorder=None)  # in memory only: the faithful continuation
     write_csv(out / "forgot_scheduler.csv", rows)
 
     sd = saved["ckpt"]["lr_scheduler"]
     assert sd["last_epoch"] == 12 and sd["_last_lr"][0] < cfg["lr"], sd
     assert sd["num_bad_epochs"] > 0 or sd["cooldown_counter"] > 0, sd
     logged = [r[3] for r in rows[12:]]
-    faithful = [r[3] for r in correct]
-    assert logged != faithful, "the forgotten scheduler must change the LR story"
-    first_diff = next(r[0] for r, c in zip(rows[12:], correct) if r[3] != c[3])
+    restored = [r[3] for r in correct]
+    assert logged != restored, "the forgotten scheduler must change the LR story"
+    first_diff = next(r[0] for r, c in zip(rows[12:], correct, strict=False) if r[3] != c[3])
+    correct_changes = lr_change_epochs(rows[:12] + correct)
+    write_truth(
+        out, "forgot_scheduler", rec, log="forgot_scheduler.csv", resume_epoch=13, checkpoint_epoch=12,
+        scheduler_key="lr_scheduler", setup={"optimizer": "Adam", "lr": cfg["lr"], "scheduler": FORGOT_SCHED},
+        logged_lr_changes=lr_change_epochs(rows), correct_lr_changes=correct_changes,
+        first_differing_epoch=first_diff,
+        counterfactual={"what": "run B with the scheduler state restored (in memory only, not logged)",
+                        "epochs": [r[0] for r in correct], "lr": restored},
+    )
     return {
         "ckpt": saved["ckpt"],
         "changes": lr_change_epochs(rows),
         "sched_key": "lr_scheduler",
-        "extra": f"correct resume's LR changes {lr_change_epochs(rows[:12] + correct)}; "
-        f"first differing epoch {first_diff}",
+        "extra": f"correct resume's LR changes {correct_changes}; first differing epoch {first_diff}",
     }
 
 
@@ -330,19 +376,25 @@ def make_two_groups(out: Path) -> dict:
     scheduler = ReduceLROnPlateau(optimizer, **TWO_GROUPS_SCHED)
     rows: list[Row] = []
     saved: dict[str, dict] = {}
+    rec = Recorder()
 
     def save(epoch: int, val_loss: float) -> None:
         if epoch == 25:
             saved["ckpt"] = _plain_ckpt(epoch, model, optimizer, scheduler, val_loss)
             torch.save(saved["ckpt"], out / "two_groups.pt")
+            rec.saved("two_groups.pt")
 
-    Trainer(model, optimizer, scheduler, data, cfg["data_seed"]).run(1, 30, rows, save)
+    Trainer(model, optimizer, scheduler, data, cfg["data_seed"]).run(1, 30, rows, save, rec)
     write_csv(out / "two_groups.csv", rows)
 
     floor = TWO_GROUPS_SCHED["min_lr"][1]
     changes0, changes1 = lr_change_epochs(rows, 0), lr_change_epochs(rows, 1)
     assert rows[-1][3][1] == floor, rows[-1]
     assert any(e > max(changes1) for e in changes0), (changes0, changes1)  # group 0 still reduces
+    write_truth(out, "two_groups", rec, log="two_groups.csv", resume_epoch=None, checkpoint_epoch=25,
+                scheduler_key="scheduler",
+                setup={"optimizer": "SGD", "lrs": list(cfg["lrs"]), "scheduler": TWO_GROUPS_SCHED},
+                logged_lr_changes=changes0, logged_lr_1_changes=changes1, head_floor=floor)
     return {
         "ckpt": saved["ckpt"],
         "changes": changes0,
@@ -372,8 +424,7 @@ def main(argv: list[str]) -> None:
     out = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
-    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
-        raise RuntimeError("run make_samples.py as a script: the CPU pins must be set before torch is imported")
+    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     samples = {
         "seed000": make_seed000(out),
         "clean": make_clean(out),

@@ -30,8 +30,13 @@ Scenarios (``<name>/run/`` holds the event files, ``<name>/truth.json`` what the
 
 Event file names embed time, host and pid; the generator renames each file to a fixed name
 (``events.out.tfevents.<fixed time>.fixture.<run>.0``, still sorted in writing order, which is the
-order TensorBoard loads them in). The wall times inside the events still differ between runs, so
-compare the scalars read back, never the bytes; ``truth.json`` and the checkpoints regenerate identically.
+order TensorBoard loads them in). The wall times inside the events differ between runs.
+
+``truth.json`` also holds ``live``: what the real scheduler did while the runs trained, recorded from the
+live objects (``_truth.py``: every step's state, the lr each logged epoch used, where each checkpoint was
+saved; ``precision`` is ``float32``, as the event files store scalars). The tests judge the tool against
+it, for the committed fixtures and a fresh regeneration alike; nothing compares two runs' numbers (a
+rerun on another CPU trains to other last bits).
 """
 
 from __future__ import annotations
@@ -41,7 +46,6 @@ import _pin_cpu  # noqa: F401 - must run before torch loads (see _pin_cpu.py)
 # isort: split
 
 import copy
-import json
 import shutil
 import struct
 import sys
@@ -55,6 +59,7 @@ from torch.optim.lr_scheduler import ReduceLROnPlateau
 from torch.utils.tensorboard import SummaryWriter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _truth import Recorder, dumps
 from make_samples import BATCH_SIZE, N_TRAIN, N_VAL, Data, make_data, make_model
 
 VAL_BATCH = 32
@@ -132,13 +137,18 @@ def checkpoint(run: Run, epoch: int, val_loss: float) -> dict[str, Any]:
 
 def train(
     run: Run, data: Data, writer: SummaryWriter, tags: dict[str, str], first: int, last: int,
-    save: dict[int, Path],
+    save: dict[int, Path], rec: Recorder,
 ) -> None:
-    """Train epochs ``first..last``, log three scalars at ``step=epoch``, save at the epochs in ``save``."""
+    """Train epochs ``first..last``, log three scalars at ``step=epoch``, save at the epochs in ``save``.
+
+    ``rec`` records each row and every step of ``run.scheduler`` as they happen.
+    """
+    rec.watch(run.scheduler)
     for epoch in range(first, last + 1):
         lr = run.optimizer.param_groups[0]["lr"]  # the lr used during this epoch
         train_loss = train_epoch(run, data)
         val_loss = evaluate(run, data)
+        rec.row(epoch, [float(g["lr"]) for g in run.optimizer.param_groups])
         run.scheduler.step(val_loss)
         writer.add_scalar(tags["train"], train_loss, epoch)
         writer.add_scalar(tags["val"], val_loss, epoch)
@@ -148,6 +158,7 @@ def train(
             run.logged[key][epoch] = value
         if epoch in save:
             torch.save(checkpoint(run, epoch, val_loss), save[epoch])
+            rec.saved(save[epoch].name)
 
 
 def open_writer(run_dir: Path, **kwargs: Any) -> tuple[SummaryWriter, set[Path]]:
@@ -260,11 +271,13 @@ def make_single(
     run = new_run(CONFIG)
     writer, before = open_writer(run_dir)
     ckpts = {20: dest / "ckpt_epoch20.pt"}
-    train(run, data, writer, tags, 1, EPOCHS, ckpts)
+    rec = Recorder(precision="float32")
+    train(run, data, writer, tags, 1, EPOCHS, ckpts, rec)
     files = [close_and_rename(writer, run_dir, before, 0)]
     truth = {"scenario": name, "description": description, "data_seed": data_seed, "config": CONFIG,
-             "scheduler_kwargs": SCHED, "event_files": files}
+             "scheduler_kwargs": SCHED, "event_files": files, "log": "run"}
     truth |= check(name, run_dir, tags, run.logged, ckpts, CONFIG["lr"])
+    truth["live"] = rec.as_json()
     return truth
 
 
@@ -277,8 +290,9 @@ def make_crash_purge(out: Path) -> dict[str, Any]:
     data = make_data(data_seed, CONFIG["noise"])
 
     run_a = new_run(CONFIG)
+    rec = Recorder(precision="float32")
     writer, before = open_writer(run_dir)
-    train(run_a, data, writer, tags, 1, 15, {12: dest / "ckpt_epoch12.pt"})
+    train(run_a, data, writer, tags, 1, 15, {12: dest / "ckpt_epoch12.pt"}, rec)
     files = [close_and_rename(writer, run_dir, before, 0)]  # the crash: nothing after epoch 15 was written
 
     run_b = new_run(CONFIG)  # a new process: same seeds, so the data order restarts instead of continuing
@@ -287,7 +301,7 @@ def make_crash_purge(out: Path) -> dict[str, Any]:
     run_b.optimizer.load_state_dict(ck["optimizer"])
     run_b.scheduler.load_state_dict(ck["scheduler"])
     writer, before = open_writer(run_dir, purge_step=ck["epoch"] + 1)
-    train(run_b, data, writer, tags, 13, EPOCHS, {20: dest / "ckpt_epoch20.pt"})
+    train(run_b, data, writer, tags, 13, EPOCHS, {20: dest / "ckpt_epoch20.pt"}, rec)
     files.append(close_and_rename(writer, run_dir, before, 1))
 
     surviving = {k: {**{e: v for e, v in run_a.logged[k].items() if e <= 12}, **run_b.logged[k]}
@@ -296,7 +310,7 @@ def make_crash_purge(out: Path) -> dict[str, Any]:
                    "optimizer, scheduler; not the RNG) with SummaryWriter(purge_step=13) and logs 13..25, "
                    "saving ckpt_epoch20.pt")
     truth = {"scenario": name, "description": description, "data_seed": data_seed, "config": CONFIG,
-             "scheduler_kwargs": SCHED, "event_files": files}
+             "scheduler_kwargs": SCHED, "event_files": files, "log": "run"}
     ckpts = {12: dest / "ckpt_epoch12.pt", 20: dest / "ckpt_epoch20.pt"}
     truth |= check(name, run_dir, tags, surviving, ckpts, CONFIG["lr"])
 
@@ -313,6 +327,7 @@ def make_crash_purge(out: Path) -> dict[str, Any]:
         "train_loss": [v for s, v in raw_scalars(run_dir / files[0], "train_loss") if s >= 13],
     }
     truth["raw_val_loss_events"] = sum(len(r) for r in raw)
+    truth["live"] = rec.as_json()
     return truth
 
 
@@ -320,8 +335,7 @@ def main(argv: list[str]) -> None:
     """Write every scenario into ``argv[1]`` (default: ``tensorboard/`` next to this script)."""
     out = Path(argv[1]) if len(argv) > 1 else Path(__file__).resolve().parent / "tensorboard"
     torch.set_num_threads(1)
-    if torch.backends.cpu.get_cpu_capability() != "DEFAULT":
-        raise RuntimeError("run make_tensorboard.py as a script: the CPU pins must precede importing torch")
+    print(f"torch {torch.__version__}, CPU capability {torch.backends.cpu.get_cpu_capability()}")
     for name in ("plain", "crash_purge", "slash_tags"):
         if (out / name).exists():
             shutil.rmtree(out / name)
@@ -335,7 +349,7 @@ def main(argv: list[str]) -> None:
                                   "Loss/val, LR, Loss/train; ckpt_epoch20.pt"),
     }
     for name, truth in truths.items():
-        (out / name / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+        (out / name / "truth.json").write_text(dumps(truth), encoding="ascii")
         print(f"{name}/: event files {truth['event_files']}; lr changes at steps {truth['lr_change_steps']}")
         for ck, info in truth["checkpoints"].items():
             s = info["scheduler"]

@@ -1,0 +1,437 @@
+"""Judge a generated fixture by what it means: the truth its generator recorded from the live scheduler
+against what ``plateau_forensics`` reports on the files it wrote.
+
+Every generator in ``sample_checkpoints/`` writes, next to its files, a truth object ``live`` (see
+``sample_checkpoints/_truth.py``): each ``scheduler.step()`` with the state after it, the lr every logged
+row trained with, and where each checkpoint was saved. The same judge runs on the committed fixtures and
+on a fresh regeneration, so no test compares numbers that come out of training between two runs (another
+CPU trains to other last bits; the meaning must not change).
+
+This is the one module to adapt when the tool's API changes: ``view()`` reads a ``Trace``, ``EXPECTED``
+says which findings each scenario must produce, ``trace_fixture()`` runs the tool as a user would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import struct
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "sample_checkpoints"
+
+
+# ------------------------------------------------------------------------------------------ the truth file
+
+
+def decode(value: Any) -> Any:
+    """A truth file's value with the strings "inf" / "-inf" / "nan" back as floats (JSON has none)."""
+    if isinstance(value, str) and value in ("inf", "-inf", "nan"):
+        return float(value)
+    if isinstance(value, list):
+        return [decode(v) for v in value]
+    if isinstance(value, dict):
+        return {k: decode(v) for k, v in value.items()}
+    return value
+
+
+def read_truth(path: Path) -> dict[str, Any]:
+    """A truth file (``truth.json``, ``scenario.json``, ``<sample>.truth.json``) as written."""
+    return json.loads(path.read_text())
+
+
+@dataclass(frozen=True)
+class LiveRow:
+    """One log row as the run wrote it: its position, epoch label and every group's lr it trained with."""
+
+    index: int
+    epoch: float
+    lr: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LiveStep:
+    """One real ``scheduler.step()``: the row it read, the scheduler object, the state after it."""
+
+    index: int
+    row: int
+    epoch: float
+    scheduler: int
+    metric: float
+    lr_before: tuple[float, ...]
+    last_epoch: int
+    best: float
+    num_bad_epochs: int
+    cooldown_counter: int
+    lr: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class LiveCheckpoint:
+    """Where a file was saved: during ``row``, before or after its step; the state of ``state_step``."""
+
+    file: str
+    row: int | None
+    epoch: float | None
+    saved: str
+    state_step: int | None
+
+
+@dataclass(frozen=True)
+class Live:
+    """The ``live`` object of a truth file, typed."""
+
+    precision: str
+    rows: tuple[LiveRow, ...]
+    steps: tuple[LiveStep, ...]
+    schedulers: tuple[Mapping[str, Any], ...]
+    checkpoints: tuple[LiveCheckpoint, ...]
+    raised: tuple[Mapping[str, Any], ...] = ()
+
+    @classmethod
+    def of(cls, truth: Mapping[str, Any]) -> Live:
+        """Read ``truth["live"]``."""
+        live = decode(truth["live"])
+        r, s = live["rows"], live["steps"]
+        rows = tuple(LiveRow(i, e, tuple(lr))
+                     for i, (e, lr) in enumerate(zip(r["epoch"], r["lr"], strict=True)))
+        steps = tuple(
+            LiveStep(i, row, rows[row].epoch, sched, metric, tuple(lb), le, best, nb, cd, tuple(lr))
+            for i, (row, sched, metric, lb, le, best, nb, cd, lr) in enumerate(zip(
+                s["row"], s["scheduler"], s["metric"], s["lr_before"], s["last_epoch"], s["best"],
+                s["num_bad_epochs"], s["cooldown_counter"], s["lr"], strict=True))
+        )
+        checkpoints = tuple(LiveCheckpoint(c["file"], c["row"], c["epoch"], c["saved"], c["state_step"])
+                            for c in live["checkpoints"])
+        return cls(live["precision"], rows, steps, tuple(live["schedulers"]), checkpoints,
+                   tuple(live.get("raised", ())))
+
+    def checkpoint(self, file: str) -> LiveCheckpoint:
+        """The record of the checkpoint saved as ``file``."""
+        found = [c for c in self.checkpoints if c.file == file]
+        assert len(found) == 1, (file, [c.file for c in self.checkpoints])
+        return found[0]
+
+    def steps_of_row(self, row: int) -> list[LiveStep]:
+        return [s for s in self.steps if s.row == row]
+
+    def steps_of_scheduler(self, scheduler: int) -> list[LiveStep]:
+        return [s for s in self.steps if s.scheduler == scheduler]
+
+    def row_of_epoch(self, epoch: float, occurrence: int = -1) -> LiveRow:
+        """The row with this epoch label (the last one written, unless ``occurrence`` says otherwise)."""
+        return [r for r in self.rows if r.epoch == epoch][occurrence]
+
+    def lr_changes(self, group: int = 0, rows: Sequence[LiveRow] | None = None) -> list[float]:
+        """Epoch labels of rows whose lr (of ``group``) differs from the previous row's, in writing order."""
+        rows = self.rows if rows is None else rows
+        return [b.epoch for a, b in zip(rows, rows[1:], strict=False)
+                if len(a.lr) > group and len(b.lr) > group and a.lr[group] != b.lr[group]]
+
+    def reductions(self) -> list[LiveStep]:
+        """The steps that lowered some group's lr."""
+        return [s for s in self.steps if any(a < b for a, b in zip(s.lr, s.lr_before, strict=False))]
+
+    def start(self, scheduler: int) -> Mapping[str, Any]:
+        """A scheduler object's state just before its first step (``best`` inf for a fresh one)."""
+        return self.schedulers[scheduler]["before"]
+
+
+def f32(x: float) -> float:
+    """``x`` rounded to float32 and widened back (how TensorBoard stores a scalar)."""
+    return struct.unpack("<f", struct.pack("<f", x))[0]
+
+
+def same(a: float, b: float, precision: str = "float64") -> bool:
+    """Equal as the log can tell: bit-equal floats (NaN equals NaN), or equal after rounding to float32."""
+    if precision == "float32":
+        a, b = f32(a), f32(b)
+    if math.isnan(a) or math.isnan(b):
+        return math.isnan(a) and math.isnan(b)
+    return a == b
+
+
+def same_lrs(a: Sequence[float], b: Sequence[float], precision: str = "float64") -> bool:
+    return len(a) == len(b) and all(same(x, y, precision) for x, y in zip(a, b, strict=True))
+
+
+# ------------------------------------------------------------------------------------ what the tool says
+
+
+@dataclass(frozen=True)
+class ToolStep:
+    """One step of the tool's trace, in torch's terms; ``steps_taken`` is ``last_epoch`` in 2.x counting."""
+
+    epoch: float
+    steps_taken: float | None
+    metric: float
+    best: float
+    num_bad_epochs: int
+    cooldown_counter: int
+    lr_in: tuple[float, ...]
+    lr: tuple[float, ...]
+    known: bool
+    lr_known: bool
+
+
+@dataclass(frozen=True)
+class ToolFinding:
+    code: str
+    severity: str
+    epoch: float | None
+    message: str
+
+
+@dataclass(frozen=True)
+class ToolView:
+    """What ``pf.trace`` reports, reduced to what the truth can judge."""
+
+    steps: tuple[ToolStep, ...]
+    alignment_index: int | None
+    alignment_epoch: float | None
+    findings: tuple[ToolFinding, ...]
+    error: str | None = None
+
+    def codes(self, severity: str | None = None) -> set[str]:
+        return {f.code for f in self.findings if severity is None or f.severity == severity}
+
+    def finding(self, code: str) -> ToolFinding:
+        return next(f for f in self.findings if f.code == code)
+
+
+def view(t: Any) -> ToolView:
+    """Read a ``plateau_forensics`` ``Trace`` (the only place that knows its attribute names)."""
+    base = 0
+    if t.checkpoint is not None:
+        base = t.checkpoint.state.last_epoch_base  # torch <= 1.3 counted last_epoch from -1
+    steps = tuple(
+        ToolStep(
+            epoch=s.epoch,
+            steps_taken=None if s.last_epoch is None or math.isnan(s.last_epoch) else s.last_epoch - base,
+            metric=s.metric, best=s.best, num_bad_epochs=s.num_bad_epochs,
+            cooldown_counter=s.cooldown_counter,
+            lr_in=tuple(s.lr_in), lr=tuple(s.lr), known=s.known, lr_known=s.lr_known)
+        for s in t.steps)
+    a = t.alignment
+    findings = tuple(ToolFinding(f.code, str(f.severity), f.epoch, f.message) for f in t.findings)
+    return ToolView(steps, None if a is None else a.index, None if a is None else a.epoch, findings, t.error)
+
+
+# ------------------------------------------------------------------------------ what each scenario must say
+
+
+@dataclass(frozen=True)
+class Expect:
+    """The findings a scenario's story must produce, and how a user would call the tool on it.
+
+    Args:
+        codes: code -> severity that must be reported.
+        tolerated: warning codes that may also appear because they are true of the run, though not its point.
+        options: ``metric`` (the monitored column), ``expect`` (True: the truth's ``expected``
+            hyperparameters), ``fill`` (hyperparameter names a partial state lacks, taken from the truth's
+            ``setup``).
+    """
+
+    codes: Mapping[str, str] = field(default_factory=dict)
+    tolerated: frozenset[str] = frozenset()
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+INFO, WARNING = "info", "warning"
+
+
+def _own(code: str, severity: str = WARNING, **kwargs: Any) -> Expect:
+    return Expect(codes={code: severity}, **kwargs)
+
+
+#: scenario -> what the tool must say. Keys are "<collection>/<scenario>", optionally ":<checkpoint file>".
+EXPECTED: dict[str, Expect] = {
+    # sample_checkpoints/*.pt (make_samples.py)
+    "samples/seed000": _own("epoch-offset", INFO),
+    "samples/clean": Expect(),
+    "samples/forgot_scheduler": _own("scheduler-not-restored"),
+    "samples/two_groups": _own("lr-at-floor", INFO),
+    # sample_checkpoints/resumes/ (make_resumes.py): each folder's own finding
+    "resumes/clean-resume": Expect(),
+    "resumes/scheduler-not-restored": _own("scheduler-not-restored"),
+    "resumes/optimizer-not-restored": _own("optimizer-not-restored"),
+    "resumes/lr-overwritten": _own("lr-overwritten"),
+    # partial-restore names the same cause from the resume's side (only best and last_epoch were restored)
+    "resumes/partial-state": _own("partial-state", tolerated=frozenset({"partial-restore"}),
+                                  options={"fill": ("patience", "factor", "cooldown")}),
+    "resumes/hyperparameters-overridden": _own("hyperparameters-overridden", options={"expect": True}),
+    "resumes/defaults-in-effect": _own("defaults-in-effect", INFO),
+    # the 5-epoch hand ramp before the scheduler's first step is a warm-up: an lr change no plateau step made
+    "resumes/epoch-offset": _own("epoch-offset", INFO, tolerated=frozenset({"external-lr-change"})),
+    "resumes/steps-per-row": _own("steps-per-row"),
+    "resumes/wrong-metric": _own("wrong-metric"),
+    "resumes/mode-mismatch": _own("mode-mismatch", options={"metric": "val_acc"}),
+    "resumes/rel-threshold-nonpositive": _own("rel-threshold-nonpositive",
+                                              options={"metric": "val_log_loss"}),
+    "resumes/lr-at-floor": _own("lr-at-floor", INFO),
+    "resumes/external-lr-change": _own("external-lr-change"),
+    "resumes/nan-metric": _own("nan-metric"),
+    "resumes/min-lrs-mismatch": _own("min-lrs-mismatch"),
+    "resumes/min-lrs-mismatch-scalar": _own("min-lrs-mismatch"),
+    "resumes/duplicate-epochs": _own("duplicate-epochs", INFO),
+    "resumes/saved-before-step": _own("saved-before-step", INFO),
+    "resumes/torch-version": _own("torch-version", INFO),
+    "resumes/torch-version-2.5": _own("torch-version", INFO),
+    # sample_checkpoints/lightning/ (make_lightning.py)
+    "lightning/plain": _own("saved-before-step", INFO),
+    "lightning/resumed": Expect(codes={"saved-before-step": INFO, "resume-skipped-step": INFO}),
+    "lightning/step_interval": _own("steps-per-row"),
+    "lightning/missing_monitor_nonstrict": _own("scheduler-never-stepped"),
+    # sample_checkpoints/tensorboard/ (make_tensorboard.py): float32 logs, clean runs
+    "tensorboard/plain": Expect(),
+    "tensorboard/crash_purge": Expect(),
+    "tensorboard/slash_tags": Expect(),
+    # sample_checkpoints/hf/ (make_hf.py): each checkpoint folder with its own log_history
+    "hf/epoch": Expect(),
+    "hf/eval_steps": Expect(),
+}
+
+
+def expected(key: str, file: str | None = None) -> Expect:
+    """The expectation for a scenario (a per-checkpoint entry ``key:file`` wins)."""
+    return EXPECTED.get(f"{key}:{file}", EXPECTED[key])
+
+
+# ------------------------------------------------------------------------------------------ running the tool
+
+
+def trace_fixture(folder: Path, truth: Mapping[str, Any], file: str, expect: Expect) -> Any:
+    """``pf.trace`` on a fixture's checkpoint and the log(s) its truth names, as a user would call it."""
+    import plateau_forensics as pf
+
+    ckpt: Any = folder / file
+    options = dict(expect.options)
+    kwargs: dict[str, Any] = {}
+    if "metric" in options:
+        kwargs["metric"] = options["metric"]
+    if options.get("expect"):
+        kwargs["expect"] = truth["expected"]
+    if "fill" in options:
+        names = tuple(options["fill"])
+        setup = truth["setup"]["scheduler"]
+        fill = pf.PlateauConfig(**{k: setup[k] for k in names})
+        ckpt = pf.load_checkpoint(ckpt).with_hyperparameters(fill, names)
+    log = truth.get("log")
+    if log is None:
+        losses = None  # the checkpoint's own log (HF trainer_state.json)
+    elif isinstance(log, list):
+        losses = [folder / p for p in log]
+    else:
+        losses = folder / log
+    return pf.trace(ckpt, losses, **kwargs)
+
+
+# ------------------------------------------------------------------------------------------ the judge
+
+
+def _is_step(ts: ToolStep, ls: LiveStep, precision: str) -> bool:
+    """Whether the tool's step is this real one: same row label, same step count (if known), same metric."""
+    return (ts.epoch == ls.epoch and (ts.steps_taken is None or ts.steps_taken == ls.last_epoch)
+            and same(ts.metric, ls.metric, precision))
+
+
+def problems(t: Any, truth: Mapping[str, Any], file: str, expect: Expect) -> list[str]:
+    """Every way the tool's report on checkpoint ``file`` disagrees with the recorded truth (empty: none).
+
+    Checked: each step the tool shows is a step the run took (row, count, metric), in order, with the
+    recorded ``best``, ``num_bad_epochs``, ``cooldown_counter`` and every group's lr after it, and, on a
+    row's first step, the lr the row trained with (where the tool says it knows them); the tool places
+    the checkpoint at the step whose state the file holds, knows the state there, and shows every step
+    the scheduler that wrote it took up to then; the expected findings are present at their severity
+    and no other warning is.
+    """
+    live = Live.of(truth)
+    tv = view(t)
+    ck = live.checkpoint(file)
+    p_ = live.precision
+    out: list[str] = []
+    matched: dict[int, int] = {}
+    j = 0
+    for p, ts in enumerate(tv.steps):
+        k = next((k for k in range(j, len(live.steps)) if _is_step(ts, live.steps[k], p_)), None)
+        if k is None:
+            out.append(f"tool step {p} (epoch {ts.epoch}, last_epoch {ts.steps_taken}, metric {ts.metric!r}) "
+                       "is no step the run took (in order)")
+            continue
+        matched[p], j = k, k + 1
+        ls = live.steps[k]
+        where = f"step {p} (epoch {ts.epoch}, last_epoch {ls.last_epoch})"
+        if ts.known:
+            if not same(ts.best, ls.best, p_):
+                out.append(f"{where}: best {ts.best!r}, the run had {ls.best!r}")
+            if (ts.num_bad_epochs, ts.cooldown_counter) != (ls.num_bad_epochs, ls.cooldown_counter):
+                out.append(f"{where}: num_bad_epochs/cooldown_counter "
+                           f"{ts.num_bad_epochs}/{ts.cooldown_counter}, "
+                           f"the run had {ls.num_bad_epochs}/{ls.cooldown_counter}")
+        if ts.lr_known:
+            if not same_lrs(ts.lr, ls.lr, p_):
+                out.append(f"{where}: lr after {ts.lr}, the run had {ls.lr}")
+            trained = live.rows[ls.row].lr
+            first = ls.index == min(s.index for s in live.steps if s.row == ls.row)
+            # lr_in is "the lr the epoch trained with": one value only if nothing moved it before this step
+            if first and same_lrs(trained, ls.lr_before) and not same_lrs(ts.lr_in, trained, p_):
+                out.append(f"{where}: trained with lr {ts.lr_in} says the tool; the run: {trained}")
+    if live.steps and not matched:
+        out.append("the tool shows none of the run's steps")
+    if ck.state_step is not None:
+        at = tv.alignment_index
+        if at is None:
+            out.append(f"{file}: not placed in the log; it holds the state after step {ck.state_step} "
+                       f"(epoch {live.steps[ck.state_step].epoch})")
+        elif matched.get(at) != ck.state_step:
+            held = live.steps[ck.state_step]
+            out.append(f"{file}: placed at tool step {at} (epoch {tv.alignment_epoch}); it holds the state "
+                       "after "
+                       f"epoch {held.epoch}'s step (last_epoch {held.last_epoch})")
+        elif not tv.steps[at].known:
+            out.append(f"{file}: placed at tool step {at}, but the tool does not know the state there")
+        owner = live.steps[ck.state_step].scheduler
+        left_out = [s.epoch for s in live.steps[: ck.state_step + 1]
+                    if s.scheduler == owner and s.index not in matched.values()]
+        if left_out:
+            out.append(f"{file}: the trace leaves out steps of the scheduler that wrote it: {left_out}")
+    severities: dict[str, set[str]] = {}
+    for f in tv.findings:
+        severities.setdefault(f.code, set()).add(f.severity)
+    for code, severity in expect.codes.items():
+        if code not in severities:
+            out.append(f"finding {code} missing (found {sorted(severities)})")
+        elif severity not in severities[code]:
+            out.append(f"finding {code} is {sorted(severities[code])}, expected {severity}")
+    for f in tv.findings:
+        if f.severity == WARNING and f.code not in expect.codes and f.code not in expect.tolerated:
+            out.append(f"unexpected warning [{f.code}] {f.message}")
+    return out
+
+
+def assert_tool_tells_the_truth(folder: Path, truth: Mapping[str, Any], file: str, key: str) -> Any:
+    """Trace ``file`` as a user would and assert the judge finds no problem; return the trace."""
+    expect = expected(key, file)
+    t = trace_fixture(folder, truth, file, expect)
+    found = problems(t, truth, file, expect)
+    assert not found, f"{key} {file}:\n  " + "\n  ".join(found)
+    return t
+
+
+# ------------------------------------------------------------------------------------------ regeneration
+
+
+def regenerate(script: str, out: Path, timeout: float = 600) -> Path:
+    """Run ``sample_checkpoints/<script> OUT`` in a fresh interpreter (the CPU pins need a new process)."""
+    out.mkdir(parents=True, exist_ok=True)
+    r = subprocess.run([sys.executable, str(SAMPLES / script), str(out)], capture_output=True, text=True,
+                       timeout=timeout, env=dict(os.environ))
+    assert r.returncode == 0, f"{script} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
+    return out
