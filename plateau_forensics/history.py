@@ -5,6 +5,7 @@ state after each one where the evidence determines it, and "unknown" where it do
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import replace
 
 from plateau_forensics.engine import Start, Trace, _Columns
@@ -53,7 +54,36 @@ def _state(w: World, last_epoch: float | None, default_min_lr: float | None) -> 
         best_dtype=w.best_dtype)
 
 
-def trace_of(ev: Evidence, e: Evaluation) -> Trace:
+def _row_states(e: Evaluation) -> dict[tuple[int, int], tuple[object, ...] | None]:
+    """Per (log row, occurrence), the state after that row's last step on the path to the end of the run."""
+    out: dict[tuple[int, int], tuple[object, ...] | None] = {}
+    seen: dict[int, int] = {}
+    lineage = [i for i in e.lineage if i < len(e.sim.after)]
+    for p, i in enumerate(lineage):
+        row = e.ops[i].row
+        nxt = lineage[p + 1] if p + 1 < len(lineage) else None
+        if nxt is not None and e.ops[nxt].row == row:
+            continue  # not the row's last step
+        k = seen.get(row, 0)
+        seen[row] = k + 1
+        w = e.sim.determined(i)
+        out[(row, k)] = None if w is None or w.lr_approx else (w.best_val, w.nb, w.cd, w.lrs)
+    return out
+
+
+def disputed_rows(win: Evaluation, others: Sequence[Evaluation]) -> set[tuple[int, int]]:
+    """Rows after which the stories that explain the evidence equally well leave different states."""
+    mine = _row_states(win)
+    out = set()
+    for o in others:
+        theirs = _row_states(o)
+        for key, state in mine.items():
+            if state is not None and theirs.get(key, state) != state:
+                out.add(key)
+    return out
+
+
+def trace_of(ev: Evidence, e: Evaluation, others: Sequence[Evaluation] = ()) -> Trace:
     """The run's steps under story ``e``, in time order, on the path that leads to the end of the run.
 
     A state every surviving world agrees on is shown; otherwise the position is in ``Trace.unknown``. Lrs
@@ -76,15 +106,27 @@ def trace_of(ev: Evidence, e: Evaluation) -> Trace:
     lr_unknown: set[int] = set()
     undecided: set[int] = set()
     nan_lrs = (math.nan,) * n_groups
+    disputed = disputed_rows(e, others) if others else set()
+    occurrence: dict[int, int] = {}
+    row_key = []
+    for p, i in enumerate(lineage):
+        row = e.ops[i].row
+        nxt = lineage[p + 1] if p + 1 < len(lineage) else None
+        k = occurrence.get(row, 0)
+        row_key.append((row, k))
+        if nxt is None or e.ops[nxt].row != row:
+            occurrence[row] = k + 1
     for p, i in enumerate(lineage):
         w = worlds[p]
         event = sim.event(i)
+        if row_key[p] in disputed:  # another story that fits as well leaves another state here
+            w = None
         if w is None or event is None:
             unknown.add(p)
             alive = sim.alive(i) or sim.after[i]
             w = alive[0] if alive else None
             event = event if event is not None else BAD
-        if lrs[p] is None:
+        if lrs[p] is None or row_key[p] in disputed:
             lr_unknown.add(p)
         if sim.undecided[i]:
             undecided.add(p)
@@ -158,7 +200,7 @@ def _lrs_in(ev: Evidence, e: Evaluation, lineage: list[int], p: int,
 def _lrs(ev: Evidence, e: Evaluation, lineage: list[int], worlds: list[World | None]
          ) -> list[tuple[float, ...] | None]:
     """The lrs after each lineage position: the story's, else inferred back from the next known ones."""
-    out: list[tuple[float, ...] | None] = [w.lrs if w is not None else None for w in worlds]
+    out: list[tuple[float, ...] | None] = [w.lrs if w is not None and not w.lr_approx else None for w in worlds]
     factor = ev.config.factor
     if factor <= 0:
         return out

@@ -159,7 +159,11 @@ def _lr_precision(texts: Sequence[str | None], parsed: Sequence[tuple[int, int, 
     """An lr column: lrs are printed with ``repr`` or ``%g`` far more often than rounded to a few decimals, and a
     short value such as ``0.01`` is usually exact. Only padding (``0.010000``, ``1.00e-02``) says that a fixed
     number of decimals was printed; otherwise at least 3 significant digits are assumed."""
-    padded = any(isinstance(t, str) and _pads(t) for t in texts)
+    known = [d for d in parsed if d is not None]
+    fixed = [d for d in known if not d[3]]
+    same_decimals = (len(fixed) >= 3 and len({t for t, d in zip(texts, parsed) if d is not None and not d[3]}) >= 2
+                     and len({d[2] for d in fixed}) == 1 and fixed[0][2] >= 4)  # .4f of several lrs: 0.0025, 0.0013
+    padded = same_decimals or any(isinstance(t, str) and _pads(t) for t in texts)
     halves = []
     for t, d in zip(texts, parsed):
         if d is None:
@@ -170,7 +174,6 @@ def _lr_precision(texts: Sequence[str | None], parsed: Sequence[tuple[int, int, 
             v = abs(float(t))  # type: ignore[arg-type]
             exponent = math.floor(math.log10(v)) if v > 0 and math.isfinite(v) else 0
             halves.append(10.0 ** (exponent - max(groups[d[3]][1], 3) + 1) / 2)
-    known = [d for d in parsed if d is not None]
     kind, description = _describe(known) if padded else ("significant", f"at least {max(max(d[0] for d in known), 3)} significant digits")
     return Precision(kind, description, tuple(halves), assumed=not padded)
 

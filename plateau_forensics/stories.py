@@ -51,13 +51,17 @@ COSTS = {
 }
 #: Story components that mean the run did not do what its author most likely meant.
 WARNING_STORIES = frozenset({
-    "scheduler-not-restored", "optimizer-not-restored", "weights-only-resume", "lr-overwritten",
+    "scheduler-not-restored", "optimizer-not-restored", "lr-overwritten",
     "steps-per-row", "wrong-metric", "external-lr-change", "partial-restore",
 })
 STORY_CODES = tuple(COSTS)
 
 #: Evidence penalties: what a story fails to reproduce.
-UNPLACED, STEPS_MISMATCH, LR_MISMATCH, EXTERNAL, EPOCH_FIELD, RESUME_POINT, IMPOSSIBLE = 6.0, 3.0, 2.0, 2.0, 0.5, 1.0, 1e6
+UNPLACED, STEPS_MISMATCH, LR_MISMATCH, EXTERNAL, EPOCH_FIELD, RESUME_POINT, IMPOSSIBLE = 6.0, 3.0, 2.0, 2.0, 3.0, 1.0, 1e6
+#: A resume the log itself does not show.
+SILENT_RESUME = 0.75
+#: The checkpoint's ``epoch`` one below the row's label: the field counts from 0 where the log counts from 1.
+ZERO_BASED_FIELD = 0.25
 #: Reading the checkpoint's ``epoch`` as the epoch *after* its state (saved before the step, or "next epoch")
 #: rather than the epoch whose step it holds.
 BEFORE_STEP = 0.75
@@ -191,6 +195,10 @@ class Plan:
         # it costs what an unexplained change costs, so the two stay alternatives of each other
         c += sum(EXTERNAL - COSTS["lr-overwritten"] for b in self.boundaries
                  if not b.structural and not b.speculative and b.opt == "logged")
+        # a resume the log does not show (no new file, no epoch going back) is an assumption of its own
+        # (one right after the checkpoint that changed the lr there is evidenced by that change)
+        c += SILENT_RESUME * sum(1 for b in self.boundaries
+                                 if not b.structural and not (b.speculative and b.opt != "carry"))
         # two components of one resume each cost; several resumes with the same mistake cost once more each
         c += 0.5 * max(0, sum(1 for b in self.boundaries if b.components) - 1)
         return c
@@ -454,7 +462,14 @@ def build(ev: Evidence, plan: Plan) -> tuple[list[Op], list[int | None], list[in
             own = next_logged if init is None or pos > 0 else next_logged
             out_lr = next_logged
             epoch_after = ev.label(plan.rows[nxt]) if nxt is not None else ev.label(row) + 1
-        for j in range(plan.k):
+        steps_here = plan.k
+        if nxt is None and (split or plan.stale):
+            # the process ends after this row: the steps that would come during its next epoch never happened
+            steps_here = plan.lr_at if split else 0
+            if steps_here == 0:
+                prev_op = parent
+                continue
+        for j in range(steps_here):
             idx = len(ops)
             lr_in = own if first_of_row and not plan.lr_after else None
             if split and j == plan.lr_at:
@@ -462,7 +477,7 @@ def build(ev: Evidence, plan: Plan) -> tuple[list[Op], list[int | None], list[in
             op = Op(row=row, metric=value, lo=lo, hi=hi, parent=parent, label=ev.label(row),
                     init=init if first_of_row else None,
                     lr_in=lr_in,
-                    lr_out=out_lr if (j == plan.k - 1 and plan.lr_after) else None,
+                    lr_out=out_lr if (j == steps_here - 1 and plan.lr_after) else None,
                     lr_set=lr_set if first_of_row else None, epoch_after=epoch_after)
             ops.append(op)
             if first_of_row and init is not None:
@@ -592,6 +607,8 @@ def evaluate(ev: Evidence, plan: Plan) -> Evaluation:
                 before = False
             elif ck.epoch in nxt or (not nxt and ck.epoch == label + 1):
                 before = True
+            elif ck.epoch == label - 1:
+                field_pen = ZERO_BASED_FIELD
             else:
                 field_pen = EPOCH_FIELD
         key = ((0 if both else LR_MISMATCH) + (0 if steps_ok else STEPS_MISMATCH) + field_pen, i)
@@ -693,6 +710,8 @@ def _epoch_field_penalty(ev: Evidence, ck_epoch: float | None, _i: int | None, p
     first = ev.label(plan.rows[plan.start_row])
     if first in (ck_epoch, ck_epoch + 1):
         return {}
+    if first == ck_epoch + 2:
+        return {"epoch field": ZERO_BASED_FIELD}
     return {"epoch field": EPOCH_FIELD}
 
 

@@ -49,11 +49,13 @@ class World:
     min_lrs: tuple[float, ...]
     best_dtype: str | None = None
     n_reduced: int = 0
+    #: the lrs were taken from a rounded log (another writer set them): known only to the log's precision
+    lr_approx: bool = False
 
     @property
     def key(self) -> tuple[object, ...]:
         return (self.best_row, self.nb, self.cd, self.lrs, self.min_lrs, self.best_dtype,
-                self.n_reduced if self.lrs is None else 0)
+                self.n_reduced if self.lrs is None else 0, self.lr_approx)
 
     @property
     def best_known(self) -> bool:
@@ -179,15 +181,22 @@ class Simulation:
         return evs.pop() if len(evs) == 1 else None
 
 
-def lrs_match(lrs: Sequence[float] | None, logged: Sequence[tuple[float, float] | None] | None) -> bool:
+def lrs_match(lrs: Sequence[float] | None, logged: Sequence[tuple[float, float] | None] | None,
+              approx: bool = False) -> bool:
     """The world's lrs lie in the logged intervals, for the groups both have (a log may show fewer groups than
-    the optimizer has; a group added later has no lr before it exists)."""
+    the optimizer has; a group added later has no lr before it exists). Approximate lrs (read from a rounded
+    log) match an interval they overlap after the reductions since: within one interval width."""
     if lrs is None or logged is None:
         return True
     for v, iv in zip(lrs, logged):
         if iv is None:
             continue
         lo, hi = iv
+        if approx and lo != hi:
+            width = hi - lo
+            if not lo - width <= v <= hi + width:
+                return False
+            continue
         if lo == hi:
             if not math.isclose(v, lo, rel_tol=1e-9, abs_tol=0.0):
                 return False
@@ -288,7 +297,7 @@ def _step(cfg: PlateauConfig, w: World, op: Op, rounders: Sequence[Callable[[flo
             if error is None:
                 cd = cfg.cooldown
                 nb = 0
-        out.append((World(blo, bhi, bval, brow, nb, cd, lrs, min_lrs, bdt, n_red), ev, error))
+        out.append((World(blo, bhi, bval, brow, nb, cd, lrs, min_lrs, bdt, n_red, w.lr_approx), ev, error))
     return out
 
 
@@ -344,8 +353,9 @@ def _matches_anchor(cfg: PlateauConfig, w: World, a: Anchor) -> tuple[bool, bool
     else:
         best_ok = w.best_lo <= st.best <= w.best_hi
     counters_ok = best_ok and (a.partial or (w.nb == st.num_bad_epochs and w.cd == st.cooldown_counter))
+    tol = 1e-2 if w.lr_approx else 1e-9  # lrs read from a rounded log are known to its precision only
     lr_ok = a.lrs is None or w.lrs is None or (
-        len(w.lrs) == len(a.lrs) and all(math.isclose(x, y, rel_tol=1e-9) for x, y in zip(w.lrs, a.lrs)))
+        len(w.lrs) == len(a.lrs) and all(math.isclose(x, y, rel_tol=tol) for x, y in zip(w.lrs, a.lrs)))
     return counters_ok, lr_ok
 
 
@@ -391,8 +401,9 @@ def _adopt(w: World, logged: Sequence[tuple[float, float] | None] | None) -> Wor
     if logged is None:
         return w
     prefix = _known_prefix(logged)
+    approx = any(iv is not None and iv[0] != iv[1] for iv in logged)
     if w.lrs is None:
-        return replace(w, lrs=prefix, n_reduced=0) if prefix else w
+        return replace(w, lrs=prefix, n_reduced=0, lr_approx=approx) if prefix else w
     if len(prefix) > len(w.lrs):
         return replace(w, lrs=w.lrs + prefix[len(w.lrs):])
     return w
@@ -423,13 +434,14 @@ def simulate(cfg: PlateauConfig, ops: Sequence[Op], *, anchor: Anchor | None = N
         if groups_from_log and op.lr_in is not None:
             before = [_adopt(w, op.lr_in) for w in before]
         if op.lr_in is not None and before:
-            keep = [j for j, w in enumerate(before) if lrs_match(w.lrs, op.lr_in)]
+            keep = [j for j, w in enumerate(before) if lrs_match(w.lrs, op.lr_in, w.lr_approx)]
             if keep:
                 before, src = [before[j] for j in keep], [src[j] for j in keep]
             elif op.absorb:
                 sim.external.append(i)
                 sim.lr_expected[i] = tuple(dict.fromkeys(w.lrs for w in before))
-                before = [replace(w, lrs=_set_logged(w.lrs, op.lr_in), n_reduced=0) for w in before]
+                approx = any(iv is not None and iv[0] != iv[1] for iv in op.lr_in)
+                before = [replace(w, lrs=_set_logged(w.lrs, op.lr_in), n_reduced=0, lr_approx=approx) for w in before]
         results: list[tuple[World, int, tuple[int, ...]]] = []
         undecided = False
         for j, w in enumerate(before):
@@ -444,13 +456,14 @@ def simulate(cfg: PlateauConfig, ops: Sequence[Op], *, anchor: Anchor | None = N
         if groups_from_log and op.lr_out is not None:
             after = [_adopt(w, op.lr_out) for w in after]
         if op.lr_out is not None and after:
-            keep = [j for j, w in enumerate(after) if lrs_match(w.lrs, op.lr_out)]
+            keep = [j for j, w in enumerate(after) if lrs_match(w.lrs, op.lr_out, w.lr_approx)]
             if keep:
                 after, evs, asrc = [after[j] for j in keep], [evs[j] for j in keep], [asrc[j] for j in keep]
             else:
                 sim.lr_mismatch_out.append(i)
                 sim.lr_expected[i] = tuple(dict.fromkeys(w.lrs for w in after))
-                after = [replace(w, lrs=_set_logged(w.lrs, op.lr_out), n_reduced=0) for w in after]
+                approx = any(iv is not None and iv[0] != iv[1] for iv in op.lr_out)
+                after = [replace(w, lrs=_set_logged(w.lrs, op.lr_out), n_reduced=0, lr_approx=approx) for w in after]
         if anchor is not None and anchor.op == i:
             matched = [w for w in after if all(_matches_anchor(cfg, w, anchor))]
             mismatch: list[str] = []
