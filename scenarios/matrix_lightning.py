@@ -383,7 +383,6 @@ def write_cell(
 def story_refusal(t: dict[str, Any]) -> str | None:
     """Why the cell's stories do not show in its inputs (None: they do), from the live records in ``t``."""
     hist, stories, ck = t["history"], set(t["stories"]), t["checkpoint_at"]
-    given = {r["process"] for r in t["rows"]}
     if "saved-before-step" in stories and ck["after_step"]:
         return "the checkpoint holds its epoch's step"
     if "steps-per-row" in stories and not any(len(r["steps"]) > 1 for r in t["rows"]):
@@ -404,7 +403,6 @@ def story_refusal(t: dict[str, Any]) -> str | None:
         lineage = [i for r in rows for i in r["steps"]]
         if not ev.story_shows(t, lineage, [r["val_loss"] for r in rows], None, None):
             return "feeding val_loss would give the same lrs and checkpoint"
-    del given
     return None
 
 

@@ -90,13 +90,6 @@ def json_float(v: Any) -> Any:
     return v
 
 
-def from_json_float(v: Any) -> Any:
-    """Undo ``json_float`` on a scalar: "inf" / "-inf" / "nan" back to floats."""
-    if v in ("inf", "-inf", "nan"):
-        return float(v)
-    return v
-
-
 def mark_discarded(truth: dict[str, Any]) -> None:
     """Mark rows whose steps a later process threw away by restoring an earlier scheduler state.
 

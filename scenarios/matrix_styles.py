@@ -62,14 +62,13 @@ STYLES: tuple[Style, ...] = (
         lr_name="learning_rate",
     ),
 )
-BY_NAME = {s.name: s for s in STYLES}
 
 
 def fmt_metric(v: float, style: Style) -> str:
     """A metric as the style prints it (Keras' progress bar uses .4f, or .4e for tiny values)."""
     if style.text == "keras":
         return _keras(v)
-    return repr(float(v)) if style.float == "repr" else format(v, style.float[1:])
+    return repr(float(v)) if style.float == "repr" else format(v, style.float)
 
 
 def fmt_lr(v: float, style: Style) -> str:

@@ -260,7 +260,7 @@ def match_rows(records: list[dict[str, Any]], rows: list[dict[str, Any]]) -> dic
 def _fmt(v: float, style: dict[str, Any]) -> str:
     if style.get("text") == "keras":
         return format(v, ".4f") if abs(v) > 1e-3 else format(v, ".4e")
-    return repr(float(v)) if style["float"] == "repr" else format(v, style["float"][1:])
+    return repr(float(v)) if style["float"] == "repr" else format(v, style["float"])
 
 
 def _lr_list(v: Any) -> list[float] | None:
