@@ -296,6 +296,10 @@ def _carries(e: Any, op_index: int) -> bool:
 def _story_notes(ev: Any, e: Any, t: Trace) -> list[str]:
     notes = []
     log = ev.log
+    if e.plan.start_row > 0 and e.plan.rows:
+        first, last = log.epochs[e.plan.rows[0]], log.epochs[e.plan.rows[e.plan.start_row - 1]]
+        notes.append(f"rows for epochs {first}-{last} precede the first step of the scheduler that wrote this "
+                     "checkpoint; they are not replayed")
     rounded = [f"'{c}' {p.description}" for c, p in log.precision.items() if not p.exact and not p.assumed]
     if rounded:
         notes.append("the log is rounded (" + ", ".join(rounded) + "): each value stands for an interval, and "

@@ -155,7 +155,7 @@ def summary_lines(t: Trace) -> list[tuple[str, str]]:
 
 def story_sentence(verdict: Any) -> str:
     """The verdict in one line: the story, the alternatives, what would decide, what is left unexplained."""
-    words = " + ".join(verdict.story) if verdict.story else "clean (the run did what a correct resume does)"
+    words = " + ".join(verdict.story) if verdict.story else "clean (nothing the inputs show went wrong)"
     if verdict.ambiguous:
         alts = " or ".join(" + ".join(a) if a else "clean" for a in verdict.alternatives)
         text = f"ambiguous: {words} or {alts}"
