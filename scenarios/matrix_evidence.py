@@ -294,9 +294,9 @@ def determinable(
 
     The state is determinable while every comparison since the checkpoint is decided by the printed values'
     rounding intervals (a value compared with itself is decided exactly) and every fed value is in the given
-    rows; the lr while it follows from a known lr by plateau reductions, or is printed exactly where it came
-    from elsewhere (a fresh optimizer, code that set it). ``best_logged`` is the printed text of ``best`` when
-    it is only known to the log's precision.
+    rows; the lr while it follows from a known lr by plateau reductions, or is printed with ``repr`` where it
+    came from elsewhere (a fresh optimizer, code that set it). ``best_logged`` is the printed text of ``best``
+    when it is only known to the log's precision.
     """
     snap = run.snapshots[ckpt_key]
     hi = snap.history_index if snap.history_index is not None else -1
@@ -323,11 +323,13 @@ def determinable(
             if not r.steps or min(r.steps) <= hi:
                 prev_end = r.lr_end[0]
                 continue
-            if first or r.lr_used[0] != prev_end:  # an lr no plateau step made: known only if printed exactly
+            if first or r.lr_used[0] != prev_end:  # an lr no plateau step made: known if printed
                 tok = tokens.get(id(r), {}).get("lr")
                 live = r.lr_used[0] if style.lr == "before" else r.lr_end[0]
+                # only repr text pins the exact value: "0.0100" or "0.01" stand for an interval of lrs
                 printed = (
                     tok is not None
+                    and style.lr_float == "repr"
                     and float(tok) == live
                     and (style.lr == "before" or r.lr_end[0] == r.lr_used[0])
                 )
