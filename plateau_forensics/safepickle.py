@@ -38,6 +38,10 @@ class Limits:
 PickleLimitError = CheckpointLimitError  # a pickle exceeds one of the reader's limits
 
 
+_UNPACK_D = struct.Struct(">d").unpack_from
+_UNPACK_I = struct.Struct("<i").unpack_from
+_UNPACK_UI = struct.Struct("<I").unpack_from
+_MISSING = object()
 _CORRUPT = (struct.error, ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeDecodeError,
             AttributeError, RecursionError, MemoryError)
 _HASHED = (tuple, frozenset)
@@ -123,23 +127,8 @@ class PickleMachine:
         self.metastack: list[list[Any]] = []
         self.memo: dict[int, Any] = {}
         self.proto = 0
-        dispatch = _DISPATCH
-        seen = self.seen_ops
         try:
-            while True:
-                if self.pos >= len(self.data):
-                    self._more(1)
-                op = self.data[self.pos]
-                self.pos += 1
-                self.budget -= 8  # a stack slot; handlers add what they allocate
-                seen[op] = 1
-                if op == 0x2E:  # STOP
-                    value = self._pop()
-                    break
-                handler = dispatch.get(op)
-                if handler is None:
-                    raise CheckpointError(f"corrupt pickle (unknown opcode 0x{op:02x} at byte {self.offset - 1})")
-                handler(self)
+            value = self._run()
         except CheckpointError:
             raise
         except _CORRUPT as exc:
@@ -150,6 +139,101 @@ class PickleMachine:
             self.hash_seen, self.deep = {}, {}
         check_depth(value)
         return value
+
+    def _run(self) -> Any:
+        """The dispatch loop. The opcodes that make up most of a torch pickle run inline on local variables
+        while at least 9 bytes are buffered; every other opcode, and any opcode near the end of the buffer
+        (where a legacy file refills it), goes through its handler."""
+        dispatch, seen, memo = _DISPATCH, self.seen_ops, self.memo
+        memo_cap, text_cap = Limits.memo_entries, Limits.pickle_bytes
+        data, pos, budget, stack = self.data, self.pos, self.budget, self.stack
+        end = len(data)
+        while True:
+            if pos + 9 <= end:
+                op = data[pos]
+                seen[op] = 1
+                budget -= 8  # a stack slot
+                if budget < 0:
+                    self.budget = budget
+                    self._spend(0)
+                if op == 0x47:  # BINFLOAT
+                    stack.append(_UNPACK_D(data, pos + 1)[0])
+                    pos += 9
+                    continue
+                if op == 0x4B:  # BININT1
+                    stack.append(data[pos + 1])
+                    pos += 2
+                    continue
+                if op == 0x71 or op == 0x72:  # BINPUT, LONG_BINPUT
+                    if op == 0x71:
+                        idx, pos = data[pos + 1], pos + 2
+                    else:
+                        idx, pos = _UNPACK_UI(data, pos + 1)[0], pos + 5
+                    if not stack or (len(memo) >= memo_cap and idx not in memo):
+                        self.pos, self.budget = pos, budget
+                        self._memo_put(idx)  # raises the right error
+                    budget -= 100
+                    memo[idx] = stack[-1]
+                    continue
+                if op == 0x68 or op == 0x6A:  # BINGET, LONG_BINGET
+                    if op == 0x68:
+                        idx, pos = data[pos + 1], pos + 2
+                    else:
+                        idx, pos = _UNPACK_UI(data, pos + 1)[0], pos + 5
+                    got = memo.get(idx, _MISSING)
+                    if got is _MISSING:
+                        self._memo_get(idx)
+                    stack.append(got)
+                    continue
+                if op == 0x58:  # BINUNICODE
+                    n = _UNPACK_UI(data, pos + 1)[0]
+                    if n <= text_cap and pos + 5 + n <= end:
+                        budget -= n + 64
+                        stack.append(data[pos + 5 : pos + 5 + n].decode("utf-8", "surrogatepass"))
+                        pos += 5 + n
+                        continue
+                elif op == 0x4A:  # BININT
+                    stack.append(_UNPACK_I(data, pos + 1)[0])
+                    pos += 5
+                    continue
+                elif op == 0x4E:  # NONE
+                    stack.append(None)
+                    pos += 1
+                    continue
+                elif op == 0x29:  # EMPTY_TUPLE
+                    stack.append(())
+                    pos += 1
+                    continue
+                elif op == 0x5D:  # EMPTY_LIST
+                    budget -= 56
+                    stack.append([])
+                    pos += 1
+                    continue
+                elif op == 0x7D:  # EMPTY_DICT
+                    budget -= 64
+                    stack.append({})
+                    pos += 1
+                    continue
+                elif op == 0x89 or op == 0x88:  # NEWFALSE, NEWTRUE
+                    stack.append(op == 0x88)
+                    pos += 1
+                    continue
+                budget += 8  # the handler below charges it
+            self.pos, self.budget = pos, budget
+            if pos >= len(data):
+                self._more(1)
+            op = self.data[self.pos]
+            self.pos += 1
+            self.budget -= 8
+            seen[op] = 1
+            if op == 0x2E:  # STOP
+                return self._pop()
+            handler = dispatch.get(op)
+            if handler is None:
+                raise CheckpointError(f"corrupt pickle (unknown opcode 0x{op:02x} at byte {self.offset - 1})")
+            handler(self)
+            data, pos, budget, stack = self.data, self.pos, self.budget, self.stack
+            end = len(data)
 
     def _push(self, value: Any) -> None:
         self.stack.append(value)
@@ -617,6 +701,9 @@ def children(obj: Any) -> list[Any] | tuple[Any, ...] | None:
     return inner(obj) if inner is not None else None  # type: ignore[no-any-return]
 
 
+_SCALARS = frozenset({int, float, str, bytes, bool, type(None), complex, bytearray})
+
+
 def check_depth(root: Any, limit: int = MAX_DEPTH) -> None:
     """Refuse a value nested deeper than ``limit`` (cycles are allowed: a back edge adds no depth).
 
@@ -636,6 +723,8 @@ def check_depth(root: Any, limit: int = MAX_DEPTH) -> None:
     while stack:
         node, it, best = stack[-1]
         for child in it:
+            if type(child) in _SCALARS:
+                continue
             kids = children(child)
             if kids is None:
                 continue

@@ -14,7 +14,7 @@ from typing import Any
 
 import fuzz
 import pytest
-from conftest import HERE, run_parallel
+from hostile_runner import TORCH_DRIVER, run_parallel
 
 SEED = int(os.environ.get("PLATEAU_FUZZ_SEED", "14"))
 N_CHECKPOINTS = int(os.environ.get("PLATEAU_FUZZ_CHECKPOINTS", "2400"))
@@ -40,7 +40,7 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[fuzz.Mutant],
                      **({"log": str(m.log)} if m.log else {})})
     ours = run_parallel(jobs, work / "canary", work, "fuzz")
     theirs = run_parallel([j for j in jobs if "log" not in j], work / "canary", work, "torch",
-                          script=HERE / "torch_driver.py")
+                          script=TORCH_DRIVER)
     by_name = lambda rows: {Path(p).name: row for p, row in rows.items()}  # noqa: E731
     return mutants, by_name(ours), by_name(theirs)
 

@@ -13,7 +13,6 @@ import re
 import subprocess
 import sys
 import sysconfig
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -115,17 +114,12 @@ def _script() -> str:
 
 def _run(args: list[str], cwd: Path) -> tuple[int, str, float, float]:
     """Run ``plateau-trace`` as its own process: exit code (negative for a signal), stderr, seconds, peak MB."""
-    err_path = cwd / f"stderr-{os.getpid()}-{time.monotonic_ns()}.txt"
-    with open(err_path, "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen([_script(), *args], stdout=subprocess.DEVNULL, stderr=err, cwd=cwd)
-        timer = threading.Timer(60, proc.kill)  # a hang fails the test instead of blocking CI
-        timer.start()
-        _, status, usage = os.wait4(proc.pid, 0)
-        timer.cancel()
-        seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    return proc.returncode, err_path.read_text(errors="replace"), seconds, usage.ru_maxrss / 1024
+    import json
+
+    out = subprocess.run([sys.executable, str(Path(payloads.__file__).with_name("measure.py")), "60", _script(),
+                          *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    result = json.loads(out.stdout)
+    return result["exit"], out.stderr, result["seconds"], result["maxrss_mb"]
 
 
 SUBPROCESS_CASES = ["deep-tuple-dict-key-zip", "deep-tuple-dict-key-legacy", "deep-tuple-in-set",
