@@ -120,14 +120,12 @@ class Live:
         return found[0]
 
     def steps_of_row(self, row: int) -> list[LiveStep]:
+        """The steps that read row ``row``'s metric (one per row, or k with steps-per-row)."""
         return [s for s in self.steps if s.row == row]
 
     def steps_of_scheduler(self, scheduler: int) -> list[LiveStep]:
+        """The steps one scheduler object took (0: the first one built, 1: run B's, ...)."""
         return [s for s in self.steps if s.scheduler == scheduler]
-
-    def row_of_epoch(self, epoch: float, occurrence: int = -1) -> LiveRow:
-        """The row with this epoch label (the last one written, unless ``occurrence`` says otherwise)."""
-        return [r for r in self.rows if r.epoch == epoch][occurrence]
 
     def lr_changes(self, group: int = 0, rows: Sequence[LiveRow] | None = None) -> list[float]:
         """Epoch labels of rows whose lr (of ``group``) differs from the previous row's, in writing order."""
@@ -159,6 +157,7 @@ def same(a: float, b: float, precision: str = "float64") -> bool:
 
 
 def same_lrs(a: Sequence[float], b: Sequence[float], precision: str = "float64") -> bool:
+    """``same`` for every group, and as many groups."""
     return len(a) == len(b) and all(same(x, y, precision) for x, y in zip(a, b, strict=True))
 
 
@@ -183,6 +182,8 @@ class ToolStep:
 
 @dataclass(frozen=True)
 class ToolFinding:
+    """One finding of the tool: its stable code, severity, epoch and message."""
+
     code: str
     severity: str
     epoch: float | None
@@ -198,12 +199,6 @@ class ToolView:
     alignment_epoch: float | None
     findings: tuple[ToolFinding, ...]
     error: str | None = None
-
-    def codes(self, severity: str | None = None) -> set[str]:
-        return {f.code for f in self.findings if severity is None or f.severity == severity}
-
-    def finding(self, code: str) -> ToolFinding:
-        return next(f for f in self.findings if f.code == code)
 
 
 def view(t: Any) -> ToolView:
