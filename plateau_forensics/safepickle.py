@@ -218,6 +218,34 @@ class PickleMachine:
                     stack.append(op == 0x88)
                     pos += 1
                     continue
+                elif op == 0x28 and len(self.metastack) < Limits.marks:  # MARK
+                    budget -= 64
+                    self.metastack.append(stack)
+                    stack = self.stack = []
+                    pos += 1
+                    continue
+                elif op == 0x74 and self.metastack:  # TUPLE
+                    items = stack
+                    stack = self.stack = self.metastack.pop()
+                    self.budget = budget
+                    stack.append(self._tuple(items))
+                    budget = self.budget
+                    pos += 1
+                    continue
+                elif 0x85 <= op <= 0x87 and len(stack) > op - 0x85:  # TUPLE1, TUPLE2, TUPLE3
+                    n = op - 0x84
+                    items = stack[-n:]
+                    del stack[-n:]
+                    self.budget = budget
+                    stack.append(self._tuple(items))
+                    budget = self.budget
+                    pos += 1
+                    continue
+                elif op == 0x52 and len(stack) >= 2:  # REDUCE
+                    self.pos, self.budget = pos + 1, budget
+                    self._op_REDUCE()
+                    pos, budget = self.pos, self.budget
+                    continue
                 budget += 8  # the handler below charges it
             self.pos, self.budget = pos, budget
             if pos >= len(data):

@@ -778,28 +778,27 @@ def _zip_layout(fh: IO[bytes], infos: list[zipfile.ZipInfo], start_dir: int, siz
     notes: list[str] = []
     end_of_previous = 0
     for info in sorted(infos, key=lambda i: i.header_offset):
-        name = short_repr(info.filename)
         fh.seek(info.header_offset)
         header = fh.read(30)
         if len(header) < 30 or header[:4] != b"PK\x03\x04":
-            raise CheckpointError(f"member {name}: no local header where the central directory points "
+            raise CheckpointError(f"member {short_repr(info.filename)}: no local header where the central directory points "
                                   "(torch.load refuses the file)")
         flags, method, crc, csize, usize, name_len, extra_len = struct.unpack("<2xHH4xIIIHH", header[4:30])
         local_name = fh.read(name_len)
         central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
         if local_name != central_name:
-            notes.append(f"member {name}: its local header names {short_repr(local_name)}")
+            notes.append(f"member {short_repr(info.filename)}: its local header names {short_repr(local_name)}")
         if method != info.compress_type:
-            notes.append(f"member {name}: local header says compression {method}, the central directory "
+            notes.append(f"member {short_repr(info.filename)}: local header says compression {method}, the central directory "
                          f"{info.compress_type}")
         data_start = info.header_offset + 30 + name_len + extra_len
         data_end = data_start + info.compress_size
         if data_end > start_dir:
-            raise CheckpointError(f"member {name} extends past the central directory (truncated or damaged)")
+            raise CheckpointError(f"member {short_repr(info.filename)} extends past the central directory (truncated or damaged)")
         if info.header_offset < end_of_previous:
-            notes.append(f"member {name} overlaps the member before it")
+            notes.append(f"member {short_repr(info.filename)} overlaps the member before it")
         elif info.header_offset > end_of_previous:
-            notes.append(f"{info.header_offset - end_of_previous:,} bytes before member {name} belong to no member")
+            notes.append(f"{info.header_offset - end_of_previous:,} bytes before member {short_repr(info.filename)} belong to no member")
         if flags & 0x8:  # sizes and CRC follow the data
             fh.seek(data_end)
             desc = fh.read(24)
@@ -809,21 +808,21 @@ def _zip_layout(fh: IO[bytes], infos: list[zipfile.ZipInfo], start_dir: int, siz
             fmt = "<IQQ" if zip64 else "<III"
             need = struct.calcsize(fmt)
             if len(body) < need:
-                raise CheckpointError(f"member {name}: its data descriptor is cut off (truncated file)")
+                raise CheckpointError(f"member {short_repr(info.filename)}: its data descriptor is cut off (truncated file)")
             d_crc, d_csize, d_usize = struct.unpack(fmt, body[:need])
             if (d_crc, d_csize, d_usize) != (info.CRC, info.compress_size, info.file_size):
-                notes.append(f"member {name}: its data descriptor disagrees with the central directory")
+                notes.append(f"member {short_repr(info.filename)}: its data descriptor disagrees with the central directory")
             end_of_previous = data_end + need + (4 if desc[:4] == b"PK\x07\x08" else 0)
         else:
             if (crc, csize, usize) != (info.CRC, info.compress_size, info.file_size):
-                notes.append(f"member {name}: its local header disagrees with the central directory")
+                notes.append(f"member {short_repr(info.filename)}: its local header disagrees with the central directory")
             end_of_previous = data_end
         if info.filename in stored and info.file_size > 0:
             unverified.append((data_start, data_end, info.filename))
         elif not info.filename.startswith(prefix):
-            notes.append(f"member {name} is outside the archive folder {short_repr(prefix)} (torch ignores it)")
+            notes.append(f"member {short_repr(info.filename)} is outside the archive folder {short_repr(prefix)} (torch ignores it)")
         elif info.filename.startswith(prefix + "data/") and info.filename not in stored:
-            notes.append(f"member {name} is referenced by no tensor (never read)")
+            notes.append(f"member {short_repr(info.filename)} is referenced by no tensor (never read)")
     if start_dir > end_of_previous:
         notes.append(f"{start_dir - end_of_previous:,} bytes before the central directory belong to no member")
     return notes
