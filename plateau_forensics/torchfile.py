@@ -763,7 +763,7 @@ def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
     if unverified:
         total = sum(end - start for start, end, _ in unverified)
         notes.append(f"{NOT_VERIFIED}the CRC-32 of {len(unverified)} storage member(s) ({_human(total)} of tensor "
-                     "data, never read); torch.load(weights_only=True) verifies them")
+                     "data, never read; torch.load does not check it either)")
     return TorchFile(obj, tuple(reader.neutralised), tuple(notes), tuple(unverified),
                      {k: n for k, (_, n) in reader.storages.items()})
 

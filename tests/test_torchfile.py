@@ -9,10 +9,12 @@ import argparse
 import dataclasses
 import io
 import os
+import pickle
 import struct
 import subprocess
 import sys
 import types
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,8 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from plateau_forensics import torchfile
 from plateau_forensics.errors import CheckpointError
@@ -433,3 +437,106 @@ def test_import_does_not_pull_in_torch() -> None:
     code = "import plateau_forensics.torchfile, sys; assert 'torch' not in sys.modules"
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env=env)
+
+
+# --- the pickle machine against CPython's unpickler, and the reader's limits ---------------------------------
+
+def machine_load(data: bytes) -> Any:
+    """Run our pickle machine (with the reader's allowlist) over one pickle stream."""
+    return torchfile._Reader(torchfile._Source("<memory>"), data, None).load()
+
+
+_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**600), 2**600), st.floats(allow_nan=False),
+                     st.text(max_size=20), st.binary(max_size=20), st.complex_numbers(allow_nan=False))
+_hashables = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5)),
+                          lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=6)
+_values = st.recursive(
+    _scalars | st.sets(_hashables, max_size=4) | st.frozensets(_hashables, max_size=4),
+    lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
+    | st.dictionaries(_hashables, inner, max_size=4), max_leaves=25)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_values, protocol=st.integers(0, 5))
+def test_machine_equals_cpython_on_plain_values(value: Any, protocol: int) -> None:
+    """For plain values, every protocol 0-5, our machine builds exactly what pickle.loads builds."""
+    data = pickle.dumps(value, protocol=protocol)
+    assert repr(machine_load(data)) == repr(pickle.loads(data))
+
+
+def test_shared_and_self_referencing_values() -> None:
+    """Memo references rebuild shared objects and cycles as CPython does."""
+    shared = [1, 2]
+    cyclic: list[Any] = [shared, shared]
+    cyclic.append(cyclic)
+    out = machine_load(pickle.dumps(cyclic, protocol=2))
+    assert out[0] is out[1] and out[2] is out and out[0] == [1, 2]
+
+
+@pytest.mark.parametrize("op", [b"\x82\x01", b"\x83\x01\x00", b"\x84\x01\x00\x00\x00"], ids=["EXT1", "EXT2", "EXT4"])
+def test_ext_opcodes_are_refused(op: bytes) -> None:
+    """EXT opcodes are refused outright: their meaning lives in copyreg's process-wide registry."""
+    with pytest.raises(CheckpointError, match=r"refused: the pickle uses EXT"):
+        machine_load(b"\x80\x02" + op + b".")
+
+
+def test_nesting_limit_is_exact() -> None:
+    """A tuple nested 99 deep works as a dict key; 101 deep is refused before CPython hashes it."""
+    ok = b"\x80\x02}" + b")" + b"\x85" * 98 + b"Ns."
+    assert len(machine_load(ok)) == 1
+    with pytest.raises(CheckpointError, match=r"nested deeper than 100"):
+        machine_load(b"\x80\x02}" + b")" + b"\x85" * 100 + b"Ns.")
+
+
+def test_damaged_weight_is_reported_unverified(tmp_path: Path) -> None:
+    """A flipped weight byte goes unnoticed by torch.load and by us; we say those bytes were not verified."""
+    _, _, sched = stepped_scheduler()
+    path = tmp_path / "w.pt"
+    torch.save({"w": torch.arange(64.0), "scheduler": sched.state_dict()}, path)
+    info = next(i for i in zipfile.ZipFile(path).infolist() if i.filename.endswith("/data/0"))
+    raw = bytearray(path.read_bytes())
+    with open(path, "rb") as fh:
+        fh.seek(info.header_offset + 26)
+        name_len, extra_len = struct.unpack("<HH", fh.read(4))
+    at = info.header_offset + 30 + name_len + extra_len + 100
+    raw[at] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    assert torch.load(path, weights_only=True)["w"][25].item() != 25.0  # torch reads the damaged value silently
+    archive = torchfile.read_torch_archive(path)
+    assert archive.obj["scheduler"]["best"] == sched.best
+    assert any(start <= at < end for start, end, _ in archive.unverified)
+    assert archive.integrity == (
+        "not verified: the CRC-32 of 1 storage member(s) (256 bytes of tensor data, never read; "
+        "torch.load does not check it either)",)
+
+
+def test_legacy_files_say_they_have_no_checksums(tmp_path: Path) -> None:
+    """A legacy file's integrity note says neither its pickles nor its storages can be verified."""
+    path = tmp_path / "l.pt"
+    torch.save({"w": torch.zeros(4)}, path, _use_new_zipfile_serialization=False)
+    (note,) = torchfile.read_torch_archive(path).integrity
+    assert note.startswith("not verified: the legacy format has no checksums") and "1 storage(s)" in note
+
+
+def test_protocol_4_file_reads_with_a_note(tmp_path: Path) -> None:
+    """torch.save(pickle_protocol=4) reads back equal, with a note that torch's weights-only loader refuses it."""
+    _, _, sched = stepped_scheduler()
+    path = tmp_path / "p4.pt"
+    torch.save(sched.state_dict(), path, pickle_protocol=4)
+    archive = torchfile.read_torch_archive(path)
+    assert archive.obj == sched.state_dict()
+    assert any("torch.load(weights_only=True) refuses (" in n for n in archive.integrity), archive.integrity
+
+
+def test_duplicate_member_is_ambiguous(tmp_path: Path) -> None:
+    """A zip holding data.pkl twice is refused: torch and zipfile would each pick a different copy."""
+    src, dst = tmp_path / "a.pt", tmp_path / "b.pt"
+    torch.save({"v": 1}, src)
+    with zipfile.ZipFile(src) as zin, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # zipfile warns about the duplicate name
+        with zipfile.ZipFile(dst, "w") as zout:
+            for info in zin.infolist():
+                zout.writestr(info.filename, zin.read(info))
+            zout.writestr(next(n for n in zin.namelist() if n.endswith("data.pkl")), pickle.dumps({"v": 2}, 2))
+    with pytest.raises(CheckpointError, match=r"ambiguous archive: member '.*/data\.pkl' appears twice"):
+        read_torch_file(dst)
