@@ -43,4 +43,4 @@ class CheckpointValueError(CheckpointError):
 
 
 class CheckpointLimitError(CheckpointError):
-    """The checkpoint exceeds a reader limit (nesting, size, object count): what a scheduler checkpoint needs."""
+    """The checkpoint exceeds a reader limit (nesting, size, objects): far above what schedulers need."""

@@ -237,7 +237,9 @@ def _as_mapping(obj: Any) -> Mapping[Any, Any] | None:
 
 
 def _suffix(key: Any) -> str:
-    return f".{key}" if isinstance(key, str) and key.isidentifier() and len(key) <= 80 else f"[{short_repr(key, 60)}]"
+    if isinstance(key, str) and key.isidentifier() and len(key) <= 80:
+        return f".{key}"
+    return f"[{short_repr(key, 60)}]"
 
 
 def _children(obj: Any) -> list[tuple[str, Any]]:
@@ -320,7 +322,8 @@ def _number(value: Any, where: str) -> tuple[Any, str | None]:
     dtype = None
     if _is_tensor(value):
         if math.prod(value.shape) != 1:
-            raise CheckpointValueError(f"{where} is a tensor of shape {short_repr(value.shape)}, not one number")
+            raise CheckpointValueError(f"{where} is a tensor of shape {short_repr(value.shape)}, not one "
+                                       "number")
         try:
             value, dtype = value.item(), value.dtype
         except (RuntimeError, ValueError, TypeError) as exc:  # torch's own errors for unreadable tensors
@@ -331,7 +334,8 @@ def _number(value: Any, where: str) -> tuple[Any, str | None]:
         try:
             float(value)
         except OverflowError:
-            raise CheckpointValueError(f"{where} holds an integer of {value.bit_length()} bits, too large for a "
+            raise CheckpointValueError(f"{where} holds an integer of {value.bit_length()} bits, too large "
+                                       "for a "
                                        "float") from None
     return value, dtype
 
@@ -362,7 +366,8 @@ def _normalise_state(raw: Mapping[Any, Any], where: str) -> tuple[dict[str, Any]
         elif k == "default_min_lr" and v is not None:
             v = _number(v, at)[0]
         elif k in _MODES and v not in _MODES[k]:
-            raise CheckpointValueError(f"{at} is {short_repr(v)}; torch knows {' and '.join(map(repr, _MODES[k]))}")
+            raise CheckpointValueError(f"{at} is {short_repr(v)}; torch knows "
+                                       f"{' and '.join(map(repr, _MODES[k]))}")
         out[key] = v
     factor = out.get("factor")
     if isinstance(factor, (int, float)) and factor >= 1.0:
@@ -413,8 +418,10 @@ def _counter(value: Any, where: str, integral: bool = False) -> Any:
     """An epoch/global_step field: None, or a finite number in range (an int when ``integral``)."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or (integral and not isinstance(value, int)):
-        raise CheckpointValueError(f"{where} is {short_repr(value)}, not {'an integer' if integral else 'a number'}")
+    wrong_type = isinstance(value, bool) or not isinstance(value, (int, float))
+    if wrong_type or (integral and not isinstance(value, int)):
+        raise CheckpointValueError(f"{where} is {short_repr(value)}, not "
+                                   f"{'an integer' if integral else 'a number'}")
     if abs(value) >= MAX_COUNT or (isinstance(value, float) and not math.isfinite(value)):
         raise CheckpointValueError(f"{where} is {short_repr(value)}: out of range for a counter")
     return value
@@ -437,7 +444,8 @@ def checkpoint_from_tree(
         chosen = [(p, m) for p, m in found if p == scheduler]
         if not chosen:
             listed = _listing([repr(n) for n in names]) or "none"
-            raise SchedulerStateNotFound(f"{path}: no plateau state at {short_repr(scheduler)}; found: {listed}")
+            raise SchedulerStateNotFound(f"{path}: no plateau state at {short_repr(scheduler)}; found: "
+                                         f"{listed}")
     else:
         chosen = found
     if not chosen:
@@ -446,7 +454,8 @@ def checkpoint_from_tree(
     if len(chosen) > 1:
         listed = _listing([repr(n or "<root>") for n in names])
         raise AmbiguousSchedulerState(
-            f"{path}: {len(chosen)} plateau states found: {listed} (choose one with --scheduler KEYPATH)", names
+            f"{path}: {len(chosen)} plateau states found: {listed} (choose one with --scheduler KEYPATH)",
+            names,
         )
     key_path, raw_state = chosen[0]
     where = f"{path}:{key_path or '<root>'}"
@@ -470,8 +479,9 @@ def checkpoint_from_tree(
         optimizer_lrs = tuple(float(v) for v, _ in pairs)
         lr_dtypes = tuple(d for _, d in pairs)
         if all("initial_lr" in g for g in groups):
-            initial_lrs = tuple(float(_number(g["initial_lr"], f"{path}:{opt_path}.param_groups[{i}].initial_lr")[0])
-                                for i, g in enumerate(groups))
+            initial_lrs = tuple(
+                float(_number(g["initial_lr"], f"{path}:{opt_path}.param_groups[{i}].initial_lr")[0])
+                for i, g in enumerate(groups))
     top = _as_mapping(tree) or {}
     epoch = top.get("epoch")
     step = top.get("global_step")
@@ -486,8 +496,8 @@ def checkpoint_from_tree(
         optimizer_key_path=opt_path,
         initial_lrs=initial_lrs,
         epoch=_counter(epoch, f"{path}:epoch") if isinstance(epoch, (int, float)) else None,
-        global_step=_counter(step, f"{path}:global_step") if isinstance(step, int) and not isinstance(step, bool)
-        else None,
+        global_step=(_counter(step, f"{path}:global_step")
+                     if isinstance(step, int) and not isinstance(step, bool) else None),
         top_level=_top_level(tree),
         candidates=tuple(names),
         framework=_framework(tree, key_path),
@@ -504,15 +514,18 @@ def _read_trainer_state(state_file: Path) -> dict[str, Any]:
     try:
         size = state_file.stat().st_size
         if size > MAX_TRAINER_STATE_BYTES:
-            raise CheckpointLimitError(f"{state_file}: {size:,} bytes (limit {MAX_TRAINER_STATE_BYTES >> 20} MiB)")
+            raise CheckpointLimitError(f"{state_file}: {size:,} bytes (limit "
+                                       f"{MAX_TRAINER_STATE_BYTES >> 20} MiB)")
         ts = json.loads(state_file.read_bytes())
     except CheckpointError:
         raise
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError covers JSONDecodeError and UnicodeDecodeError
-        text = " ".join(str(exc).split())[:200] if not isinstance(exc, RecursionError) else "nested too deeply"
+    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
+        deep = isinstance(exc, RecursionError)
+        text = "nested too deeply" if deep else " ".join(str(exc).split())[:200]
         raise CheckpointError(f"{state_file}: not readable JSON: {text}") from None
     if not isinstance(ts, dict):
-        raise CheckpointValueError(f"{state_file}: the top level is a JSON {type(ts).__name__}, not an object")
+        raise CheckpointValueError(f"{state_file}: the top level is a JSON {type(ts).__name__}, not an "
+                                   "object")
     try:
         check_depth(ts)
     except CheckpointError as exc:
@@ -541,7 +554,8 @@ def _load_hf_dir(d: Path, scheduler: str | None, loader: Loader) -> Checkpoint:
     integrity = tuple(f"{name}: {note}" for name, f in files for note in f.integrity)
     ck = checkpoint_from_tree(sched.obj, str(d), scheduler=scheduler, loader=loader, extra_trees=extra,
                               neutralised=neutralised, integrity=integrity)
-    ck = replace(ck, key_path=f"{HF_SCHEDULER}{':' + ck.key_path if ck.key_path else ''}", framework="hf-trainer")
+    key_path = f"{HF_SCHEDULER}{':' + ck.key_path if ck.key_path else ''}"
+    ck = replace(ck, key_path=key_path, framework="hf-trainer")
     state_file = d / HF_TRAINER_STATE
     if state_file.exists():
         ts = _read_trainer_state(state_file)
@@ -559,7 +573,8 @@ def load_checkpoint(
     Args:
         path: a ``.pt``/``.ckpt``/``.pth.tar`` file (any name: the content decides) or a directory.
         scheduler: the key path of the plateau state to use when there are several.
-        loader: ``"builtin"`` (torch-free restricted reader) or ``"torch"`` (``torch.load(weights_only=True)``,
+        loader: ``"builtin"`` (torch-free restricted reader) or ``"torch"``
+        (``torch.load(weights_only=True)``,
             after the built-in reader has checked the file).
 
     Returns:
@@ -578,5 +593,5 @@ def load_checkpoint(
     if p.is_dir():
         return _load_hf_dir(p, scheduler, loader)
     tf = read_file(p, loader)
-    return checkpoint_from_tree(tf.obj, str(p), scheduler=scheduler, loader=loader, neutralised=tf.neutralised,
-                                integrity=tf.integrity)
+    return checkpoint_from_tree(tf.obj, str(p), scheduler=scheduler, loader=loader,
+                                neutralised=tf.neutralised, integrity=tf.integrity)

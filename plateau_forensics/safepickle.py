@@ -26,7 +26,7 @@ class Limits:
     """The bounds the machine enforces; each error message names the one that was hit."""
 
     pickle_bytes = 64 * 2**20  # one pickle stream (data.pkl, or one legacy pickle)
-    memory = 256 * 2**20  # estimated bytes of the objects one stream builds (stack, containers, memo)
+    memory = 128 * 2**20  # estimated bytes of the objects one stream builds (stack, containers, memo)
     memo_entries = 1_000_000
     marks = 2 * 100  # MARKs open at once: each is a container being built
     int_bits = 2048  # below Python's int-to-str limit (640 digits at its lowest setting)
@@ -42,9 +42,20 @@ _UNPACK_D = struct.Struct(">d").unpack_from
 _UNPACK_I = struct.Struct("<i").unpack_from
 _UNPACK_UI = struct.Struct("<I").unpack_from
 _MISSING = object()
-_CORRUPT = (struct.error, ValueError, TypeError, IndexError, KeyError, OverflowError, UnicodeDecodeError,
-            AttributeError, RecursionError, MemoryError)
+_CORRUPT = (
+    struct.error,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    OverflowError,
+    UnicodeDecodeError,
+    AttributeError,
+    RecursionError,
+    MemoryError,
+)
 _HASHED = (tuple, frozenset)
+_NESTING = frozenset({list, dict, tuple, set, frozenset})
 
 
 class PickleMachine:
@@ -63,18 +74,33 @@ class PickleMachine:
         append_types: extra types that APPEND(S)/ADDITEMS may fill through ``append``/``extend``.
     """
 
-    def __init__(self, data: bytes, refill: Callable[[int], bytes] | None, *, find_class: Callable[[str, str], Any],
-                 call: Callable[[Any, tuple[Any, ...], dict[str, Any], bool], Any], build: Callable[[Any, Any], None],
-                 persistent_load: Callable[[Any], Any], set_types: tuple[type, ...] = (),
-                 append_types: tuple[type, ...] = ()) -> None:
+    def __init__(
+        self,
+        data: bytes,
+        refill: Callable[[int], bytes] | None,
+        *,
+        find_class: Callable[[str, str], Any],
+        call: Callable[[Any, tuple[Any, ...], dict[str, Any], bool], Any],
+        build: Callable[[Any, Any], None],
+        persistent_load: Callable[[Any], Any],
+        set_types: tuple[type, ...] = (),
+        append_types: tuple[type, ...] = (),
+    ) -> None:
         self.data, self.pos, self.refill = data, 0, refill
         self.consumed = 0  # bytes of earlier streams and refills dropped from the front of ``data``
-        self.find_class, self.call, self.build, self.persistent_load = find_class, call, build, persistent_load
+        self.find_class, self.call, self.build, self.persistent_load = (
+            find_class,
+            call,
+            build,
+            persistent_load,
+        )
         self.set_types, self.append_types = set_types, append_types
         self.budget = Limits.memory
         self.hash_seen: dict[int, Any] = {}
         self.collisions = 0
-        self.deep: dict[int, tuple[Any, int]] = {}  # id -> (tuple/frozenset, its nesting depth) when depth > 1
+        self.deep: dict[
+            int, tuple[Any, int]
+        ] = {}  # id -> (tuple/frozenset, its nesting depth) when depth > 1
         self.seen_ops = bytearray(256)  # opcodes met so far, all streams
 
     # -- reading bytes -----------------------------------------------------------------------------
@@ -86,15 +112,19 @@ class PickleMachine:
     def _more(self, n: int) -> None:
         """Make ``n`` more bytes available at ``pos`` or raise."""
         if self.offset - self.stream_start + n > Limits.pickle_bytes:
-            raise PickleLimitError(f"a pickle longer than {Limits.pickle_bytes >> 20} MiB "
-                                   "(a scheduler checkpoint's pickle is far smaller)")
+            raise PickleLimitError(
+                f"a pickle longer than {Limits.pickle_bytes >> 20} MiB "
+                "(a scheduler checkpoint's pickle is far smaller)"
+            )
         while len(self.data) - self.pos < n:
             extra = self.refill(n - (len(self.data) - self.pos)) if self.refill is not None else b""
             if not extra:
-                raise CheckpointError(f"truncated pickle (it ends at byte {self.offset + len(self.data) - self.pos} "
-                                      "before its STOP opcode)")
+                raise CheckpointError(
+                    f"truncated pickle (it ends at byte {self.offset + len(self.data) - self.pos} "
+                    "before its STOP opcode)"
+                )
             self.consumed += self.pos
-            self.data, self.pos = self.data[self.pos:] + extra, 0
+            self.data, self.pos = self.data[self.pos :] + extra, 0
 
     def _take(self, n: int) -> bytes:
         if len(self.data) - self.pos < n:
@@ -115,8 +145,10 @@ class PickleMachine:
     def _spend(self, n: int) -> None:
         self.budget -= n
         if self.budget < 0:
-            raise PickleLimitError(f"a pickle whose objects would take more than {Limits.memory >> 20} MiB "
-                                   "(a scheduler checkpoint needs far less)")
+            raise PickleLimitError(
+                f"a pickle whose objects would take more than {Limits.memory >> 20} MiB "
+                "(a scheduler checkpoint needs far less)"
+            )
 
     # -- the machine ---------------------------------------------------------------------------------
     def load(self) -> Any:
@@ -285,8 +317,10 @@ class PickleMachine:
 
     def _int(self, value: int) -> int:
         if value.bit_length() > Limits.int_bits:
-            raise PickleLimitError(f"an integer of {value.bit_length():,} bits (limit {Limits.int_bits}: "
-                                   "what a scheduler checkpoint could need)")
+            raise PickleLimitError(
+                f"an integer of {value.bit_length():,} bits (limit {Limits.int_bits}: "
+                "what a scheduler checkpoint could need)"
+            )
         return value
 
     def _key(self, key: Any) -> Any:
@@ -296,8 +330,10 @@ class PickleMachine:
         if first is not key and first != key:
             self.collisions += 1
             if self.collisions > Limits.hash_collisions:
-                raise PickleLimitError(f"more than {Limits.hash_collisions} distinct dict keys or set elements "
-                                       "with colliding hashes (a hash-flooding file)")
+                raise PickleLimitError(
+                    f"more than {Limits.hash_collisions} distinct dict keys or set elements "
+                    "with colliding hashes (a hash-flooding file)"
+                )
         return key
 
     def _hashed(self, container: Any, items: Any) -> Any:
@@ -333,6 +369,7 @@ class PickleMachine:
                 target[self._key(items[i])] = items[i + 1]
         else:
             raise CheckpointError(f"corrupt pickle (SETITEM into a {type(target).__name__})")
+        self._nested(target, items[1::2])
 
     def _appends(self, target: Any, items: list[Any]) -> None:
         self._spend(8 * len(items))
@@ -340,6 +377,28 @@ class PickleMachine:
             target.extend(items)
         else:
             raise CheckpointError(f"corrupt pickle (APPEND to a {type(target).__name__})")
+        self._nested(target, items)
+
+    def _nested(self, target: Any, items: list[Any]) -> None:
+        """Raise the depth recorded for ``target`` to one more than its deepest new item's, so a deep chain
+        fails after MAX_DEPTH steps instead of after the whole stream (``check_depth`` still has the last
+        word: an item filled in after it was inserted is not seen here)."""
+        deep = self.deep
+        depth = 0
+        for item in items:
+            if type(item) in _NESTING:
+                entry = deep.get(id(item))
+                d = entry[1] if entry is not None and entry[0] is item else 1
+                if d > depth:
+                    depth = d
+        if depth:
+            entry = deep.get(id(target))
+            mine = entry[1] if entry is not None and entry[0] is target else 1
+            if depth + 1 > mine:
+                if depth + 1 > MAX_DEPTH:
+                    raise PickleLimitError(f"containers nested deeper than {MAX_DEPTH} levels "
+                                           "(a scheduler checkpoint needs far fewer)")
+                deep[id(target)] = (target, depth + 1)
 
     def _memo_put(self, index: int) -> None:
         if not 0 <= index <= Limits.memo_index:
@@ -362,7 +421,8 @@ class PickleMachine:
             raise PickleLimitError(f"a global name longer than {Limits.name_chars} characters")
         if self.proto < 3:  # protocol 2 writes Python 2 names (__builtin__.set): map back as pickle does
             module, name = _compat_pickle.NAME_MAPPING.get(
-                (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name))
+                (module, name), (_compat_pickle.IMPORT_MAPPING.get(module, module), name)
+            )
         self._spend(len(module) + len(name) + 200)
         self._push(self.find_class(module, name))
 
@@ -380,7 +440,9 @@ class PickleMachine:
 
     def _op_MARK(self) -> None:
         if len(self.metastack) >= Limits.marks:
-            raise PickleLimitError(f"more than {Limits.marks} MARKs open at once (containers nested too deep)")
+            raise PickleLimitError(
+                f"more than {Limits.marks} MARKs open at once (containers nested too deep)"
+            )
         self._spend(64)
         self.metastack.append(self.stack)
         self.stack = []
@@ -430,8 +492,10 @@ class PickleMachine:
 
     def _long(self, n: int) -> None:
         if n > Limits.int_bits // 8 + 1:
-            raise PickleLimitError(f"an integer of {n:,} bytes (limit {Limits.int_bits // 8}: "
-                                   "what a scheduler checkpoint could need)")
+            raise PickleLimitError(
+                f"an integer of {n:,} bytes (limit {Limits.int_bits // 8}: "
+                "what a scheduler checkpoint could need)"
+            )
         self._push(self._int(int.from_bytes(self._take(n), "little", signed=True)))
 
     def _op_LONG1(self) -> None:
@@ -618,13 +682,17 @@ class PickleMachine:
     def _ext(self, code: int, op: str) -> None:
         # copyreg's extension registry is process state: what a code means depends on what else was imported
         # and unpickled before, so no code is ever resolved (torch.save never writes EXT opcodes).
-        raise CheckpointError(f"refused: the pickle uses {op} {code} (a copyreg extension code, resolved through "
-                              "process state outside the file)")
+        raise CheckpointError(
+            f"refused: the pickle uses {op} {code} (a copyreg extension code, resolved through "
+            "process state outside the file)"
+        )
 
     def _op_REDUCE(self) -> None:
         args, func = self._pop(), self._pop()
         if type(args) is not tuple:
-            raise CheckpointError(f"corrupt pickle (REDUCE arguments are a {type(args).__name__}, not a tuple)")
+            raise CheckpointError(
+                f"corrupt pickle (REDUCE arguments are a {type(args).__name__}, not a tuple)"
+            )
         self._spend(100)
         self._push(self.call(func, args, {}, False))
 
@@ -671,7 +739,9 @@ class PickleMachine:
 def _digits(line: bytes) -> str:
     text = line.decode("ascii").strip()
     if len(text) > Limits.int_bits // 3 + 2:
-        raise PickleLimitError(f"a number written with {len(text):,} characters (limit {Limits.int_bits // 3})")
+        raise PickleLimitError(
+            f"a number written with {len(text):,} characters (limit {Limits.int_bits // 3})"
+        )
     return text
 
 
@@ -683,35 +753,126 @@ def _size8(raw: bytes) -> int:
 
 
 _OPCODES: dict[str, bytes] = {
-    "MARK": b"(", "POP": b"0", "POP_MARK": b"1", "DUP": b"2", "FLOAT": b"F", "INT": b"I", "BININT": b"J",
-    "BININT1": b"K", "LONG": b"L", "BININT2": b"M", "NONE": b"N", "PERSID": b"P", "BINPERSID": b"Q",
-    "REDUCE": b"R", "STRING": b"S", "BINSTRING": b"T", "SHORT_BINSTRING": b"U", "UNICODE": b"V",
-    "BINUNICODE": b"X", "APPEND": b"a", "BUILD": b"b", "GLOBAL": b"c", "DICT": b"d", "EMPTY_DICT": b"}",
-    "APPENDS": b"e", "GET": b"g", "BINGET": b"h", "INST": b"i", "LONG_BINGET": b"j", "LIST": b"l",
-    "EMPTY_LIST": b"]", "OBJ": b"o", "PUT": b"p", "BINPUT": b"q", "LONG_BINPUT": b"r", "SETITEM": b"s",
-    "TUPLE": b"t", "EMPTY_TUPLE": b")", "SETITEMS": b"u", "BINFLOAT": b"G", "PROTO": b"\x80",
-    "NEWOBJ": b"\x81", "EXT1": b"\x82", "EXT2": b"\x83", "EXT4": b"\x84", "TUPLE1": b"\x85",
-    "TUPLE2": b"\x86", "TUPLE3": b"\x87", "NEWTRUE": b"\x88", "NEWFALSE": b"\x89", "LONG1": b"\x8a",
-    "LONG4": b"\x8b", "BINBYTES": b"B", "SHORT_BINBYTES": b"C", "SHORT_BINUNICODE": b"\x8c",
-    "BINUNICODE8": b"\x8d", "BINBYTES8": b"\x8e", "EMPTY_SET": b"\x8f", "ADDITEMS": b"\x90",
-    "FROZENSET": b"\x91", "NEWOBJ_EX": b"\x92", "STACK_GLOBAL": b"\x93", "MEMOIZE": b"\x94",
-    "FRAME": b"\x95", "BYTEARRAY8": b"\x96", "NEXT_BUFFER": b"\x97", "READONLY_BUFFER": b"\x98",
+    "MARK": b"(",
+    "POP": b"0",
+    "POP_MARK": b"1",
+    "DUP": b"2",
+    "FLOAT": b"F",
+    "INT": b"I",
+    "BININT": b"J",
+    "BININT1": b"K",
+    "LONG": b"L",
+    "BININT2": b"M",
+    "NONE": b"N",
+    "PERSID": b"P",
+    "BINPERSID": b"Q",
+    "REDUCE": b"R",
+    "STRING": b"S",
+    "BINSTRING": b"T",
+    "SHORT_BINSTRING": b"U",
+    "UNICODE": b"V",
+    "BINUNICODE": b"X",
+    "APPEND": b"a",
+    "BUILD": b"b",
+    "GLOBAL": b"c",
+    "DICT": b"d",
+    "EMPTY_DICT": b"}",
+    "APPENDS": b"e",
+    "GET": b"g",
+    "BINGET": b"h",
+    "INST": b"i",
+    "LONG_BINGET": b"j",
+    "LIST": b"l",
+    "EMPTY_LIST": b"]",
+    "OBJ": b"o",
+    "PUT": b"p",
+    "BINPUT": b"q",
+    "LONG_BINPUT": b"r",
+    "SETITEM": b"s",
+    "TUPLE": b"t",
+    "EMPTY_TUPLE": b")",
+    "SETITEMS": b"u",
+    "BINFLOAT": b"G",
+    "PROTO": b"\x80",
+    "NEWOBJ": b"\x81",
+    "EXT1": b"\x82",
+    "EXT2": b"\x83",
+    "EXT4": b"\x84",
+    "TUPLE1": b"\x85",
+    "TUPLE2": b"\x86",
+    "TUPLE3": b"\x87",
+    "NEWTRUE": b"\x88",
+    "NEWFALSE": b"\x89",
+    "LONG1": b"\x8a",
+    "LONG4": b"\x8b",
+    "BINBYTES": b"B",
+    "SHORT_BINBYTES": b"C",
+    "SHORT_BINUNICODE": b"\x8c",
+    "BINUNICODE8": b"\x8d",
+    "BINBYTES8": b"\x8e",
+    "EMPTY_SET": b"\x8f",
+    "ADDITEMS": b"\x90",
+    "FROZENSET": b"\x91",
+    "NEWOBJ_EX": b"\x92",
+    "STACK_GLOBAL": b"\x93",
+    "MEMOIZE": b"\x94",
+    "FRAME": b"\x95",
+    "BYTEARRAY8": b"\x96",
+    "NEXT_BUFFER": b"\x97",
+    "READONLY_BUFFER": b"\x98",
 }
 
 
-#: The opcodes torch.load(weights_only=True) executes (torch/_weights_only_unpickler.py): torch.save's protocol 2.
-TORCH_OPCODES = frozenset(_OPCODES[name][0] for name in (
-    "APPEND", "APPENDS", "BINFLOAT", "BINGET", "BININT", "BININT1", "BININT2", "BINPERSID", "BINPUT", "BINUNICODE",
-    "BUILD", "EMPTY_DICT", "EMPTY_LIST", "EMPTY_SET", "EMPTY_TUPLE", "GLOBAL", "LONG1", "LONG_BINGET",
-    "LONG_BINPUT", "MARK", "NEWFALSE", "NEWOBJ", "NEWTRUE", "NONE", "PROTO", "REDUCE", "SETITEM", "SETITEMS",
-    "SHORT_BINSTRING", "TUPLE", "TUPLE1", "TUPLE2", "TUPLE3"))
+#: The opcodes torch.load(weights_only=True) executes (torch/_weights_only_unpickler.py): torch.save's
+#: protocol 2.
+TORCH_OPCODES = frozenset(
+    _OPCODES[name][0]
+    for name in (
+        "APPEND",
+        "APPENDS",
+        "BINFLOAT",
+        "BINGET",
+        "BININT",
+        "BININT1",
+        "BININT2",
+        "BINPERSID",
+        "BINPUT",
+        "BINUNICODE",
+        "BUILD",
+        "EMPTY_DICT",
+        "EMPTY_LIST",
+        "EMPTY_SET",
+        "EMPTY_TUPLE",
+        "GLOBAL",
+        "LONG1",
+        "LONG_BINGET",
+        "LONG_BINPUT",
+        "MARK",
+        "NEWFALSE",
+        "NEWOBJ",
+        "NEWTRUE",
+        "NONE",
+        "PROTO",
+        "REDUCE",
+        "SETITEM",
+        "SETITEMS",
+        "SHORT_BINSTRING",
+        "TUPLE",
+        "TUPLE1",
+        "TUPLE2",
+        "TUPLE3",
+    )
+)
 OPCODE_NAMES = {code[0]: name for name, code in _OPCODES.items()}
 
 
 def foreign_opcodes(seen: bytearray) -> list[str]:
     """Names of the opcodes in ``seen`` that torch.load(weights_only=True) refuses (STOP excluded)."""
-    return [OPCODE_NAMES.get(op, f"0x{op:02x}") for op in range(256)
-            if seen[op] and op not in TORCH_OPCODES and op != 0x2E]
+    return [
+        OPCODE_NAMES.get(op, f"0x{op:02x}")
+        for op in range(256)
+        if seen[op] and op not in TORCH_OPCODES and op != 0x2E
+    ]
 
 
 def children(obj: Any) -> list[Any] | tuple[Any, ...] | None:
@@ -766,8 +927,9 @@ def check_depth(root: Any, limit: int = MAX_DEPTH) -> None:
                     stack[-1] = (node, it, best)
                 continue
             if len(stack) >= limit:
-                raise PickleLimitError(f"containers nested deeper than {limit} levels "
-                                       "(a scheduler checkpoint needs far fewer)")
+                raise PickleLimitError(
+                    f"containers nested deeper than {limit} levels (a scheduler checkpoint needs far fewer)"
+                )
             keep.append(child)
             active.add(cid)
             stack[-1] = (node, it, best)
@@ -784,4 +946,5 @@ def check_depth(root: Any, limit: int = MAX_DEPTH) -> None:
 
 
 _DISPATCH: dict[int, Callable[[PickleMachine], None]] = {
-    op[0]: getattr(PickleMachine, f"_op_{name}") for name, op in _OPCODES.items()}
+    op[0]: getattr(PickleMachine, f"_op_{name}") for name, op in _OPCODES.items()
+}

@@ -70,7 +70,8 @@ def _one_line(exc: BaseException) -> str:
 
 
 def short_repr(value: Any, limit: int = 80) -> str:
-    """A repr for error messages: capped at about ``limit`` characters, safe for any value the reader builds."""
+    """A repr for error messages: capped at about ``limit`` characters, safe for any value the reader
+    builds."""
     try:
         text = _SHORT.repr(value)
     except (ValueError, RecursionError, TypeError):  # e.g. an int past Python's int-to-str limit
@@ -109,9 +110,11 @@ class _Source:
                 data = self._read_zip(fh, key, start, nbytes) if self.zip_prefix is not None else (
                     self._read_legacy(fh, key, start, nbytes))
         except _ZIP_ERRORS as exc:
-            raise CheckpointError(f"{self.path}: cannot read storage {short_repr(key)} ({_one_line(exc)})") from None
+            what = f"{self.path}: cannot read storage {short_repr(key)}"
+            raise CheckpointError(f"{what} ({_one_line(exc)})") from None
         if len(data) != nbytes:
-            raise CheckpointError(f"{self.path}: storage {short_repr(key)} is missing or shorter than its tensor")
+            raise CheckpointError(f"{self.path}: storage {short_repr(key)} is missing or shorter than its "
+                                  "tensor")
         self.bytes_read += nbytes
         return data
 
@@ -222,7 +225,7 @@ class TensorRef(_Inert):
         """
         if self.numel > 2**24:
             raise CheckpointError(f"tolist() of a tensor with {self.numel:,} elements (limit 16,777,216)")
-        span = sum((n - 1) * s for n, s in zip(self.shape, self.stride)) + 1
+        span = sum((n - 1) * s for n, s in zip(self.shape, self.stride, strict=True)) + 1
         flat = self._values(self.storage_offset, span) if self.numel else []
 
         def build(dim: int, base: int) -> Any:
@@ -361,14 +364,15 @@ def _tensor(storage: Any, offset: Any, size: Any, stride: Any, requires_grad: An
     if not (isinstance(size, (tuple, list)) and isinstance(stride, (tuple, list))):
         raise CheckpointError(f"malformed tensor (size={short_repr(size)}, stride={short_repr(stride)})")
     if len(size) > MAX_TENSOR_DIMS:
-        raise CheckpointError(f"a tensor with {len(size):,} dimensions (limit {MAX_TENSOR_DIMS}, as in torch)")
+        raise CheckpointError(f"a tensor with {len(size):,} dimensions (limit {MAX_TENSOR_DIMS}, as in "
+                              "torch)")
     size, stride = tuple(size), tuple(stride)
     if len(size) != len(stride) or not all(type(v) is int and v >= 0 for v in (offset, *size, *stride)):
         raise CheckpointError(f"malformed tensor (offset={short_repr(offset)}, size={short_repr(size)}, "
                               f"stride={short_repr(stride)})")
     dtype = dtype or storage.dtype
     itemsize = _DTYPES.get(dtype, (None, 0))[1]
-    last = offset + sum((n - 1) * s for n, s in zip(size, stride))
+    last = offset + sum((n - 1) * s for n, s in zip(size, stride, strict=True))
     if itemsize and math.prod(size) and (last + 1) * itemsize > storage.nbytes:
         raise CheckpointError(f"a tensor of size {size} at offset {offset} overruns storage {storage.key!r}")
     return TensorRef(dtype, size, stride, offset, storage.key, storage.device, bool(requires_grad),
@@ -479,9 +483,9 @@ class _Reader:
         self.source = source
         self.storages: dict[str, tuple[str, int]] = {}  # key -> (dtype, nbytes) as the persistent ids say
         self.neutralised: dict[str, None] = {}  # dotted names that became Opaque placeholders, in order
-        self.machine = PickleMachine(data, refill, find_class=self.find_class, call=self.call, build=self.build,
-                                     persistent_load=self.persistent_load, set_types=(Opaque,),
-                                     append_types=(Opaque,))
+        self.machine = PickleMachine(data, refill, find_class=self.find_class, call=self.call,
+                                     build=self.build, persistent_load=self.persistent_load,
+                                     set_types=(Opaque,), append_types=(Opaque,))
 
     def load(self) -> Any:
         return self.machine.load()
@@ -596,7 +600,8 @@ def _human(n: int) -> str:
 
 
 def _check_end_record(fh: IO[bytes], size: int) -> tuple[int, int, int] | None:
-    """Refuse a central directory that would cost more to parse than any checkpoint needs, or that spans disks.
+    """Refuse a central directory that would cost more to parse than any checkpoint needs, or that spans
+    disks.
 
     Returns:
         (members on this disk, members in all, central directory bytes) as the end record gives them, or None
@@ -637,7 +642,8 @@ def _walk_central(fh: IO[bytes], start: int, size: int, count: int) -> None:
         name_len, extra_len, comment_len = struct.unpack("<HHH", cd[pos + 28 : pos + 34])
         pos += 46 + name_len + extra_len + comment_len
     if pos != size:
-        raise CheckpointError(f"the central directory's entries span {pos:,} bytes, its end record says {size:,} "
+        raise CheckpointError(f"the central directory's entries span {pos:,} bytes, its end record says "
+                              f"{size:,} "
                               "(a damaged entry; torch.load refuses it)")
 
 
@@ -659,7 +665,8 @@ def _check_member(info: zipfile.ZipInfo) -> None:
 
 def _read_small(zf: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
     if info.file_size > SMALL_MEMBER_BYTES:
-        raise CheckpointError(f"member {short_repr(info.filename)} holds {info.file_size:,} bytes; torch writes "
+        raise CheckpointError(f"member {short_repr(info.filename)} holds {info.file_size:,} bytes; torch "
+                              "writes "
                               f"at most a few (limit {SMALL_MEMBER_BYTES})")
     with zf.open(info) as member:
         data = member.read(SMALL_MEMBER_BYTES + 1)
@@ -685,21 +692,26 @@ def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
         with zipfile.ZipFile(fh) as zf:
             infos = zf.infolist()
             if counted is not None and counted[:2] != (len(infos), len(infos)):
-                raise CheckpointError(f"the end record counts {counted[1]:,} members ({counted[0]:,} on this disk) "
-                                      f"but the central directory holds {len(infos):,} (torch.load refuses it)")
+                raise CheckpointError(f"the end record counts {counted[1]:,} members ({counted[0]:,} on "
+                                      "this disk) "
+                                      f"but the central directory holds {len(infos):,} (torch.load refuses "
+                                      "it)")
             if counted is not None:
                 _walk_central(fh, zf.start_dir, counted[2], len(infos))
             seen: set[str] = set()
             for info in infos:
                 if info.filename in seen:
-                    raise CheckpointError(f"ambiguous archive: member {short_repr(info.filename)} appears twice "
+                    raise CheckpointError(f"ambiguous archive: member {short_repr(info.filename)} appears "
+                                          "twice "
                                           "(torch.load and this reader could read different copies)")
                 seen.add(info.filename)
                 _check_member(info)
-            # torch's rule: the archive folder is the first member's directory; every record is looked up in it
+            # torch's rule: the archive folder is the first member's directory; every record is looked up in
+            # it
             first = infos[0].filename if infos else ""
             if "/" not in first:
-                raise CheckpointError("not a torch.save file (a zip archive whose first member is not in a folder)")
+                raise CheckpointError("not a torch.save file (a zip archive whose first member is not in a "
+                                      "folder)")
             prefix = first[: first.index("/") + 1]
             members = {i.filename: i for i in infos}
             pkl = members.get(prefix + "data.pkl")
@@ -725,7 +737,8 @@ def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
             if prefix + "byteorder" in members:
                 order = _read_small(zf, members[prefix + "byteorder"]).decode("ascii", "replace")
             if pkl.file_size > Limits.pickle_bytes:
-                raise PickleLimitError(f"data.pkl holds {_human(pkl.file_size)} (limit {Limits.pickle_bytes >> 20} "
+                raise PickleLimitError(f"data.pkl holds {_human(pkl.file_size)} (limit "
+                                       f"{Limits.pickle_bytes >> 20} "
                                        "MiB: a scheduler checkpoint's pickle is far smaller)")
             with zf.open(pkl) as member:
                 data = member.read(Limits.pickle_bytes + 1)
@@ -744,10 +757,12 @@ def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
     notes: list[str] = []
     foreign = foreign_opcodes(reader.machine.seen_ops)
     if foreign:
-        notes.append(f"the pickle uses opcodes torch.save never writes and torch.load(weights_only=True) refuses "
+        notes.append(f"the pickle uses opcodes torch.save never writes and torch.load(weights_only=True) "
+                     "refuses "
                      f"({', '.join(foreign[:8])}): torch would not read this file")
     if reader.machine.pos < len(data):
-        notes.append(f"data.pkl has {len(data) - reader.machine.pos:,} bytes after its STOP opcode (never read)")
+        notes.append(f"data.pkl has {len(data) - reader.machine.pos:,} bytes after its STOP opcode (never "
+                     "read)")
     unverified: list[tuple[int, int, str]] = []
     stored: dict[str, zipfile.ZipInfo] = {}
     for key, (_, nbytes) in reader.storages.items():
@@ -756,13 +771,15 @@ def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
             raise CheckpointError(f"storage {short_repr(key)} has no member data/{short_repr(key)} "
                                   "(torch.load refuses the file)")
         if info.file_size != nbytes:
-            raise CheckpointError(f"member data/{short_repr(key)} holds {info.file_size:,} bytes but its tensors "
+            raise CheckpointError(f"member data/{short_repr(key)} holds {info.file_size:,} bytes but its "
+                                  "tensors "
                                   f"declare {nbytes:,} (torch.load refuses the file)")
         stored[info.filename] = info
     notes += _zip_layout(fh, infos, start_dir, size, stored, prefix, unverified)
     if unverified:
         total = sum(end - start for start, end, _ in unverified)
-        notes.append(f"{NOT_VERIFIED}the CRC-32 of {len(unverified)} storage member(s) ({_human(total)} of tensor "
+        notes.append(f"{NOT_VERIFIED}the CRC-32 of {len(unverified)} storage member(s) ({_human(total)} of "
+                     "tensor "
                      "data, never read; torch.load does not check it either)")
     return TorchFile(obj, tuple(reader.neutralised), tuple(notes), tuple(unverified),
                      {k: n for k, (_, n) in reader.storages.items()})
@@ -781,24 +798,29 @@ def _zip_layout(fh: IO[bytes], infos: list[zipfile.ZipInfo], start_dir: int, siz
         fh.seek(info.header_offset)
         header = fh.read(30)
         if len(header) < 30 or header[:4] != b"PK\x03\x04":
-            raise CheckpointError(f"member {short_repr(info.filename)}: no local header where the central directory points "
+            raise CheckpointError(f"member {short_repr(info.filename)}: no local header where the central "
+                                  "directory points "
                                   "(torch.load refuses the file)")
         flags, method, crc, csize, usize, name_len, extra_len = struct.unpack("<2xHH4xIIIHH", header[4:30])
         local_name = fh.read(name_len)
         central_name = info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace")
         if local_name != central_name:
-            notes.append(f"member {short_repr(info.filename)}: its local header names {short_repr(local_name)}")
+            notes.append(f"member {short_repr(info.filename)}: its local header names "
+                         f"{short_repr(local_name)}")
         if method != info.compress_type:
-            notes.append(f"member {short_repr(info.filename)}: local header says compression {method}, the central directory "
+            notes.append(f"member {short_repr(info.filename)}: local header says compression {method}, the "
+                         "central directory "
                          f"{info.compress_type}")
         data_start = info.header_offset + 30 + name_len + extra_len
         data_end = data_start + info.compress_size
         if data_end > start_dir:
-            raise CheckpointError(f"member {short_repr(info.filename)} extends past the central directory (truncated or damaged)")
+            raise CheckpointError(f"member {short_repr(info.filename)} extends past the central directory "
+                                  "(truncated or damaged)")
         if info.header_offset < end_of_previous:
             notes.append(f"member {short_repr(info.filename)} overlaps the member before it")
         elif info.header_offset > end_of_previous:
-            notes.append(f"{info.header_offset - end_of_previous:,} bytes before member {short_repr(info.filename)} belong to no member")
+            notes.append(f"{info.header_offset - end_of_previous:,} bytes before member "
+                         f"{short_repr(info.filename)} belong to no member")
         if flags & 0x8:  # sizes and CRC follow the data
             fh.seek(data_end)
             desc = fh.read(24)
@@ -808,23 +830,28 @@ def _zip_layout(fh: IO[bytes], infos: list[zipfile.ZipInfo], start_dir: int, siz
             fmt = "<IQQ" if zip64 else "<III"
             need = struct.calcsize(fmt)
             if len(body) < need:
-                raise CheckpointError(f"member {short_repr(info.filename)}: its data descriptor is cut off (truncated file)")
+                raise CheckpointError(f"member {short_repr(info.filename)}: its data descriptor is cut off "
+                                      "(truncated file)")
             d_crc, d_csize, d_usize = struct.unpack(fmt, body[:need])
             if (d_crc, d_csize, d_usize) != (info.CRC, info.compress_size, info.file_size):
-                notes.append(f"member {short_repr(info.filename)}: its data descriptor disagrees with the central directory")
+                notes.append(f"member {short_repr(info.filename)}: its data descriptor disagrees with the "
+                             "central directory")
             end_of_previous = data_end + need + (4 if desc[:4] == b"PK\x07\x08" else 0)
         else:
             if (crc, csize, usize) != (info.CRC, info.compress_size, info.file_size):
-                notes.append(f"member {short_repr(info.filename)}: its local header disagrees with the central directory")
+                notes.append(f"member {short_repr(info.filename)}: its local header disagrees with the "
+                             "central directory")
             end_of_previous = data_end
         if info.filename in stored and info.file_size > 0:
             unverified.append((data_start, data_end, info.filename))
         elif not info.filename.startswith(prefix):
-            notes.append(f"member {short_repr(info.filename)} is outside the archive folder {short_repr(prefix)} (torch ignores it)")
+            notes.append(f"member {short_repr(info.filename)} is outside the archive folder "
+                         f"{short_repr(prefix)} (torch ignores it)")
         elif info.filename.startswith(prefix + "data/") and info.filename not in stored:
             notes.append(f"member {short_repr(info.filename)} is referenced by no tensor (never read)")
     if start_dir > end_of_previous:
-        notes.append(f"{start_dir - end_of_previous:,} bytes before the central directory belong to no member")
+        notes.append(f"{start_dir - end_of_previous:,} bytes before the central directory belong to no "
+                     "member")
     return notes
 
 
@@ -860,7 +887,8 @@ def _read_legacy(path: str, fh: IO[bytes]) -> TorchFile:
     notes = _index_legacy_storages(source, pickle_end, keys, reader.storages)
     foreign = foreign_opcodes(reader.machine.seen_ops)
     if foreign:
-        notes.insert(0, f"the pickle uses opcodes torch.save never writes and torch.load(weights_only=True) refuses "
+        notes.insert(0, f"the pickle uses opcodes torch.save never writes and torch.load(weights_only=True) "
+                        "refuses "
                         f"({', '.join(foreign[:8])}): torch would not read this file")
     unverified = [(0, pickle_end, "<legacy pickles>")]
     unverified += [(offset, offset + n, key) for key, (offset, n) in source.offsets.items() if n]
@@ -871,14 +899,16 @@ def _read_legacy(path: str, fh: IO[bytes]) -> TorchFile:
                      {k: n for k, (_, n) in reader.storages.items()})
 
 
-def _index_legacy_storages(source: _Source, pos: int, keys: list[str], storages: dict[str, tuple[str, int]]) -> list[str]:
+def _index_legacy_storages(source: _Source, pos: int, keys: list[str],
+                           storages: dict[str, tuple[str, int]]) -> list[str]:
     """Record where each storage's bytes start: read only the 8-byte element counts, seek past the data."""
     end = "<" if source.byteorder == "little" else ">"
     with _open_binary(source.path, buffering=0) as raw:  # unbuffered: no weight byte lands in a read-ahead
         size = raw.seek(0, os.SEEK_END)
         for key in keys:  # _legacy_save writes, in this order: int64 numel, then numel * itemsize bytes
             if key not in storages:
-                raise CheckpointError(f"corrupt legacy file (storage {short_repr(key)} is listed but never used)")
+                raise CheckpointError(f"corrupt legacy file (storage {short_repr(key)} is listed but never "
+                                      "used)")
             dtype, declared = storages[key]
             raw.seek(pos)
             header = raw.read(8)
@@ -887,13 +917,15 @@ def _index_legacy_storages(source: _Source, pos: int, keys: list[str], storages:
             if count < 0 or pos + 8 + nbytes > size:
                 raise CheckpointError(f"truncated legacy file (storage {short_repr(key)} ends past the end)")
             if nbytes != declared:
-                raise CheckpointError(f"corrupt legacy file (storage {short_repr(key)} holds {nbytes:,} bytes, its "
+                raise CheckpointError(f"corrupt legacy file (storage {short_repr(key)} holds {nbytes:,} "
+                                      "bytes, its "
                                       f"tensors declare {declared:,}; torch.load refuses it)")
             source.offsets[key] = (pos + 8, nbytes)
             pos += 8 + nbytes
     missing = [k for k in storages if k not in source.offsets]
     if missing:
-        raise CheckpointError(f"corrupt legacy file (storage {short_repr(missing[0])} is used but not listed)")
+        raise CheckpointError(f"corrupt legacy file (storage {short_repr(missing[0])} is used but not "
+                              "listed)")
     return [f"{size - pos:,} bytes after the last storage (never read)"] if size > pos else []
 
 

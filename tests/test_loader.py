@@ -115,7 +115,8 @@ class TestLayouts:
         assert {"num_bad_epochs", "cooldown_counter", "patience"} <= set(ck.state.missing)
 
     def test_hf_checkpoint_directory(self, tmp_path: Path) -> None:
-        """A checkpoint-N/ directory: scheduler.pt, optimizer.pt and trainer_state.json; other files untouched."""
+        """A checkpoint-N/ directory: scheduler.pt, optimizer.pt and trainer_state.json; other files
+        untouched."""
         opt, sched = stepped(lrs=(0.05, 0.05))
         d = tmp_path / "checkpoint-160"
         d.mkdir()
@@ -143,7 +144,8 @@ class TestTensorValues:
     @pytest.mark.parametrize("threshold_mode", ["rel", "abs"])
     def test_tensor_best_compares_in_its_dtype(self, tmp_path: Path, dtype: torch.dtype, mode: str,
                                               threshold_mode: str) -> None:
-        """A torch-1.0-style tensor best (loaded into 2.13) is compared in the tensor's dtype until replaced."""
+        """A torch-1.0-style tensor best (loaded into 2.13) is compared in the tensor's dtype until
+        replaced."""
         opt, sched = make_scheduler([0.1], {"patience": 1, "mode": mode, "threshold_mode": threshold_mode,
                                             "threshold": 0.1})
         sd = sched.state_dict()
@@ -211,7 +213,8 @@ class TestRealValues:
         assert ck.neutralised == ("torch.optim.adam.Adam", "torch.bfloat16")
 
     def test_shared_state_is_one_candidate(self, tmp_path: Path) -> None:
-        """One state dict referenced from two keys (pickle's memo) is one object: found once, at its first path."""
+        """One state dict referenced from two keys (pickle's memo) is one object: found once, at its first
+        path."""
         opt, sched = stepped()
         sd = sched.state_dict()
         torch.save({"scheduler": sd, "backup": {"scheduler": sd}}, tmp_path / "s.pt")
@@ -237,9 +240,11 @@ class TestBadValues:
         ("threshold_mode", "x" * 10_000, r"scheduler\.threshold_mode is 'x+\.\.\.x+'; torch knows"),
         ("patience", "2", r"scheduler\.patience holds '2', not a number"),
         ("best", None, r"scheduler\.best holds None, not a number"),
-        ("min_lrs", [2**1100], r"scheduler\.min_lrs\[0\] holds an integer of 1101 bits, too large for a float"),
+        ("min_lrs", [2**1100], r"scheduler\.min_lrs\[0\] holds an integer of 1101 bits, too large for a "
+                               r"float"),
         ("last_epoch", 2**70, r"scheduler\.last_epoch is 1180591620717411303424: out of range for a counter"),
-    ], ids=["factor", "mode", "long-threshold-mode", "patience", "best-none", "min-lrs-huge", "last-epoch-huge"])
+    ], ids=["factor", "mode", "long-threshold-mode", "patience", "best-none", "min-lrs-huge",
+            "last-epoch-huge"])
     def test_value_error_names_the_key(self, tmp_path: Path, key: str, value: object, message: str) -> None:
         """The error is typed, names the key, quotes at most 80 characters, and is one line."""
         _, sched = stepped()
@@ -262,7 +267,8 @@ class TestBadValues:
         sd["factor"] = 1.5
         torch.save(sd, tmp_path / "f.pt")
         result = CliRunner().invoke(main, [str(tmp_path / "f.pt")])
-        assert result.exit_code == 1 and result.stderr.startswith("Error: ") and "factor is 1.5" in result.stderr
+        assert result.exit_code == 1 and result.stderr.startswith("Error: ")
+        assert "factor is 1.5" in result.stderr
 
     @pytest.mark.parametrize(("content", "message"), [
         (b"[1, 2]", "the top level is a JSON list, not an object"),
@@ -304,11 +310,13 @@ class TestSanity:
         from plateau_forensics.loader import checkpoint_from_tree
         from plateau_forensics.sanity import check_checkpoint
 
-        opt, sched = make_scheduler([0.1, 0.01], {"patience": patience, "cooldown": cooldown, "factor": factor,
-                                                  "mode": mode, "threshold_mode": threshold_mode})
+        opt, sched = make_scheduler([0.1, 0.01], {"patience": patience, "cooldown": cooldown,
+                                                  "factor": factor, "mode": mode,
+                                                  "threshold_mode": threshold_mode})
         for m in metrics:
             sched.step(m)
-            ck = checkpoint_from_tree({"scheduler": sched.state_dict(), "optimizer": opt.state_dict()}, "live")
+            tree = {"scheduler": sched.state_dict(), "optimizer": opt.state_dict()}
+            ck = checkpoint_from_tree(tree, "live")
             assert check_checkpoint(ck) == [], sched.state_dict()
 
     @pytest.mark.parametrize(("change", "code"), [
@@ -340,6 +348,7 @@ class TestSanity:
             def __reduce__(self) -> tuple[object, ...]:
                 return (os.system, (f"touch {target}",))
 
-        assert sanity_codes(sched.state_dict(), tmp_path, args=argparse.Namespace(lr=0.1)) == ["neutralised-globals"]
+        namespace = argparse.Namespace(lr=0.1)
+        assert sanity_codes(sched.state_dict(), tmp_path, args=namespace) == ["neutralised-globals"]
         assert sanity_codes(sched.state_dict(), tmp_path, evil=Pwn()) == ["hostile-globals"]
         assert not target.exists()

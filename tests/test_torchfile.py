@@ -439,7 +439,8 @@ def test_import_does_not_pull_in_torch() -> None:
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, env=env)
 
 
-# --- the pickle machine against CPython's unpickler, and the reader's limits ---------------------------------
+# --- the pickle machine against CPython's unpickler, and the reader's limits
+# ---------------------------------
 
 def machine_load(data: bytes) -> Any:
     """Run our pickle machine (with the reader's allowlist) over one pickle stream."""
@@ -449,7 +450,8 @@ def machine_load(data: bytes) -> Any:
 _scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**600), 2**600), st.floats(allow_nan=False),
                      st.text(max_size=20), st.binary(max_size=20), st.complex_numbers(allow_nan=False))
 _hashables = st.recursive(st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5)),
-                          lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3), max_leaves=6)
+                          lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=3),
+                          max_leaves=6)
 _values = st.recursive(
     _scalars | st.sets(_hashables, max_size=4) | st.frozensets(_hashables, max_size=4),
     lambda inner: st.lists(inner, max_size=4) | st.tuples(inner, inner)
@@ -473,7 +475,8 @@ def test_shared_and_self_referencing_values() -> None:
     assert out[0] is out[1] and out[2] is out and out[0] == [1, 2]
 
 
-@pytest.mark.parametrize("op", [b"\x82\x01", b"\x83\x01\x00", b"\x84\x01\x00\x00\x00"], ids=["EXT1", "EXT2", "EXT4"])
+@pytest.mark.parametrize("op", [b"\x82\x01", b"\x83\x01\x00", b"\x84\x01\x00\x00\x00"],
+                         ids=["EXT1", "EXT2", "EXT4"])
 def test_ext_opcodes_are_refused(op: bytes) -> None:
     """EXT opcodes are refused outright: their meaning lives in copyreg's process-wide registry."""
     with pytest.raises(CheckpointError, match=r"refused: the pickle uses EXT"):
@@ -501,7 +504,7 @@ def test_damaged_weight_is_reported_unverified(tmp_path: Path) -> None:
     at = info.header_offset + 30 + name_len + extra_len + 100
     raw[at] ^= 0xFF
     path.write_bytes(bytes(raw))
-    assert torch.load(path, weights_only=True)["w"][25].item() != 25.0  # torch reads the damaged value silently
+    assert torch.load(path, weights_only=True)["w"][25].item() != 25.0  # torch reads the damage silently
     archive = torchfile.read_torch_archive(path)
     assert archive.obj["scheduler"]["best"] == sched.best
     assert any(start <= at < end for start, end, _ in archive.unverified)
@@ -519,7 +522,8 @@ def test_legacy_files_say_they_have_no_checksums(tmp_path: Path) -> None:
 
 
 def test_protocol_4_file_reads_with_a_note(tmp_path: Path) -> None:
-    """torch.save(pickle_protocol=4) reads back equal, with a note that torch's weights-only loader refuses it."""
+    """torch.save(pickle_protocol=4) reads back equal, with a note that torch's weights-only loader refuses
+    it."""
     _, _, sched = stepped_scheduler()
     path = tmp_path / "p4.pt"
     torch.save(sched.state_dict(), path, pickle_protocol=4)
@@ -537,6 +541,7 @@ def test_duplicate_member_is_ambiguous(tmp_path: Path) -> None:
         with zipfile.ZipFile(dst, "w") as zout:
             for info in zin.infolist():
                 zout.writestr(info.filename, zin.read(info))
-            zout.writestr(next(n for n in zin.namelist() if n.endswith("data.pkl")), pickle.dumps({"v": 2}, 2))
+            pkl = next(n for n in zin.namelist() if n.endswith("data.pkl"))
+            zout.writestr(pkl, pickle.dumps({"v": 2}, 2))
     with pytest.raises(CheckpointError, match=r"ambiguous archive: member '.*/data\.pkl' appears twice"):
         read_torch_file(dst)

@@ -1,9 +1,12 @@
 """Run the API and the CLI on many checkpoint files in one process; print one JSON line per file.
 
-Usage: ``python driver.py JOBS.json`` where JOBS.json is ``{"canary_dir": ..., "files": [{"path": ..., "cli": bool,
-"log": optional log path, "ranges": bool}]}``; with ``"log"`` the file is traced against it (an event-file mutant
+Usage: ``python driver.py JOBS.json`` where JOBS.json is ``{"canary_dir": ..., "files": [{"path": ..., "cli":
+bool,
+"log": optional log path, "ranges": bool}]}``; with ``"log"`` the file is traced against it (an event-file
+mutant
 and its run's checkpoint), with ``"ranges"`` the reader's unverified byte ranges are reported too.
-Before each file a ``{"start": path}`` line is printed, so a crash (signal) or a hang (faulthandler's C watchdog
+Before each file a ``{"start": path}`` line is printed, so a crash (signal) or a hang (faulthandler's C
+watchdog
 ends the process after ``TIMEOUT`` s) is pinned to the file that caused it.
 """
 
@@ -71,7 +74,9 @@ def main() -> None:
         out["api_seconds"] = time.perf_counter() - t0
         if job.get("cli", True):
             t1 = time.perf_counter()
-            result = runner.invoke(cli, [log, path, "--format", "json"] if log else [path, "--format", "json"])
+            result = runner.invoke(
+                cli, [log, path, "--format", "json"] if log else [path, "--format", "json"]
+            )
             exc = result.exception
             out["cli_exit"] = result.exit_code
             out["cli_stderr"] = result.stderr[-3000:]

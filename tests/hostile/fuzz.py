@@ -33,9 +33,12 @@ class Mutant:
 
 
 def checkpoint_sources() -> list[Path]:
-    """Shipped checkpoints: plain and legacy samples, Lightning .ckpt, HF scheduler/optimizer, TensorBoard runs."""
+    """Shipped checkpoints: plain and legacy samples, Lightning .ckpt, HF scheduler/optimizer, TensorBoard
+    runs."""
     found = sorted(SAMPLES.glob("*.pt"))
-    found += sorted(Path(p) for p in glob.glob(str(SAMPLES / "lightning/*/csv_logs/version_*/checkpoints/last.ckpt")))
+    found += sorted(
+        Path(p) for p in glob.glob(str(SAMPLES / "lightning/*/csv_logs/version_*/checkpoints/last.ckpt"))
+    )
     found += sorted(SAMPLES.glob("hf/epoch/checkpoint-160/*.pt"))
     found += sorted(SAMPLES.glob("tensorboard/*/ckpt_epoch20.pt"))
     return [p for p in found if p.name not in ("rng_state.pth", "training_args.bin")]
@@ -50,8 +53,9 @@ def event_sources() -> list[tuple[Path, Path]]:
     return pairs
 
 
-def _rezip(data: bytes, edit: dict[str, bytes] | None = None, swap: tuple[str, str] | None = None
-           ) -> tuple[bytes, tuple[int, int]]:
+def _rezip(
+    data: bytes, edit: dict[str, bytes] | None = None, swap: tuple[str, str] | None = None
+) -> tuple[bytes, tuple[int, int]]:
     """The same archive rewritten by zipfile with some members' contents replaced or two exchanged, and the
     byte range spanned by the changed members' data in the new archive."""
     src = zipfile.ZipFile(io.BytesIO(data))
@@ -66,8 +70,11 @@ def _rezip(data: bytes, edit: dict[str, bytes] | None = None, swap: tuple[str, s
             dst.writestr(info.filename, contents[info.filename])
     changed = set(edit or ()) | set(swap or ())
     new = out.getvalue()
-    spans = [(i.header_offset, i.header_offset + 30 + len(i.filename.encode()) + i.compress_size)
-             for i in zipfile.ZipFile(io.BytesIO(new)).infolist() if i.filename in changed]
+    spans = [
+        (i.header_offset, i.header_offset + 30 + len(i.filename.encode()) + i.compress_size)
+        for i in zipfile.ZipFile(io.BytesIO(new)).infolist()
+        if i.filename in changed
+    ]
     return new, (min(a for a, _ in spans), max(b for _, b in spans))
 
 
@@ -121,7 +128,9 @@ def mutate_checkpoint(source: Path, rng: random.Random, index: int) -> Mutant:
         return Mutant(name, source, kind, data[:at], (at, len(data)))
     if kind == "insert":
         at = rng.randrange(len(data) + 1)
-        return Mutant(name, source, kind, data[:at] + rng.randbytes(rng.randint(1, 16)) + data[at:], (at, len(data)))
+        return Mutant(
+            name, source, kind, data[:at] + rng.randbytes(rng.randint(1, 16)) + data[at:], (at, len(data))
+        )
     if not is_zip:  # legacy: swap/opcode/pickle-flip act on the main pickle bytes directly (no checksums)
         start, end = _legacy_pickle_span(data)
         pkl = data[start:end]
@@ -171,7 +180,9 @@ def mutate_events(source: Path, ckpt: Path, rng: random.Random, index: int) -> M
     """One random mutation of an event file: raw bytes, or one record's content behind valid checksums."""
     data = source.read_bytes()
     kind = rng.choice(["flip", "truncate", "insert", "record-flip", "record-cut", "record-insert"])
-    name = f"events.out.tfevents.{index:05d}-{kind}-{source.parent.parent.name}"  # TensorBoard needs the prefix
+    name = (
+        f"events.out.tfevents.{index:05d}-{kind}-{source.parent.parent.name}"  # TensorBoard needs the prefix
+    )
     if kind in ("flip", "truncate", "insert"):
         at = rng.randrange(len(data))
         if kind == "flip":
@@ -198,7 +209,7 @@ def mutate_events(source: Path, ckpt: Path, rng: random.Random, index: int) -> M
 
 
 def mutants(seed: int, n_checkpoints: int, n_events: int) -> list[Mutant]:
-    """``n_checkpoints`` checkpoint mutants and ``n_events`` event-file mutants, the same for the same seed."""
+    """``n_checkpoints`` checkpoint and ``n_events`` event-file mutants, the same for the same seed."""
     rng = random.Random(seed)
     sources = checkpoint_sources()
     out = [mutate_checkpoint(sources[i % len(sources)], rng, i) for i in range(n_checkpoints)]

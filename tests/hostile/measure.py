@@ -23,8 +23,15 @@ def main() -> None:
     timer.start()
     _, status, usage = os.wait4(proc.pid, 0)
     timer.cancel()
-    print(json.dumps({"exit": os.waitstatus_to_exitcode(status), "seconds": time.perf_counter() - t0,
-                      "maxrss_mb": usage.ru_maxrss / 1024}))
+    print(
+        json.dumps(
+            {
+                "exit": os.waitstatus_to_exitcode(status),
+                "seconds": time.perf_counter() - t0,
+                "maxrss_mb": usage.ru_maxrss / 1024,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

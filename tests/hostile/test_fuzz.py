@@ -1,6 +1,7 @@
 """Seeded mutation fuzzing of the shipped samples, with torch.load(weights_only=True) as the second reader.
 
-About 2,600 mutants (``PLATEAU_FUZZ_SEED``, ``PLATEAU_FUZZ_CHECKPOINTS``, ``PLATEAU_FUZZ_EVENTS`` change the run).
+About 2,600 mutants (``PLATEAU_FUZZ_SEED``, ``PLATEAU_FUZZ_CHECKPOINTS``, ``PLATEAU_FUZZ_EVENTS`` change the
+run).
 Both readers run in watchdog'd subprocesses; the tests then compare what each made of every file.
 """
 
@@ -21,12 +22,20 @@ N_CHECKPOINTS = int(os.environ.get("PLATEAU_FUZZ_CHECKPOINTS", "2400"))
 N_EVENTS = int(os.environ.get("PLATEAU_FUZZ_EVENTS", "240"))
 # Refusals of files torch.load reads: checks this reader makes and torch's does not (CRC of data.pkl and small
 # records, local header names and signatures, the pickle protocol byte, text records).
-STRICTER = [r"Bad CRC-32 for file", r"File name in directory .* and header .* differ", r"Bad magic number",
-            r"UnicodeDecodeError", r"unsupported pickle protocol", r"serialization_id record is not UTF-8"]
+STRICTER = [
+    r"Bad CRC-32 for file",
+    r"File name in directory .* and header .* differ",
+    r"Bad magic number",
+    r"UnicodeDecodeError",
+    r"unsupported pickle protocol",
+    r"serialization_id record is not UTF-8",
+]
 
 
 @pytest.fixture(scope="session")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]]:
+def fuzzed(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]]:
     """The mutants, our driver's result per file, and torch's result per checkpoint file."""
     work = tmp_path_factory.mktemp("fuzz")
     (work / "files").mkdir()
@@ -36,11 +45,18 @@ def fuzzed(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[fuzz.Mutant],
     for i, m in enumerate(mutants):
         path = work / "files" / m.name
         path.write_bytes(m.data)
-        jobs.append({"path": str(path), "cli": i % 8 == 0, "ranges": m.log is None,
-                     **({"log": str(m.log)} if m.log else {})})
+        jobs.append(
+            {
+                "path": str(path),
+                "cli": i % 8 == 0,
+                "ranges": m.log is None,
+                **({"log": str(m.log)} if m.log else {}),
+            }
+        )
     ours = run_parallel(jobs, work / "canary", work, "fuzz")
-    theirs = run_parallel([j for j in jobs if "log" not in j], work / "canary", work, "torch",
-                          script=TORCH_DRIVER)
+    theirs = run_parallel(
+        [j for j in jobs if "log" not in j], work / "canary", work, "torch", script=TORCH_DRIVER
+    )
     by_name = lambda rows: {Path(p).name: row for p, row in rows.items()}  # noqa: E731
     return mutants, by_name(ours), by_name(theirs)
 
@@ -61,7 +77,10 @@ def _problems(row: dict[str, Any]) -> list[str]:
     if row.get("cli_exit", 0) not in (0, 1, 2, 3):
         out.append(f"CLI exit {row['cli_exit']}")
     if row["api_seconds"] >= 10 or row.get("cli_seconds", 0) >= 10 or row["maxrss_mb"] >= 500:
-        out.append(f"slow or big: {row['api_seconds']:.1f} s, {row.get('cli_seconds', 0):.1f} s, {row['maxrss_mb']} MB")
+        out.append(
+            f"slow or big: {row['api_seconds']:.1f} s, {row.get('cli_seconds', 0):.1f} s, "
+            f"{row['maxrss_mb']} MB"
+        )
     return out
 
 
@@ -82,17 +101,24 @@ def test_checkpoint_mutants(fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dic
 
 
 def test_event_mutants_in_our_code(fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]]) -> None:
-    """No event-file mutant crashes or hangs, and no traceback ends in the checkpoint or TensorBoard readers."""
+    """No event-file mutant crashes or hangs, and no traceback ends in the checkpoint or TensorBoard
+    readers."""
     mutants, ours, _ = fuzzed
     rows = [ours[m.name] for m in mutants if m.log is not None]
     assert not [r for r in rows if "died" in r or r["canaries"]]
-    deepest = [(r.get("api_error", "") + r.get("cli_traceback", "")).rsplit('File "', 1)[-1] for r in rows
-               if r["api"] == "traceback" or "cli_traceback" in r]
+    deepest = [
+        (r.get("api_error", "") + r.get("cli_traceback", "")).rsplit('File "', 1)[-1]
+        for r in rows
+        if r["api"] == "traceback" or "cli_traceback" in r
+    ]
     assert all(re.match(r".*plateau_forensics/(losses|precision)\.py", d) for d in deepest), deepest[:3]
 
 
-@pytest.mark.xfail(strict=False, reason="losses.py/precision.py: a sparse TensorBoard tag gives float32_precision "
-                                        "a None cell (TypeError); owned by the log reader")
+@pytest.mark.xfail(
+    strict=False,
+    reason="losses.py/precision.py: a sparse TensorBoard tag gives float32_precision "
+    "a None cell (TypeError); owned by the log reader",
+)
 def test_event_mutants_no_traceback(fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]]) -> None:
     """No event-file mutant gives a traceback anywhere."""
     mutants, ours, _ = fuzzed
@@ -101,7 +127,8 @@ def test_event_mutants_no_traceback(fuzzed: tuple[list[fuzz.Mutant], dict[str, A
 
 
 def test_accepted_but_refused_by_torch_is_reported(
-        fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]]) -> None:
+    fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]],
+) -> None:
     """A file we read but torch refuses has an integrity anomaly, a neutralised global, or damage in bytes we
     list as unverified (storage data never read)."""
     mutants, ours, theirs = fuzzed
@@ -121,17 +148,25 @@ def test_accepted_but_refused_by_torch_is_reported(
 def test_same_answer_when_both_read(fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]]) -> None:
     """When both readers accept a mutant, they find the same scheduler state and optimizer lrs."""
     mutants, ours, theirs = fuzzed
-    both = [(m, ours[m.name], theirs[m.name]) for m in mutants
-            if m.log is None and ours[m.name]["api"] == "ok" and theirs[m.name].get("torch") == "ok"]
+    both = [
+        (m, ours[m.name], theirs[m.name])
+        for m in mutants
+        if m.log is None and ours[m.name]["api"] == "ok" and theirs[m.name].get("torch") == "ok"
+    ]
     assert len(both) > 100
     differ = [m.name for m, o, t in both if (o["state"], o["lrs"]) != (t.get("state"), t.get("lrs"))]
     assert not differ, differ[:5]
 
 
-def test_refusals_of_what_torch_reads(fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]]) -> None:
+def test_refusals_of_what_torch_reads(
+    fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]],
+) -> None:
     """Where torch reads a plateau state we refuse the file, the reason is one of our stricter checks."""
     mutants, ours, theirs = fuzzed
-    reasons = [ours[m.name]["api_error"] for m in mutants if m.log is None and ours[m.name]["api"] == "error"
-               and "state" in theirs[m.name]]
+    reasons = [
+        ours[m.name]["api_error"]
+        for m in mutants
+        if m.log is None and ours[m.name]["api"] == "error" and "state" in theirs[m.name]
+    ]
     unexplained = [r for r in reasons if not any(re.search(p, r) for p in STRICTER)]
     assert not unexplained, unexplained[:5]

@@ -1,4 +1,5 @@
-"""Hostile and broken checkpoints: nothing runs, nothing crashes or hangs, memory stays bounded, errors are one line.
+"""Hostile and broken checkpoints: nothing runs, nothing crashes or hangs, memory stays bounded, errors are
+one line.
 
 Every file is built by ``payloads.py``. The API and the CLI run on each inside ``driver.py`` subprocesses
 (a crash is a signal there, a hang ends at the watchdog); a few real ``plateau-trace`` processes run too.
@@ -30,9 +31,10 @@ MAX_SECONDS, MAX_RSS_MB = 10.0, 500.0
 
 
 @pytest.mark.parametrize("name", NAMES, ids=NAMES)
-def test_case(name: str, outcomes: dict[str, dict[str, Any]], cases: dict[str, payloads.Case],
-              hostile_dir: Path) -> None:
-    """No canary file, no crash or hang, no traceback, one-line errors, exit 0/1/2/3, under 10 s and 500 MB."""
+def test_case(
+    name: str, outcomes: dict[str, dict[str, Any]], cases: dict[str, payloads.Case], hostile_dir: Path
+) -> None:
+    """No canary, crash, hang or traceback; one-line errors, exit 0/1/2/3, under 10 s and 500 MB."""
     row, case = outcomes[name], cases[name]
     assert "died" not in row, f"the process died (exit {row.get('died')}) on {name}: {row.get('stderr')}"
     assert row["canaries"] == [], f"code ran: {row['canaries']}"
@@ -69,31 +71,45 @@ def test_embedded_payloads_are_named(outcomes: dict[str, dict[str, Any]]) -> Non
     row = outcomes["os.system@zip-embedded"]
     assert row["api"] == "ok" and row["neutralised"] in (["os.system"], ["posix.system"])
     assert outcomes["subprocess.Popen-newobj@legacy-embedded"]["neutralised"] == ["subprocess.Popen"]
-    assert outcomes["builtins.compile-exec@zip-in-state"]["neutralised"] == ["builtins.exec", "builtins.compile"]
-    assert "refused: the pickle calls a Opaque[builtins.getattr]" in outcomes["getattr-import-os@zip-in-state"][
-        "api_error"]  # calling what a neutralised call returned is refused
+    assert outcomes["builtins.compile-exec@zip-in-state"]["neutralised"] == [
+        "builtins.exec",
+        "builtins.compile",
+    ]
+    assert (
+        "refused: the pickle calls a Opaque[builtins.getattr]"
+        in outcomes["getattr-import-os@zip-in-state"]["api_error"]
+    )  # calling what a neutralised call returned is refused
 
 
 def test_bad_values_exit_1_naming_the_key(outcomes: dict[str, dict[str, Any]]) -> None:
-    """factor >= 1, an unknown mode and a string patience are bad files (exit 1, typed error), not usage errors."""
-    for name, key in [("factor-one", "factor"), ("mode-bogus", "mode"), ("patience-string", "patience"),
-                      ("best-none", "best")]:
+    """factor >= 1, an unknown mode and a string patience are bad files (exit 1, typed error), not usage
+    errors."""
+    for name, key in [
+        ("factor-one", "factor"),
+        ("mode-bogus", "mode"),
+        ("patience-string", "patience"),
+        ("best-none", "best"),
+    ]:
         row = outcomes[name]
         assert row["api_type"] == "CheckpointValueError" and f"scheduler.{key}" in row["api_error"], row
         assert row["cli_exit"] == 1
 
 
 def _ext_checkpoint(path: Path, target: Path) -> Path:
-    path.write_bytes(payloads.torch_zip(payloads.pickle_of(b"\x82\xf0" + payloads.val((f"touch {target}",)) + b"R")))
+    path.write_bytes(
+        payloads.torch_zip(payloads.pickle_of(b"\x82\xf0" + payloads.val((f"touch {target}",)) + b"R"))
+    )
     return path
 
 
 def test_ext_opcode_with_a_registered_extension(tmp_path: Path) -> None:
-    """With os.system registered as copyreg extension 240 and its cache filled, EXT1 240 still runs nothing."""
+    """With os.system registered as copyreg extension 240 and cached, EXT1 240 still runs nothing."""
     control, canary = tmp_path / "control", tmp_path / "canary"
     copyreg.add_extension("os", "system", 240)
     try:
-        assert pickle.loads(b"\x80\x02\x82\xf0.") is os.system  # fills copyreg._extension_cache, as a library would
+        assert (
+            pickle.loads(b"\x80\x02\x82\xf0.") is os.system
+        )  # fills copyreg._extension_cache, as a library would
         # The threat is real: CPython's unpickler runs the command through the cache.
         pickle.loads(payloads.pickle_of(b"\x82\xf0" + payloads.val((f"touch {control}",)) + b"R"))
         assert control.exists()
@@ -113,23 +129,38 @@ def _script() -> str:
 
 
 def _run(args: list[str], cwd: Path) -> tuple[int, str, float, float]:
-    """Run ``plateau-trace`` as its own process: exit code (negative for a signal), stderr, seconds, peak MB."""
+    """Run ``plateau-trace`` as its own process: exit code (negative for a signal), stderr, seconds, peak
+    MB."""
     import json
 
-    out = subprocess.run([sys.executable, str(Path(payloads.__file__).with_name("measure.py")), "60", _script(),
-                          *args], capture_output=True, text=True, cwd=cwd, timeout=120)
+    out = subprocess.run(
+        [sys.executable, str(Path(payloads.__file__).with_name("measure.py")), "60", _script(), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
     result = json.loads(out.stdout)
     return result["exit"], out.stderr, result["seconds"], result["maxrss_mb"]
 
 
-SUBPROCESS_CASES = ["deep-tuple-dict-key-zip", "deep-tuple-dict-key-legacy", "deep-tuple-in-set",
-                    "colliding-hash-keys", "object-flood", "byteorder-bomb", "os.system@zip-root",
-                    "os.system@legacy-magic", "factor-one"]
+SUBPROCESS_CASES = [
+    "deep-tuple-dict-key-zip",
+    "deep-tuple-dict-key-legacy",
+    "deep-tuple-in-set",
+    "colliding-hash-keys",
+    "object-flood",
+    "byteorder-bomb",
+    "os.system@zip-root",
+    "os.system@legacy-magic",
+    "factor-one",
+]
 
 
 @pytest.mark.parametrize("name", SUBPROCESS_CASES, ids=SUBPROCESS_CASES)
 def test_real_cli_process(name: str, cases: dict[str, payloads.Case], hostile_dir: Path) -> None:
-    """``plateau-trace FILE`` as a real process: no signal, no traceback, exit 1 with one line, bounded time."""
+    """``plateau-trace FILE`` as a real process: no signal, no traceback, exit 1 with one line, bounded
+    time."""
     code, err, seconds, rss = _run([str(hostile_dir / "files" / name)], hostile_dir)
     assert code == 1, (code, err)
     assert err.count("\n") == 1 and err.startswith("Error: ") and "Traceback" not in err, err
@@ -140,17 +171,24 @@ def test_real_cli_process(name: str, cases: dict[str, payloads.Case], hostile_di
 def test_torch_loader_is_prechecked(hostile_dir: Path, cases: dict[str, payloads.Case]) -> None:
     """``--loader torch`` on a file that crashes torch.load (SIGSEGV) is refused by our reader first."""
     pytest.importorskip("torch")
-    code, err, _, _ = _run([str(hostile_dir / "files" / "deep-tuple-dict-key-zip"), "--loader", "torch"],
-                           hostile_dir)
+    code, err, _, _ = _run(
+        [str(hostile_dir / "files" / "deep-tuple-dict-key-zip"), "--loader", "torch"], hostile_dir
+    )
     assert code == 1 and "nested deeper than 100" in err, (code, err)
 
 
 def test_real_cli_json_with_inert_values(hostile_dir: Path, cases: dict[str, payloads.Case]) -> None:
-    """``--format json`` prints bytes, sets, complex numbers and inert objects in extra keys as short strings."""
+    """``--format json`` prints bytes, sets, complex numbers and inert objects in extra keys as short
+    strings."""
     import json
 
-    out = subprocess.run([_script(), str(hostile_dir / "files" / "bytes-set-opaque-in-state"), "--format", "json"],
-                         capture_output=True, text=True, timeout=60, cwd=hostile_dir)
+    out = subprocess.run(
+        [_script(), str(hostile_dir / "files" / "bytes-set-opaque-in-state"), "--format", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=hostile_dir,
+    )
     assert out.returncode == 0, out.stderr
     state = json.loads(out.stdout)["checkpoint"]["state"]
     assert state["blob"] == "<20 bytes: " + "00ff" * 10 + ">"
@@ -164,8 +202,13 @@ def test_real_cli_json_cycle_and_dag(hostile_dir: Path, cases: dict[str, payload
 
     for name, key in [("self-referencing-state", "me"), ("dag-shared-subobjects", "extra")]:
         t0 = time.perf_counter()
-        out = subprocess.run([_script(), str(hostile_dir / "files" / name), "--format", "json"],
-                             capture_output=True, text=True, timeout=60, cwd=hostile_dir)
+        out = subprocess.run(
+            [_script(), str(hostile_dir / "files" / name), "--format", "json"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=hostile_dir,
+        )
         assert out.returncode == 0 and time.perf_counter() - t0 < MAX_SECONDS, out.stderr
         value = json.loads(out.stdout)["checkpoint"]["state"][key]
         if key == "me":  # the saved dict holds itself: one level down its own key is the cycle
@@ -176,7 +219,9 @@ def test_real_cli_json_cycle_and_dag(hostile_dir: Path, cases: dict[str, payload
 
 def test_fickling_rates_every_classic_payload_unsafe(outcomes: dict[str, dict[str, Any]]) -> None:
     """An independent analyser (fickling) calls each classic payload unsafe, and none of them ran here."""
-    fickling = pytest.importorskip("fickling", reason="fickling is not installed (pip install fickling==0.1.12)")
+    fickling = pytest.importorskip(
+        "fickling", reason="fickling is not installed (pip install fickling==0.1.12)"
+    )
     from fickling.analysis import Severity, check_safety
     from fickling.fickle import Pickled
 
