@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import reprlib
 import stat
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -108,6 +109,19 @@ class Checkpoint:
     def lrs(self) -> tuple[float, ...] | None:
         """The lrs a faithful resume continues with: the optimizer's, else the scheduler's ``_last_lr``."""
         return self.optimizer_lrs if self.optimizer_lrs is not None else self.state.last_lr
+
+
+class SavedState(dict):  # type: ignore[type-arg]
+    """A saved state mapping as read from the file; its repr is bounded (depth 4, 30 keys, 10 items per list),
+    because a hostile file can hang a plain repr with a shared or self-referencing structure in an extra key."""
+
+    def __repr__(self) -> str:
+        return _STATE_REPR.repr(dict(self))
+
+
+_STATE_REPR = reprlib.Repr()
+_STATE_REPR.maxlevel, _STATE_REPR.maxdict, _STATE_REPR.maxlist, _STATE_REPR.maxtuple = 4, 30, 10, 10
+_STATE_REPR.maxstring = _STATE_REPR.maxother = 80
 
 
 # -- reading files ---------------------------------------------------------------------------------
@@ -464,6 +478,8 @@ def checkpoint_from_tree(
         config, state = from_state_dict(raw)
     except ConfigError as exc:  # a value from a file is a bad input (exit 1), not a usage error
         raise CheckpointValueError(f"{where}: {' '.join(str(exc).split())[:300]}") from None
+    state = replace(state, extras=SavedState(state.extras))
+    raw = SavedState(raw)
     if best_dtype is not None:
         state = replace(state, best_dtype=best_dtype)
 

@@ -61,6 +61,7 @@ def main() -> None:
             out["integrity"] = list(ck.integrity)
             out["state"] = json.dumps(_plain_state(ck.raw), sort_keys=True)
             out["lrs"] = list(ck.optimizer_lrs) if ck.optimizer_lrs else None
+            repr(ck)  # what a notebook shows: must stay bounded whatever the extra keys hold
             if job.get("ranges"):
                 out["unverified"] = [list(r[:2]) for r in read_torch_archive(path).unverified]
             t = api.trace(ck, path if log else None)
