@@ -84,7 +84,10 @@ def _is_log_dir(path: Path) -> bool:
 @click.option("--cooldown", type=int, help="Teaching mode: cooldown (default 0).")
 @click.option("--eps", type=float, help="Teaching mode: eps (default 1e-8).")
 @click.option("--format", "fmt", type=click.Choice(["grid", "table", "csv", "markdown", "json"]), default="grid",
-              show_default=True, help="Output format.")
+              show_default=True,
+              help="grid: the epoch grid with the summary, story and findings (each warning with its fix); table: "
+                   "the same as a table; csv: the step table only (one row per step, floats exact); markdown: "
+                   "summary, findings with fixes and the step table, to paste into a bug report; json: everything.")
 @click.option("--style", default="simple", show_default=True, help="tabulate style for --format table.")
 @click.option("--explain", is_flag=True, help="One line per epoch saying why it went the way it did.")
 @click.option("--width", type=int, help="Grid width in characters (default: the terminal's).")

@@ -321,6 +321,9 @@ class Trace:
     intervals: tuple[tuple[float, float], ...] | None = None
     #: the log row of each position (a story may skip, reorder or repeat rows)
     rows: tuple[int, ...] | None = None
+    #: per position, the lrs right before the step when a story says something other than the previous step
+    #: set them (a hand-set lr at a resume, another writer, a param group added); None: the previous step's
+    lr_ins: tuple[tuple[float, ...] | None, ...] | None = None
     _cols: _Columns = field(default_factory=_Columns, repr=False)
 
     # -- sequence of steps -------------------------------------------------------------------
@@ -353,6 +356,8 @@ class Trace:
             b0, nb0, cd0, lr0 = start.state.best, start.state.num_bad_epochs, start.state.cooldown_counter, start.lrs
         else:
             b0, nb0, cd0, lr0 = c.best[i - 1], c.num_bad[i - 1], c.cooldown[i - 1], c.lrs[i - 1]
+        if self.lr_ins is not None and self.lr_ins[i] is not None:
+            lr0 = self.lr_ins[i]  # type: ignore[assignment]
         metric = self.metrics[i]
         improved = cfg.is_better(metric, b0)
         bar = cfg.bar(b0)

@@ -179,6 +179,14 @@ def trace_of(ev: Evidence, e: Evaluation, others: Sequence[Evaluation] = ()) -> 
               intervals=tuple((e.ops[i].lo, e.ops[i].hi) for i in lineage)
               if any(e.ops[i].lo != e.ops[i].hi for i in lineage) else None,
               rows=tuple(e.ops[i].row for i in lineage))
+    ins: list[tuple[float, ...] | None] = []
+    for p, i in enumerate(lineage):
+        before = {w.lrs for w in sim.before[i] if w.lrs is not None and not w.lr_approx}
+        prev = cols.lrs[p - 1] if p > 0 else None
+        mine = before.pop() if len(before) == 1 else None
+        ins.append(mine if mine is not None and mine != prev else None)
+    if any(x is not None for x in ins[1:]):
+        t.lr_ins = tuple(ins)
     t._cols = cols
     return t
 

@@ -235,8 +235,7 @@ def read_losses(
                            for n in notices if "purging" in n.lower())
             f32 = {c: float32_precision(v) for c, v in
                    [(log.metric_column, log.metrics), *log.columns.items(),
-                    *((c, [row[g] if row[g] is not None else 0.0 for row in (log.lrs or ())])
-                      for g, c in enumerate(log.lr_columns))]}
+                    *((c, [row[g] for row in (log.lrs or ())]) for g, c in enumerate(log.lr_columns))]}
             return replace(log, source=os.fspath(source), precision=MappingProxyType(f32),
                            anomalies=tuple(replace(a, message=a.message.replace("<records>", os.fspath(source)))
                                            for a in log.anomalies) + purges)

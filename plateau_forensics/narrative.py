@@ -154,9 +154,20 @@ def _message(ev: Evidence, e: Evaluation, code: str) -> tuple[str, float | None,
     elif code == "external-lr-change":
         epochs = [ev.label(r) for r in e.external_rows]
         where = epochs[0] if epochs else None
-        ev_dict["rows"] = [_change(ev, r) for r in e.external_rows[:50]]
-        text = (f"the logged lr changes where no plateau step explains it, at epoch{'s' if len(epochs) > 1 else ''} "
-                f"{_span(epochs)}")
+        ev_dict["rows"] = [_change(ev, e, r) for r in e.external_rows[:50]]
+        kept = [c["epoch"] for c in ev_dict["rows"] if c["from"] == c["to"]]
+        if kept:  # the log shows no change there: the scheduler's own change is what is missing
+            ev_dict["unchanged_where_the_scheduler_changes"] = kept
+        changed = [c["epoch"] for c in ev_dict["rows"] if c["from"] != c["to"]]
+        kept = ev_dict.get("unchanged_where_the_scheduler_changes", [])
+        parts = []
+        if changed:
+            parts.append(f"the logged lr changes where no plateau step explains it, at epoch"
+                         f"{'s' if len(changed) > 1 else ''} {_span(changed)}")
+        if kept:
+            parts.append(f"the logged lr stays the same where the plateau scheduler changes it, at epoch"
+                         f"{'s' if len(kept) > 1 else ''} {_span(kept)}")
+        text = "; ".join(parts) or "the logged lr differs from the plateau scheduler's"
         ev_dict["epochs"] = epochs
     else:
         text = code
@@ -194,11 +205,15 @@ def _column_matches(ev: Evidence, column: str | None) -> list[dict[str, Any]]:
     return out
 
 
-def _change(ev: Evidence, row: int) -> dict[str, Any]:
+def _change(ev: Evidence, e: Evaluation, row: int) -> dict[str, Any]:
+    """The logged lr at ``row`` and at the row before it, and what the story's scheduler gave there."""
     lrs = ev.log.lrs
     prev = next((lrs[r] for r in range(row - 1, -1, -1) if lrs is not None and lrs[r] is not None), None)
+    expected = next((e.sim.lr_expected.get(i) for i, op in enumerate(e.ops) if op.row == row
+                     and i in e.sim.lr_expected), None)
     return {"epoch": ev.label(row), "from": list(prev) if prev is not None else None,
-            "to": list(lrs[row]) if lrs is not None and lrs[row] is not None else None}
+            "to": list(lrs[row]) if lrs is not None and lrs[row] is not None else None,
+            "scheduler_gives": [list(x) for x in expected if x is not None] if expected else None}
 
 
 def _span(values: Sequence[Any]) -> str:
@@ -243,7 +258,8 @@ def story_findings(ev: Evidence, verdict: Verdict) -> list[Finding]:
         unique = [c for s in options for c in s if c not in shared]
         text = ("ambiguous: the inputs fit " + " or ".join(words) + " equally well"
                 + (f"; to decide: {verdict.decide}" if verdict.decide else ""))
-        severity = "warning" if all(set(o) & WARNING_STORIES for o in options) else "info"
+        # a warning only when every story that fits names a mistake the others do not all share
+        severity = "warning" if all((set(o) - shared) & WARNING_STORIES for o in options) else "info"
         details: dict[str, Any] = {}
         for code in verdict.story:
             if code not in shared and code != "duplicate-epochs":

@@ -411,16 +411,20 @@ def logged_lrs(t: Any) -> list[tuple[float, tuple[float, ...], bool]]:
     log, rows = getattr(t, "log", None), getattr(t, "rows", None)
     if log is None or log.lrs is None or rows is None:
         return []
+    verdict = getattr(t, "verdict", None)
+    unexplained = set(verdict.evaluation.external_rows) if verdict is not None and verdict.evaluation else None
     out = []
     for p, row in enumerate(rows):
         if row >= len(log.lrs) or log.lrs[row] is None or log.lrs[row][0] is None:
             continue
         logged = tuple(v for v in log.lrs[row] if v is not None)
-        step = t.step(p)
-        replayed = step.lr_in[: len(logged)]
-        ivs = log.lr_intervals(row) or ()
-        agrees = all(iv is None or iv[0] <= v <= iv[1] or abs(v - (iv[0] + iv[1]) / 2) <= 1e-9 * abs(v)
-                     for v, iv in zip(replayed, ivs))
+        if unexplained is not None:  # the story says which logged lrs no plateau step explains
+            agrees = row not in unexplained
+        else:
+            replayed = t.step(p).lr_in[: len(logged)]
+            ivs = log.lr_intervals(row) or ()
+            agrees = all(iv is None or iv[0] <= v <= iv[1] or abs(v - (iv[0] + iv[1]) / 2) <= 1e-9 * abs(v)
+                         for v, iv in zip(replayed, ivs))
         out.append((float(t.epochs[p]), logged, agrees))
     return out
 

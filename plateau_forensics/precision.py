@@ -198,11 +198,11 @@ def concat(parts: Sequence[tuple[Precision, int]]) -> Precision:
                      tuple(halves), assumed=all(p.assumed for p, _ in parts if not p.exact))
 
 
-def float32_precision(values: Sequence[float]) -> Precision:
+def float32_precision(values: Sequence[float | None]) -> Precision:
     """Values stored as float32 (TensorBoard scalars): each stands for its float32 rounding interval."""
     halves = []
     for v in values:
-        if not math.isfinite(v) or v == 0.0:
+        if v is None or not math.isfinite(v) or v == 0.0:  # None: a value not logged on that row
             halves.append(0.0)
             continue
         m, e = math.frexp(abs(v))  # abs(v) = m * 2**e, 0.5 <= m < 1; float32 has a 24-bit significand

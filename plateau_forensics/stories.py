@@ -307,6 +307,8 @@ class Evidence:
     lr_option: tuple[float, ...] | None
     file_starts: tuple[int, ...]
     framework: str = "torch"
+    #: evaluations of the stories simulated so far (the search proposes some more than once)
+    cache: dict[Plan, Evaluation] = field(default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def has_lr(self) -> bool:
@@ -569,6 +571,13 @@ def _boundary_note(ev: Evidence, b: Boundary, row: int) -> str:
 # -- evaluating a story ------------------------------------------------------------------------------------
 def evaluate(ev: Evidence, plan: Plan) -> Evaluation:
     """Simulate ``plan`` and place the checkpoint where it fits best; record what it fails to explain."""
+    done = ev.cache.get(plan)
+    if done is None:
+        done = ev.cache[plan] = _evaluate(ev, plan)
+    return done
+
+
+def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
     ops, les, lineage, starts, init_lrs, source = build(ev, plan)
     cfg, ck = ev.config, ev.ck
     base = simulate(cfg, ops, lr_dtypes=ev.lr_dtypes, groups_from_log=ev.groups_from_log)
@@ -620,7 +629,7 @@ def evaluate(ev: Evidence, plan: Plan) -> Evaluation:
     best_eval: Evaluation | None = None
     for key, i, before, both, steps_ok, field_pen in candidates[:3]:
         sim = simulate(cfg, ops, anchor=Anchor(i, anchor_state, ck.lrs, partial=ck.partial), lr_dtypes=ev.lr_dtypes,
-                       groups_from_log=ev.groups_from_log)
+                       groups_from_log=ev.groups_from_log, prefix=base)
         pen = _lr_penalties(sim, pre)
         mismatch = _resume_source_mismatch(plan, ops, i, before)
         if mismatch:

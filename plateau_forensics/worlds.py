@@ -242,7 +242,13 @@ def _tensor_better(cfg: PlateauConfig, w: World, current: float) -> bool:
 def _step(cfg: PlateauConfig, w: World, op: Op, rounders: Sequence[Callable[[float], float] | None]
           ) -> list[tuple[World, int, str | None]]:
     """The worlds one ``step()`` can lead to from ``w`` (torch 2.13's ``step`` and ``_reduce_lr``)."""
-    can_better, can_worse = _outcomes(cfg, w, op.lo, op.hi)
+    if w.best_row == op.row and (op.lo > 0 or op.hi < 0) and (w.best_lo, w.best_hi) == (op.lo, op.hi):
+        # best is this very row's value (k steps per row): the same number against itself, whatever it is
+        # within its interval; the outcome depends only on its sign, which the interval fixes
+        better = cfg.is_better(op.metric, op.metric)
+        can_better, can_worse = better, not better
+    else:
+        can_better, can_worse = _outcomes(cfg, w, op.lo, op.hi)
     out = []
     for better in (True, False):
         if not (can_better if better else can_worse):
@@ -302,6 +308,9 @@ def _step(cfg: PlateauConfig, w: World, op: Op, rounders: Sequence[Callable[[flo
 
 
 def _merge(worlds: list[tuple[World, int, tuple[int, ...]]]) -> tuple[list[World], list[int], list[tuple[int, ...]]]:
+    if len(worlds) == 1:  # the common case: one state, nothing to merge
+        w, ev, src = worlds[0]
+        return [w], [ev], [src]
     index: dict[tuple[object, ...], int] = {}
     ws: list[World] = []
     evs: list[int] = []
@@ -410,7 +419,8 @@ def _adopt(w: World, logged: Sequence[tuple[float, float] | None] | None) -> Wor
 
 
 def simulate(cfg: PlateauConfig, ops: Sequence[Op], *, anchor: Anchor | None = None,
-             lr_dtypes: Sequence[str | None] = (), groups_from_log: bool = False) -> Simulation:
+             lr_dtypes: Sequence[str | None] = (), groups_from_log: bool = False,
+             prefix: Simulation | None = None) -> Simulation:
     """Run ``ops`` forward over every world the evidence allows, then keep the worlds on a path to the end.
 
     Evidence handling: worlds whose lr contradicts a logged ``lr_in`` are dropped; when none is left the lr
@@ -418,10 +428,24 @@ def simulate(cfg: PlateauConfig, ops: Sequence[Op], *, anchor: Anchor | None = N
     recorded in ``external``). At the ``anchor`` op the worlds that agree with the checkpoint are kept and
     replaced by its exact state (the run continued from what was saved); disagreement is recorded in
     ``anchor_mismatch`` and the saved state is taken all the same.
+
+    ``prefix``: a simulation of the same ops without the anchor; the ops before the anchor are taken from it
+    (they do not depend on the checkpoint), and only the rest is run again.
     """
     sim = Simulation(ops)
     rounders = [rounder(d) for d in lr_dtypes]
-    for i, op in enumerate(ops):
+    start = 0
+    if prefix is not None and anchor is not None and prefix.ops is ops:
+        start = anchor.op
+        sim.before, sim.before_src = prefix.before[:start], prefix.before_src[:start]
+        sim.after, sim.after_src = prefix.after[:start], prefix.after_src[:start]
+        sim.events, sim.undecided = prefix.events[:start], prefix.undecided[:start]
+        sim.external = [i for i in prefix.external if i < start]
+        sim.lr_mismatch_out = [i for i in prefix.lr_mismatch_out if i < start]
+        sim.lr_expected = {i: v for i, v in prefix.lr_expected.items() if i < start}
+        sim.errors = {i: v for i, v in prefix.errors.items() if i < start}
+    for i in range(start, len(ops)):
+        op = ops[i]
         parent = sim.after[op.parent] if op.parent >= 0 else []
         if op.init is not None:
             pairs = op.init(parent)
