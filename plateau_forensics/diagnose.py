@@ -408,12 +408,10 @@ def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log:
 
 def sanity_findings(checkpoint: Any) -> list[Finding]:
     """Saved values torch accepts but no real run produces (``plateau_forensics.sanity``), when available."""
-    try:
-        from plateau_forensics.sanity import state_anomalies
-    except ImportError:  # pragma: no cover - the module is optional until it lands
-        return []
+    from plateau_forensics.sanity import check_checkpoint
+
     out = []
-    for item in state_anomalies(checkpoint):
+    for item in check_checkpoint(checkpoint):
         code, severity, message, evidence = item
         out.append(Finding(code, severity, checkpoint.epoch, message, dict(evidence),
                            "check how this state was written; a torch scheduler cannot reach it by stepping"))

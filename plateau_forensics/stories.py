@@ -58,6 +58,10 @@ STORY_CODES = tuple(COSTS)
 
 #: Evidence penalties: what a story fails to reproduce.
 UNPLACED, STEPS_MISMATCH, LR_MISMATCH, EXTERNAL, EPOCH_FIELD, RESUME_POINT, IMPOSSIBLE = 6.0, 3.0, 2.0, 2.0, 3.0, 1.0, 1e6
+#: How much more a story may assume than the winner and still be named as an alternative that fits as well.
+ALTERNATIVE_MARGIN = 1.0
+#: A story that starts from an unknown state (the log starts mid-run) predicts no ``last_epoch``.
+UNPREDICTED_STEPS = 1.5
 #: A resume the log itself does not show.
 SILENT_RESUME = 0.75
 #: The checkpoint's ``epoch`` one below the row's label: the field counts from 0 where the log counts from 1.
@@ -193,7 +197,7 @@ class Plan:
         c = sum(COSTS[x] for x in self.components)
         # an lr set by hand at a resume the log does not show explains exactly what an external change would:
         # it costs what an unexplained change costs, so the two stay alternatives of each other
-        c += sum(EXTERNAL - COSTS["lr-overwritten"] for b in self.boundaries
+        c += sum(EXTERNAL + 0.5 - COSTS["lr-overwritten"] for b in self.boundaries
                  if not b.structural and not b.speculative and b.opt == "logged")
         # a resume the log does not show (no new file, no epoch going back) is an assumption of its own
         # (one right after the checkpoint that changed the lr there is evidenced by that change)
@@ -599,9 +603,14 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
         e.penalties = {**_lr_penalties(base, pre), **_epoch_field_penalty(ev, ck.epoch, None, plan, before_log=True)}
         return e
     anchor_state = ck.state
+    # the scheduler's own lr after its last step; the optimizer's is what the run continued with (another
+    # writer may have changed it in between: a second scheduler, code)
+    seen_lrs = tuple(ck.state.last_lr) if ck.state.last_lr is not None and ck.optimizer_lrs is not None and \
+        len(ck.state.last_lr) == len(ck.optimizer_lrs) else ck.lrs
+    moved = seen_lrs is not None and ck.lrs is not None and not _close_lrs(seen_lrs, ck.lrs)
     candidates = []
     for i in range(len(ops)):
-        a = Anchor(i, anchor_state, ck.lrs, partial=ck.partial)
+        a = Anchor(i, anchor_state, seen_lrs, partial=ck.partial, continue_lrs=ck.lrs)
         counters, both = matches_anchor(cfg, base.after[i], a)
         if not counters:
             continue
@@ -628,9 +637,12 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
     candidates.sort(key=lambda c: c[0])
     best_eval: Evaluation | None = None
     for key, i, before, both, steps_ok, field_pen in candidates[:3]:
-        sim = simulate(cfg, ops, anchor=Anchor(i, anchor_state, ck.lrs, partial=ck.partial), lr_dtypes=ev.lr_dtypes,
-                       groups_from_log=ev.groups_from_log, prefix=base)
-        pen = _lr_penalties(sim, pre)
+        sim = simulate(cfg, ops, anchor=Anchor(i, anchor_state, seen_lrs, partial=ck.partial, continue_lrs=ck.lrs),
+                       lr_dtypes=ev.lr_dtypes, groups_from_log=ev.groups_from_log, prefix=base)
+        pen = _lr_penalties(sim, pre + ((ops[i].row,) if moved else ()))
+        if le is None and plan.start == "unknown":
+            # a story that starts from an unknown state explains any last_epoch: it predicts none
+            pen["last_epoch not predicted"] = UNPREDICTED_STEPS
         mismatch = _resume_source_mismatch(plan, ops, i, before)
         if mismatch:
             pen["resume point"] = RESUME_POINT
@@ -640,7 +652,8 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
             pen["last_epoch"] = STEPS_MISMATCH
         if field_pen:
             pen["epoch field"] = field_pen
-        cand = Evaluation(plan, ops, les, lineage, sim, i, before, pen, starts, init_lrs, source, pre)
+        cand = Evaluation(plan, ops, les, lineage, sim, i, before, pen, starts, init_lrs, source,
+                          pre + ((ops[i].row,) if moved else ()))
         if best_eval is None or cand.score < best_eval.score:
             best_eval = cand
     assert best_eval is not None
@@ -825,24 +838,14 @@ MODES = (("carry", "carry"), ("fresh", "carry"), ("carry", "initial"), ("fresh",
 
 def _mode_ok(ev: Evidence, base: Plan, pos: int, opt: str) -> bool:
     """Whether a restore mode at row position ``pos`` makes a prediction the evidence could test: a hand-set
-    lr needs a logged lr that changed there; a fresh optimizer needs an initial lr that differs from the lr
-    before the resume (when both are known)."""
-    log = ev.log
+    lr needs a logged lr there; a fresh optimizer needs a known initial lr. (Whether it changed anything is
+    decided after simulating: ``_vacuous``.)"""
     row = base.rows[pos]
-    b = next((x for x in base.boundaries if x.row == pos), None)
-    src = b.source if b is not None and b.source is not None else pos - 1
-    # the lr a restored optimizer carried: the previous process's lr in the row after the source
-    prev = base.rows[src + 1] if src + 1 < pos else (base.rows[pos - 1] if pos > 0 else None)
-    here = log.lrs[row] if log.lrs is not None else None
-    before = log.lrs[prev] if log.lrs is not None and prev is not None else None
+    here = ev.log.lrs[row] if ev.log.lrs is not None else None
     if opt == "logged":
-        return here is not None and None not in here and here != before
+        return here is not None and here[0] is not None
     if opt == "initial":
-        init, _ = _initial_lrs(ev, base)
-        if init is None:
-            return False  # a fresh optimizer's lr is unknown: nothing could test the story
-        if before is not None and None not in before:
-            return tuple(before[: len(init)]) != tuple(init[: len(before)])
+        return _initial_lrs(ev, base)[0] is not None
     return True
 
 
@@ -1057,7 +1060,8 @@ def explain(ev: Evidence) -> Verdict:
     for e in evaluations[1:]:
         if e.story == win.story or e.story in alts:
             continue
-        if e.evidence_penalty <= win.evidence_penalty + 1e-9 and _distinct(ev, win, e):
+        if e.evidence_penalty <= win.evidence_penalty + 1e-9 and e.score <= win.score + ALTERNATIVE_MARGIN \
+                and _distinct(ev, win, e):
             if _only_speculative(win.plan, e.plan):
                 unverifiable.setdefault(e.story, e)
             else:

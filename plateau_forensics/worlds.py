@@ -129,6 +129,8 @@ class Anchor:
     state: PlateauState
     lrs: tuple[float, ...] | None
     partial: bool = False
+    #: the lrs the run continued with (the optimizer's), when they differ from the scheduler's own ``lrs``
+    continue_lrs: tuple[float, ...] | None = None
 
 
 @dataclass
@@ -384,7 +386,9 @@ def _anchor_world(a: Anchor, matched: list[World]) -> World:
     brow = rows.pop() if len(rows) == 1 else BEST_START
     if brow == BEST_UNKNOWN:  # the saved best is exact now, whichever row set it
         brow = BEST_START
-    lrs = a.lrs if a.lrs is not None else (matched[0].lrs if matched else None)
+    lrs = a.continue_lrs if a.continue_lrs is not None else a.lrs
+    if lrs is None:
+        lrs = matched[0].lrs if matched else None
     if a.partial and matched:
         w = matched[0]
         nb, cd = w.nb, w.cd

@@ -101,24 +101,12 @@ def test_checkpoint_mutants(fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dic
 
 
 def test_event_mutants_in_our_code(fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]]) -> None:
-    """No event-file mutant crashes or hangs, and no traceback ends in the checkpoint or TensorBoard
-    readers."""
+    """No event-file mutant crashes, hangs or creates a canary file."""
     mutants, ours, _ = fuzzed
     rows = [ours[m.name] for m in mutants if m.log is not None]
-    assert not [r for r in rows if "died" in r or r["canaries"]]
-    deepest = [
-        (r.get("api_error", "") + r.get("cli_traceback", "")).rsplit('File "', 1)[-1]
-        for r in rows
-        if r["api"] == "traceback" or "cli_traceback" in r
-    ]
-    assert all(re.match(r".*plateau_forensics/(losses|precision)\.py", d) for d in deepest), deepest[:3]
+    assert rows and not [r for r in rows if "died" in r or r["canaries"]]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="losses.py/precision.py: a sparse TensorBoard tag gives float32_precision "
-    "a None cell (TypeError); owned by the log reader",
-)
 def test_event_mutants_no_traceback(fuzzed: tuple[list[fuzz.Mutant], dict[str, Any], dict[str, Any]]) -> None:
     """No event-file mutant gives a traceback anywhere."""
     mutants, ours, _ = fuzzed
