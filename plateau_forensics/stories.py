@@ -399,6 +399,27 @@ def _initial_lrs(ev: Evidence, plan: Plan) -> tuple[tuple[float, ...] | None, st
     return None, "unknown"
 
 
+def _log_start_lrs(ev: Evidence, plan: Plan) -> tuple[float, ...] | None:
+    """The lrs at the first row of a log that starts mid-run: as logged, the groups the log does not show
+    inferred from the checkpoint through the reductions in the log."""
+    if ev.log.lrs is None or not plan.rows:
+        return None
+    logged = ev.log.lrs[plan.rows[plan.start_row]]
+    values = []
+    for v in logged or ():
+        if v is None:
+            break
+        values.append(float(v))
+    if not values:
+        return None
+    if ev.groups_from_log or len(values) >= ev.n_groups:
+        return tuple(values)
+    inferred = _inferred_initial(ev, plan)
+    if inferred is None or len(inferred) != ev.n_groups:
+        return None
+    return tuple(values) + inferred[len(values):]
+
+
 def _inferred_initial(ev: Evidence, plan: Plan) -> tuple[float, ...] | None:
     """The lrs before the first step, undoing a clean replay's reductions from the checkpoint's optimizer lrs."""
     from plateau_forensics.align import infer_initial_lrs
@@ -521,7 +542,8 @@ def _start_init(ev: Evidence, plan: Plan, init_lrs: tuple[float, ...] | None,
                 ) -> tuple[Callable[[list[World]], list[tuple[World, int]]], str, str]:
     cfg, n, ck = ev.config, ev.n_groups, ev.ck
     if plan.start == "unknown":
-        lrs = _mid(logged) if logged is not None and (ev.groups_from_log or len(_mid(logged)) == n) else None
+        # the lr at the log's start: as logged (groups the log does not show inferred from the checkpoint)
+        lrs = _log_start_lrs(ev, plan)
         if plan.start_opt == "initial" and init_lrs is not None:
             lrs = init_lrs
         worlds = unknown_worlds(cfg, lrs, n)
@@ -829,8 +851,9 @@ def _files(n: int, file_starts: Sequence[int]) -> list[tuple[int, ...]]:
 
 
 def _file_starts_in(rows: Sequence[int], file_starts: Sequence[int]) -> list[int]:
-    pos = {r: p for p, r in enumerate(rows)}
-    return [rows[pos[s]] for s in file_starts if s in pos]
+    """The rows (log row indexes) where a file begins in the order ``rows`` reads them, the first excepted."""
+    firsts = {0, *file_starts}
+    return [r for p, r in enumerate(rows) if p > 0 and r in firsts]
 
 
 MODES = (("carry", "carry"), ("fresh", "carry"), ("carry", "initial"), ("fresh", "initial"), ("carry", "logged"))
@@ -1060,8 +1083,12 @@ def explain(ev: Evidence) -> Verdict:
     for e in evaluations[1:]:
         if e.story == win.story or e.story in alts:
             continue
-        if e.evidence_penalty <= win.evidence_penalty + 1e-9 and e.score <= win.score + ALTERNATIVE_MARGIN \
-                and _distinct(ev, win, e):
+        # a story that explains more of the evidence is always an alternative (the winner won on priors); one
+        # that explains as much, if it does not assume much more, or if it is the winner's twin
+        fits_better = e.evidence_penalty < win.evidence_penalty - 1e-9
+        fits_as_well = abs(e.evidence_penalty - win.evidence_penalty) <= 1e-9 and (
+            e.score <= win.score + ALTERNATIVE_MARGIN or _twins(win, e))
+        if (fits_better or fits_as_well) and _distinct(ev, win, e):
             if _only_speculative(win.plan, e.plan):
                 unverifiable.setdefault(e.story, e)
             else:
@@ -1085,6 +1112,20 @@ def _admissible(ev: Evidence, e: Evaluation, all_evals: Sequence[Evaluation]) ->
         if not e.fit < best_without - 1e-9:
             return False
     return True
+
+
+def _twins(a: Evaluation, b: Evaluation) -> bool:
+    """A fresh optimizer and an lr set by hand to the initial lr at the same resume: the same simulation."""
+    if len(a.plan.boundaries) != len(b.plan.boundaries) or a.initial_lrs is None:
+        return False
+    differ = [(x, y) for x, y in zip(a.plan.boundaries, b.plan.boundaries) if x != y]
+    if len(differ) != 1:
+        return False
+    x, y = differ[0]
+    if {x.opt, y.opt} != {"initial", "logged"} or replace(x, opt="carry") != replace(y, opt="carry"):
+        return False
+    logged_op = next((op for op in (a if x.opt == "logged" else b).ops if op.lr_set is not None), None)
+    return logged_op is not None and _close_lrs(logged_op.lr_set, a.initial_lrs[: len(logged_op.lr_set)])
 
 
 def _only_speculative(win: Plan, alt: Plan) -> bool:
