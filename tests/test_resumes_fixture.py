@@ -7,8 +7,8 @@ and for a fresh regeneration (whose numbers may differ in the last bits on anoth
 
 from __future__ import annotations
 
-import copy
 import csv
+import dataclasses
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -22,12 +22,14 @@ from fixture_truth import (  # noqa: E402 - after importorskip
     SAMPLES,
     Live,
     LiveStep,
+    ToolFinding,
+    ToolStep,
+    ToolView,
     assert_tool_tells_the_truth,
     expected,
-    problems,
+    judge,
     read_truth,
     regenerate,
-    trace_fixture,
 )
 
 RESUMES = SAMPLES / "resumes"
@@ -134,34 +136,42 @@ def test_tool_tells_the_recorded_truth(folder: Path, name: str) -> None:
                                 f"resumes/{name}")
 
 
-def test_the_judge_catches_a_wrong_truth() -> None:
-    """The judge is not vacuous: a shifted state, a misplaced checkpoint or a missing finding each fail it."""
-    folder, name = RESUMES / "scheduler-not-restored", "resumes/scheduler-not-restored"
-    info = read_truth(folder / "scenario.json")
-    t = trace_fixture(folder, info, "ckpt.pt", expected(name))
-    baseline = set(problems(t, info, "ckpt.pt", expected(name)))  # the real verdict is the test above
+def perfect_report(info: dict, file: str, codes: dict[str, str]) -> ToolView:
+    """What a tool that got everything right would report: the live steps, placed where the file was saved."""
+    live = Live.of(info)
+    steps = tuple(ToolStep(s.epoch, s.last_epoch, s.metric, s.best, s.num_bad_epochs, s.cooldown_counter,
+                           live.rows[s.row].lr, s.lr, True, True) for s in live.steps)
+    at = live.checkpoint(file).state_step
+    findings = tuple(ToolFinding(c, sev, None, c, (c,)) for c, sev in codes.items())
+    return ToolView(steps, at, None if at is None else live.steps[at].epoch, findings)
 
-    def new_problems(edit: Callable[[dict], None], expect: Any = None) -> set[str]:
-        bad = copy.deepcopy(info)
-        edit(bad)
-        return set(problems(t, bad, "ckpt.pt", expect or expected(name))) - baseline
 
-    def shift_bad_epochs(d: dict) -> None:
-        d["live"]["steps"]["num_bad_epochs"][5] += 1
+def test_the_judge_catches_a_wrong_report() -> None:
+    """The judge is not vacuous: it passes a perfect report and catches each kind of wrong one."""
+    info = read_truth(RESUMES / "scheduler-not-restored" / "scenario.json")
+    expect = expected("resumes/scheduler-not-restored")
+    good = perfect_report(info, "ckpt.pt", dict(expect.codes))
+    assert judge(good, info, "ckpt.pt", expect) == []
 
-    def move_checkpoint(d: dict) -> None:
-        d["live"]["checkpoints"][0]["state_step"] -= 1
+    def wrong(**change: Any) -> list[str]:
+        return judge(dataclasses.replace(good, **change), info, "ckpt.pt", expect)
 
-    def other_metric(d: dict) -> None:
-        d["live"]["steps"]["metric"][3] += 1e-9
-
-    assert any("num_bad_epochs" in p for p in new_problems(shift_bad_epochs))
-    assert any("placed at" in p for p in new_problems(move_checkpoint))
-    assert any("no step the run took" in p for p in new_problems(other_metric))
-    wanted = type(expected(name))(codes={"nan-metric": "warning"})
-    assert any("nan-metric missing" in p for p in new_problems(lambda d: None, wanted))
-    unexpected = new_problems(lambda d: None, wanted)
-    assert any("unexpected warning [scheduler-not-restored]" in p for p in unexpected)
+    steps = list(good.steps)
+    miscounted = dataclasses.replace(steps[5], num_bad_epochs=steps[5].num_bad_epochs + 1)
+    bad_count = [*steps[:5], miscounted, *steps[6:]]
+    assert any("num_bad_epochs" in p for p in wrong(steps=tuple(bad_count)))
+    other_lr = [*steps[:3], dataclasses.replace(steps[3], lr=(steps[3].lr[0] * 2,)), *steps[4:]]
+    assert any("lr after" in p for p in wrong(steps=tuple(other_lr)))
+    invented = [*steps, dataclasses.replace(steps[-1], steps_taken=steps[-1].steps_taken + 1)]
+    assert any("no step the run took" in p for p in wrong(steps=tuple(invented)))
+    assert any("leaves out" in p for p in wrong(steps=tuple(steps[:3] + steps[4:]),
+                                                  alignment_index=good.alignment_index - 1))
+    assert any("placed at" in p for p in wrong(alignment_index=good.alignment_index - 1))
+    assert any("missing" in p for p in wrong(findings=()))
+    extra = ToolFinding("nan-metric", "warning", None, "?", ("nan-metric",))
+    assert any("unexpected warning [nan-metric]" in p for p in wrong(findings=(*good.findings, extra)))
+    both = ToolFinding("ambiguous", "warning", None, "?", ("scheduler-not-restored", "lr-overwritten"))
+    assert any("unexpected warning [ambiguous]" in p for p in wrong(findings=(both,)))
 
 
 # ------------------------------------------------------------------------------------ stories, from the truth
