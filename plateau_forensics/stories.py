@@ -96,13 +96,16 @@ class Boundary:
     new_run: bool = False
     #: a resume nothing in the inputs points at but the checkpoint's row (the run may simply have gone on)
     speculative: bool = False
+    #: a resume where the checkpoint's last_epoch says its scheduler started (no assumption about where)
+    implied: bool = False
 
     @property
     def components(self) -> frozenset[str]:
         out = set()
         if self.sched == "partial":
             out.add("partial-restore")
-        if self.sched == "fresh" and self.opt == "initial" and self.new_run:
+        if self.sched == "fresh" and self.opt in ("initial", "carry") and self.new_run:
+            # epochs restart: a new run from the saved weights (its lr may equal the one carried)
             out.add("weights-only-resume")
         else:
             if self.sched == "fresh":
@@ -173,13 +176,17 @@ class Plan:
             out.add("optimizer-not-restored")
         if resumed_before and self.start_opt == "logged":
             out.add("lr-overwritten")
-        if self.start == "unknown" and self.start_skip:
+        if (self.start == "unknown" or self.start.startswith("checkpoint")) and self.start_skip:
             out.add("resume-skipped-step")
+        if self.start.startswith("checkpoint") and self.start_skip:
+            out.add("saved-before-step")
         if self.start == "fresh" and self.start_row == 0 and self.mid_run:
             out.add("log-starts-mid-run")
             out.add("scheduler-not-restored" if self.fresh_reason == "not-restored" else "scheduler-started-late")
         if self.start_row > 0 and self.start == "fresh":
             out.add("scheduler-started-late")
+            if self.mid_run:
+                out.add("log-starts-mid-run")
         if self.k > 1:
             out.add("steps-per-row")
         if self.column is not None:
@@ -202,7 +209,7 @@ class Plan:
         # a resume the log does not show (no new file, no epoch going back) is an assumption of its own
         # (one right after the checkpoint that changed the lr there is evidenced by that change)
         c += SILENT_RESUME * sum(1 for b in self.boundaries
-                                 if not b.structural and not (b.speculative and b.opt != "carry"))
+                                 if not b.structural and not b.implied and not (b.speculative and b.opt != "carry"))
         # two components of one resume each cost; several resumes with the same mistake cost once more each
         c += 0.5 * max(0, sum(1 for b in self.boundaries if b.components) - 1)
         return c
@@ -225,6 +232,8 @@ class Evaluation:
     initial_source: str = "unknown"
     #: rows before the first step (not stepped by this scheduler) whose logged lr changed: a warm-up or another writer
     pre_external: tuple[int, ...] = ()
+    #: the same story with the checkpoint placed elsewhere, as well or nearly as well (another reading)
+    other_placements: list[Evaluation] = field(default_factory=list)
 
     @property
     def external_rows(self) -> list[int]:
@@ -245,10 +254,18 @@ class Evaluation:
             out.add("external-lr-change")
         return frozenset(out)
 
+    #: Lightning saves before its epoch's step: there the other reading is the one that costs
+    lightning: bool = False
+
     @property
     def fit(self) -> float:
-        """The evidence penalty plus the cost of reading the checkpoint's epoch field as the next epoch."""
-        return self.evidence_penalty + (BEFORE_STEP if self.before_step else 0.0)
+        """The evidence penalty plus the cost of the less usual reading of the checkpoint's epoch field (the epoch
+        after its state: saved before the step, or "next epoch"; for Lightning, the epoch of its state)."""
+        if self.anchor_op == -1:  # the log starts after the checkpoint: did the resume lose its epoch's step?
+            unusual = self.plan.start_skip != self.lightning
+        else:
+            unusual = self.before_step != self.lightning and self.anchor_op is not None
+        return self.evidence_penalty + (BEFORE_STEP if unusual else 0.0)
 
     @property
     def score(self) -> float:
@@ -616,7 +633,7 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
                           segment_starts=starts, initial_lrs=init_lrs, initial_source=source)
     pre = _pre_start_changes(ev, plan)
     e = Evaluation(plan, ops, les, lineage, base, None, segment_starts=starts, initial_lrs=init_lrs,
-                   initial_source=source, pre_external=pre)
+                   initial_source=source, pre_external=pre, lightning=ev.framework == "lightning")
     if ck is None:
         e.penalties = _lr_penalties(base, pre)
         return e
@@ -658,7 +675,9 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
         return e
     candidates.sort(key=lambda c: c[0])
     best_eval: Evaluation | None = None
+    placed: list[Evaluation] = []
     for key, i, before, both, steps_ok, field_pen in candidates[:3]:
+        le = les[i]
         sim = simulate(cfg, ops, anchor=Anchor(i, anchor_state, seen_lrs, partial=ck.partial, continue_lrs=ck.lrs),
                        lr_dtypes=ev.lr_dtypes, groups_from_log=ev.groups_from_log, prefix=base)
         pen = _lr_penalties(sim, pre + ((ops[i].row,) if moved else ()))
@@ -675,10 +694,12 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
         if field_pen:
             pen["epoch field"] = field_pen
         cand = Evaluation(plan, ops, les, lineage, sim, i, before, pen, starts, init_lrs, source,
-                          pre + ((ops[i].row,) if moved else ()))
+                          pre + ((ops[i].row,) if moved else ()), lightning=ev.framework == "lightning")
+        placed.append(cand)
         if best_eval is None or cand.score < best_eval.score:
             best_eval = cand
     assert best_eval is not None
+    best_eval.other_placements = [c for c in placed if c is not best_eval and c.components != best_eval.components]
     return best_eval
 
 
@@ -695,7 +716,7 @@ def _vacuous(plan: Plan, ops: Sequence[Op], sim: Simulation, init_lrs: tuple[flo
         if op.init is not None and op.row not in firsts:
             firsts[op.row] = i
     for b in plan.boundaries:
-        if b.opt == "carry":
+        if b.opt == "carry" or (b.new_run and b.opt == "initial"):
             continue
         i = firsts.get(plan.rows[b.row])
         if i is None or ops[i].parent < 0:
@@ -919,6 +940,8 @@ def _start_variants(ev: Evidence, base: Plan) -> list[Plan]:
             for opt in ("checkpoint", "initial", "logged"):
                 if start == "checkpoint" or opt != "logged":
                     out.append(replace(base, start=start, start_opt=opt))
+        # the checkpoint held the state before its epoch's step (Lightning saves so): the resume lost that step
+        out.append(replace(base, start="checkpoint", start_opt="checkpoint", start_skip=True))
     # the scheduler that wrote the checkpoint took its first step later than the log's first row
     for b0 in _fresh_start_rows(ev, base):
         if b0 <= 0 or b0 >= len(rows):
@@ -928,7 +951,7 @@ def _start_variants(ev: Evidence, base: Plan) -> list[Plan]:
             # a resume there with a fresh scheduler (last_epoch counts from it), the optimizer restored or not
             for opt in ("carry", "initial", "logged"):
                 if opt == "carry" or _mode_ok(ev, base, b0, opt):
-                    sil = Boundary(row=b0, source=b0 - 1, sched="fresh", opt=opt, structural=False)
+                    sil = Boundary(row=b0, source=b0 - 1, sched="fresh", opt=opt, structural=False, implied=True)
                     out.append(replace(base, boundaries=tuple(sorted((*base.boundaries, sil), key=lambda b: b.row))))
     return out
 
@@ -964,6 +987,7 @@ def _silent_resumes(ev: Evidence, base: Plan) -> list[Plan]:
     ck = ev.ck
     rows = base.rows
     cands: dict[int, bool] = {}  # position -> the resume skipped the source row's step
+    both: set[int] = set()  # positions tried with and without the lost step
     from_checkpoint: set[int] = set()  # positions right after the checkpoint: a hand-set lr is plausible there
     probe = evaluate(ev, base)
     if ck is not None and probe.anchor_op is not None and probe.anchor_op >= 0:
@@ -971,6 +995,7 @@ def _silent_resumes(ev: Evidence, base: Plan) -> list[Plan]:
         if pos + 1 < len(rows):
             cands[pos + 1] = False
             from_checkpoint.add(pos + 1)
+            both.add(pos + 1)  # the checkpoint may hold the state before this row's step: resumed, it lost one
         if probe.before_step and pos + 2 < len(rows):
             cands[pos + 2] = True
             from_checkpoint.add(pos + 2)
@@ -985,7 +1010,7 @@ def _silent_resumes(ev: Evidence, base: Plan) -> list[Plan]:
     extra_skips = {q for q, skip in cands.items() if not skip and q >= 2} if lost else set()
     structural = {b.row for b in base.boundaries}
     out = []
-    items = sorted(cands.items()) + [(q, True) for q in sorted(extra_skips)]
+    items = sorted(cands.items()) + [(q, True) for q in sorted(extra_skips | both) if not cands.get(q)]
     for pos, skip in items:
         if pos in structural or pos <= base.start_row:
             continue
@@ -1074,7 +1099,8 @@ def _fmt(lrs: Sequence[float]) -> str:
 # -- the verdict -------------------------------------------------------------------------------------------
 def explain(ev: Evidence) -> Verdict:
     """Simulate every proposed story and pick the one that explains the evidence best."""
-    evaluations = [evaluate(ev, p) for p in dict.fromkeys(_proposals(ev))]
+    evaluations = [x for p in dict.fromkeys(_proposals(ev)) for e in [evaluate(ev, p)]
+                   for x in (e, *e.other_placements)]
     evaluations = [e for e in evaluations if _admissible(ev, e, evaluations)]
     evaluations.sort(key=lambda e: (e.score, e.plan.cost, len(e.components)))
     win = evaluations[0]
@@ -1115,7 +1141,11 @@ def _admissible(ev: Evidence, e: Evaluation, all_evals: Sequence[Evaluation]) ->
 
 
 def _twins(a: Evaluation, b: Evaluation) -> bool:
-    """A fresh optimizer and an lr set by hand to the initial lr at the same resume: the same simulation."""
+    """Stories with the same simulation that the evidence cannot tell apart: a fresh optimizer and an lr set by
+    hand to the initial lr at the same resume; the unseen resume before a log that starts mid-run."""
+    if a.plan.start == b.plan.start == "unknown" and replace(a.plan, start_opt="carry", start_skip=False) == \
+            replace(b.plan, start_opt="carry", start_skip=False):
+        return True
     if len(a.plan.boundaries) != len(b.plan.boundaries) or a.initial_lrs is None:
         return False
     differ = [(x, y) for x, y in zip(a.plan.boundaries, b.plan.boundaries) if x != y]
@@ -1138,8 +1168,7 @@ def _only_speculative(win: Plan, alt: Plan) -> bool:
 def _distinct(ev: Evidence, win: Evaluation, alt: Evaluation) -> bool:
     """An alternative differs from the winner in something a user would act on (not only in an info-level
     convention the evidence cannot see)."""
-    quiet = {"saved-before-step", "duplicate-epochs", "lr-logged-after-step"}
-    return set(win.components) - quiet != set(alt.components) - quiet
+    return set(win.components) != set(alt.components)
 
 
 def _decide(ev: Evidence, win: Evaluation, alts: Sequence[Evaluation]) -> str:
