@@ -172,7 +172,10 @@ def trace_of(ev: Evidence, e: Evaluation, others: Sequence[Evaluation] = ()) -> 
     if not starts:
         lr0 = tuple(ev.ck.lrs) if ev.ck is not None and ev.ck.lrs else nan_lrs
         starts = [Start(0, final, lr0)]
-    t = Trace(config=cfg, epochs=tuple(e.ops[i].label for i in lineage),
+    # a step taken during the next epoch on the last validation's value (per-batch stepping) is shown at the
+    # epoch it ran in
+    t = Trace(config=cfg, epochs=tuple(e.ops[i].epoch_after if e.ops[i].epoch_after is not None
+                                       else e.ops[i].label for i in lineage),
               metrics=tuple(e.ops[i].metric for i in lineage), starts=tuple(starts), final=final,
               error=error, lr_dtypes=ev.lr_dtypes, unknown=frozenset(unknown), lr_unknown=frozenset(lr_unknown),
               undecided=frozenset(undecided), last_epochs=tuple(counts[i] for i in lineage),

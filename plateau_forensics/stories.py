@@ -297,6 +297,9 @@ class Verdict:
     evaluation: Evaluation | None = None
     others: tuple[Evaluation, ...] = ()
     evidence: Evidence | None = None
+    #: other simulations of the same story that fit as well (another k, timing or placement): where they
+    #: disagree on a row's state the inputs do not determine it
+    equals: tuple[Evaluation, ...] = ()
 
     @property
     def ambiguous(self) -> bool:
@@ -1106,6 +1109,9 @@ def explain(ev: Evidence) -> Verdict:
     win = evaluations[0]
     alts: dict[tuple[str, ...], Evaluation] = {}
     unverifiable: dict[tuple[str, ...], Evaluation] = {}
+    equals = [e for e in evaluations[1:] if e.story == win.story and e is not win
+              and abs(e.evidence_penalty - win.evidence_penalty) <= 1e-9 and e.score <= win.score + ALTERNATIVE_MARGIN
+              and e.anchor_op is not None]
     for e in evaluations[1:]:
         if e.story == win.story or e.story in alts:
             continue
@@ -1123,7 +1129,7 @@ def explain(ev: Evidence) -> Verdict:
         story=win.story, alternatives=tuple(alts), decide=_decide(ev, win, list(alts.values())),
         unverifiable=tuple(s for s in unverifiable if s not in alts),
         explained=tuple(_explained(ev, win)), unexplained=tuple(f"{k}" for k in win.penalties),
-        evaluation=win, others=tuple(alts.values()), evidence=ev)
+        evaluation=win, others=tuple(alts.values()), evidence=ev, equals=tuple(equals[:8]))
 
 
 def _admissible(ev: Evidence, e: Evaluation, all_evals: Sequence[Evaluation]) -> bool:
