@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from plateau_forensics.api import replay, trace
+    from plateau_forensics.callbacks import hf_callback, keras_callback, lightning_callback
     from plateau_forensics.diagnose import Finding
     from plateau_forensics.engine import Event, Forecast, Step, Trace
     from plateau_forensics.errors import (
@@ -19,10 +20,14 @@ if TYPE_CHECKING:
         ConfigError,
         ForensicsError,
         LossLogError,
+        RecordingError,
+        ResumeError,
         SchedulerStateNotFound,
     )
+    from plateau_forensics.guard import ResumeProblem, ResumeWarning, check_resume
     from plateau_forensics.loader import Checkpoint, load_checkpoint
     from plateau_forensics.losses import LossLog, read_losses
+    from plateau_forensics.recorder import Recorder, Recording, read_recording, record
     from plateau_forensics.state import PlateauConfig, PlateauState
     from plateau_forensics.whatif import Comparison, compare, expand_what_if
 
@@ -34,6 +39,10 @@ _WHERE = {
     "Checkpoint": "loader", "load_checkpoint": "loader", "LossLog": "losses", "read_losses": "losses",
     "PlateauConfig": "state", "PlateauState": "state",
     "compare": "whatif", "Comparison": "whatif", "expand_what_if": "whatif",
+    "record": "recorder", "Recorder": "recorder", "read_recording": "recorder", "Recording": "recorder",
+    "RecordingError": "errors", "ResumeError": "errors", "check_resume": "guard", "ResumeProblem": "guard",
+    "ResumeWarning": "guard", "lightning_callback": "callbacks", "hf_callback": "callbacks",
+    "keras_callback": "callbacks",
 }
 
 __all__ = [  # static, so linters and type checkers see the lazy names
@@ -50,14 +59,26 @@ __all__ = [  # static, so linters and type checkers see the lazy names
     "LossLogError",
     "PlateauConfig",
     "PlateauState",
+    "Recorder",
+    "Recording",
+    "RecordingError",
+    "ResumeError",
+    "ResumeProblem",
+    "ResumeWarning",
     "SchedulerStateNotFound",
     "Step",
     "Trace",
     "__version__",
+    "check_resume",
     "compare",
     "expand_what_if",
+    "hf_callback",
+    "keras_callback",
+    "lightning_callback",
     "load_checkpoint",
     "read_losses",
+    "read_recording",
+    "record",
     "replay",
     "trace",
 ]

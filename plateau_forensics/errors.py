@@ -44,3 +44,15 @@ class CheckpointValueError(CheckpointError):
 
 class CheckpointLimitError(CheckpointError):
     """The checkpoint exceeds a reader limit (nesting, size, objects): far above what schedulers need."""
+
+
+class RecordingError(LossLogError):
+    """A recording written by ``plateau_forensics.record`` cannot be read: a bad line, or no header."""
+
+
+class ResumeError(ForensicsError):
+    """``check_resume`` found a resume mistake; ``problems`` lists each one (``code``, ``message``, ``fix``)."""
+
+    def __init__(self, message: str, problems: list[object]) -> None:
+        super().__init__(message)
+        self.problems = problems

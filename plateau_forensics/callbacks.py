@@ -1,0 +1,288 @@
+"""The recorder and the resume guard as Lightning, Hugging Face Trainer and Keras callbacks.
+
+Each framework is imported only when its callback is built, so ``import plateau_forensics`` stays light.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from plateau_forensics.errors import ConfigError
+from plateau_forensics.guard import ResumeProblem, live_problems, read_checkpoint, report, resume_problems
+from plateau_forensics.recorder import (
+    LOGGER_NAME,
+    KerasRecorder,
+    _hyper,
+    _hyper_dict,
+    _resolve_path,
+    current_rank,
+    record,
+)
+from plateau_forensics.state import PlateauConfig
+
+__all__ = ["hf_callback", "keras_callback", "lightning_callback"]
+
+Action = Literal["raise", "warn"]
+
+
+def _is_plateau(scheduler: Any) -> bool:
+    return all(hasattr(scheduler, k) for k in ("best", "num_bad_epochs", "cooldown_counter", "min_lrs"))
+
+
+def _nth(path: str | os.PathLike[str] | None, i: int, n: int) -> str | os.PathLike[str] | None:
+    """``plateau.jsonl`` for one scheduler; ``plateau.0.jsonl``, ``plateau.1.jsonl`` for several."""
+    if path is None or n == 1:
+        return path
+    p = Path(os.fspath(path))
+    return p.with_name(f"{p.stem}.{i}{p.suffix}")
+
+
+def _logger(logger: logging.Logger | str) -> logging.Logger:
+    return logging.getLogger(logger) if isinstance(logger, str) else logger
+
+
+# -- Lightning -------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def _lightning_class() -> type:
+    try:
+        from lightning.pytorch.callbacks import Callback
+    except ImportError:  # the standalone package name
+        from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
+
+    class PlateauRecorderCallback(Callback):  # type: ignore[misc,valid-type]
+        """Records every plateau scheduler Lightning steps; at a ``fit(ckpt_path=...)`` resume, checks it."""
+
+        def __init__(self, path: Any, guard: bool, action: Action, ignore: tuple[str, ...],
+                     options: dict[str, Any]) -> None:
+            super().__init__()
+            self.path, self.guard, self.action, self.ignore, self.options = path, guard, action, ignore, options
+            self.recorders: list[Any] = []
+            self.problems: list[ResumeProblem] = []
+            self._configs: list[tuple[int, Any, tuple[Any, ...]]] = []
+
+        def on_fit_start(self, trainer: Any, pl_module: Any) -> None:
+            # configure_optimizers has run, the checkpoint's states are not loaded yet: what the code built
+            self._close()
+            configs = [(k, c) for k, c in enumerate(trainer.lr_scheduler_configs) if _is_plateau(c.scheduler)]
+            self._configs = [(k, c, _hyper(c.scheduler)) for k, c in configs]
+            for i, (_, c) in enumerate(configs):
+                self.recorders.append(record(
+                    c.scheduler, c.scheduler.optimizer, _nth(self.path, i, len(configs)),
+                    metric=c.monitor or "val_loss", epoch=lambda: trainer.current_epoch, rank=trainer.global_rank,
+                    **self.options))
+
+        def on_train_start(self, trainer: Any, pl_module: Any) -> None:
+            if not self.guard or not trainer.ckpt_path:
+                return
+            problems: list[ResumeProblem] = []
+            for k, c, built in self._configs:
+                constructor = {key: v for key, v in _hyper_dict(built).items() if key != "default_min_lr"}
+                sched = c.scheduler
+                ck, _ = read_checkpoint(trainer.ckpt_path, f"lr_schedulers[{k}]")
+                problems += live_problems(sched, sched.optimizer, ck, constructor=constructor)
+                if c.interval == "epoch" and trainer.fit_loop.restarting:
+                    # Lightning saves in on_validation_end / on_train_epoch_end, before on_advance_end steps the
+                    # plateau schedulers, and does not step them for the epoch it restarts in (fit_loop.py)
+                    epoch = ck.epoch if ck.epoch is not None else trainer.current_epoch
+                    problems.append(ResumeProblem(
+                        "saved-before-step",
+                        f"Lightning saved this checkpoint before epoch {epoch}'s plateau step (last_epoch="
+                        f"{ck.state.last_epoch}) and does not take that step when it resumes: epoch {epoch}'s "
+                        f"{c.monitor} never reaches the scheduler, and every later last_epoch is one lower",
+                        f"step the scheduler once with epoch {epoch}'s {c.monitor} in on_train_start (save it in "
+                        "on_save_checkpoint), or resume from a checkpoint saved after the epoch ended; ignore "
+                        "'saved-before-step' to accept the lost step"))
+            self.problems = report(problems, where=str(trainer.ckpt_path), action=self.action, ignore=self.ignore)
+
+        def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
+            self._close()
+
+        def on_exception(self, trainer: Any, pl_module: Any, exception: BaseException) -> None:
+            self._close()
+
+        def _close(self) -> None:
+            for rec in self.recorders:
+                rec.close()
+            self.recorders = []
+
+        def state_dict(self) -> dict[str, Any]:
+            return {}  # nothing of the recorder goes into Lightning checkpoints
+
+    return PlateauRecorderCallback
+
+
+def lightning_callback(
+    path: str | os.PathLike[str] | None = "plateau.jsonl",
+    *,
+    guard: bool = True,
+    action: Action = "raise",
+    ignore: Iterable[str] = (),
+    explain: bool = False,
+    verbose: bool = False,
+    logger: logging.Logger | str = LOGGER_NAME,
+) -> Any:
+    """A ``lightning.pytorch.Callback`` that records every ReduceLROnPlateau Lightning steps, and guards resumes.
+
+    At ``on_fit_start`` (after ``configure_optimizers``, before a checkpoint is restored) it attaches ``record`` to
+    each plateau scheduler (``path``; ``plateau.0.jsonl``, ``plateau.1.jsonl``... for several), with the monitored
+    name as the metric and ``trainer.current_epoch`` as the epoch. With ``fit(ckpt_path=...)`` it runs the
+    resume checks at ``on_train_start``, comparing the restored scheduler with what ``configure_optimizers``
+    built, and reports Lightning's own lost step (``saved-before-step``).
+
+    Args:
+        path, explain, verbose, logger: as in ``plateau_forensics.record``.
+        guard: run the resume checks on a resume.
+        action: ``"raise"`` (``ResumeError`` stops the fit) or ``"warn"``.
+        ignore: resume codes not to report.
+
+    Example:
+        >>> trainer = L.Trainer(callbacks=[pf.lightning_callback("plateau.jsonl")])   # doctest: +SKIP
+    """
+    opts = {"explain": explain, "verbose": verbose, "logger": _logger(logger)}
+    return _lightning_class()(path, guard, action, tuple(ignore), opts)
+
+
+# -- Hugging Face Trainer --------------------------------------------------------------------------
+def _hf_constructor(args: Any) -> PlateauConfig:
+    """What the Trainer built: torch's defaults plus ``lr_scheduler_kwargs`` (its only source of arguments)."""
+    kwargs = args.lr_scheduler_kwargs or {}
+    if isinstance(kwargs, str):
+        kwargs = json.loads(kwargs)
+    if not isinstance(kwargs, Mapping):
+        raise ConfigError(f"lr_scheduler_kwargs is {kwargs!r}, not a mapping")
+    return PlateauConfig(**{k: v for k, v in kwargs.items() if k != "verbose"})
+
+
+@lru_cache(maxsize=None)
+def _hf_class() -> type:
+    from transformers import TrainerCallback
+
+    class PlateauTrainerCallback(TrainerCallback):  # type: ignore[misc,valid-type]
+        """Records the Trainer's ReduceLROnPlateau; at a resume, checks it against the checkpoint folder."""
+
+        def __init__(self, path: Any, checkpoint: Any, guard: bool, action: Action, ignore: tuple[str, ...],
+                     options: dict[str, Any]) -> None:
+            self.path, self.checkpoint, self.guard = path, checkpoint, guard
+            self.action, self.ignore, self.options = action, ignore, options
+            self.recorder: Any = None
+            self.problems: list[ResumeProblem] = []
+
+        def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None,
+                           lr_scheduler: Any = None, **kwargs: Any) -> None:
+            if not _is_plateau(lr_scheduler):
+                return
+            if self.guard and state.global_step > 0:  # trainer_state.json was loaded: a resume
+                folder = self.checkpoint
+                if folder is None and isinstance(args.resume_from_checkpoint, str):
+                    folder = args.resume_from_checkpoint
+                if folder is None:
+                    folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
+                problems = resume_problems(lr_scheduler, optimizer, checkpoint=folder, expect=_hf_constructor(args))
+                self.problems = report(problems, where=os.fspath(folder), action=self.action, ignore=self.ignore)
+            name = args.metric_for_best_model or "loss"
+            name = name if name.startswith("eval_") else f"eval_{name}"
+            if self.recorder is not None:
+                self.recorder.close()
+            self.recorder = record(lr_scheduler, optimizer, self.path, metric=name, epoch=lambda: state.epoch,
+                                   rank=args.process_index, **self.options)
+
+        def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+            if self.recorder is not None:
+                self.recorder.close()
+                self.recorder = None
+
+    return PlateauTrainerCallback
+
+
+def hf_callback(
+    path: str | os.PathLike[str] | None = "plateau.jsonl",
+    *,
+    checkpoint: str | os.PathLike[str] | None = None,
+    guard: bool = True,
+    action: Action = "raise",
+    ignore: Iterable[str] = (),
+    explain: bool = False,
+    verbose: bool = False,
+    logger: logging.Logger | str = LOGGER_NAME,
+) -> Any:
+    """A ``transformers.TrainerCallback`` that records the Trainer's ReduceLROnPlateau and guards resumes.
+
+    At ``on_train_begin`` (after a resume has loaded ``optimizer.pt`` and ``scheduler.pt``) it checks the resume
+    when the Trainer resumed (``state.global_step > 0``): the folder is ``checkpoint``, else
+    ``args.resume_from_checkpoint``, else ``output_dir/checkpoint-<global_step>``; the constructor's
+    hyperparameters are torch's defaults plus ``lr_scheduler_kwargs``. Then it records every step (the metric
+    is ``eval_<metric_for_best_model>``, the epoch ``state.epoch``, the rank ``args.process_index``).
+
+    Args:
+        path, explain, verbose, logger: as in ``plateau_forensics.record``.
+        checkpoint: the checkpoint folder the Trainer resumed from, when not the default.
+        guard, action, ignore: as in ``lightning_callback``.
+
+    Example:
+        >>> Trainer(..., callbacks=[pf.hf_callback("plateau.jsonl")])   # doctest: +SKIP
+    """
+    opts = {"explain": explain, "verbose": verbose, "logger": _logger(logger)}
+    return _hf_class()(path, checkpoint, guard, action, tuple(ignore), opts)
+
+
+# -- Keras -----------------------------------------------------------------------------------------
+@lru_cache(maxsize=None)
+def _keras_class() -> type:
+    import keras
+
+    class PlateauKerasRecorder(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+        """Records a ``keras.callbacks.ReduceLROnPlateau``'s epochs (a segment per ``fit``)."""
+
+        def __init__(self, plateau: Any, path: Any, rank: int, options: dict[str, Any]) -> None:
+            super().__init__()
+            self.plateau = plateau
+            self.recorder = KerasRecorder(plateau, self._lr, _resolve_path(path, rank), rank=rank, **options)
+
+        def _lr(self) -> float:
+            return float(keras.ops.convert_to_numpy(self.plateau.model.optimizer.learning_rate))
+
+        def on_train_begin(self, logs: Any = None) -> None:
+            self.recorder.attach()
+
+        def on_train_end(self, logs: Any = None) -> None:
+            self.recorder.detach()
+
+        def close(self) -> None:
+            """Stop recording and close the file."""
+            self.recorder.close()
+
+    return PlateauKerasRecorder
+
+
+def keras_callback(
+    plateau: Any,
+    path: str | os.PathLike[str] | None = "plateau.jsonl",
+    *,
+    rank: int | None = None,
+    explain: bool = False,
+    verbose: bool = False,
+    logger: logging.Logger | str = LOGGER_NAME,
+) -> Any:
+    """A ``keras.callbacks.Callback`` that records the epochs of ``plateau`` (a ``keras.callbacks.ReduceLROnPlateau``).
+
+    Put both in ``fit(callbacks=[plateau, pf.keras_callback(plateau)])`` (any order): it wraps that callback's
+    ``on_epoch_end`` during each ``fit`` and writes one line per epoch under Keras's names (``wait`` for
+    ``num_bad_epochs``; epochs as Keras prints them, from 1). Keras keeps no scheduler state in its files,
+    so there is no resume to check. ``close()`` closes the file.
+
+    Raises:
+        ConfigError: ``plateau`` is not a Keras ReduceLROnPlateau.
+    """
+    if not all(hasattr(plateau, k) for k in ("monitor", "wait", "cooldown_counter", "factor", "min_delta")):
+        raise ConfigError(f"keras_callback() needs a keras.callbacks.ReduceLROnPlateau, not a "
+                          f"{type(plateau).__name__}")
+    rank = current_rank() if rank is None else int(rank)
+    opts = {"explain": explain, "verbose": verbose, "logger": _logger(logger)}
+    return _keras_class()(plateau, path, rank, opts)
+
