@@ -1140,8 +1140,10 @@ def _admissible(ev: Evidence, e: Evaluation, all_evals: Sequence[Evaluation]) ->
     for has in flags:
         if not has(p):
             continue
-        best_without = min((o.fit for o in all_evals if not has(o.plan)), default=math.inf)
-        if not e.fit < best_without - 1e-9:
+        without = [o for o in all_evals if not has(o.plan)]
+        best_fit = min((o.fit for o in without), default=math.inf)
+        best_score = min((o.score for o in without), default=math.inf)
+        if not (e.fit < best_fit - 1e-9 or e.score < best_score - 1e-9):
             return False
     return True
 
