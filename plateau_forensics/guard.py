@@ -242,13 +242,15 @@ def live_problems(scheduler: Any, optimizer: Any, ck: Checkpoint, *,
     ref, source = ck.optimizer_lrs, "optimizer state"
     if ref is None and saved.last_lr is not None:
         ref, source = saved.last_lr, "scheduler's _last_lr (it holds no optimizer state)"
-    if ref is not None and lrs != tuple(ref):
-        if len(lrs) != len(ref):
+    # groups added after the resume (a new head) are new: only the checkpoint's groups are compared
+    if ref is not None and lrs[: len(ref)] != tuple(ref):
+        if len(lrs) < len(ref):
             msg = (f"the optimizer has {len(lrs)} param group{'s' if len(lrs) != 1 else ''} (lr {_lrs(lrs)}), the "
                    f"checkpoint's {source} {len(ref)} (lr {_lrs(ref)})")
         else:
-            msg = (f"the optimizer's lr is {_pair_lrs(lrs, ref)[0]} but the checkpoint's {source} holds "
-                   f"{_pair_lrs(lrs, ref)[1]}: training would continue from another lr than the run had reached")
+            ours, theirs = _pair_lrs(lrs[: len(ref)], ref)
+            msg = (f"the optimizer's lr is {ours} but the checkpoint's {source} holds {theirs}: training would "
+                   "continue from another lr than the run had reached")
         out.append(ResumeProblem(
             "optimizer-lr-differs", msg,
             f"call optimizer.load_state_dict({_optimizer_subscript(ck)}) when resuming (ReduceLROnPlateau keeps the "

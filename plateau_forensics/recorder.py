@@ -258,8 +258,8 @@ class _Sink:
             f.flush()
         except OSError as exc:  # a full disk must not stop the training it records; say so once
             self.failed = exc
-            self._file = None
             self.logger.error("plateau_forensics: stopped recording to %s: %s", self.path, exc)
+            self.close()
 
     def emit(self, text: str) -> None:
         """A line for people: through ``logging`` (INFO), and printed when ``verbose``."""
@@ -268,9 +268,14 @@ class _Sink:
             print(text, flush=True)
 
     def close(self) -> None:
-        if self._finalizer is not None:
-            self._finalizer()
         self._file = None
+        if self._finalizer is not None:
+            try:
+                self._finalizer()
+            except OSError as exc:  # the last buffered bytes could not be written either
+                if self.failed is None:
+                    self.failed = exc
+                    self.logger.error("plateau_forensics: stopped recording to %s: %s", self.path, exc)
 
 
 def _header(rules: str, metric: str, rank: int, config: Mapping[str, Any], state: Mapping[str, Any],
