@@ -193,6 +193,7 @@ class ToolFinding:
     epoch: float | None
     message: str
     names: tuple[str, ...] = ()
+    evidence: Mapping[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -227,8 +228,27 @@ def view(t: Any) -> ToolView:
             lr_in=tuple(s.lr_in), lr=tuple(s.lr), known=s.known, lr_known=s.lr_known)
         for s in t.steps)
     a = t.alignment
-    findings = tuple(ToolFinding(f.code, str(f.severity), f.epoch, f.message, _names(f)) for f in t.findings)
+    findings = tuple(ToolFinding(f.code, str(f.severity), f.epoch, f.message, _names(f), dict(f.evidence))
+                     for f in t.findings)
     return ToolView(steps, None if a is None else a.index, None if a is None else a.epoch, findings, t.error)
+
+
+def named(t: Any, code: str) -> ToolFinding | None:
+    """The finding naming cause ``code``: its own, else an ``ambiguous`` one (with that story's evidence)."""
+    found = view(t).findings
+    own = next((f for f in found if f.code == code), None)
+    if own is not None:
+        return own
+    amb = next((f for f in found if code in f.names), None)
+    if amb is None:
+        return None
+    part = amb.evidence.get("components", {}).get(code, {})
+    return ToolFinding(code, amb.severity, part.get("epoch", amb.epoch), amb.message, (code,), part)
+
+
+def warnings(t: Any) -> list[str]:
+    """The warning-level findings of a trace, as ``[code] message`` lines."""
+    return [f"[{f.code}] {f.message}" for f in view(t).findings if f.severity == WARNING]
 
 
 # ------------------------------------------------------------------------------ what each scenario must say

@@ -21,7 +21,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fixture_truth import SAMPLES, Live, assert_tool_tells_the_truth, read_truth, regenerate  # noqa: E402
+from fixture_truth import (  # noqa: E402 - after importorskip
+    SAMPLES,
+    Live,
+    assert_tool_tells_the_truth,
+    named,
+    read_truth,
+    regenerate,
+    warnings,
+)
 
 import plateau_forensics as pf  # noqa: E402
 
@@ -230,9 +238,8 @@ def test_trace_alone_aligns_at_the_last_evaluation(folder: Path, ckpt: str) -> N
     assert t.alignment.epoch == ev[-1]["epoch"]
     assert t.alignment.consistent
     assert t.alignment.lr_matches  # the replayed lr at that row is optimizer.pt's
-    codes = [f.code for f in t.findings]
-    assert "saved-before-step" not in codes
-    assert [f for f in t.findings if f.severity == "warning"] == []
+    assert named(t, "saved-before-step") is None
+    assert warnings(t) == []
 
 
 @pytest.mark.parametrize("ckpt", CHECKPOINTS)
@@ -259,7 +266,7 @@ def test_earlier_checkpoint_in_the_full_log_history(folder: Path, scenario: str)
     n_first = len(evals(json.loads((first / "trainer_state.json").read_text())["log_history"]))
     t = pf.trace(first, history)
     assert t.alignment.index == n_first - 1
-    assert [f for f in t.findings if f.severity == "warning"] == []
+    assert warnings(t) == []
     assert [s.lr_in[0] for s in t.steps] == lr_used_per_eval(history)
     final = torch.load(last / "optimizer.pt", weights_only=True)["param_groups"]
     assert t.lrs == tuple(g["lr"] for g in final)

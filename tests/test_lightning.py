@@ -18,7 +18,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fixture_truth import SAMPLES, Live, assert_tool_tells_the_truth, read_truth, regenerate  # noqa: E402
+from fixture_truth import (  # noqa: E402 - after importorskip
+    SAMPLES,
+    Live,
+    assert_tool_tells_the_truth,
+    named,
+    read_truth,
+    regenerate,
+    warnings,
+)
 
 import plateau_forensics as pf  # noqa: E402
 
@@ -79,14 +87,6 @@ def logged(path: Path) -> list[tuple[int, float, float]]:
 def replayed_lrs(t) -> dict[float, float]:
     """Epoch -> the lr the trace says that epoch trained with (group 0)."""
     return {s.epoch: s.lr_in[0] for s in t.steps}
-
-
-def codes(t) -> dict[str, object]:
-    return {f.code: f for f in t.findings}
-
-
-def warnings_of(t) -> list[str]:
-    return [f"[{f.code}] {f.message}" for f in t.findings if f.severity == "warning"]
 
 
 # ------------------------------------------------------------------------------------ regeneration
@@ -154,10 +154,10 @@ def test_plain_saved_before_step(folder: Path, name: str) -> None:
     t = pf.trace(ckpt, plain / "metrics.csv")
     ck_epoch = load(ckpt)["epoch"]
     assert t.alignment.epoch == ck_epoch - 1
-    found = codes(t)
-    assert "saved-before-step" in found and found["saved-before-step"].severity == "info"
-    assert found["saved-before-step"].evidence["checkpoint_epoch"] == ck_epoch
-    assert warnings_of(t) == []
+    found = named(t, "saved-before-step")
+    assert found is not None and found.severity == "info"
+    assert found.evidence["checkpoint_epoch"] == ck_epoch
+    assert warnings(t) == []
     rows = logged(plain / "metrics.csv")
     assert [e for e, _, _ in rows] == list(range(20))
     assert replayed_lrs(t) == {e: lr for e, lr, _ in rows}
@@ -177,12 +177,11 @@ def test_resumed_explains_skipped_step(folder: Path, name: str) -> None:
     ck = load(ckpt)
     assert ck["lr_schedulers"][0]["last_epoch"] == ck["epoch"] - 1
     assert t.alignment.epoch == ck["epoch"] - 1 and t.alignment.consistent
-    found = codes(t)
-    assert "resume-skipped-step" in found, sorted(found)
-    assert found["resume-skipped-step"].epoch == 11
-    assert "saved-before-step" in found
-    assert "overlapping-logs" not in found and "duplicate-epochs" not in found
-    assert warnings_of(t) == []
+    skipped = named(t, "resume-skipped-step")
+    assert skipped is not None and skipped.epoch == 11
+    assert named(t, "saved-before-step") is not None
+    assert named(t, "overlapping-logs") is None and named(t, "duplicate-epochs") is None
+    assert warnings(t) == []
     rows = logged(logs[0]) + logged(logs[1])
     assert [e for e, _, _ in rows] == list(range(24))
     lrs = replayed_lrs(t)
@@ -220,13 +219,12 @@ def test_step_interval_steps_per_row(folder: Path, name: str) -> None:
     ck = load(ckpt)
     assert ck["lr_schedulers"][0]["last_epoch"] == 2 * ck["epoch"] + 1
     t = pf.trace(ckpt, step / "metrics.csv")
-    found = codes(t)
-    assert "steps-per-row" in found, sorted(found)
-    assert found["steps-per-row"].evidence["k"] == 2
+    found = named(t, "steps-per-row")
+    assert found is not None and found.evidence["k"] == 2
     assert t.alignment.epoch == ck["epoch"]  # the state already holds this epoch's val_loss (read once)
     assert t.alignment.lr_matches is True
-    assert "saved-before-step" not in found
-    assert [w for w in warnings_of(t) if not w.startswith("[steps-per-row]")] == []
+    assert named(t, "saved-before-step") is None
+    assert [w for w in warnings(t) if not w.startswith("[steps-per-row]")] == []
 
 
 # ------------------------------------------------------------------------------------ missing monitor
@@ -239,9 +237,8 @@ def test_missing_monitor_never_stepped(folder: Path) -> None:
     sd = load(ckpt)["lr_schedulers"][0]
     assert sd["last_epoch"] == 0 and sd["best"] == math.inf
     t = pf.trace(ckpt, missing / "metrics.csv")
-    found = codes(t)
-    assert "scheduler-never-stepped" in found, sorted(found)
-    assert found["scheduler-never-stepped"].severity == "warning"
+    found = named(t, "scheduler-never-stepped")
+    assert found is not None and found.severity == "warning"
     rows = logged(missing / "metrics.csv")
     assert len(rows) == 16 and {lr for _, lr, _ in rows} == {0.01}
 

@@ -17,7 +17,15 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("tensorboard")
 
-from fixture_truth import SAMPLES, Live, assert_tool_tells_the_truth, read_truth, regenerate  # noqa: E402
+from fixture_truth import (  # noqa: E402 - after importorskip
+    SAMPLES,
+    Live,
+    assert_tool_tells_the_truth,
+    named,
+    read_truth,
+    regenerate,
+    warnings,
+)
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator  # noqa: E402
 
 import plateau_forensics as pf  # noqa: E402
@@ -172,8 +180,8 @@ def test_trace_aligns_checkpoint_in_run_dir(folder: Path, scenario: str, ckpt: s
     assert t.alignment is not None
     assert t.alignment.epoch == epoch and t.alignment.index == epoch - 1
     assert t.alignment.consistent
-    assert [f for f in t.findings if f.severity == "warning"] == []
-    assert "duplicate-epochs" not in [f.code for f in t.findings]  # TensorBoard purged them
+    assert warnings(t) == []
+    assert named(t, "duplicate-epochs") is None  # TensorBoard purged them
 
 
 @pytest.mark.parametrize("scenario, ckpt, epoch", CHECKPOINTS)
