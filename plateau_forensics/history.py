@@ -101,6 +101,10 @@ def trace_of(ev: Evidence, e: Evaluation, others: Sequence[Evaluation] = ()) -> 
     n_groups = ev.n_groups
     worlds: list[World | None] = [sim.determined(i) for i in lineage]
     lrs = _lrs(ev, e, lineage, worlds)
+    if e.external_rows and ev.log.lrs is None:
+        # another writer changes the lr and no lr is logged: only the checkpoint's own lr is known
+        anchor = e.anchor_op
+        lrs = [x if i == anchor else None for x, i in zip(lrs, lineage)]
     cols = _Columns()
     unknown: set[int] = set()
     lr_unknown: set[int] = set()
