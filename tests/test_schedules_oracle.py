@@ -183,3 +183,64 @@ def our_step(sched: S.LRScheduler, epoch: float | None = None) -> S.TorchRaises 
     except S.TorchRaises as exc:
         return exc
     return None
+
+
+def torch_compose(metrics: Sequence[float], plateau: dict[str, Any], lrs: Sequence[float],
+                  others: Sequence[tuple[str, dict[str, Any]]], *, lr_dtypes: Sequence[str | None] | None = None,
+                  step_epochs: Sequence[float | None] | None = None,
+                  events: Sequence[tuple[int, float, float | None, str | None]] = ()) -> dict[str, Any]:
+    """PyTorch's compound loop: ReduceLROnPlateau built first, then ``others`` in order; every epoch (after any
+    ``add_param_group`` due then) ``opt.step()``, ``plateau.step(metric[, epoch])``, then each other ``step()``.
+
+    Returns per epoch the plateau's state_dict after its step, every group's lr after all steps and the others'
+    state_dicts; ``error`` is ``(epoch, stage, exception)`` when torch raised (stage "plateau" or "others").
+    """
+    out: dict[str, Any] = {"plateau": [], "lrs": [], "others": [], "error": None, "warnings": []}
+    opt = torch_optimizer(lrs, lr_dtypes)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        sched = L.ReduceLROnPlateau(opt, **plateau)
+        built = [_build_torch(d, opt) for d in others]
+        out["construction_lrs"] = [plain(g["lr"]) for g in opt.param_groups]
+        for e, metric in enumerate(metrics):
+            for at, lr, min_lr, dt in events:
+                if at == e:
+                    value = torch.tensor(lr, dtype=DTYPES[dt]) if dt is not None else lr
+                    opt.add_param_group({"params": [torch.nn.Parameter(torch.zeros(1))], "lr": value})
+                    if min_lr is not None:
+                        sched.min_lrs.append(min_lr)
+            opt.step()
+            try:
+                if step_epochs is not None and step_epochs[e] is not None:
+                    sched.step(metric, step_epochs[e])
+                else:
+                    sched.step(metric)
+            except Exception as exc:  # torch's RuntimeError after add_param_group, compared by type
+                out["error"] = (e, "plateau", exc)
+                break
+            out["plateau"].append(plain(sched.state_dict()))
+            try:
+                for s in built:
+                    s.step()
+            except Exception as exc:  # e.g. a zip() length mismatch after add_param_group, compared by type
+                out["error"] = (e, "others", exc)
+                break
+            out["lrs"].append([plain(g["lr"]) for g in opt.param_groups])
+            out["others"].append([plain(s.state_dict()) for s in built])
+        out["optimizer"] = opt
+    out["warnings"] = [str(w.message) for w in caught]
+    return out
+
+
+def floats_of(state: dict[str, Any]) -> dict[str, Any]:
+    """A plateau state_dict with tensor lrs as their values and int numbers as floats: the plateau engine's
+    ``PlateauState`` holds floats (torch keeps ``min_lr=0`` as the int 0; the values are what must match)."""
+    def f(v: Any) -> Any:
+        if isinstance(v, tuple) and len(v) == 3 and v[0] == "tensor":
+            return float(v[1])
+        if isinstance(v, list):
+            return [f(x) for x in v]
+        if isinstance(v, int) and not isinstance(v, bool):
+            return float(v)
+        return v
+    return {k: f(v) for k, v in plain(state).items()}

@@ -246,7 +246,7 @@ def replay_composed(
         except TorchRaises as exc:
             error = f"{exc} (epoch {label})"
             break
-    if changes and error is None and labels:  # the last epoch's steps set the lrs of the epoch after the log
+    if error is None and labels:  # the last epoch's steps set the lrs of the epoch after the log
         tl.add(labels[-1] + 1, before, changes)
     tl.error = error
     tl.warnings = list(opt.warnings)
