@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from plateau_forensics.errors import ConfigError
-from plateau_forensics.guard import ResumeProblem, live_problems, read_checkpoint, report, resume_problems
+from plateau_forensics.guard import ResumeProblem, expected_hyperparameters, live_problems, read_checkpoint, report
 from plateau_forensics.recorder import (
     LOGGER_NAME,
     KerasRecorder,
@@ -84,20 +84,10 @@ def _lightning_class() -> type:
             for k, c, built in self._configs:
                 constructor = {key: v for key, v in _hyper_dict(built).items() if key != "default_min_lr"}
                 sched = c.scheduler
-                ck, _ = read_checkpoint(trainer.ckpt_path, f"lr_schedulers[{k}]")
+                ck, tree = read_checkpoint(trainer.ckpt_path, f"lr_schedulers[{k}]")
                 problems += live_problems(sched, sched.optimizer, ck, constructor=constructor)
-                if c.interval == "epoch" and trainer.fit_loop.restarting:
-                    # Lightning saves in on_validation_end / on_train_epoch_end, before on_advance_end steps the
-                    # plateau schedulers, and does not step them for the epoch it restarts in (fit_loop.py)
-                    epoch = ck.epoch if ck.epoch is not None else trainer.current_epoch
-                    problems.append(ResumeProblem(
-                        "saved-before-step",
-                        f"Lightning saved this checkpoint before epoch {epoch}'s plateau step (last_epoch="
-                        f"{ck.state.last_epoch}) and does not take that step when it resumes: epoch {epoch}'s "
-                        f"{c.monitor} never reaches the scheduler, and every later last_epoch is one lower",
-                        f"step the scheduler once with epoch {epoch}'s {c.monitor} in on_train_start (save it in "
-                        "on_save_checkpoint), or resume from a checkpoint saved after the epoch ended; ignore "
-                        "'saved-before-step' to accept the lost step"))
+                if c.interval == "epoch" and _saved_inside_epoch(tree):
+                    problems.append(_lightning_lost_step(ck, c.monitor))
             self.problems = report(problems, where=str(trainer.ckpt_path), action=self.action, ignore=self.ignore)
 
         def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
@@ -115,6 +105,33 @@ def _lightning_class() -> type:
             return {}  # nothing of the recorder goes into Lightning checkpoints
 
     return PlateauRecorderCallback
+
+
+def _saved_inside_epoch(tree: Any) -> bool:
+    """The Lightning checkpoint was written inside its epoch, before the epoch completed.
+
+    ``loops.fit_loop.epoch_progress.total``: ``completed`` lags ``processed`` when ModelCheckpoint saved in
+    ``on_train_epoch_end`` or ``on_validation_end``, which run before ``fit_loop.on_advance_end`` steps the
+    epoch-interval plateau schedulers; Lightning then completes that epoch on resume without the step.
+    """
+    try:
+        total = tree["loops"]["fit_loop"]["epoch_progress"]["total"]
+        return int(total["completed"]) < int(total["processed"])
+    except (KeyError, TypeError, ValueError):
+        return False
+
+
+def _lightning_lost_step(ck: Any, monitor: str | None) -> ResumeProblem:
+    epoch = ck.epoch
+    name = monitor or "metric"
+    return ResumeProblem(
+        "saved-before-step",
+        f"Lightning saved this checkpoint inside epoch {epoch}, before that epoch's plateau step (last_epoch="
+        f"{ck.state.last_epoch}), and completes epoch {epoch} on resume without it: epoch {epoch}'s {name} never "
+        "reaches the scheduler, and every later last_epoch is one lower than in an uninterrupted run",
+        f"keep epoch {epoch}'s {name} in the checkpoint (on_save_checkpoint) and step the scheduler with it once in "
+        "the LightningModule's on_train_start, passing ignore=['saved-before-step'] to this callback; or resume "
+        "from a checkpoint saved after the epoch completed")
 
 
 def lightning_callback(
@@ -183,7 +200,10 @@ def _hf_class() -> type:
                     folder = args.resume_from_checkpoint
                 if folder is None:
                     folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
-                problems = resume_problems(lr_scheduler, optimizer, checkpoint=folder, expect=_hf_constructor(args))
+                ck, tree = read_checkpoint(folder)
+                built = expected_hyperparameters(_hf_constructor(args), len(optimizer.param_groups))
+                problems = live_problems(lr_scheduler, optimizer, ck, constructor=built, tree=tree,
+                                         constructor_source="Trainer's (torch defaults and lr_scheduler_kwargs)")
                 self.problems = report(problems, where=os.fspath(folder), action=self.action, ignore=self.ignore)
             name = args.metric_for_best_model or "loss"
             name = name if name.startswith("eval_") else f"eval_{name}"

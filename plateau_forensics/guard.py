@@ -19,8 +19,8 @@ from plateau_forensics.errors import ConfigError, ResumeError
 from plateau_forensics.loader import Checkpoint, checkpoint_from_tree, load_checkpoint, read_tree
 from plateau_forensics.state import HYPERPARAMETER_KEYS, PlateauConfig
 
-__all__ = ["CODES", "ResumeProblem", "ResumeWarning", "check_resume", "live_problems", "read_checkpoint", "report",
-           "resume_problems"]
+__all__ = ["CODES", "ResumeProblem", "ResumeWarning", "check_resume", "expected_hyperparameters", "live_problems",
+           "read_checkpoint", "report", "resume_problems"]
 
 #: every mistake the guard reports, by code (the same codes as ``plateau-trace``'s findings where one exists)
 CODES = ("scheduler-not-restored", "optimizer-lr-differs", "hyperparameters-overridden", "min-lrs-mismatch",
@@ -145,7 +145,7 @@ def _show(v: Any) -> str:
     return repr(v) if isinstance(v, str) else str(v)
 
 
-def _expected(expect: Mapping[str, Any] | PlateauConfig, n_groups: int) -> dict[str, Any]:
+def expected_hyperparameters(expect: Mapping[str, Any] | PlateauConfig, n_groups: int) -> dict[str, Any]:
     """The constructor values ``expect`` stands for, under torch's attribute names."""
     if isinstance(expect, PlateauConfig):
         expect = expect.to_dict()
@@ -349,7 +349,7 @@ def resume_problems(
     constructor: dict[str, Any] | None = None
     source = "expected"
     if expect is not None:
-        constructor = _expected(expect, len(optimizer.param_groups))
+        constructor = expected_hyperparameters(expect, len(optimizer.param_groups))
     else:
         rec = recorder_of(scheduler)
         loads = getattr(rec, "loads", None)
