@@ -24,11 +24,14 @@ if TYPE_CHECKING:
         ResumeError,
         SchedulerStateNotFound,
     )
+    from plateau_forensics.fit import Fit, fit
     from plateau_forensics.guard import ResumeProblem, ResumeWarning, check_resume
     from plateau_forensics.loader import Checkpoint, load_checkpoint
     from plateau_forensics.losses import LossLog, read_losses
     from plateau_forensics.recorder import Recorder, Recording, read_recording, record
+    from plateau_forensics.scan import find_runs, scan_run
     from plateau_forensics.state import PlateauConfig, PlateauState
+    from plateau_forensics.sweep import Sweep, sweep
     from plateau_forensics.whatif import Comparison, compare, expand_what_if
 
 _WHERE = {
@@ -43,6 +46,7 @@ _WHERE = {
     "RecordingError": "errors", "ResumeError": "errors", "check_resume": "guard", "ResumeProblem": "guard",
     "ResumeWarning": "guard", "lightning_callback": "callbacks", "hf_callback": "callbacks",
     "keras_callback": "callbacks",
+    "sweep": "sweep", "Sweep": "sweep", "fit": "fit", "Fit": "fit", "scan_run": "scan", "find_runs": "scan",
 }
 
 __all__ = [  # static, so linters and type checkers see the lazy names
@@ -54,6 +58,7 @@ __all__ = [  # static, so linters and type checkers see the lazy names
     "Event",
     "Finding",
     "Forecast",
+    "Fit",
     "ForensicsError",
     "LossLog",
     "LossLogError",
@@ -67,11 +72,14 @@ __all__ = [  # static, so linters and type checkers see the lazy names
     "ResumeWarning",
     "SchedulerStateNotFound",
     "Step",
+    "Sweep",
     "Trace",
     "__version__",
     "check_resume",
     "compare",
     "expand_what_if",
+    "find_runs",
+    "fit",
     "hf_callback",
     "keras_callback",
     "lightning_callback",
@@ -80,6 +88,8 @@ __all__ = [  # static, so linters and type checkers see the lazy names
     "read_recording",
     "record",
     "replay",
+    "scan_run",
+    "sweep",
     "trace",
 ]
 assert set(__all__) == {*_WHERE, "__version__"}

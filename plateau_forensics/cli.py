@@ -106,13 +106,24 @@ def _is_log_dir(path: Path) -> bool:
 @click.option("--check", is_flag=True, help="Exit 3 when any warning-level finding is present (for CI gates).")
 @click.option("--write-state", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Write the scheduler state rebuilt from the log (.pt needs torch, or .json).")
+@click.option("--sweep", "sweeps", multiple=True, metavar="KEY=SPEC",
+              help="Replay every combination of these settings over the log at once (repeatable), one row each: "
+                   "reductions, final lr, epochs at each lr; e.g. --sweep patience=0..20 --sweep factor=0.1,0.5.")
+@click.option("--sort", "sort_by", metavar="COLUMN",
+              help="--sweep: sort the rows by COLUMN (a swept key, reductions, first_reduction, final_lr, ...); "
+                   "-COLUMN sorts descending.")
+@click.option("--fit", "fit_lr", is_flag=True,
+              help="Find the hyperparameters that reproduce the log's lr column (no checkpoint needed); options "
+                   "such as --factor fix what you know.")
+@click.option("--jobs", type=click.IntRange(min=1), help="scan: worker processes (default: the CPUs available).")
 @click.version_option(package_name="plateau-forensics")
 def main(
     paths: tuple[str, ...], scheduler_key: str | None, loader: str, metric: str | None, epoch_column: str | None,
     lr_columns: tuple[str, ...], lrs: tuple[float, ...], min_lrs: tuple[float, ...], fmt: str, style: str,
     explain: bool, width: int | None, rules: str, min_delta: float | None, compare_rules: str | None,
     plot_path: Path | None, what_ifs: tuple[str, ...], expects: tuple[str, ...], check: bool,
-    write_state: Path | None, **hparams: object,
+    write_state: Path | None, sweeps: tuple[str, ...], sort_by: str | None, fit_lr: bool, jobs: int | None,
+    **hparams: object,
 ) -> None:
     """Replay ReduceLROnPlateau over a loss log and explain every LR change.
 
@@ -121,6 +132,9 @@ def main(
     plateau-trace CKPT L0 L1    several logs written one after another (a resume each)
     plateau-trace CKPT          the saved state and forecast (HF checkpoint-N/: with its own log)
     plateau-trace LOSSES --lr 0.1 --patience 2 --cooldown 3   teaching mode
+    plateau-trace LOSSES --sweep patience=0..20 --sweep factor=0.1,0.5   every combination
+    plateau-trace LOSSES --fit  the settings that reproduce the logged lr
+    plateau-trace scan DIR...   every run below the folders, one row each
 
     CKPT is a torch.save file (read without running pickled code) or an HF checkpoint-N/ directory.
     LOSSES is a CSV or JSON Lines log or a TensorBoard run; metric, epoch and lr columns are auto-detected.
@@ -131,6 +145,16 @@ def main(
     """
     given = {k: v for k, v in hparams.items() if v is not None}
     expect = _parse_expect(expects)
+    if paths[0] == "scan":  # ./scan names a file of that name
+        return _scan_command(paths[1:], fmt=fmt, style=style, check=check, loader=loader, jobs=jobs)
+    if jobs is not None:
+        raise click.UsageError("--jobs is for plateau-trace scan DIR...")
+    if sweeps or sort_by or fit_lr:
+        return _sweep_or_fit(paths, given=given, min_lrs=min_lrs, lrs=lrs, sweeps=sweeps, sort_by=sort_by,
+                             fit_lr=fit_lr, fmt=fmt, style=style, plot_path=plot_path, check=check,
+                             log_opts={"metric": metric, "epoch_column": epoch_column,
+                                       "lr_columns": lr_columns or None},
+                             scheduler_key=scheduler_key, loader=loader)
     from plateau_forensics import api, report
     from plateau_forensics.state import PlateauConfig
 
@@ -215,6 +239,142 @@ def main(
     if check and any(f.severity == "warning" for f in trace.findings):
         ctx = click.get_current_context()
         ctx.exit(ExitStatus.FINDINGS)
+
+
+def _used_options(allowed: set[str]) -> list[str]:
+    """The options given on the command line that are not in ``allowed`` (parameter names), as flags."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    out = []
+    for p in ctx.command.params:
+        if p.name in allowed or p.name == "paths" or not isinstance(p, click.Option):
+            continue
+        if ctx.get_parameter_source(p.name) == ParameterSource.COMMANDLINE:  # type: ignore[arg-type]
+            out.append(p.opts[0])
+    return out
+
+
+def _scan_command(folders: tuple[str, ...], *, fmt: str, style: str, check: bool, loader: str,
+                  jobs: int | None) -> None:
+    """``plateau-trace scan DIR...``: one row per run below the folders; ``--check`` exits 3 on a warning."""
+    import sys
+
+    from plateau_forensics.scan import find_runs, has_warning, render_scan, scan
+
+    extra = _used_options({"fmt", "style", "check", "loader", "jobs"})
+    if extra:
+        raise click.UsageError(f"scan takes --format, --style, --check, --jobs and --loader, not {', '.join(extra)}")
+    if not folders:
+        raise click.UsageError("scan needs a folder: plateau-trace scan DIR...")
+    skipped: list[dict[str, str]] = []
+    try:
+        runs = find_runs(*folders, skipped=skipped)
+    except ForensicsError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
+    bar = None
+    if sys.stderr.isatty() and runs:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(runs), unit="run", file=sys.stderr, leave=False)
+        except ImportError:  # the bar is a nicety
+            bar = None
+    try:
+        rows = scan(runs, jobs=jobs, loader=loader, progress=(lambda n: bar.update(n - bar.n)) if bar else None)
+    finally:
+        if bar is not None:
+            bar.close()
+    click.echo(render_scan(rows, "table" if fmt == "grid" else fmt, style=style, skipped=skipped))
+    if check and any(has_warning(r) for r in rows):
+        click.get_current_context().exit(ExitStatus.FINDINGS)
+
+
+def _sweep_or_fit(paths: tuple[str, ...], *, given: dict[str, object], min_lrs: tuple[float, ...],
+                  lrs: tuple[float, ...], sweeps: tuple[str, ...], sort_by: str | None, fit_lr: bool, fmt: str,
+                  style: str, plot_path: Path | None, check: bool, log_opts: dict[str, object],
+                  scheduler_key: str | None, loader: str) -> None:
+    """``--sweep`` (one row per combination, ``--sort``, ``--plot`` a heat map) and ``--fit``."""
+    if sort_by and not sweeps:
+        raise click.UsageError("--sort needs --sweep")
+    if sweeps and fit_lr:
+        raise click.UsageError("give either --sweep or --fit")
+    allowed = {"sweeps", "sort_by", "fit_lr", "fmt", "style", "plot_path", "lrs", "min_lrs", "metric", "epoch_column",
+               "lr_columns", "scheduler_key", "loader", *HPARAMS} | ({"check"} if fit_lr else set())
+    extra = _used_options(allowed)
+    if extra:
+        what = "--fit" if fit_lr else "--sweep"
+        raise click.UsageError(f"either {what} or {', '.join(extra)}" if "--what-if" in extra else
+                               f"{what} does not combine with {', '.join(extra)}")
+    from plateau_forensics.state import PlateauConfig
+
+    try:
+        if plot_path is not None:
+            from plateau_forensics.plot import check_plot_path
+
+            check_plot_path(plot_path)
+        ckpt, logs = _classify(paths)
+        if min_lrs:
+            given["min_lr"] = min_lrs[0] if len(min_lrs) == 1 else tuple(min_lrs)
+        if fit_lr:
+            if ckpt is not None:
+                raise click.UsageError("--fit explains a log whose checkpoint is lost: give the log alone (a "
+                                       "checkpoint saves its hyperparameters)")
+            if {"min_lr", "eps"} & set(given):
+                raise click.UsageError("--fit infers min_lr and eps from where the lr stops; drop --min-lr/--eps")
+            if fmt not in ("grid", "table", "json"):
+                raise click.UsageError("--fit prints text (--format grid/table) or --format json")
+            from plateau_forensics.fit import fit
+
+            result = fit(_logs(logs, log_opts), lrs=lrs or None, fixed=given)
+            click.echo(result.render("json" if fmt == "json" else "text"))
+            if check and not result.exact:
+                click.get_current_context().exit(ExitStatus.FINDINGS)
+            return
+        from plateau_forensics.sweep import parse_sweep, sweep
+
+        grid = parse_sweep(sweeps)
+        both = sorted(set(grid) & set(given))
+        if both:
+            raise click.UsageError(f"{', '.join(both)}: given as an option and swept; give one")
+        if ckpt is not None:
+            from plateau_forensics import api
+
+            if given:
+                raise click.UsageError("with a checkpoint the saved hyperparameters are the base: sweep the "
+                                       "others with --sweep")
+            source = api.trace(ckpt, (logs if len(logs) > 1 else logs[0]) if logs else None,
+                               scheduler=scheduler_key, lr=lrs or None, loader=loader,  # type: ignore[arg-type]
+                               **log_opts)  # type: ignore[arg-type]
+            result_sw = sweep(source, grid, lrs=lrs or None)
+        else:
+            result_sw = sweep(_logs(logs, log_opts), grid, lrs=lrs or None,
+                              base=PlateauConfig(**given))  # type: ignore[arg-type]
+        out = result_sw.render({"grid": "table"}.get(fmt, fmt), sort=sort_by, style=style)
+    except ConfigError as exc:
+        raise click.UsageError(" ".join(str(exc).split())) from exc
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except ForensicsError as exc:
+        raise click.ClickException(" ".join(str(exc).split())) from exc
+    click.echo(out)
+    if plot_path is not None:
+        try:
+            result_sw.plot(plot_path)
+        except (ConfigError, ModuleNotFoundError) as exc:
+            raise click.ClickException(" ".join(str(exc).split())) from exc
+        except OSError as exc:
+            raise click.ClickException(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)) from exc
+
+
+def _logs(logs: list[str], log_opts: dict[str, object]) -> object:
+    """One log, or several written one after another, stitched in order."""
+    from plateau_forensics.losses import read_losses, stitch
+
+    opts = {k: v for k, v in log_opts.items() if v is not None}
+    if not logs:
+        raise click.UsageError("give a loss log")
+    return stitch([read_losses(p, **opts) for p in logs])  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":  # pragma: no cover
