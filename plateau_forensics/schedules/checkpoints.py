@@ -220,6 +220,8 @@ def restore(kind: str, state: Mapping[str, Any], *, lr_lambda: Any = None, scale
     if kind not in classes:
         raise ScheduleConfigError(f"cannot rebuild a {kind!r} state (one of {', '.join(sorted(classes))})")
     saved = plain(state)
+    if kind == "MultiStepLR" and isinstance(saved.get("milestones"), Mapping):
+        saved["milestones"] = Counter(saved["milestones"])  # torch.load hands a Counter back as a dict
     cls = classes[kind]
     obj = cls.__new__(cls)
     spec = {}
