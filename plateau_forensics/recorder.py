@@ -382,6 +382,8 @@ class Recorder:
         self._last_hyper = _hyper(s)
         self._configs: dict[tuple[Any, ...], PlateauConfig | None] = {}
         self._warned = False
+        self._at_floor = False
+        self._last_lrs = tuple(float(g["lr"]) for g in groups)
         self._base = type(scheduler)
         self.active = True
         self._sink.write(_header("torch", metric, rank, _hyper_dict(self._last_hyper),
@@ -462,6 +464,9 @@ class Recorder:
             f'{self._tail}{_n(time.time())}{extra}}}\n')
         self.steps += 1
         self._last_state, self._last_hyper = after, hyper
+        if lr_in != self._last_lrs:  # the lr moved between steps (another writer): a floor is news again
+            self._at_floor = False
+        self._last_lrs = lr_out
         # Only the engine decides what a step did; it replays the steps that may be reductions (a due reduction
         # leaves num_bad_epochs 0, cooldown_counter == cooldown and best unchanged) and, with explain, all of them.
         due = lr_out != lr_in or (nb1 == 0 and cd1 == hyper[5] and (b1 == before[0] or hyper[2] < 0))
@@ -490,8 +495,17 @@ class Recorder:
                 "cooldown_counter=%r lr=%r)", label, step.best, step.num_bad_epochs, step.cooldown_counter,
                 list(step.lr), *after[:3], list(lr_out))
             return
-        if step.event in (Event.REDUCED, Event.SUPPRESSED):
-            self._sink.emit(reduction_line(step, self.metric, cfg, hyper[7]))  # type: ignore[arg-type]
+        if step.event is Event.REDUCED:
+            self._at_floor = False
+            self._sink.emit(reduction_line(step, self.metric, cfg, hyper[7]))
+        elif step.event is Event.SUPPRESSED:
+            # at the floor every due reduction is suppressed: say it once, then only at DEBUG until the lr moves
+            line = reduction_line(step, self.metric, cfg, hyper[7])
+            if self._at_floor:
+                self._sink.logger.debug(line)
+            else:
+                self._at_floor = True
+                self._sink.emit(line)
         if self._explain:
             self._sink.emit(step.explain())
 

@@ -191,16 +191,21 @@ def test_verbose_prints_the_lost_line(capsys: pytest.CaptureFixture[str]) -> Non
 
 
 def test_suppressed_reduction_says_why(caplog: pytest.LogCaptureFixture) -> None:
-    """A reduction due at ``min_lr`` changes no lr; its line says so and names the floor."""
+    """A reduction due at ``min_lr`` changes no lr: said once with the floor, then at DEBUG until the lr moves."""
     opt, sched = make([0.01], patience=0, factor=0.5, min_lr=0.01)
-    caplog.set_level(logging.INFO, logger="plateau_forensics")
+    caplog.set_level(logging.DEBUG, logger="plateau_forensics")
     with record(sched, opt, None):
         sched.step(1.0)
         sched.step(2.0)
-    assert opt.param_groups[0]["lr"] == 0.01
-    assert [r.getMessage() for r in caplog.records] == [
-        "epoch 2: val_loss 2 not below 0.9999 for 1 epoch (patience 0): reduction due but suppressed, lr stays 0.01 "
-        "(lr 0.01 at min_lr 0.01), cooldown 0"]
+        sched.step(3.0)  # due again: the same news, told at DEBUG only
+        opt.param_groups[0]["lr"] = 0.02  # another writer moves the lr: the next reduction is news again
+        sched.step(4.0)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("INFO", "epoch 2: val_loss 2 not below 0.9999 for 1 epoch (patience 0): reduction due but suppressed, lr "
+                 "stays 0.01 (lr 0.01 at min_lr 0.01), cooldown 0"),
+        ("DEBUG", "epoch 3: val_loss 3 not below 0.9999 for 1 epoch (patience 0): reduction due but suppressed, lr "
+                  "stays 0.01 (lr 0.01 at min_lr 0.01), cooldown 0"),
+        ("INFO", "epoch 4: val_loss 4 not below 0.9999 for 1 epoch (patience 0): lr 0.02 -> 0.01, cooldown 0")]
 
 
 # ------------------------------------------------------------------------------------ one instance only
