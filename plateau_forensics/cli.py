@@ -66,7 +66,7 @@ def _is_log_dir(path: Path) -> bool:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
-@click.argument("paths", nargs=-1, required=True, metavar="[CKPT] [LOSSES...]")
+@click.argument("paths", nargs=-1, metavar="[CKPT] [LOSSES...]")
 @click.option("--scheduler", "scheduler_key", metavar="KEYPATH", help="Key path of the plateau state when there are several.")
 @click.option("--loader", type=click.Choice(["builtin", "torch"]), default="builtin", show_default=True,
               help="Checkpoint reader: torch-free restricted unpickler, or torch.load(weights_only=True).")
@@ -116,6 +116,11 @@ def _is_log_dir(path: Path) -> bool:
               help="Find the hyperparameters that reproduce the log's lr column (no checkpoint needed); options "
                    "such as --factor fix what you know.")
 @click.option("--jobs", type=click.IntRange(min=1), help="scan: worker processes (default: the CPUs available).")
+@click.option("--schedule", "schedules", multiple=True, metavar="'NAME(k=v, ...)'",
+              help="A torch LRScheduler, e.g. 'CosineAnnealingWarmRestarts(T_0=10, T_mult=2)': print and --plot its "
+                   "lr timeline (repeat: built and stepped in order on one optimizer; with a LOSSES log, beside "
+                   "the ReduceLROnPlateau replay).")
+@click.option("--epochs", type=click.IntRange(min=1), help="--schedule without a log: epochs to show (default 100).")
 @click.version_option(package_name="plateau-forensics")
 def main(
     paths: tuple[str, ...], scheduler_key: str | None, loader: str, metric: str | None, epoch_column: str | None,
@@ -123,7 +128,7 @@ def main(
     explain: bool, width: int | None, rules: str, min_delta: float | None, compare_rules: str | None,
     plot_path: Path | None, what_ifs: tuple[str, ...], expects: tuple[str, ...], check: bool,
     write_state: Path | None, sweeps: tuple[str, ...], sort_by: str | None, fit_lr: bool, jobs: int | None,
-    **hparams: object,
+    schedules: tuple[str, ...], epochs: int | None, **hparams: object,
 ) -> None:
     """Replay ReduceLROnPlateau over a loss log and explain every LR change.
 
@@ -135,6 +140,7 @@ def main(
     plateau-trace LOSSES --sweep patience=0..20 --sweep factor=0.1,0.5   every combination
     plateau-trace LOSSES --fit  the settings that reproduce the logged lr
     plateau-trace scan DIR...   every run below the folders, one row each
+    plateau-trace --schedule 'CosineAnnealingWarmRestarts(T_0=10, T_mult=2)' --epochs 100   an lr timeline
 
     CKPT is a torch.save file (read without running pickled code) or an HF checkpoint-N/ directory.
     LOSSES is a CSV or JSON Lines log or a TensorBoard run; metric, epoch and lr columns are auto-detected.
@@ -145,6 +151,12 @@ def main(
     """
     given = {k: v for k, v in hparams.items() if v is not None}
     expect = _parse_expect(expects)
+    if schedules or epochs is not None:
+        return _schedule_command(paths, schedules, epochs=epochs, lrs=lrs, given=given, min_lrs=min_lrs, fmt=fmt,
+                                 style=style, width=width, plot_path=plot_path,
+                                 log_opts={"metric": metric, "epoch_column": epoch_column})
+    if not paths:
+        raise click.UsageError("Missing argument '[CKPT] [LOSSES...]'.")
     if paths[0] == "scan":  # ./scan names a file of that name
         return _scan_command(paths[1:], fmt=fmt, style=style, check=check, loader=loader, jobs=jobs)
     if jobs is not None:
@@ -239,6 +251,64 @@ def main(
     if check and any(f.severity == "warning" for f in trace.findings):
         ctx = click.get_current_context()
         ctx.exit(ExitStatus.FINDINGS)
+
+
+def _schedule_command(paths: tuple[str, ...], schedules: tuple[str, ...], *, epochs: int | None,
+                      lrs: tuple[float, ...], given: dict[str, object], min_lrs: tuple[float, ...], fmt: str,
+                      style: str, width: int | None, plot_path: Path | None, log_opts: dict[str, object]) -> None:
+    """``--schedule``: the lr timeline of torch schedulers alone (teaching), or beside a plateau replay of a log."""
+    if not schedules:
+        raise click.UsageError("--epochs needs --schedule")
+    allowed = {"schedules", "epochs", "lrs", "fmt", "style", "width", "plot_path"}
+    if paths:
+        allowed |= {"metric", "epoch_column", "min_lrs", *HPARAMS}
+    extra = _used_options(allowed)
+    if extra:
+        raise click.UsageError(f"--schedule does not combine with {', '.join(extra)}")
+    from plateau_forensics import schedules as sched
+
+    try:
+        if plot_path is not None:
+            from plateau_forensics.plot import check_plot_path
+
+            check_plot_path(plot_path)
+        specs = [sched.parse_schedule(text) for text in schedules]
+        lr0 = list(lrs) if lrs else [0.1]
+        out = []
+        if paths:
+            ckpt, logs = _classify(paths)
+            if ckpt is not None or epochs is not None:
+                raise click.UsageError("--schedule with a log replays the log's epochs beside a fresh "
+                                       "ReduceLROnPlateau: give the log alone, without --epochs")
+            from plateau_forensics import report
+            from plateau_forensics.losses import read_losses
+            from plateau_forensics.state import PlateauConfig
+
+            if min_lrs:
+                given["min_lr"] = min_lrs[0] if len(min_lrs) == 1 else tuple(min_lrs)
+            log = read_losses(logs[0], **{k: v for k, v in log_opts.items() if v is not None})
+            trace = sched.replay_composed(log, PlateauConfig(**given), lrs=lr0,  # type: ignore[arg-type]
+                                          with_schedulers=specs)
+            timeline = trace.timeline
+            assert timeline is not None
+            if fmt in ("grid", "table", "markdown"):
+                out.append(report.render(trace, fmt, width=width or shutil.get_terminal_size((100, 24)).columns,  # type: ignore[arg-type]
+                                         style=style))
+        else:
+            timeline = sched.timeline(specs, epochs or 100, lr0)
+        out.append(timeline.render(fmt, width=width or shutil.get_terminal_size((100, 24)).columns, style=style))
+        if not lrs and fmt in ("grid", "table", "markdown"):
+            out.append("note     no --lr given: the optimizer's lr is 0.1 (repeat --lr per param group)")
+        click.echo("\n\n".join(out))
+        if plot_path is not None:
+            timeline.plot(plot_path)
+    except ConfigError as exc:
+        raise click.UsageError(" ".join(str(exc).split())) from exc
+    except ModuleNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+    except (ForensicsError, OSError) as exc:
+        text = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else str(exc)
+        raise click.ClickException(" ".join(text.split())) from exc
 
 
 def _used_options(allowed: set[str]) -> list[str]:
