@@ -65,7 +65,7 @@ UNPREDICTED_STEPS = 1.5
 #: A resume the log itself does not show.
 SILENT_RESUME = 0.75
 #: The checkpoint's ``epoch`` one below the row's label: the field counts from 0 where the log counts from 1.
-ZERO_BASED_FIELD = 0.25
+ZERO_BASED_FIELD = 0.75
 #: Reading the checkpoint's ``epoch`` as the epoch *after* its state (saved before the step, or "next epoch")
 #: rather than the epoch whose step it holds.
 BEFORE_STEP = 0.75
@@ -1109,9 +1109,10 @@ def explain(ev: Evidence) -> Verdict:
     win = evaluations[0]
     alts: dict[tuple[str, ...], Evaluation] = {}
     unverifiable: dict[tuple[str, ...], Evaluation] = {}
+    win_row = win.ops[win.anchor_op].row if win.anchor_op is not None and win.anchor_op >= 0 else None
     equals = [e for e in evaluations[1:] if e.story == win.story and e is not win
               and abs(e.evidence_penalty - win.evidence_penalty) <= 1e-9 and e.score <= win.score + ALTERNATIVE_MARGIN
-              and e.anchor_op is not None]
+              and e.anchor_op is not None and e.anchor_op >= 0 and e.ops[e.anchor_op].row == win_row]
     for e in evaluations[1:]:
         if e.story == win.story or e.story in alts:
             continue
