@@ -28,8 +28,27 @@ if TYPE_CHECKING:
     from plateau_forensics.guard import ResumeProblem, ResumeWarning, check_resume
     from plateau_forensics.loader import Checkpoint, load_checkpoint
     from plateau_forensics.losses import LossLog, read_losses
+    from plateau_forensics import schedules
     from plateau_forensics.recorder import Recorder, Recording, read_recording, record
     from plateau_forensics.scan import find_runs, scan_run
+    from plateau_forensics.schedules import (
+        AddParamGroup,
+        ChainedScheduler,
+        ConstantLR,
+        CosineAnnealingLR,
+        CosineAnnealingWarmRestarts,
+        CyclicLR,
+        ExponentialLR,
+        LambdaLR,
+        LinearLR,
+        MultiplicativeLR,
+        MultiStepLR,
+        OneCycleLR,
+        PolynomialLR,
+        SequentialLR,
+        StepLR,
+        Stepped,
+    )
     from plateau_forensics.state import PlateauConfig, PlateauState
     from plateau_forensics.sweep import Sweep, sweep
     from plateau_forensics.whatif import Comparison, compare, expand_what_if
@@ -47,10 +66,32 @@ _WHERE = {
     "ResumeWarning": "guard", "lightning_callback": "callbacks", "hf_callback": "callbacks",
     "keras_callback": "callbacks",
     "sweep": "sweep", "Sweep": "sweep", "fit": "fit", "Fit": "fit", "scan_run": "scan", "find_runs": "scan",
+    **dict.fromkeys(("AddParamGroup", "Stepped", "LambdaLR", "MultiplicativeLR", "StepLR", "MultiStepLR",
+                     "ConstantLR", "LinearLR", "ExponentialLR", "PolynomialLR", "CosineAnnealingLR",
+                     "CosineAnnealingWarmRestarts", "CyclicLR", "OneCycleLR", "SequentialLR", "ChainedScheduler"),
+                    "schedules"),
 }
+#: subpackages reachable as attributes (``pf.schedules.StepLR``), imported on first use
+_SUBMODULES = ("schedules",)
 
 __all__ = [  # static, so linters and type checkers see the lazy names
+    "AddParamGroup",
     "AmbiguousSchedulerState",
+    "ChainedScheduler",
+    "ConstantLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "ExponentialLR",
+    "LambdaLR",
+    "LinearLR",
+    "MultiStepLR",
+    "MultiplicativeLR",
+    "OneCycleLR",
+    "PolynomialLR",
+    "SequentialLR",
+    "StepLR",
+    "Stepped",
     "Checkpoint",
     "CheckpointError",
     "Comparison",
@@ -89,10 +130,11 @@ __all__ = [  # static, so linters and type checkers see the lazy names
     "record",
     "replay",
     "scan_run",
+    "schedules",
     "sweep",
     "trace",
 ]
-assert set(__all__) == {*_WHERE, "__version__"}
+assert set(__all__) == {*_WHERE, *_SUBMODULES, "__version__"}
 
 
 def __getattr__(name: str) -> Any:
@@ -103,6 +145,8 @@ def __getattr__(name: str) -> Any:
             return version("plateau-forensics")
         except PackageNotFoundError:  # a source tree that was not installed
             return "0+unknown"
+    if name in _SUBMODULES:
+        return importlib.import_module(f"plateau_forensics.{name}")
     if name in _WHERE:
         value = getattr(importlib.import_module(f"plateau_forensics.{_WHERE[name]}"), name)
         globals()[name] = value
