@@ -214,13 +214,14 @@ def _factor(ev: _Evidence, changes: list[list[tuple[int, float, float, float, fl
             return None
         return FactorFit(lo, hi, _simplest(max(lo, 0.0), hi), False, drop_last, len(pairs))
 
-    found = attempt(())
-    if found is not None:
-        return found
-    ends = tuple(gi for gi, cs in enumerate(changes) if cs)
-    found = attempt(ends)
-    if found is not None:
-        return found
+    import itertools
+
+    ends = [gi for gi, cs in enumerate(changes) if cs]
+    for size in range(len(ends) + 1):  # the fewest groups whose last change is a drop to min_lr
+        for drop in itertools.combinations(ends, size):
+            found = attempt(drop)
+            if found is not None:
+                return found
     return FactorFit(None, None, None, False, (), sum(len(c) for c in changes),
                      "no single factor gives every visible change: another lr writer, or several reductions "
                      "per visible change")
@@ -556,59 +557,69 @@ class Fit:
 
         how = {"during": "the lr each epoch trained with", "after": "the lr after each step"}[self.semantics]
         cols = ", ".join(f"'{c}'" for c in self.columns)
-        lines = [f"fit         {self.source}: {self.rows} rows, lr column {cols} read as {how}"
+        lab = "{:<15}".format
+        lines = [f"{lab('fit')}{self.source}: {self.rows} rows, lr column {cols} read as {how}"
                  + (" (rounded: each value stands for an interval)" if self.rounded else "")]
-        changes = "; ".join(", ".join(g(e) for e in c) or "none" for c in self.changes)
+        changes = "; ".join((f"{col}: " if len(self.columns) > 1 else "") + (", ".join(g(e) for e in c) or "none")
+                            for col, c in zip(self.columns, self.changes, strict=True))
         if self.exact:
-            lines.append(f"reproduces  every logged lr: the lr changes after the steps of epochs {changes} "
-                         "and nowhere else")
+            lines.append(f"{lab('reproduces')}every logged lr: the lr changes after the steps of epochs {changes}"
+                         " and nowhere else")
         else:
-            lines.append(f"reproduces  nothing searched reproduces the logged lr (changes after epochs {changes})")
+            lines.append(f"{lab('reproduces')}nothing searched reproduces the logged lr (changes after epochs "
+                         f"{changes})")
         if self.families:
             for key in ("mode", "threshold_mode", "patience", "cooldown"):
-                lines.append(f"{key:<11} {_values_text(self.values(key))}")
-            lines.append(f"{'threshold':<11} " + "; ".join(
+                values = _values_text(self.values(key))
+                if key == "cooldown" and not any(self.changes):
+                    values = "any (no reduction in the log)"
+                lines.append(f"{lab(key)}{values}")
+            lines.append(f"{lab('threshold')}" + "; ".join(
                 f"{tm}: {_intervals_text(iv)}" for tm, iv in self._threshold_union().items()))
         fac = self.factor
         if fac.lo is None:
-            lines.append(f"factor      {fac.note or 'not determined: the lr never decreases in the log'}")
+            lines.append(f"{lab('factor')}{fac.note or 'not determined: the lr never decreases in the log'}")
         else:
             if fac.exact:
                 span = (f"{fac.lo!r}" if fac.lo == fac.hi else f"{fac.lo!r} .. {fac.hi!r}")
-                lines.append(f"factor      {g(fac.value)} ({span} reproduce every change bit for bit)")
+                lines.append(f"{lab('factor')}{g(fac.value)} ({span} reproduce every change bit for bit)")
             else:
-                lines.append(f"factor      {g(fac.value)} (any factor in [{fac.lo:.6g}, {fac.hi:.6g}] fits "
-                             f"the {fac.changes} visible changes)")
+                lo_s, hi_s = _pair_text(fac.lo, fac.hi)
+                lines.append(f"{lab('factor')}{g(fac.value)} (any factor in [{lo_s}, {hi_s}] fits the "
+                             f"{fac.changes} visible changes)")
             if fac.floor_hit:
-                lines.append("            the last change of group " + ", ".join(map(str, fac.floor_hit))
+                lines.append(lab("") + "the last change of " + ", ".join(self.columns[gi] for gi in fac.floor_hit)
                              + " is a drop to min_lr, not a multiplication")
         for gi, (m, e) in enumerate(zip(self.min_lr, self.eps, strict=True)):
-            tag = f" [{gi}]" if len(self.min_lr) > 1 else ""
-            lines.append(f"{'min_lr' + tag:<11} {m}")
-            lines.append(f"{'eps' + tag:<11} {e}")
+            tag = f" {self.columns[gi]}" if len(self.min_lr) > 1 else ""
+            lines.append(f"{lab('min_lr' + tag)}{m}")
+            lines.append(f"{lab('eps' + tag)}{e}")
         if self.families:
-            lines.append(f"settings    {len(self.families)} combination{'s' if len(self.families) != 1 else ''} "
-                         "fit:")
+            lines.append(f"{lab('settings')}{len(self.families)} combination"
+                         f"{'s' if len(self.families) != 1 else ''} fit:")
             for f in self.families[:12]:
-                lines.append(f"            mode={f.mode} threshold_mode={f.threshold_mode} patience={f.patience} "
+                lines.append(f"{lab('')}mode={f.mode} threshold_mode={f.threshold_mode} patience={f.patience} "
                              f"cooldown={f.cooldown} threshold in {_intervals_text(f.thresholds, f.open_above)}"
                              + (" (not excluded: the rounding leaves it open)" if f.undecided else ""))
             if len(self.families) > 12:
-                lines.append(f"            ... ({len(self.families) - 12} more; --format json lists all)")
+                lines.append(f"{lab('')}... ({len(self.families) - 12} more; --format json lists all)")
         for m in self.closest:
-            lines.append(f"closest     {_config_text(m.config)}: first misses at epoch {g(m.epoch)} ({m.why})")
+            lines.append(f"{lab('closest')}{_config_text(m.config)}: first misses at epoch {g(m.epoch)} ({m.why})")
         if self.defaults is None:
-            lines.append("defaults    torch's defaults (mode=min factor=0.1 patience=10 threshold=1e-4 rel "
+            lines.append(f"{lab('defaults')}torch's defaults (mode=min factor=0.1 patience=10 threshold=1e-4 rel "
                          "cooldown=0) reproduce the logged lr")
         else:
-            lines.append(f"defaults    torch's defaults do not reproduce it: first miss at epoch "
+            lines.append(f"{lab('defaults')}torch's defaults do not reproduce it: first miss at epoch "
                          f"{g(self.defaults.epoch)} ({self.defaults.why})")
-        lines.append(f"searched    {self.searched}")
+        lines.append(f"{lab('searched')}{self.searched}")
         for note in self.notes:
-            lines.append(f"note        {note}")
+            lines.append(f"{lab('note')}{note}")
         return "\n".join(lines)
 
     def _threshold_union(self) -> dict[str, list[tuple[float, float]]]:
+        """Per threshold_mode, the union of the families' intervals (touching ones joined, as printed)."""
+        from plateau_forensics.report import g
+
         out: dict[str, list[tuple[float, float]]] = {}
         for f in self.families:
             out.setdefault(f.threshold_mode, []).extend(f.thresholds)
@@ -617,7 +628,7 @@ class Fit:
             ivs = sorted(ivs)
             acc: list[tuple[float, float]] = []
             for lo, hi in ivs:
-                if acc and lo <= math.nextafter(acc[-1][1], math.inf):
+                if acc and (lo <= math.nextafter(acc[-1][1], math.inf) or g(lo) == g(acc[-1][1])):
                     acc[-1] = (acc[-1][0], max(acc[-1][1], hi))
                 else:
                     acc.append((lo, hi))
@@ -645,6 +656,25 @@ def _jsonable(x: Any) -> Any:
     if isinstance(x, (list, tuple)):
         return [_jsonable(v) for v in x]
     return x
+
+
+def _pair_text(lo: float, hi: float) -> tuple[str, str]:
+    """Two different bounds with the fewest digits (>= 6) that still tell them apart."""
+    for digits in range(6, 18):
+        a, b = f"{lo:.{digits}g}", f"{hi:.{digits}g}"
+        if a != b or lo == hi:
+            return a, b
+    return repr(lo), repr(hi)
+
+
+def _level(lo: float, hi: float) -> str:
+    """An lr level: its value when the interval is narrow (a 4-digit print tells it), else the interval."""
+    from plateau_forensics.report import g
+
+    mid = (lo + hi) / 2
+    if lo == hi or (mid and abs(hi - lo) <= 2e-3 * abs(mid) and g(lo) == g(hi)):
+        return g(mid)
+    return f"[{g(lo)}, {g(hi)}]"
 
 
 def _values_text(values: Sequence[Any]) -> str:
@@ -790,7 +820,7 @@ def _floor_words(ev: _Evidence, semantics: str, t: _Timing, fits: Any, fac: Fact
         last = int(finite[-1]) if finite.size else None
         lo = float(ev.lr_lo[last, gi]) if last is not None else math.nan
         hi = float(ev.lr_hi[last, gi]) if last is not None else math.nan
-        level = g(lo) if lo == hi else f"[{g(lo)}, {g(hi)}]"
+        level = _level(lo, hi)
         need = bool(t.floors[fits, gi].any()) if fits.any() else False
         without = bool(t.free[fits, gi].any()) if fits.any() else False
         drops = [c[1] - c[4] for c in changes[gi] if c[4] < c[1]]  # the smallest a change can have been
@@ -809,7 +839,8 @@ def _floor_words(ev: _Evidence, semantics: str, t: _Timing, fits: Any, fac: Fact
             eps_words.append("not determined (no visible decrease)")
         else:
             eps_words.append(f"< {g(smallest)} (every visible decrease was larger)"
-                             + ("; or large enough to hold the lr at its last level" if need else ""))
+                             + ("; or large enough to hold the lr at its last level"
+                                if need and gi not in fac.floor_hit else ""))
     return min_words, eps_words
 
 
@@ -831,8 +862,23 @@ def check(losses: Any, configs: Sequence[PlateauConfig], *, lrs: Sequence[float]
         t = _timing(ev, codes, _configs([(cfg.mode, cfg.threshold_mode, float(cfg.threshold), int(cfg.patience),
                                           int(cfg.cooldown))]))
         ok = bool(t.fits[0]) and (fac.lo is not None or not any(changes))
+        if ok:  # where every fitting outcome needs a due reduction held, this config's min_lr/eps must hold it
+            ok = all(bool(t.free[0, gi]) or _holds(ev, gi, cfg) for gi in range(len(ev.columns)))
         out.append(ok)
     return out
+
+
+def _holds(ev: _Evidence, gi: int, cfg: PlateauConfig) -> bool:
+    """``cfg`` leaves group ``gi``'s last logged lr unchanged at a due reduction: ``old - max(old * factor,
+    min_lr) <= eps`` for some lr the last level stands for (the left side grows with the lr: test its low end)."""
+    import numpy as np
+
+    finite = np.flatnonzero(np.isfinite(ev.lr_lo[:, gi]))
+    if not finite.size:
+        return True
+    old = float(ev.lr_lo[finite[-1], gi])
+    floors = cfg.min_lrs_for(len(ev.columns))
+    return old - max(old * cfg.factor, floors[gi]) <= cfg.eps
 
 
 def _read(losses: Any, log_options: Mapping[str, Any]) -> Any:
