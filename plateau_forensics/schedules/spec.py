@@ -85,8 +85,13 @@ class _SpecParser(Parser):
             first = False
             if self.accept("op", ")"):
                 break
-            self.expect("op", ",")
+            self._comma(")")
         return args, kwargs
+
+    def _comma(self, close: str) -> None:
+        if not self.accept("op", ","):
+            got = "the end" if self.tok.kind == "end" else repr(self.tok.value)
+            raise self.error(f"expected ',' or {close!r}, found {got}")
 
     def value(self) -> Any:
         t = self.tok
@@ -125,7 +130,7 @@ class _SpecParser(Parser):
             items.append(self.value())
             if self.accept("op", close):
                 break
-            self.expect("op", ",")
+            self._comma(close)
         return items
 
     def _is_call(self) -> bool:

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 #: the writer name of changes made by ReduceLROnPlateau in a composed run
 PLATEAU = "ReduceLROnPlateau"
+#: the band under the plot: one colour per writer, none of them the lr lines' colours
+WRITER_COLOURS = ("#8c6bb1", "#e6a532", "#41ab5d", "#6baed6", "#d9829b", "#969696")
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,10 @@ def _grid(t: Timeline, width: int) -> str:
         start = end
     legend = ["by: " + "; ".join(f"{code} = {w}" for w, code in codes.items()
                                  if any(c.writer == w for ch in t.changes for c in ch))]
-    legend += [f"segment  {w}: epochs {_g(a)}-{_g(b)}" if a != b else f"segment  {w}: epoch {_g(a)}"
-               for w, a, b in t.segments()]
+    segments = t.segments()
+    if len({w for w, _, _ in segments}) > 1:
+        legend += [f"segment  {w}: epochs {_g(a)}-{_g(b)}" if a != b else f"segment  {w}: epoch {_g(a)}"
+                   for w, a, b in segments]
     if t.error:
         legend.append(f"error    after epoch {_g(t.epochs[-1]) if t.epochs else '-'}: {t.error}")
     legend += [f"warning  {w}: {m}" for w, m in dict.fromkeys(t.warnings)]
@@ -282,7 +286,7 @@ def plot_timeline(
     Raises:
         ModuleNotFoundError: matplotlib is not installed (the ``[plot]`` extra).
     """
-    from plateau_forensics.plot import new_figure, save_figure
+    from plateau_forensics.plot import GROUP_STYLES, new_figure, save_figure
 
     fig = new_figure(path, figsize)
     ax, band = fig.subplots(2, 1, sharex=True, gridspec_kw={"height_ratios": [6, 1], "hspace": 0.08})
@@ -293,7 +297,9 @@ def plot_timeline(
     values = [v for lr in t.lrs for v in lr if v > 0 and math.isfinite(v)]
     for g in range(n_groups):
         ys = [lr[g] if g < len(lr) else math.nan for lr in t.lrs]
-        ax.stairs(ys, edges, baseline=None, label="lr" if n_groups == 1 else f"group {g}", linewidth=1.6)
+        colour, dash = GROUP_STYLES[g % len(GROUP_STYLES)]
+        ax.stairs(ys, edges, baseline=None, label="lr" if n_groups == 1 else f"group {g}", linewidth=1.6,
+                  color=colour, linestyle=dash)
     if log is None:
         log = bool(values) and max(values) / min(values) > 50
     if log:
@@ -304,7 +310,7 @@ def plot_timeline(
         ax.legend(loc="best", fontsize="small")
     ax.set_title(title if title is not None else " + ".join(t.writers) or "lr timeline", fontsize="medium")
     codes = _codes(t)
-    colors = {w: f"C{k % 10}" for k, w in enumerate(codes)}
+    colors = {w: WRITER_COLOURS[k % len(WRITER_COLOURS)] for k, w in enumerate(codes)}
     seen = set()
     for x, ch in zip(xs, t.changes, strict=True):
         writers = list(dict.fromkeys(c.writer for c in ch))
