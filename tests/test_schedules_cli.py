@@ -105,7 +105,7 @@ def test_torch_raising_is_shown_not_crashed(runner) -> None:
 
 @pytest.mark.parametrize("args,match", [
     (["--schedule", "FooLR()"], "unknown scheduler 'FooLR'"),
-    (["--schedule", "StepLR(step_size=3"], "expected ')'"),
+    (["--schedule", "StepLR(step_size=3"], "expected ',' or ')', found the end"),
     (["--schedule", "CosineAnnealingWarmRestarts(T_0=0)"], "Expected positive integer T_0"),
     (["--epochs", "10"], "--epochs needs --schedule"),
     (["--schedule", "StepLR(step_size=3)", "--patience", "2"], "does not combine with --patience"),
