@@ -1,11 +1,11 @@
 """Recorder overhead: ``scheduler.step(m)`` with ``pf.record`` attached against a bare ``scheduler.step(m)``.
 
-Target (issue 12): the recorder adds under 50 µs per step, and imports no torch module the loop did not import.
-Both loops run in this process over the same metrics, interleaved round by round (``--rounds``), each on a fresh
-scheduler, one param group, ``patience=5, cooldown=2, factor=0.5, min_lr=1e-6``, lr 0.1, the synthetic plateau
-loss of ``bench_replay.py`` (so improvements, bad epochs, cooldowns and reductions all occur). The verdict uses the
-median per-step difference; min and ratio are printed next to it, with the ``explain=True`` and no-file variants
-for information. Run: ``python benchmarks/bench_recorder.py``.
+Target (issue 12): the recorder adds under 50 µs per step, and imports no torch module the loop did not
+import. Both loops run in this process over the same metrics, interleaved round by round (``--rounds``), each
+on a fresh scheduler, one param group, ``patience=5, cooldown=2, factor=0.5, min_lr=1e-6``, lr 0.1, the
+synthetic plateau loss of ``bench_replay.py`` (so improvements, bad epochs, cooldowns and reductions all
+occur). The verdict uses the median per-step difference; min and ratio are printed next to it, with the
+``explain=True`` and no-file variants for information. Run: ``python benchmarks/bench_recorder.py``.
 """
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ def fresh():  # type: ignore[no-untyped-def]
 
 
 def loop(metrics: list[float], folder: Path | None, **record_kwargs: object) -> tuple[float, int]:
-    """Seconds for one pass of ``step`` over ``metrics`` (recorded when ``folder`` is given); and lr changes."""
+    """Seconds for one pass of ``step`` over ``metrics`` (recorded when ``folder`` is given); last_epoch."""
     import plateau_forensics as pf
 
     opt, sched = fresh()
@@ -99,10 +99,11 @@ def main() -> None:
     new_torch = sorted(m for m in set(sys.modules) - before if m == "torch" or m.startswith("torch."))
 
     n = args.steps
-    per = {name: [t / n * 1e6 for t in ts] for name, ts in
-           (("bare", bare), ("record", rec), ("record, path=None", nofile), ("record, explain=True", explain))}
+    runs = (("bare", bare), ("record", rec), ("record, path=None", nofile), ("record, explain=True", explain))
+    per = {name: [t / n * 1e6 for t in ts] for name, ts in runs}
     diffs = [r - b for r, b in zip(per["record"], per["bare"], strict=True)]
-    print(f"torch {torch.__version__}, {n:,} steps x {args.rounds} rounds, {reductions} reductions in the run")
+    print(f"torch {torch.__version__}, {n:,} steps x {args.rounds} rounds, {reductions} reductions in the "
+          "run")
     for name, us in per.items():
         print(f"  {name:22s} median {statistics.median(us):7.2f} µs/step   min {min(us):7.2f}")
     med = statistics.median(diffs)

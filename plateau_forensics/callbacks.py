@@ -9,12 +9,18 @@ import json
 import logging
 import os
 from collections.abc import Iterable, Mapping
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
 from plateau_forensics.errors import ConfigError
-from plateau_forensics.guard import ResumeProblem, expected_hyperparameters, live_problems, read_checkpoint, report
+from plateau_forensics.guard import (
+    ResumeProblem,
+    expected_hyperparameters,
+    live_problems,
+    read_checkpoint,
+    report,
+)
 from plateau_forensics.recorder import (
     LOGGER_NAME,
     KerasRecorder,
@@ -48,7 +54,7 @@ def _logger(logger: logging.Logger | str) -> logging.Logger:
 
 
 # -- Lightning -------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _lightning_class() -> type:
     try:
         from lightning.pytorch.callbacks import Callback
@@ -61,7 +67,8 @@ def _lightning_class() -> type:
         def __init__(self, path: Any, guard: bool, action: Action, ignore: tuple[str, ...],
                      options: dict[str, Any]) -> None:
             super().__init__()
-            self.path, self.guard, self.action, self.ignore, self.options = path, guard, action, ignore, options
+            self.path, self.guard, self.action, self.ignore = path, guard, action, ignore
+            self.options = options
             self.recorders: list[Any] = []
             self.problems: list[ResumeProblem] = []
             self._configs: list[tuple[int, Any, tuple[Any, ...]]] = []
@@ -74,8 +81,8 @@ def _lightning_class() -> type:
             for i, (_, c) in enumerate(configs):
                 self.recorders.append(record(
                     c.scheduler, c.scheduler.optimizer, _nth(self.path, i, len(configs)),
-                    metric=c.monitor or "val_loss", epoch=lambda: trainer.current_epoch, rank=trainer.global_rank,
-                    **self.options))
+                    metric=c.monitor or "val_loss", epoch=lambda: trainer.current_epoch,
+                    rank=trainer.global_rank, **self.options))
 
         def on_train_start(self, trainer: Any, pl_module: Any) -> None:
             if not self.guard or not trainer.ckpt_path:
@@ -88,7 +95,8 @@ def _lightning_class() -> type:
                 problems += live_problems(sched, sched.optimizer, ck, constructor=constructor)
                 if c.interval == "epoch" and _saved_inside_epoch(tree):
                     problems.append(_lightning_lost_step(ck, c.monitor))
-            self.problems = report(problems, where=str(trainer.ckpt_path), action=self.action, ignore=self.ignore)
+            self.problems = report(problems, where=str(trainer.ckpt_path), action=self.action,
+                                   ignore=self.ignore)
 
         def on_fit_end(self, trainer: Any, pl_module: Any) -> None:
             self._close()
@@ -127,11 +135,11 @@ def _lightning_lost_step(ck: Any, monitor: str | None) -> ResumeProblem:
     return ResumeProblem(
         "saved-before-step",
         f"Lightning saved this checkpoint inside epoch {epoch}, before that epoch's plateau step (last_epoch="
-        f"{ck.state.last_epoch}), and completes epoch {epoch} on resume without it: epoch {epoch}'s {name} never "
-        "reaches the scheduler, and every later last_epoch is one lower than in an uninterrupted run",
-        f"keep epoch {epoch}'s {name} in the checkpoint (on_save_checkpoint) and step the scheduler with it once in "
-        "the LightningModule's on_train_start, passing ignore=['saved-before-step'] to this callback; or resume "
-        "from a checkpoint saved after the epoch completed")
+        f"{ck.state.last_epoch}), and completes epoch {epoch} on resume without it: epoch {epoch}'s {name} "
+        "never reaches the scheduler, and every later last_epoch is one lower than in an uninterrupted run",
+        f"keep epoch {epoch}'s {name} in the checkpoint (on_save_checkpoint) and step the scheduler with it "
+        "once in the LightningModule's on_train_start, passing ignore=['saved-before-step'] to this "
+        "callback; or resume from a checkpoint saved after the epoch completed")
 
 
 def lightning_callback(
@@ -144,13 +152,13 @@ def lightning_callback(
     verbose: bool = False,
     logger: logging.Logger | str = LOGGER_NAME,
 ) -> Any:
-    """A ``lightning.pytorch.Callback`` that records every ReduceLROnPlateau Lightning steps, and guards resumes.
+    """A ``lightning.pytorch.Callback`` recording every ReduceLROnPlateau Lightning steps; it guards resumes.
 
-    At ``on_fit_start`` (after ``configure_optimizers``, before a checkpoint is restored) it attaches ``record`` to
-    each plateau scheduler (``path``; ``plateau.0.jsonl``, ``plateau.1.jsonl``... for several), with the monitored
-    name as the metric and ``trainer.current_epoch`` as the epoch. With ``fit(ckpt_path=...)`` it runs the
-    resume checks at ``on_train_start``, comparing the restored scheduler with what ``configure_optimizers``
-    built, and reports Lightning's own lost step (``saved-before-step``).
+    At ``on_fit_start`` (after ``configure_optimizers``, before a checkpoint is restored) it attaches
+    ``record`` to each plateau scheduler (``path``; ``plateau.0.jsonl``, ``plateau.1.jsonl``... for several),
+    with the monitored name as the metric and ``trainer.current_epoch`` as the epoch. With
+    ``fit(ckpt_path=...)`` it runs the resume checks at ``on_train_start``, comparing the restored scheduler
+    with what ``configure_optimizers`` built, and reports Lightning's own lost step (``saved-before-step``).
 
     Args:
         path, explain, verbose, logger: as in ``plateau_forensics.record``.
@@ -167,7 +175,7 @@ def lightning_callback(
 
 # -- Hugging Face Trainer --------------------------------------------------------------------------
 def _hf_constructor(args: Any) -> PlateauConfig:
-    """What the Trainer built: torch's defaults plus ``lr_scheduler_kwargs`` (its only source of arguments)."""
+    """What the Trainer built: torch's defaults and ``lr_scheduler_kwargs`` (its only source of arguments)."""
     kwargs = args.lr_scheduler_kwargs or {}
     if isinstance(kwargs, str):
         kwargs = json.loads(kwargs)
@@ -176,7 +184,7 @@ def _hf_constructor(args: Any) -> PlateauConfig:
     return PlateauConfig(**{k: v for k, v in kwargs.items() if k != "verbose"})
 
 
-@lru_cache(maxsize=None)
+@cache
 def _hf_class() -> type:
     from transformers import TrainerCallback
 
@@ -202,9 +210,11 @@ def _hf_class() -> type:
                     folder = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
                 ck, tree = read_checkpoint(folder)
                 built = expected_hyperparameters(_hf_constructor(args), len(optimizer.param_groups))
+                source = "Trainer's (torch defaults and lr_scheduler_kwargs)"
                 problems = live_problems(lr_scheduler, optimizer, ck, constructor=built, tree=tree,
-                                         constructor_source="Trainer's (torch defaults and lr_scheduler_kwargs)")
-                self.problems = report(problems, where=os.fspath(folder), action=self.action, ignore=self.ignore)
+                                         constructor_source=source)
+                self.problems = report(problems, where=os.fspath(folder), action=self.action,
+                                       ignore=self.ignore)
             name = args.metric_for_best_model or "loss"
             name = name if name.startswith("eval_") else f"eval_{name}"
             if self.recorder is not None:
@@ -233,8 +243,8 @@ def hf_callback(
 ) -> Any:
     """A ``transformers.TrainerCallback`` that records the Trainer's ReduceLROnPlateau and guards resumes.
 
-    At ``on_train_begin`` (after a resume has loaded ``optimizer.pt`` and ``scheduler.pt``) it checks the resume
-    when the Trainer resumed (``state.global_step > 0``): the folder is ``checkpoint``, else
+    At ``on_train_begin`` (after a resume has loaded ``optimizer.pt`` and ``scheduler.pt``) it checks the
+    resume when the Trainer resumed (``state.global_step > 0``): the folder is ``checkpoint``, else
     ``args.resume_from_checkpoint``, else ``output_dir/checkpoint-<global_step>``; the constructor's
     hyperparameters are torch's defaults plus ``lr_scheduler_kwargs``. Then it records every step (the metric
     is ``eval_<metric_for_best_model>``, the epoch ``state.epoch``, the rank ``args.process_index``).
@@ -252,7 +262,7 @@ def hf_callback(
 
 
 # -- Keras -----------------------------------------------------------------------------------------
-@lru_cache(maxsize=None)
+@cache
 def _keras_class() -> type:
     import keras
 
@@ -289,7 +299,7 @@ def keras_callback(
     verbose: bool = False,
     logger: logging.Logger | str = LOGGER_NAME,
 ) -> Any:
-    """A ``keras.callbacks.Callback`` that records the epochs of ``plateau`` (a ``keras.callbacks.ReduceLROnPlateau``).
+    """A ``keras.callbacks.Callback`` recording each epoch of ``plateau`` (Keras's ``ReduceLROnPlateau``).
 
     Put both in ``fit(callbacks=[plateau, pf.keras_callback(plateau)])`` (any order): it wraps that callback's
     ``on_epoch_end`` during each ``fit`` and writes one line per epoch under Keras's names (``wait`` for

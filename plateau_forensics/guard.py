@@ -19,10 +19,11 @@ from plateau_forensics.errors import ConfigError, ResumeError
 from plateau_forensics.loader import Checkpoint, checkpoint_from_tree, load_checkpoint, read_tree
 from plateau_forensics.state import HYPERPARAMETER_KEYS, PlateauConfig
 
-__all__ = ["CODES", "ResumeProblem", "ResumeWarning", "check_resume", "expected_hyperparameters", "live_problems",
-           "read_checkpoint", "report", "resume_problems"]
+__all__ = ["CODES", "ResumeProblem", "ResumeWarning", "check_resume", "expected_hyperparameters",
+           "live_problems", "read_checkpoint", "report", "resume_problems"]
 
 #: every mistake the guard reports, by code (the same codes as ``plateau-trace``'s findings where one exists)
+_COUNTER_KEYS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
 CODES = ("scheduler-not-restored", "optimizer-lr-differs", "hyperparameters-overridden", "min-lrs-mismatch",
          "saved-before-step")
 
@@ -74,8 +75,8 @@ def _plain_tree(obj: Any) -> Any:
 
 
 def read_checkpoint(checkpoint: Any, key: str | None = None) -> tuple[Checkpoint, Any]:
-    """The ``Checkpoint`` of a path, a ``torch.load`` dict or a ``Checkpoint``, and the object tree (None for a
-    directory or a ``Checkpoint``), which may store the epoch's metric next to the state.
+    """The ``Checkpoint`` of a path, a ``torch.load`` dict or a ``Checkpoint``, and the object tree (None for
+    a directory or a ``Checkpoint``), which may store the epoch's metric next to the state.
 
     Raises:
         CheckpointError: unreadable, or no single plateau state.
@@ -172,14 +173,14 @@ def _hyper_problem(live: Mapping[str, Any], constructor: Mapping[str, Any], save
     replaced = [k for k in diffs if saved is None or _same(live[k], saved.get(k))]
     parts = [f"{k}={_show(constructor[k])} -> {_show(live[k])}" for k in diffs]
     if replaced == diffs:
-        msg = (f"load_state_dict replaced the {source} hyperparameters with the checkpoint's: {', '.join(parts)} "
-               "(torch's load_state_dict imposes every saved hyperparameter)")
+        msg = (f"load_state_dict replaced the {source} hyperparameters with the checkpoint's: "
+               f"{', '.join(parts)} (torch's load_state_dict imposes every saved hyperparameter)")
     else:
         msg = f"the scheduler's hyperparameters differ from the {source} ones: {', '.join(parts)}"
     assign = "; ".join(f"scheduler.{k} = {_show(constructor[k])}" for k in diffs)
     return ResumeProblem("hyperparameters-overridden", msg,
-                         f"to run with the {source} values, set them after load_state_dict ({assign}); to keep the "
-                         "checkpoint's, build the scheduler with them")
+                         f"to run with the {source} values, set them after load_state_dict ({assign}); to "
+                         "keep the checkpoint's, build the scheduler with them")
 
 
 def _stored_metric(tree: Any, name: str | None) -> tuple[str, float] | None:
@@ -209,7 +210,8 @@ def live_problems(scheduler: Any, optimizer: Any, ck: Checkpoint, *,
     """The resume mistakes, from the live objects and an already-read ``Checkpoint`` (see ``check_resume``).
 
     Args:
-        constructor: the hyperparameters the scheduler was built with (torch attribute names, ``min_lrs`` a list),
+        constructor: the hyperparameters the scheduler was built with (torch attribute names, ``min_lrs`` a
+            list),
             when known: compared with the live ones.
         constructor_source: how the message names them (``constructor's``, ``expected``).
         tree: the checkpoint's object tree, for a metric stored next to the state.
@@ -219,22 +221,22 @@ def live_problems(scheduler: Any, optimizer: Any, ck: Checkpoint, *,
     groups = optimizer.param_groups
     live = _counters(s)
     saved = ck.state
-    keys = ("best", "last_epoch") if saved.partial else ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
-    want = {"best": saved.best, "num_bad_epochs": saved.num_bad_epochs, "cooldown_counter": saved.cooldown_counter,
-            "last_epoch": saved.last_epoch}
+    keys = ("best", "last_epoch") if saved.partial else _COUNTER_KEYS
+    want = {"best": saved.best, "num_bad_epochs": saved.num_bad_epochs,
+            "cooldown_counter": saved.cooldown_counter, "last_epoch": saved.last_epoch}
     diffs = [k for k in keys if not _same(live[k], want[k])]
     load = f"scheduler.load_state_dict({_subscript(ck)})"
     if diffs:
         got = " ".join(f"{k}={_show(live[k])}" for k in keys)
         exp = " ".join(f"{k}={_show(want[k])}" for k in keys)
-        fresh = live["last_epoch"] == 0 and live["num_bad_epochs"] == 0 and live["cooldown_counter"] == 0 and (
-            live["best"] == (math.inf if s.mode == "min" else -math.inf))
+        fresh = (live["last_epoch"] == 0 and live["num_bad_epochs"] == 0 and live["cooldown_counter"] == 0
+                 and live["best"] == (math.inf if s.mode == "min" else -math.inf))
         if fresh:
             msg = f"the scheduler is a fresh one ({got}), not the checkpoint's ({exp})"
             fix = f"call {load} after building the scheduler, before training"
         else:
-            msg = (f"the scheduler's state ({got}) is not the checkpoint's ({exp}): it was stepped after loading, "
-                   "or loaded from another checkpoint")
+            msg = (f"the scheduler's state ({got}) is not the checkpoint's ({exp}): it was stepped after "
+                   "loading, or loaded from another checkpoint")
             fix = f"call {load} last, after anything that steps the scheduler"
         out.append(ResumeProblem("scheduler-not-restored", msg, fix))
 
@@ -245,16 +247,16 @@ def live_problems(scheduler: Any, optimizer: Any, ck: Checkpoint, *,
     # groups added after the resume (a new head) are new: only the checkpoint's groups are compared
     if ref is not None and lrs[: len(ref)] != tuple(ref):
         if len(lrs) < len(ref):
-            msg = (f"the optimizer has {len(lrs)} param group{'s' if len(lrs) != 1 else ''} (lr {_lrs(lrs)}), the "
-                   f"checkpoint's {source} {len(ref)} (lr {_lrs(ref)})")
+            msg = (f"the optimizer has {len(lrs)} param group{'s' if len(lrs) != 1 else ''} (lr "
+                   f"{_lrs(lrs)}), the checkpoint's {source} {len(ref)} (lr {_lrs(ref)})")
         else:
             ours, theirs = _pair_lrs(lrs[: len(ref)], ref)
-            msg = (f"the optimizer's lr is {ours} but the checkpoint's {source} holds {theirs}: training would "
-                   "continue from another lr than the run had reached")
+            msg = (f"the optimizer's lr is {ours} but the checkpoint's {source} holds {theirs}: training "
+                   "would continue from another lr than the run had reached")
         out.append(ResumeProblem(
             "optimizer-lr-differs", msg,
-            f"call optimizer.load_state_dict({_optimizer_subscript(ck)}) when resuming (ReduceLROnPlateau keeps the "
-            "reduced lr only in the optimizer), and set no param_group['lr'] after loading"))
+            f"call optimizer.load_state_dict({_optimizer_subscript(ck)}) when resuming (ReduceLROnPlateau "
+            "keeps the reduced lr only in the optimizer), and set no param_group['lr'] after loading"))
 
     if constructor is not None:
         problem = _hyper_problem(_live_hyper(s), constructor, _ck_hyper(ck), constructor_source)
@@ -265,18 +267,20 @@ def live_problems(scheduler: Any, optimizer: Any, ck: Checkpoint, *,
     default = getattr(s, "default_min_lr", None)
     if len(min_lrs) != len(groups):
         if default is None:
-            msg = (f"the scheduler has {len(min_lrs)} min_lrs {_show(min_lrs)} for {len(groups)} param groups and "
-                   "no scalar min_lr to rebuild them from: torch raises RuntimeError at the next reduction")
+            msg = (f"the scheduler has {len(min_lrs)} min_lrs {_show(min_lrs)} for {len(groups)} param "
+                   "groups and no scalar min_lr to rebuild them from: torch raises RuntimeError at the next "
+                   "reduction")
         elif any(v != default for v in min_lrs):
-            msg = (f"the scheduler has {len(min_lrs)} min_lrs {_show(min_lrs)} for {len(groups)} param groups: the "
-                   f"next reduction replaces them with [{_show(float(default))}] * {len(groups)}, losing the "
-                   "per-group floors")
+            msg = (f"the scheduler has {len(min_lrs)} min_lrs {_show(min_lrs)} for {len(groups)} param "
+                   f"groups: the next reduction replaces them with [{_show(float(default))}] * "
+                   f"{len(groups)}, losing the per-group floors")
         else:
             msg = ""
         if msg:
             out.append(ResumeProblem("min-lrs-mismatch", msg,
-                                     f"set one floor per param group after loading (scheduler.min_lrs = [...], "
-                                     f"{len(groups)} values), or build the optimizer with the checkpoint's groups"))
+                                     "set one floor per param group after loading (scheduler.min_lrs = "
+                                     f"[...], {len(groups)} values), or build the optimizer with the "
+                                     "checkpoint's groups"))
 
     le = saved.last_epoch
     if start_epoch is not None:
@@ -285,12 +289,12 @@ def live_problems(scheduler: Any, optimizer: Any, ck: Checkpoint, *,
             prev = start_epoch - 1
             out.append(ResumeProblem(
                 "saved-before-step",
-                f"resuming at epoch {_num(start_epoch)}: stepped once per epoch since epoch {_num(first_epoch)}, the "
-                f"scheduler would have taken {_num(expected)} steps, but the checkpoint's took {_num(le)}: it was "
-                f"saved before epoch {_num(prev)}'s scheduler.step(), and that epoch's metric never reaches the "
-                "resumed scheduler",
-                f"save the checkpoint after scheduler.step(metric), or step the restored scheduler once with epoch "
-                f"{_num(prev)}'s metric before epoch {_num(start_epoch)}"))
+                f"resuming at epoch {_num(start_epoch)}: stepped once per epoch since epoch "
+                f"{_num(first_epoch)}, the scheduler would have taken {_num(expected)} steps, but the "
+                f"checkpoint's took {_num(le)}: it was saved before epoch {_num(prev)}'s scheduler.step(), "
+                "and that epoch's metric never reaches the resumed scheduler",
+                "save the checkpoint after scheduler.step(metric), or step the restored scheduler once with "
+                f"epoch {_num(prev)}'s metric before epoch {_num(start_epoch)}"))
     else:
         stored = _stored_metric(tree, metric)
         cfg = ck.config
@@ -301,10 +305,11 @@ def live_problems(scheduler: Any, optimizer: Any, ck: Checkpoint, *,
                 out.append(ResumeProblem(
                     "saved-before-step",
                     f"the checkpoint stores {name}={m!r}, which beats its saved best {saved.best!r} (bar "
-                    f"{_num(cfg.bar(saved.best), 6)}): the state was saved before that metric's scheduler.step(), so "
-                    f"a resume at the next epoch never feeds it (pass start_epoch= if the resume re-runs that epoch)",
-                    f"save the checkpoint after scheduler.step(metric), or step the restored scheduler once with "
-                    f"checkpoint[\"{name}\"] before the next epoch"))
+                    f"{_num(cfg.bar(saved.best), 6)}): the state was saved before that metric's "
+                    "scheduler.step(), so a resume at the next epoch never feeds it (pass start_epoch= if "
+                    "the resume re-runs that epoch)",
+                    "save the checkpoint after scheduler.step(metric), or step the restored scheduler once "
+                    f"with checkpoint[\"{name}\"] before the next epoch"))
     return out
 
 
@@ -399,23 +404,26 @@ def check_resume(
 
     Reported (each with its fix; codes in ``CODES``):
 
-    * ``scheduler-not-restored``: the scheduler's ``best``/``num_bad_epochs``/``cooldown_counter``/``last_epoch``
-      are not the checkpoint's (a fresh scheduler: ``load_state_dict`` was forgotten).
+    * ``scheduler-not-restored``: the scheduler's
+      ``best``/``num_bad_epochs``/``cooldown_counter``/``last_epoch`` are not the checkpoint's (a fresh
+      scheduler: ``load_state_dict`` was forgotten).
     * ``optimizer-lr-differs``: an lr differs from the checkpoint's optimizer lr (a fresh optimizer, or an lr
       set by hand after loading); without an optimizer state in the checkpoint, from the saved ``_last_lr``.
     * ``hyperparameters-overridden``: ``load_state_dict`` replaced the constructor's hyperparameters with the
-      checkpoint's. The constructor's are known from ``expect``, or from a ``record()`` attached before the load.
-    * ``min-lrs-mismatch``: ``min_lrs`` does not match the param groups (torch raises at the next reduction, or
-      drops the per-group floors).
-    * ``saved-before-step``: the checkpoint holds the state before its epoch's ``step()``. With ``start_epoch``:
-      ``last_epoch`` is one less than ``start_epoch - first_epoch`` steps. Without it: the checkpoint stores its
-      epoch's metric (``checkpoint["val_loss"]``, or ``metric=``) and that metric beats the saved ``best``.
+      checkpoint's. The constructor's are known from ``expect``, or from a ``record()`` attached before the
+      load.
+    * ``min-lrs-mismatch``: ``min_lrs`` does not match the param groups (torch raises at the next reduction,
+      or drops the per-group floors).
+    * ``saved-before-step``: the checkpoint holds the state before its epoch's ``step()``. With
+      ``start_epoch``: ``last_epoch`` is one less than ``start_epoch - first_epoch`` steps. Without it: the
+      checkpoint stores its epoch's metric (``checkpoint["val_loss"]``, or ``metric=``) and that metric beats
+      the saved ``best``.
 
     Args:
         scheduler: the live ``ReduceLROnPlateau``, after ``load_state_dict``.
         optimizer: the live optimizer (default ``scheduler.optimizer``), after ``load_state_dict``.
-        checkpoint: a path (read with ``load_checkpoint``: a ``torch.save`` file or an HF ``checkpoint-N/``), the
-            dict ``torch.load`` returned, or a ``Checkpoint``.
+        checkpoint: a path (read with ``load_checkpoint``: a ``torch.save`` file or an HF ``checkpoint-N/``),
+            the dict ``torch.load`` returned, or a ``Checkpoint``.
         expect: the constructor arguments the scheduler was built with (``{"patience": 5}``, or a
             ``PlateauConfig`` for all of them).
         start_epoch: the epoch label the resumed loop runs next (e.g. ``checkpoint["epoch"] + 1``).

@@ -1,27 +1,31 @@
 """A flight recorder for live training loops: one JSON line per ``ReduceLROnPlateau`` step, and its reader.
 
-``record`` wraps one scheduler instance's ``step`` (and ``load_state_dict``); ``read_recording`` reads the file back.
+``record`` wraps one scheduler instance's ``step`` (and ``load_state_dict``); ``read_recording`` reads the
+file back.
 
 File format (JSON Lines, UTF-8, one object per line; non-finite floats are the strings ``"nan"``, ``"inf"``,
 ``"-inf"``, which ``losses.read_losses`` reads as numbers):
 
-* A **header** ``{"plateau_recording": {...}}`` opens each *segment* (one ``record()`` call: a run, or a resumed
-  run appending to the same file): format ``version``, ``rules`` (``torch`` or ``keras``), the ``metric`` name,
-  the process ``rank`` and ``pid``, ``time``, the ``torch`` version, the hyperparameters (``config``, torch's
-  attribute names), the counters (``state``) and every group's ``lrs`` at that moment.
-* A **load** ``{"plateau_load": {...}}`` each time ``scheduler.load_state_dict`` runs on a recorded scheduler: the
-  hyperparameters before it (the constructor's: ``constructor``), after it (``config``), the counters after it
-  (``state``), and ``overridden``: every hyperparameter the checkpoint replaced, ``[constructor, checkpoint]``.
-* A **step** per ``scheduler.step(metric)``: ``epoch`` (the label the caller gives, else ``last_epoch``), the metric
-  under its name (``val_loss`` by default) exactly as ``float(metric)`` (a JSON number is Python's ``repr``), ``lr``
-  (``lr_1``, ...: each group's lr *before* the step, the lr the epoch trained with), the state after the step
-  (``best``, ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch``; Keras: ``wait`` for ``num_bad_epochs``),
-  ``lrs_after`` (every group's lr after the step, a list), ``rank`` and ``time`` (seconds since the epoch). When the
-  counters or the hyperparameters changed between two steps by other means (code assigning them), the line also
-  holds ``before`` and ``config``, so that every step can be replayed from exactly what it started from.
+* A **header** ``{"plateau_recording": {...}}`` opens each *segment* (one ``record()`` call: a run, or a
+  resumed run appending to the same file): format ``version``, ``rules`` (``torch`` or ``keras``), the
+  ``metric`` name, the process ``rank`` and ``pid``, ``time``, the ``torch`` version, the hyperparameters
+  (``config``, torch's attribute names), the counters (``state``) and every group's ``lrs`` at that moment.
+* A **load** ``{"plateau_load": {...}}`` each time ``scheduler.load_state_dict`` runs on a recorded scheduler:
+  the hyperparameters before it (the constructor's: ``constructor``), after it (``config``), the counters
+  after it (``state``), and ``overridden``: every hyperparameter the checkpoint replaced, ``[constructor,
+  checkpoint]``.
+* A **step** per ``scheduler.step(metric)``: ``epoch`` (the label the caller gives, else ``last_epoch``), the
+  metric under its name (``val_loss`` by default) exactly as ``float(metric)`` (a JSON number is Python's
+  ``repr``), ``lr`` (``lr_1``, ...: each group's lr *before* the step, the lr the epoch trained with), the
+  state after the step (``best``, ``num_bad_epochs``, ``cooldown_counter``, ``last_epoch``; Keras: ``wait``
+  for ``num_bad_epochs``), ``lrs_after`` (every group's lr after the step, a list), ``rank`` and ``time``
+  (seconds since the epoch). When the counters or the hyperparameters changed between two steps by other means
+  (code assigning them), the line also holds ``before`` and ``config``, so that every step can be replayed
+  from exactly what it started from.
 
-The header and load lines hold no key a loss log uses, so ``plateau-trace CKPT plateau.jsonl`` reads the step lines
-as an ordinary log (``epoch``, the metric, ``lr`` columns); ``read_recording`` gives the recorded states themselves.
+The header and load lines hold no key a loss log uses, so ``plateau-trace CKPT plateau.jsonl`` reads the step
+lines as an ordinary log (``epoch``, the metric, ``lr`` columns); ``read_recording`` gives the recorded states
+themselves.
 """
 
 from __future__ import annotations
@@ -50,8 +54,8 @@ if TYPE_CHECKING:
     from plateau_forensics.losses import LossLog
 
 __all__ = [
-    "FORMAT_KEY", "LOAD_KEY", "KerasRecorder", "LoadEvent", "RecordedStep", "Recorder", "Recording", "Segment",
-    "current_rank", "is_recording", "read_recording", "record", "recorder_of", "reduction_line",
+    "FORMAT_KEY", "LOAD_KEY", "KerasRecorder", "LoadEvent", "RecordedStep", "Recorder", "Recording",
+    "Segment", "current_rank", "is_recording", "read_recording", "record", "recorder_of", "reduction_line",
 ]
 
 FORMAT_KEY = "plateau_recording"
@@ -61,8 +65,8 @@ VERSION = 1
 HYPER_KEYS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "eps")
 COUNTERS = ("best", "num_bad_epochs", "cooldown_counter", "last_epoch")
 #: step-line keys; a metric may not take one of these names
-RESERVED = frozenset({"epoch", "best", "num_bad_epochs", "cooldown_counter", "last_epoch", "lrs_after", "rank",
-                      "time", "before", "config", "wait", FORMAT_KEY, LOAD_KEY})
+RESERVED = frozenset({"epoch", "best", "num_bad_epochs", "cooldown_counter", "last_epoch", "lrs_after",
+                      "rank", "time", "before", "config", "wait", FORMAT_KEY, LOAD_KEY})
 LOGGER_NAME = "plateau_forensics"
 #: names ``losses.read_losses`` takes for lr columns (a metric named so would be read as an lr)
 _LR_NAME = re.compile(r"(lr|learning_rate)(_.*)?")
@@ -109,7 +113,7 @@ def _lr_key(g: int) -> str:
 
 
 def current_rank() -> int:
-    """This process's rank: ``torch.distributed`` when it is initialised (never imported here), else ``RANK``."""
+    """This process's rank: ``torch.distributed``'s when initialised (never imported here), else ``$RANK``."""
     dist = sys.modules.get("torch.distributed")
     if dist is not None:
         try:
@@ -131,7 +135,7 @@ def _hyper(s: Any) -> tuple[Any, ...]:
 
 
 def _hyper_dict(h: tuple[Any, ...]) -> dict[str, Any]:
-    d = dict(zip(HYPER_KEYS, h[:7]))
+    d = dict(zip(HYPER_KEYS, h[:7], strict=True))
     d["min_lrs"] = list(h[7])
     d["default_min_lr"] = h[8]
     return d
@@ -166,7 +170,8 @@ def plateau_config(config: Mapping[str, Any]) -> PlateauConfig:
 def _replay(cfg: PlateauConfig, before: tuple[float, Any, Any, Any], min_lrs: tuple[float, ...],
             default_min_lr: float | None, lr_in: tuple[float, ...], metric: float, label: float,
             lr_dtypes: Sequence[str | None] | None) -> engine.Step | None:
-    """The engine's ``Step`` for one recorded step, replayed from the state it started from (None: torch raised)."""
+    """The engine's ``Step`` for one recorded step, replayed from the state it started from (None: torch
+    raised)."""
     best, nb, cd, le = before
     state = PlateauState(last_epoch=le, best=best, num_bad_epochs=nb, cooldown_counter=cd, min_lrs=min_lrs,
                          default_min_lr=default_min_lr, last_lr=lr_in)
@@ -179,8 +184,9 @@ def reduction_line(step: engine.Step, metric: str, config: PlateauConfig,
                    min_lrs: Sequence[float] | None = None) -> str:
     """The line torch's removed ``verbose=True`` printed, with its reason.
 
-    e.g. ``epoch 35: val_loss 0.4186 not below 0.4143 for 3 epochs (patience 2): lr 0.0012 -> 0.00096, cooldown 3``
-    (``0.4143`` is the bar the metric had to beat; a suppressed reduction says why the lr stayed).
+    e.g. ``epoch 35: val_loss 0.4186 not below 0.4143 for 3 epochs (patience 2): lr 0.0012 -> 0.00096,
+    cooldown 3`` (``0.4143`` is the bar the metric had to beat; a suppressed reduction says why the lr
+    stayed).
     """
     word = "below" if config.mode == "min" else "above"
     m_s, bar_s = _pair(step.metric, step.bar)
@@ -188,12 +194,14 @@ def reduction_line(step: engine.Step, metric: str, config: PlateauConfig,
         head = f"{metric} {m_s} {word} {bar_s}, but patience {config.patience} reduces on every step"
     else:
         n = 0 if step.cooldown_before > 0 else step.num_bad_before + 1
-        head = f"{metric} {m_s} not {word} {bar_s} for {n} epoch{'' if n == 1 else 's'} (patience {config.patience})"
+        epochs = "epoch" if n == 1 else "epochs"
+        head = f"{metric} {m_s} not {word} {bar_s} for {n} {epochs} (patience {config.patience})"
     if step.event is Event.REDUCED:
         tail = f"lr {_lrs(step.lr_in)} -> {_lrs(step.lr)}"
     else:
         floors = tuple(min_lrs) if min_lrs is not None else config.min_lrs_for(len(step.lr_in))
-        tail = f"reduction due but suppressed, lr stays {_lrs(step.lr)} ({_suppression(config, step.lr_in, floors)})"
+        why = _suppression(config, step.lr_in, floors)
+        tail = f"reduction due but suppressed, lr stays {_lrs(step.lr)} ({why})"
     return f"epoch {_num(step.epoch)}: {head}: {tail}, cooldown {step.cooldown_counter}"
 
 
@@ -204,8 +212,9 @@ def keras_reduction_line(step: KerasStep, metric: str, config: KerasConfig) -> s
     bar = best - config.delta if config.direction == "min" else best + config.delta
     m_s, bar_s = _pair(step.metric, bar)
     n = step.wait_before + 1
-    return (f"epoch {_num(step.epoch)}: {metric} {m_s} not {word} {bar_s} for {n} epoch{'' if n == 1 else 's'} "
-            f"(patience {config.patience}): lr {_lrs(step.lr_in)} -> {_lrs(step.lr)}, cooldown {step.cooldown_counter}")
+    return (f"epoch {_num(step.epoch)}: {metric} {m_s} not {word} {bar_s} for {n} "
+            f"epoch{'' if n == 1 else 's'} (patience {config.patience}): lr {_lrs(step.lr_in)} -> "
+            f"{_lrs(step.lr)}, cooldown {step.cooldown_counter}")
 
 
 # -- writing ---------------------------------------------------------------------------------------
@@ -290,7 +299,8 @@ def _header(rules: str, metric: str, rank: int, config: Mapping[str, Any], state
 def _check_metric_name(metric: str) -> str:
     from plateau_forensics.losses import normalize
 
-    if not isinstance(metric, str) or not metric or metric in RESERVED or _LR_NAME.fullmatch(normalize(metric)):
+    if (not isinstance(metric, str) or not metric or metric in RESERVED
+            or _LR_NAME.fullmatch(normalize(metric))):
         raise ConfigError(f"metric name {metric!r} is empty or a key the recording uses itself "
                           f"(not one of {', '.join(sorted(RESERVED))}, nor an lr name)")
     return metric
@@ -310,8 +320,8 @@ def _recorded_class(base: type) -> type:
     """A subclass of ``base`` whose ``step``/``load_state_dict`` report to the instance's recorder.
 
     The instance's ``__class__`` is swapped to it: an instance attribute ``step`` would land in
-    ``scheduler.state_dict()`` (which is ``__dict__`` minus the optimizer) and so in every checkpoint. Pickling
-    a recorded scheduler writes the base class, so nothing of ours reaches a file.
+    ``scheduler.state_dict()`` (which is ``__dict__`` minus the optimizer) and so in every checkpoint.
+    Pickling a recorded scheduler writes the base class, so nothing of ours reaches a file.
     """
     sub = _SUBCLASSES.get(base)
     if sub is not None:
@@ -387,8 +397,8 @@ class Recorder:
         self._base = type(scheduler)
         self.active = True
         self._sink.write(_header("torch", metric, rank, _hyper_dict(self._last_hyper),
-                                 _state_dict(*self._last_state), [float(g["lr"]) for g in groups], self._dtypes,
-                                 "given" if epoch is not None else "last_epoch"))
+                                 _state_dict(*self._last_state), [float(g["lr"]) for g in groups],
+                                 self._dtypes, "given" if epoch is not None else "last_epoch"))
         _RECORDERS[scheduler] = self
         scheduler.__class__ = _recorded_class(self._base)
 
@@ -416,7 +426,8 @@ class Recorder:
         self.close()
 
     def __repr__(self) -> str:
-        return f"<Recorder {self.path} rank {self.rank}: {self.steps} steps{'' if self.active else ', closed'}>"
+        closed = "" if self.active else ", closed"
+        return f"<Recorder {self.path} rank {self.rank}: {self.steps} steps{closed}>"
 
     # -- hooks ---------------------------------------------------------------------------------
     def _config(self, hyper: tuple[Any, ...]) -> PlateauConfig | None:
@@ -433,7 +444,8 @@ class Recorder:
         state = (s.best, s.num_bad_epochs, s.cooldown_counter, s.last_epoch)
         b, a = _hyper_dict(before), _hyper_dict(after)
         overridden = {k: (b[k], a[k]) for k in a if b[k] != a[k]}
-        event = LoadEvent(constructor=b, config=a, state=_state_dict(*state), overridden=overridden, time=time.time())
+        event = LoadEvent(constructor=b, config=a, state=_state_dict(*state), overridden=overridden,
+                          time=time.time())
         self.loads.append(event)
         self._last_state, self._last_hyper = state, after
         self._sink.write(json.dumps({LOAD_KEY: _plain({
@@ -459,7 +471,8 @@ class Recorder:
         if hyper != self._last_hyper:
             extra += ',"config":' + json.dumps(_plain(_hyper_dict(hyper)), separators=(",", ":"))
         self._sink.write(
-            f'{{"epoch":{_n(label)},{self._mkey}:{_n(metric)},{lrs},"best":{_n(b1)},"num_bad_epochs":{_n(nb1)},'
+            f'{{"epoch":{_n(label)},{self._mkey}:{_n(metric)},{lrs},"best":{_n(b1)},'
+            f'"num_bad_epochs":{_n(nb1)},'
             f'"cooldown_counter":{_n(cd1)},"last_epoch":{_n(le1)},"lrs_after":[{",".join(map(_n, lr_out))}]'
             f'{self._tail}{_n(time.time())}{extra}}}\n')
         self.steps += 1
@@ -467,8 +480,8 @@ class Recorder:
         if lr_in != self._last_lrs:  # the lr moved between steps (another writer): a floor is news again
             self._at_floor = False
         self._last_lrs = lr_out
-        # Only the engine decides what a step did; it replays the steps that may be reductions (a due reduction
-        # leaves num_bad_epochs 0, cooldown_counter == cooldown and best unchanged) and, with explain, all of them.
+        # Only the engine decides what a step did; it replays the steps that may be reductions (a due
+        # reduction leaves num_bad_epochs 0, cooldown_counter == cooldown, best unchanged), all with explain.
         due = lr_out != lr_in or (nb1 == 0 and cd1 == hyper[5] and (b1 == before[0] or hyper[2] < 0))
         if due or self._explain:
             self._tell(hyper, before, lr_in, metric, label, after, lr_out)
@@ -499,7 +512,7 @@ class Recorder:
             self._at_floor = False
             self._sink.emit(reduction_line(step, self.metric, cfg, hyper[7]))
         elif step.event is Event.SUPPRESSED:
-            # at the floor every due reduction is suppressed: say it once, then only at DEBUG until the lr moves
+            # at the floor every due reduction is suppressed: say it once, then at DEBUG until the lr moves
             line = reduction_line(step, self.metric, cfg, hyper[7])
             if self._at_floor:
                 self._sink.logger.debug(line)
@@ -522,23 +535,25 @@ def record(
     verbose: bool = False,
     logger: logging.Logger | str = LOGGER_NAME,
 ) -> Recorder:
-    """Record every ``scheduler.step(metric)`` of this scheduler instance into ``path`` (JSON Lines, appended).
+    """Record every ``scheduler.step(metric)`` of this scheduler instance in ``path`` (JSON Lines, appended).
 
     Only this instance changes (its class is swapped for a recording subclass, restored by ``close()``); no
     torch code is patched and nothing is added to its ``state_dict()``. Each reduction is logged through
-    ``logging`` (logger ``plateau_forensics``, INFO) in the words torch's removed ``verbose=True`` lacked, e.g.
-    ``epoch 35: val_loss 0.4186 not below 0.4143 for 3 epochs (patience 2): lr 0.0012 -> 0.00096, cooldown 3``.
-    Attach it right after building the scheduler, before ``load_state_dict``: the load is recorded too, with the
-    constructor's hyperparameters it replaced (``check_resume`` reports them).
+    ``logging`` (logger ``plateau_forensics``, INFO) in the words torch's removed ``verbose=True`` lacked,
+    e.g. ``epoch 35: val_loss 0.4186 not below 0.4143 for 3 epochs (patience 2): lr 0.0012 -> 0.00096,
+    cooldown 3``. Attach it right after building the scheduler, before ``load_state_dict``: the load is
+    recorded too, with the constructor's hyperparameters it replaced (``check_resume`` reports them).
 
     Args:
         scheduler: a ``torch.optim.lr_scheduler.ReduceLROnPlateau``.
-        optimizer: the optimizer it steps (default ``scheduler.optimizer``); its ``param_groups`` give the lrs.
+        optimizer: the optimizer it steps (default ``scheduler.optimizer``); its ``param_groups`` give the
+            lrs.
         path: the JSON Lines file; rank 0 writes it, other ranks only when it holds ``{rank}``
             (``"plateau.rank{rank}.jsonl"``); None writes no file (the log lines only).
-        metric: the metric's name in the file; ``val_loss`` (or another name ``plateau-trace`` detects) lets the
-            CLI read the file as a log without ``--metric``.
-        epoch: returns the current epoch label when called at each step; default: ``last_epoch`` after the step.
+        metric: the metric's name in the file; ``val_loss`` (or another name ``plateau-trace`` detects) lets
+            the CLI read the file as a log without ``--metric``.
+        epoch: returns the current epoch label when called at each step; default: ``last_epoch`` after the
+            step.
         rank: the process rank; default ``torch.distributed``'s when initialised, else ``$RANK``, else 0.
         explain: also log one line per step with ``plateau-trace --explain``'s words.
         verbose: also ``print`` the lines (the lost ``verbose=True``).
@@ -559,10 +574,13 @@ def record(
     if optimizer is None:
         optimizer = scheduler.optimizer
     inner = getattr(scheduler, "optimizer", None)
-    if inner is not None and getattr(optimizer, "param_groups", None) is not getattr(inner, "param_groups", None):
-        raise ConfigError("record(): this optimizer is not the one the scheduler steps (their param_groups differ)")
+    groups = getattr(optimizer, "param_groups", None)
+    if inner is not None and groups is not getattr(inner, "param_groups", None):
+        raise ConfigError("record(): this optimizer is not the one the scheduler steps (their param_groups "
+                          "differ)")
     if scheduler in _RECORDERS:
-        raise ConfigError(f"the scheduler is already recorded ({_RECORDERS[scheduler]!r}); close() that first")
+        raise ConfigError(f"the scheduler is already recorded ({_RECORDERS[scheduler]!r}); close() that "
+                          "first")
     _check_metric_name(metric)
     rank = current_rank() if rank is None else int(rank)
     log = logging.getLogger(logger) if isinstance(logger, str) else logger
@@ -599,12 +617,12 @@ class _Inactive:
 
 
 class KerasRecorder:
-    """The recorder of a ``keras.callbacks.ReduceLROnPlateau`` (no Keras import here: the lr is read by ``read_lr``).
+    """The recorder of a ``keras.callbacks.ReduceLROnPlateau`` (no Keras import: ``read_lr`` reads the lr).
 
-    ``attach()`` wraps that callback instance's ``on_epoch_end``; each epoch that reads the monitored value is one
-    step line (``wait`` in place of ``num_bad_epochs``, ``last_epoch`` counting epochs of this ``fit``). Lines
-    for people come from ``keras_rules.run_keras`` replaying the ``fit`` so far (Keras 3.15 resets the callback
-    at ``on_train_begin``, so each ``fit`` is one segment starting fresh).
+    ``attach()`` wraps that callback instance's ``on_epoch_end``; each epoch that reads the monitored value is
+    one step line (``wait`` in place of ``num_bad_epochs``, ``last_epoch`` counting epochs of this ``fit``).
+    Lines for people come from ``keras_rules.run_keras`` replaying the ``fit`` so far (Keras 3.15 resets the
+    callback at ``on_train_begin``, so each ``fit`` is one segment starting fresh).
     """
 
     def __init__(self, plateau: Any, read_lr: Callable[[], float], path: Path | None, *, rank: int,
@@ -663,15 +681,14 @@ class KerasRecorder:
         metric, lr_out, label = float(current), self._read_lr(), epoch + 1  # Keras prints epochs from 1
         if self._config is None:
             direction = self._direction()
-            self._config = KerasConfig(monitor=self.metric, factor=float(cb.factor), patience=int(cb.patience),
-                                       mode=direction or cb.mode, min_delta=abs(float(cb.min_delta)),  # type: ignore[arg-type]
-                                       cooldown=int(cb.cooldown), min_lr=float(cb.min_lr))
-            self._lr0 = lr_in
             config = {"monitor": self.metric, "factor": float(cb.factor), "patience": int(cb.patience),
                       "mode": direction or cb.mode, "min_delta": abs(float(cb.min_delta)),
                       "cooldown": int(cb.cooldown), "min_lr": float(cb.min_lr)}
+            self._config = KerasConfig(**config)
+            self._lr0 = lr_in
             state = {"best": before[0], "wait": before[1], "cooldown_counter": before[2], "last_epoch": 0}
-            self._sink.write(_header("keras", self.metric, self.rank, config, state, [lr_in], [None], "given"))
+            self._sink.write(_header("keras", self.metric, self.rank, config, state, [lr_in], [None],
+                                     "given"))
         self._metrics.append(metric)
         self._labels.append(label)
         self.steps += 1
@@ -683,10 +700,11 @@ class KerasRecorder:
             f'"lrs_after":[{_n(lr_out)}],"rank":{self.rank},"time":{_n(time.time())}}}\n')
         if lr_out != lr_in or self._explain:
             step = run_keras(self._config, self._metrics, self._lr0, epochs=self._labels).steps[-1]
-            if (step.best, step.wait, step.cooldown_counter, step.lr[0]) != (best, cb.wait, cb.cooldown_counter,
-                                                                              lr_out):
+            live = (best, cb.wait, cb.cooldown_counter, lr_out)
+            if (step.best, step.wait, step.cooldown_counter, step.lr[0]) != live:
                 self._sink.logger.warning("plateau_forensics: the Keras replay of epoch %s differs from the "
-                                          "callback (replay: %r; callback: best=%r wait=%r cooldown_counter=%r "
+                                          "callback (replay: %r; callback: best=%r wait=%r "
+                                          "cooldown_counter=%r "
                                           "lr=%r)", label, step, best, cb.wait, cb.cooldown_counter, lr_out)
             else:
                 if step.event is Event.REDUCED:
@@ -785,9 +803,9 @@ class Recording:
         """The steps after which the scheduler held exactly ``state``'s counters.
 
         Args:
-            state: a ``PlateauState``, a ``Checkpoint`` (its ``state``), or a ``state_dict()`` mapping. ``best``,
-                ``num_bad_epochs``, ``cooldown_counter`` and ``last_epoch`` must all be equal (only ``best`` and
-                ``last_epoch`` for a partial state).
+            state: a ``PlateauState``, a ``Checkpoint`` (its ``state``), or a ``state_dict()`` mapping.
+                ``best``, ``num_bad_epochs``, ``cooldown_counter`` and ``last_epoch`` must all be equal (only
+                ``best`` and ``last_epoch`` for a partial state).
         """
         st = getattr(state, "state", state)
         if isinstance(st, Mapping):
@@ -815,21 +833,22 @@ class Recording:
         if seg.rules == "keras":
             from plateau_forensics.keras_rules import KerasConfig, run_keras
 
-            cfg = KerasConfig(**{k: seg.config[k] for k in ("monitor", "factor", "patience", "mode", "min_delta",
-                                                             "cooldown", "min_lr")})
+            keys = ("monitor", "factor", "patience", "mode", "min_delta", "cooldown", "min_lr")
+            cfg = KerasConfig(**{k: seg.config[k] for k in keys})
             seg_steps = [x for x in self.steps[: i + 1] if x.segment == s.segment]
             return run_keras(cfg, [x.metric for x in seg_steps], seg_steps[0].lr_in[0],
                              epochs=[x.epoch for x in seg_steps]).steps[-1]
         c = s.config
         dml = c.get("default_min_lr")
         return _replay(plateau_config(c), s.before, tuple(_float(v) for v in c["min_lrs"]),
-                       None if dml is None else float(dml), s.lr_in, s.metric, s.epoch, seg.raw.get("lr_dtypes"))
+                       None if dml is None else float(dml), s.lr_in, s.metric, s.epoch,
+                       seg.raw.get("lr_dtypes"))
 
     def verify(self) -> list[str]:
         """Every disagreement between the recorded steps and a replay of them, one sentence each.
 
-        The engine must reproduce every torch step from the state it started from; an lr that changed between two
-        steps (another writer, an optimizer load) or counters changed outside ``step()`` are listed too.
+        The engine must reproduce every torch step from the state it started from; an lr that changed between
+        two steps (another writer, an optimizer load) or counters changed outside ``step()`` are listed too.
         """
         out = []
         prev: RecordedStep | None = None
@@ -844,14 +863,16 @@ class Recording:
             prev = s
             r = self.replay(i)
             if r is None:
-                out.append(f"line {s.line}: torch raised at epoch {_num(s.epoch)} (min_lrs do not match the groups)")
+                out.append(f"line {s.line}: torch raised at epoch {_num(s.epoch)} (min_lrs do not match the "
+                           "groups)")
                 continue
             got = (r.best, r.num_bad_epochs, r.cooldown_counter, tuple(r.lr))
             if got != (s.best, s.num_bad_epochs, s.cooldown_counter, s.lr):
                 out.append(f"line {s.line}: the replay of epoch {_num(s.epoch)} gives best={r.best!r} "
                            f"num_bad_epochs={r.num_bad_epochs} cooldown_counter={r.cooldown_counter} "
-                           f"lr={list(r.lr)}, the recording best={s.best!r} num_bad_epochs={s.num_bad_epochs} "
-                           f"cooldown_counter={s.cooldown_counter} lr={list(s.lr)}")
+                           f"lr={list(r.lr)}, the recording best={s.best!r} "
+                           f"num_bad_epochs={s.num_bad_epochs} cooldown_counter={s.cooldown_counter} "
+                           f"lr={list(s.lr)}")
         return out
 
     def log(self) -> LossLog:
@@ -935,8 +956,9 @@ def read_recording(path: str | os.PathLike[str]) -> Recording:
                     raise RecordingError(f"{where}: '{LOAD_KEY}' is not an object")
                 config = dict(ld["config"])
                 counters = _counters(ld["state"], where)
-                loads.append(LoadEvent(constructor=dict(ld["constructor"]), config=config, state=dict(ld["state"]),
-                                       overridden={k: tuple(v) for k, v in ld.get("overridden", {}).items()},
+                overridden = {k: tuple(v) for k, v in ld.get("overridden", {}).items()}
+                loads.append(LoadEvent(constructor=dict(ld["constructor"]), config=config,
+                                       state=dict(ld["state"]), overridden=overridden,
                                        time=float(ld.get("time", math.nan)), line=n))
             else:
                 seg = segments[-1]
@@ -956,7 +978,8 @@ def read_recording(path: str | os.PathLike[str]) -> Recording:
                     index=len(steps), segment=seg.index, line=n, epoch=_num_field(obj, "epoch", where),
                     metric=float(_num_field(obj, seg.metric, where)), lr_in=lr_in, lr=lr_out,
                     best=after[0], num_bad_epochs=after[1], cooldown_counter=after[2], last_epoch=after[3],
-                    before=counters, config=config, rank=int(_num_field(obj, "rank", where, integral=True)),  # type: ignore[arg-type]
+                    before=counters, config=config,  # type: ignore[arg-type]
+                    rank=int(_num_field(obj, "rank", where, integral=True)),
                     time=float(_num_field(obj, "time", where))))
                 counters = after
         except (KeyError, TypeError, ValueError) as exc:
@@ -974,8 +997,8 @@ def _counters(obj: Mapping[str, Any], where: str, keras: bool = False) -> tuple[
     bad = "wait" if keras else "num_bad_epochs"
     best = obj.get("best")
     best_v = None if (keras and best is None) else float(_num_field(obj, "best", where))
-    return (best_v, _num_field(obj, bad, where, integral=True), _num_field(obj, "cooldown_counter", where, integral=True),
-            _num_field(obj, "last_epoch", where))
+    return (best_v, _num_field(obj, bad, where, integral=True),
+            _num_field(obj, "cooldown_counter", where, integral=True), _num_field(obj, "last_epoch", where))
 
 
 def _segment(head: Any, index: int, line: int, where: str) -> Segment:

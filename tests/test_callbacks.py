@@ -1,10 +1,10 @@
-"""The recorder and guard callbacks in real training runs of Lightning, the HF Trainer and Keras (torch backend).
+"""The recorder and guard callbacks in real training runs of Lightning, the HF Trainer and Keras (torch).
 
 Each framework trains a tiny model on CPU in its own subprocess (one short run and a resume each, started
 together so that they share the two cores), with two callbacks: ours, and a truth callback that reads the live
 scheduler (or Keras callback) itself. The tests compare the recording with that truth, and the resume verdicts
-with what the framework really did; nothing compares numbers between machines, and the framework warnings stay in
-the subprocess.
+with what the framework really did; nothing compares numbers between machines, and the framework warnings
+stay in the subprocess.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 300
 
 LIGHTNING = r'''
-"""Lightning driver: a fit with the recorder callback, then a fit(ckpt_path=...) resume with another patience."""
+"""Lightning driver: a fit with the recorder callback, then a fit(ckpt_path=...) resume, another patience."""
 import json, logging, sys, warnings
 from pathlib import Path
 out = Path(sys.argv[1])
@@ -75,21 +75,23 @@ class Truth(L.Callback):
         self.lr = trainer.optimizers[0].param_groups[0]["lr"]
     def on_validation_epoch_end(self, trainer, m):
         if not trainer.sanity_checking:
-            self.rows.append({"epoch": trainer.current_epoch, "val": float(trainer.callback_metrics["val_loss"]),
-                              "lr_in": self.lr})
+            val = float(trainer.callback_metrics["val_loss"])
+            self.rows.append({"epoch": trainer.current_epoch, "val": val, "lr_in": self.lr})
     def on_train_end(self, trainer, m):
         self._snap(trainer)
     def _snap(self, trainer):
         s = trainer.lr_scheduler_configs[0].scheduler
-        state = [s.best, s.num_bad_epochs, s.cooldown_counter, s.last_epoch, trainer.optimizers[0].param_groups[0]["lr"]]
+        lr = trainer.optimizers[0].param_groups[0]["lr"]
+        state = [s.best, s.num_bad_epochs, s.cooldown_counter, s.last_epoch, lr]
         if self.rows and "after" not in self.rows[-1]:
             self.rows[-1]["after"] = state
 
 def fit(epochs, ckpt=None, patience=1, **cb):
     L.seed_everything(0, verbose=False)
     truth = Truth()
-    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
-                        enable_model_summary=False, default_root_dir=out, log_every_n_steps=1,
+    trainer = L.Trainer(max_epochs=epochs, accelerator="cpu", devices=1, logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=out,
+                        log_every_n_steps=1,
                         callbacks=[ModelCheckpoint(dirpath=out / "ckpts", save_top_k=-1, filename="{epoch}"),
                                    truth, pf.lightning_callback(out / "plateau.jsonl", **cb)])
     with warnings.catch_warnings(record=True) as caught:
@@ -155,8 +157,9 @@ def train(epochs, resume=None, patience=1, **cb):
     args = TrainingArguments(output_dir=str(out / "run"), learning_rate=0.2, weight_decay=0.1,
                              lr_scheduler_type="reduce_lr_on_plateau",
                              lr_scheduler_kwargs={"patience": patience, "factor": 0.5},
-                             per_device_train_batch_size=16, per_device_eval_batch_size=64, num_train_epochs=epochs,
-                             eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch", report_to=[],
+                             per_device_train_batch_size=16, per_device_eval_batch_size=64,
+                             num_train_epochs=epochs, eval_strategy="epoch", save_strategy="epoch",
+                             logging_strategy="epoch", report_to=[],
                              use_cpu=True, seed=0, disable_tqdm=True, dataloader_num_workers=0)
     trainer = Trainer(model=Net(), args=args, train_dataset=Rows(x, y), eval_dataset=Rows(vx, vy),
                       callbacks=[truth, pf.hf_callback(out / "plateau.jsonl", **cb)])
@@ -192,13 +195,15 @@ x, y = rng.normal(size=(64, 4)).astype("float32"), rng.normal(size=(64, 1)).asty
 vx, vy = rng.normal(size=(64, 4)).astype("float32"), rng.normal(size=(64, 1)).astype("float32")
 model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
 model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.2), loss="mse")
-plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=1, factor=0.5, cooldown=1, min_delta=1e-3)
+plateau = keras.callbacks.ReduceLROnPlateau(monitor="val_loss", patience=1, factor=0.5, cooldown=1,
+                                            min_delta=1e-3)
 
 class Truth(keras.callbacks.Callback):
     """Placed after the plateau callback: the live state after each epoch's on_epoch_end."""
     def __init__(self): super().__init__(); self.rows = []
     def on_epoch_end(self, epoch, logs=None):
-        self.rows.append({"epoch": epoch, "val": float(logs["val_loss"]), "lr_in": float(logs["learning_rate"]),
+        self.rows.append({"epoch": epoch, "val": float(logs["val_loss"]),
+                          "lr_in": float(logs["learning_rate"]),
                           "after": [plateau.best, plateau.wait, plateau.cooldown_counter,
                                     float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))]})
 
@@ -221,7 +226,8 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """All three framework runs, started at once; name -> (output folder, returncode, stderr)."""
     # offline: without a network the hub and telemetry calls of transformers wait for timeouts
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "torch", "TOKENIZERS_PARALLELISM": "false",
-           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HF_HUB_DISABLE_TELEMETRY": "1"}
+           "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
+           "HF_HUB_DISABLE_TELEMETRY": "1"}
     procs = {}
     for name, (source, module) in DRIVERS.items():
         if importlib.util.find_spec(module) is None:
@@ -277,7 +283,8 @@ def reduced_epochs(rows: list[dict[str, Any]], shift: float = 0) -> list[str]:
 
 
 def reduction_epochs(out: Path) -> list[str]:
-    return [line.split(":")[0].removeprefix("INFO epoch ") for line in lines(out) if line.startswith("INFO epoch ")]
+    return [line.split(":")[0].removeprefix("INFO epoch ") for line in lines(out)
+            if line.startswith("INFO epoch ")]
 
 
 # ------------------------------------------------------------------------------------ Lightning
@@ -300,16 +307,19 @@ def test_lightning_recording_is_what_lightning_did(runs: dict[str, Any]) -> None
 
 
 def test_lightning_resume_guard_names_both_mistakes(runs: dict[str, Any]) -> None:
-    """The resume with patience=3 warns of the override and of Lightning's lost step, which the recording shows."""
+    """The resume with patience=3 warns of the override and Lightning's lost step, as the recording shows."""
     out, truth = run(runs, "lightning")
     first, second = truth["warnings"]
     assert first == []
-    assert [w.split("] ")[0].split("[")[-1] for w in second] == ["hyperparameters-overridden", "saved-before-step"]
+    codes = [w.split("] ")[0].split("[")[-1] for w in second]
+    assert codes == ["hyperparameters-overridden", "saved-before-step"]
     rec = read_recording(out / "plateau.jsonl")
     ck = pf.load_checkpoint(out / "ckpts" / "epoch=3.ckpt")
-    assert [(s.segment, s.epoch) for s in rec.find(ck)] == [(0, 2)]  # saved inside epoch 3, after epoch 2's step
+    # saved inside epoch 3, after epoch 2's step
+    assert [(s.segment, s.epoch) for s in rec.find(ck)] == [(0, 2)]
     resumed = [s for s in rec.steps if s.segment == 1]
-    assert resumed[0].epoch == 4 and resumed[0].last_epoch == ck.state.last_epoch + 1  # epoch 3 was never stepped
+    assert resumed[0].epoch == 4  # epoch 3 was never stepped
+    assert resumed[0].last_epoch == ck.state.last_epoch + 1
     uninterrupted = {s.epoch: s.last_epoch for s in rec.steps if s.segment == 0}
     assert resumed[0].last_epoch == uninterrupted[4] - 1
 

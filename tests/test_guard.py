@@ -29,7 +29,7 @@ LR = 0.2
 
 
 class Loop:
-    """A real loop: a linear model on noise labels (so the validation loss plateaus), SGD, ReduceLROnPlateau."""
+    """A real loop: a linear model on noise labels (the validation loss plateaus), SGD, ReduceLROnPlateau."""
 
     def __init__(self, seed: int = 0, groups: int = 1, **sched: Any) -> None:
         g = torch.Generator().manual_seed(1)
@@ -150,7 +150,7 @@ def test_forgotten_scheduler_load(first: tuple[Loop, Path]) -> None:
     assert 'scheduler.load_state_dict(checkpoint["scheduler"])' in str(err.value)
     assert "\n" not in str(err.value)
     again.run(SAVE_AT + 1, EPOCHS)
-    assert again.history[0]["state"][3] == 1 != run.history[SAVE_AT + 1]["state"][3]  # torch counts from 0 again
+    assert again.history[0]["state"][3] == 1 != run.history[SAVE_AT + 1]["state"][3]  # counting from 0 again
 
 
 def test_forgotten_optimizer_load(first: tuple[Loop, Path]) -> None:
@@ -166,7 +166,7 @@ def test_forgotten_optimizer_load(first: tuple[Loop, Path]) -> None:
 
 
 def test_lr_set_by_hand_after_loading(first: tuple[Loop, Path]) -> None:
-    """An lr assigned after loading (``for g in opt.param_groups: g["lr"] = ...``) is ``optimizer-lr-differs``."""
+    """An lr assigned after loading (``g["lr"] = ...`` for each group) is ``optimizer-lr-differs``."""
     _, path = first
     again = resumed(path)
     for g in again.opt.param_groups:
@@ -176,7 +176,7 @@ def test_lr_set_by_hand_after_loading(first: tuple[Loop, Path]) -> None:
 
 
 def test_checkpoint_hyperparameters_override_the_constructor(first: tuple[Loop, Path]) -> None:
-    """Building with patience=4 and loading a patience=1 state runs patience=1: ``hyperparameters-overridden``."""
+    """Built with patience=4, loading a patience=1 state runs patience=1: ``hyperparameters-overridden``."""
     _, path = first
     again = Loop(seed=99, patience=4)
     rec = pf.record(again.sched, again.opt, None)  # attached before the load: it sees what the load replaced
@@ -195,7 +195,7 @@ def test_checkpoint_hyperparameters_override_the_constructor(first: tuple[Loop, 
 
 
 def test_min_lrs_that_do_not_match_the_groups(tmp_path: Path) -> None:
-    """A per-group ``min_lr`` saved for one group, resumed with two: the guard says so, and torch raises later."""
+    """A per-group ``min_lr`` saved for one group, resumed with two: the guard says so; torch raises later."""
     first = Loop(min_lr=[1e-4])
     first.run(0, 3)
     torch.save(first.checkpoint(2, first.history[-1]["val"]), tmp_path / "ck.pt")
@@ -213,7 +213,7 @@ def test_min_lrs_that_do_not_match_the_groups(tmp_path: Path) -> None:
 
 
 def test_checkpoint_saved_before_the_step(tmp_path: Path) -> None:
-    """A loop that saves before ``step()`` and resumes at the next epoch loses a step: ``saved-before-step``."""
+    """A loop saving before ``step()`` and resuming at the next epoch loses a step: ``saved-before-step``."""
     first = Loop()
     first.run(0, EPOCHS, save=tmp_path / "ck.pt", before_step=True)
     again = resumed(tmp_path / "ck.pt")
@@ -222,18 +222,19 @@ def test_checkpoint_saved_before_the_step(tmp_path: Path) -> None:
         pf.check_resume(again.sched, again.opt, checkpoint=ck, start_epoch=ck["epoch"] + 1)
     assert codes(err.value.problems) == ["saved-before-step"]
     assert f"saved before epoch {SAVE_AT}'s scheduler.step()" in str(err.value)
-    # the same run with 1-based labels (first_epoch=1) is the same mistake; a loop that re-runs the epoch is right
+    # the same run with 1-based labels (first_epoch=1) is the same mistake; re-running the epoch is right
     assert codes(resume_problems(again.sched, again.opt, checkpoint=ck, start_epoch=ck["epoch"] + 2,
                                  first_epoch=1)) == ["saved-before-step"]
     assert pf.check_resume(again.sched, again.opt, checkpoint=ck, start_epoch=ck["epoch"]) == []
-    assert pf.check_resume(again.sched, again.opt, checkpoint=ck, start_epoch=ck["epoch"] + 1, first_epoch=1) == []
+    assert pf.check_resume(again.sched, again.opt, checkpoint=ck, start_epoch=ck["epoch"] + 1,
+                           first_epoch=1) == []
     # the resumed run really is one step behind the uninterrupted one
     again.run(SAVE_AT + 1, EPOCHS)
     assert again.history[-1]["state"][3] == first.history[-1]["state"][3] - 1
 
 
 def test_stored_metric_shows_a_save_before_the_step(tmp_path: Path) -> None:
-    """Without ``start_epoch``, a stored ``val_loss`` that beats the saved ``best`` shows the save came first."""
+    """Without ``start_epoch``, a stored ``val_loss`` beating the saved ``best`` shows the save came first."""
     run = Loop()
     run.run(0, EPOCHS, save_every=tmp_path)
     improved = [h["epoch"] for h in run.history if h["state"][0] == h["val"]]
@@ -241,7 +242,8 @@ def test_stored_metric_shows_a_save_before_the_step(tmp_path: Path) -> None:
     assert improved and not_improved, "the run must have improving and non-improving epochs"
     for e in improved:
         ck = tmp_path / f"ck{e}.pt"
-        assert codes(resume_problems(resumed(ck).sched, resumed(ck).opt, checkpoint=ck)) == ["saved-before-step"]
+        run_ck = resumed(ck)
+        assert codes(resume_problems(run_ck.sched, run_ck.opt, checkpoint=ck)) == ["saved-before-step"]
     for e in not_improved:  # nothing in the file proves it there: silent, never a guess
         ck = tmp_path / f"ck{e}.pt"
         assert resume_problems(resumed(ck).sched, resumed(ck).opt, checkpoint=ck) == []
@@ -263,7 +265,7 @@ def test_correct_checkpoints_with_a_stored_metric_are_silent(tmp_path: Path) -> 
 
 
 def test_warn_mode_and_ignore(first: tuple[Loop, Path]) -> None:
-    """``action="warn"`` warns once per problem and returns them; ``ignore`` drops codes; bad options are refused."""
+    """``action="warn"`` warns once per problem and returns them; ``ignore`` drops codes; bad options fail."""
     _, path = first
     again = resumed(path, sched=False, opt=False)
     with pytest.warns(pf.ResumeWarning) as caught:

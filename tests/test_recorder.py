@@ -45,8 +45,9 @@ def make(lrs: list[float] | None = None, tensor_lr: bool = False, **kw: Any) -> 
 
 def live(sched: Any, opt: Any) -> dict[str, Any]:
     """The state a test reads from the live objects, independently of the recorder."""
-    return {"best": sched.best, "num_bad_epochs": sched.num_bad_epochs, "cooldown_counter": sched.cooldown_counter,
-            "last_epoch": sched.last_epoch, "lr": tuple(float(g["lr"]) for g in opt.param_groups)}
+    return {"best": sched.best, "num_bad_epochs": sched.num_bad_epochs,
+            "cooldown_counter": sched.cooldown_counter, "last_epoch": sched.last_epoch,
+            "lr": tuple(float(g["lr"]) for g in opt.param_groups)}
 
 
 def drive(sched: Any, opt: Any, metrics: list[float]) -> list[dict[str, Any]]:
@@ -71,8 +72,8 @@ def seed_rows() -> list[tuple[int, float]]:
 
 # ------------------------------------------------------------------------------------ exactness
 
-metric_values = st.one_of(st.floats(0.0, 2.0), st.sampled_from([0.5, 0.5, 1.0, math.nan, math.inf, -math.inf]),
-                          st.floats(-1.0, 0.0))
+metric_values = st.one_of(st.floats(0.0, 2.0), st.floats(-1.0, 0.0),
+                          st.sampled_from([0.5, 0.5, 1.0, math.nan, math.inf, -math.inf]))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -86,10 +87,10 @@ metric_values = st.one_of(st.floats(0.0, 2.0), st.sampled_from([0.5, 0.5, 1.0, m
     lrs=st.lists(st.sampled_from([0.1, 0.05, 1e-3]), min_size=1, max_size=3),
     min_lr=st.sampled_from([0.0, 1e-3, 0.04]),
 )
-def test_every_line_is_the_live_state(tmp_path_factory: pytest.TempPathFactory, metrics: list[float], mode: str,
-                                      patience: int, cooldown: int, factor: float, threshold_mode: str,
-                                      lrs: list[float], min_lr: float) -> None:
-    """For random configs and metrics (NaN, inf, ties), each recorded step equals the live scheduler's state."""
+def test_every_line_is_the_live_state(tmp_path_factory: pytest.TempPathFactory, metrics: list[float],
+                                      mode: str, patience: int, cooldown: int, factor: float,
+                                      threshold_mode: str, lrs: list[float], min_lr: float) -> None:
+    """For random configs and metrics (NaN, inf, ties), each recorded step is the live scheduler's state."""
     path = tmp_path_factory.mktemp("rec") / "plateau.jsonl"
     opt, sched = make(lrs, mode=mode, patience=patience, cooldown=cooldown, factor=factor,
                       threshold_mode=threshold_mode, min_lr=min_lr)
@@ -118,7 +119,7 @@ def test_tensor_lrs_replay_in_their_dtype(tmp_path: Path) -> None:
     rec = read_recording(tmp_path / "p.jsonl")
     assert rec.segments[0].raw["lr_dtypes"] == ["float32", "float32"]
     assert [s.lr for s in rec.steps] == [t["lr"] for t in truth]
-    assert truth[-1]["lr"][0] != 0.5 * 0.3 ** 3  # the float32 rounding is real, so the check below means something
+    assert truth[-1]["lr"][0] != 0.5 * 0.3 ** 3  # float32 rounding is real: the check below means something
     assert rec.verify() == []
 
 
@@ -141,7 +142,7 @@ def test_changed_hyperparameters_are_replayed_with_the_new_values(tmp_path: Path
 
 
 def test_reduction_line_in_the_seeds_words(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """The seed run's reductions are logged at exactly the epochs torch reduced, e.g. epoch 35 in the issue's words."""
+    """The seed run's reductions are logged at the epochs torch reduced; epoch 35 in the issue's words."""
     rows = seed_rows()
     opt, sched = make([0.0015], **SEED_SCHED)
     epoch = {"now": 0}
@@ -173,8 +174,8 @@ def test_explain_lines_are_the_clis_explain(tmp_path: Path, caplog: pytest.LogCa
             epoch["now"] = e
             sched.step(v)
     ours = [r.getMessage() for r in caplog.records if not r.getMessage().startswith("epoch ")]
-    out = CliRunner().invoke(main, [str(log), "--lr", "0.0015", "--patience", "2", "--cooldown", "3", "--factor",
-                                    "0.8", "--explain"])
+    out = CliRunner().invoke(main, [str(log), "--lr", "0.0015", "--patience", "2", "--cooldown", "3",
+                                    "--factor", "0.8", "--explain"])
     assert out.exit_code == 0, out.output
     cli = [line for line in out.output.splitlines() if line[:1].isdigit()]
     assert len(ours) == len(rows) and ours == cli
@@ -186,12 +187,12 @@ def test_verbose_prints_the_lost_line(capsys: pytest.CaptureFixture[str]) -> Non
     with record(sched, opt, None, verbose=True):
         sched.step(1.0)
         sched.step(2.0)
-    assert capsys.readouterr().out == ("epoch 2: val_loss 2 not below 0.9999 for 1 epoch (patience 0): lr 0.1 -> 0.05, "
-                                       "cooldown 0\n")
+    assert capsys.readouterr().out == ("epoch 2: val_loss 2 not below 0.9999 for 1 epoch (patience 0): lr "
+                                       "0.1 -> 0.05, cooldown 0\n")
 
 
 def test_suppressed_reduction_says_why(caplog: pytest.LogCaptureFixture) -> None:
-    """A reduction due at ``min_lr`` changes no lr: said once with the floor, then at DEBUG until the lr moves."""
+    """A reduction due at ``min_lr`` changes no lr: said once, with the floor, then at DEBUG till lr moves."""
     opt, sched = make([0.01], patience=0, factor=0.5, min_lr=0.01)
     caplog.set_level(logging.DEBUG, logger="plateau_forensics")
     with record(sched, opt, None):
@@ -201,11 +202,12 @@ def test_suppressed_reduction_says_why(caplog: pytest.LogCaptureFixture) -> None
         opt.param_groups[0]["lr"] = 0.02  # another writer moves the lr: the next reduction is news again
         sched.step(4.0)
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
-        ("INFO", "epoch 2: val_loss 2 not below 0.9999 for 1 epoch (patience 0): reduction due but suppressed, lr "
-                 "stays 0.01 (lr 0.01 at min_lr 0.01), cooldown 0"),
-        ("DEBUG", "epoch 3: val_loss 3 not below 0.9999 for 1 epoch (patience 0): reduction due but suppressed, lr "
-                  "stays 0.01 (lr 0.01 at min_lr 0.01), cooldown 0"),
-        ("INFO", "epoch 4: val_loss 4 not below 0.9999 for 1 epoch (patience 0): lr 0.02 -> 0.01, cooldown 0")]
+        ("INFO", "epoch 2: val_loss 2 not below 0.9999 for 1 epoch (patience 0): reduction due but "
+                 "suppressed, lr stays 0.01 (lr 0.01 at min_lr 0.01), cooldown 0"),
+        ("DEBUG", "epoch 3: val_loss 3 not below 0.9999 for 1 epoch (patience 0): reduction due but "
+                  "suppressed, lr stays 0.01 (lr 0.01 at min_lr 0.01), cooldown 0"),
+        ("INFO", "epoch 4: val_loss 4 not below 0.9999 for 1 epoch (patience 0): lr 0.02 -> 0.01, "
+                 "cooldown 0")]
 
 
 # ------------------------------------------------------------------------------------ one instance only
@@ -265,7 +267,7 @@ def test_load_state_dict_is_recorded_with_what_it_replaced(tmp_path: Path) -> No
 
 
 def test_appended_runs_are_segments_and_checkpoints_are_found(tmp_path: Path) -> None:
-    """Two runs appending to one file are two segments; a saved state is found by equality, in the right one."""
+    """Two runs appending to one file are two segments; a saved state is found by equality, in its own."""
     path = tmp_path / "p.jsonl"
     opt, sched = make(patience=1, factor=0.5)
     with record(sched, opt, path):
@@ -286,7 +288,7 @@ def test_appended_runs_are_segments_and_checkpoints_are_found(tmp_path: Path) ->
 
 
 def test_cli_reads_the_recording_as_a_log(tmp_path: Path) -> None:
-    """``plateau-trace CKPT plateau.jsonl`` places a checkpoint saved mid-run after the step it was saved at."""
+    """``plateau-trace CKPT plateau.jsonl`` places a checkpoint saved mid-run after the step it followed."""
     rows = seed_rows()
     opt, sched = make([0.0015], **SEED_SCHED)
     epoch = {"now": 0}
@@ -296,9 +298,11 @@ def test_cli_reads_the_recording_as_a_log(tmp_path: Path) -> None:
             epoch["now"] = e
             sched.step(v)
             if e == saved_at:
-                torch.save({"scheduler": sched.state_dict(), "optimizer": opt.state_dict()}, tmp_path / "ck.pt")
+                torch.save({"scheduler": sched.state_dict(), "optimizer": opt.state_dict()},
+                           tmp_path / "ck.pt")
     assert is_recording(tmp_path / "plateau.jsonl") and not is_recording(SAMPLES / "seed000.csv")
-    out = CliRunner().invoke(main, [str(tmp_path / "ck.pt"), str(tmp_path / "plateau.jsonl"), "--format", "json"])
+    out = CliRunner().invoke(main, [str(tmp_path / "ck.pt"), str(tmp_path / "plateau.jsonl"), "--format",
+                                    "json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["alignment"]["epoch"] == saved_at
     found = read_recording(tmp_path / "plateau.jsonl").find(pf.load_checkpoint(tmp_path / "ck.pt"))
@@ -318,15 +322,16 @@ def test_non_finite_values_are_standard_json(tmp_path: Path) -> None:
     assert math.isnan(pf.read_losses(tmp_path / "p.jsonl").metrics[0])
 
 
+HEADER = ('{"plateau_recording": {"version": 1, "rules": "torch", "metric": "val_loss", "rank": 0, '
+          '"config": {}, "state": {"best": "inf", "num_bad_epochs": 0, "cooldown_counter": 0, '
+          '"last_epoch": 0}}}\n')
+
+
 @pytest.mark.parametrize("text, message", [
     ('{"epoch": 1, "val_loss": 0.5}\n', "line 1 comes before any 'plateau_recording' header"),
     ("", "the file is empty"),
-    ('{"plateau_recording": {"version": 1, "rules": "torch", "metric": "val_loss", "rank": 0, "config": {}, '
-     '"state": {"best": "inf", "num_bad_epochs": 0, "cooldown_counter": 0, "last_epoch": 0}}}\n{"epoch": 1,\n',
-     "line 2 is not valid JSON"),
-    ('{"plateau_recording": {"version": 1, "rules": "torch", "metric": "val_loss", "rank": 0, "config": {}, '
-     '"state": {"best": "inf", "num_bad_epochs": 0, "cooldown_counter": 0, "last_epoch": 0}}}\n'
-     '{"epoch": 1, "val_loss": "low", "lr": 0.1}\n', "line 2: 'best' is None, not a number"),
+    (HEADER + '{"epoch": 1,\n', "line 2 is not valid JSON"),
+    (HEADER + '{"epoch": 1, "val_loss": "low", "lr": 0.1}\n', "line 2: 'best' is None, not a number"),
     ('{"plateau_recording": {"version": 7}}\n', "recording format version 7"),
 ], ids=["no-header", "empty", "bad-json", "missing-value", "version"])
 def test_bad_recordings_are_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
@@ -338,7 +343,7 @@ def test_bad_recordings_are_one_line_errors(tmp_path: Path, text: str, message: 
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-# ------------------------------------------------------------------------------------ ranks, failures, imports
+# ------------------------------------------------------------------------------ ranks, failures, imports
 
 
 def test_ranks_write_their_own_file_or_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -355,7 +360,7 @@ def test_ranks_write_their_own_file_or_nothing(tmp_path: Path, monkeypatch: pyte
 
 
 def test_a_full_disk_stops_the_recording_not_the_training(caplog: pytest.LogCaptureFixture) -> None:
-    """Writing to /dev/full fails: the error is logged once, and the scheduler steps exactly as without a recorder."""
+    """Writing to /dev/full fails: the error is logged once, and the scheduler steps as without a recorder."""
     if not Path("/dev/full").exists():
         pytest.skip("no /dev/full on this system")
     opt, sched = make(patience=0, factor=0.5)
