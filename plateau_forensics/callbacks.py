@@ -59,9 +59,9 @@ def _lightning_class() -> type:
     try:
         from lightning.pytorch.callbacks import Callback
     except ImportError:  # the standalone package name
-        from pytorch_lightning.callbacks import Callback  # type: ignore[no-redef]
+        from pytorch_lightning.callbacks import Callback  # type: ignore[assignment]
 
-    class PlateauRecorderCallback(Callback):  # type: ignore[misc,valid-type]
+    class PlateauRecorderCallback(Callback):
         """Records every plateau scheduler Lightning steps; at a ``fit(ckpt_path=...)`` resume, checks it."""
 
         def __init__(self, path: Any, guard: bool, action: Action, ignore: tuple[str, ...],
@@ -188,7 +188,7 @@ def _hf_constructor(args: Any) -> PlateauConfig:
 def _hf_class() -> type:
     from transformers import TrainerCallback
 
-    class PlateauTrainerCallback(TrainerCallback):  # type: ignore[misc,valid-type]
+    class PlateauTrainerCallback(TrainerCallback):
         """Records the Trainer's ReduceLROnPlateau; at a resume, checks it against the checkpoint folder."""
 
         def __init__(self, path: Any, checkpoint: Any, guard: bool, action: Action, ignore: tuple[str, ...],
@@ -264,9 +264,9 @@ def hf_callback(
 # -- Keras -----------------------------------------------------------------------------------------
 @cache
 def _keras_class() -> type:
-    import keras
+    import keras  # type: ignore[import-untyped]
 
-    class PlateauKerasRecorder(keras.callbacks.Callback):  # type: ignore[misc,name-defined]
+    class PlateauKerasRecorder(keras.callbacks.Callback):  # type: ignore[misc]
         """Records a ``keras.callbacks.ReduceLROnPlateau``'s epochs (a segment per ``fit``)."""
 
         def __init__(self, plateau: Any, path: Any, rank: int, options: dict[str, Any]) -> None:

@@ -248,7 +248,7 @@ class _Sink:
         self.verbose = verbose
         self.failed: OSError | None = None
         self._file: Any = None
-        self._finalizer: weakref.finalize | None = None
+        self._finalizer: Any = None
         if path is not None:
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -316,7 +316,7 @@ def _resolve_path(path: str | os.PathLike[str] | None, rank: int) -> Path | None
     return Path(text) if rank == 0 else None
 
 
-def _recorded_class(base: type) -> type:
+def _recorded_class(base: Any) -> type:
     """A subclass of ``base`` whose ``step``/``load_state_dict`` report to the instance's recorder.
 
     The instance's ``__class__`` is swapped to it: an instance attribute ``step`` would land in
@@ -344,8 +344,8 @@ def _recorded_class(base: type) -> type:
 
     def __reduce_ex__(self: Any, protocol: Any) -> Any:
         # pickle rebuilds the plain base class (copyreg.__newobj__ would insist on the object's own class)
-        _fn, _args, *rest = object.__reduce_ex__(self, max(int(protocol), 2))
-        return (copyreg._reconstructor, (base, object, None), *rest)
+        reduced: Any = object.__reduce_ex__(self, max(int(protocol), 2))
+        return (copyreg._reconstructor, (base, object, None), *reduced[2:])  # type: ignore[attr-defined]
 
     sub = type(base.__name__, (base,), {"step": step, "load_state_dict": load_state_dict,
                                          "__reduce_ex__": __reduce_ex__, "__module__": __name__,
@@ -496,7 +496,7 @@ class Recorder:
                 step = _replay(cfg, before, hyper[7], hyper[8], lr_in, metric, label, self._dtypes)
             except (ForensicsError, TypeError, ValueError):  # the explanation must never stop the training
                 step = None
-        if step is None:
+        if step is None or cfg is None:
             if not self._warned:
                 self._warned = True
                 self._sink.logger.warning("plateau_forensics: cannot replay the step at epoch %s", label)
@@ -681,10 +681,13 @@ class KerasRecorder:
         metric, lr_out, label = float(current), self._read_lr(), epoch + 1  # Keras prints epochs from 1
         if self._config is None:
             direction = self._direction()
-            config = {"monitor": self.metric, "factor": float(cb.factor), "patience": int(cb.patience),
-                      "mode": direction or cb.mode, "min_delta": abs(float(cb.min_delta)),
-                      "cooldown": int(cb.cooldown), "min_lr": float(cb.min_lr)}
-            self._config = KerasConfig(**config)
+            mode: Any = direction or cb.mode
+            self._config = KerasConfig(monitor=self.metric, factor=float(cb.factor),
+                                       patience=int(cb.patience), mode=mode,
+                                       min_delta=abs(float(cb.min_delta)), cooldown=int(cb.cooldown),
+                                       min_lr=float(cb.min_lr))
+            config = {k: getattr(self._config, k) for k in ("monitor", "factor", "patience", "mode",
+                                                              "min_delta", "cooldown", "min_lr")}
             self._lr0 = lr_in
             state = {"best": before[0], "wait": before[1], "cooldown_counter": before[2], "last_epoch": 0}
             self._sink.write(_header("keras", self.metric, self.rank, config, state, [lr_in], [None],
@@ -978,7 +981,7 @@ def read_recording(path: str | os.PathLike[str]) -> Recording:
                     index=len(steps), segment=seg.index, line=n, epoch=_num_field(obj, "epoch", where),
                     metric=float(_num_field(obj, seg.metric, where)), lr_in=lr_in, lr=lr_out,
                     best=after[0], num_bad_epochs=after[1], cooldown_counter=after[2], last_epoch=after[3],
-                    before=counters, config=config,  # type: ignore[arg-type]
+                    before=counters, config=config,
                     rank=int(_num_field(obj, "rank", where, integral=True)),
                     time=float(_num_field(obj, "time", where))))
                 counters = after
