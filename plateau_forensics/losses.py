@@ -1,22 +1,29 @@
-"""Read logged validation losses (CSV, JSON Lines, DataFrame, mapping, sequence) into a ``LossLog``.
+"""Read logged validation losses (CSV, JSON Lines, printed logs, DataFrame, mapping, sequence) into a ``LossLog``.
 
 Values stay bit-exact; duplicate, unsorted or missing epochs and NaN losses are reported, never repaired.
 
 Rules:
-    * Exact floats. A CSV is read by pandas as strings (``dtype=str``, no NA filtering) and each cell goes
-      through Python's ``float()``, so a value written with ``repr(float)`` reads back bit-identical.
-      JSON Lines are read with ``json.loads`` per line (``NaN``/``Infinity`` accepted); a string ``"nan"``
-      counts as a number too.
+    * Exact floats. A CSV is tokenised by pandas' C parser as strings (``dtype=object``, no NA filtering) and
+      each cell goes through Python's ``float()``, so a value written with ``repr(float)`` reads back
+      bit-identical. JSON Lines are decoded line by line by the ``json`` module's C scanner, numbers kept
+      as the text they were written as; a string ``"nan"`` or ``"0.5"`` counts as a number too.
+    * Strict numbers. A number is ASCII: ``float()`` would also read ``1_000``, Arabic-Indic or full-width
+      digits, but a log writer never prints those, so such a cell is not a number (an error naming the line
+      when it is the metric, epoch or an lr; the column is left out of ``columns`` otherwise). So is a
+      finite literal beyond a float's range (``1e999``); ``inf``/``nan`` literals are real values.
     * Not logged vs NaN. An empty or blank cell, JSON ``null`` or a missing key means "not logged on this
       row"; the literals ``nan``, ``inf``, ``-inf``, ``Infinity`` are real values. A row that does not log
       the metric is not an entry (its line goes to ``skipped_lines``); a row whose metric is NaN is one.
       A DataFrame cannot tell the two apart, so there NaN/None/NA mean "not logged" (pass the file, or a
       DataFrame read with ``dtype=str, keep_default_na=False``, to keep NaN losses); in a mapping or a
       sequence only ``None`` does.
-    * Format. A file whose first non-blank character is ``{`` is JSON Lines, anything else is CSV
-      (tab-separated when the header has tabs and no commas); the file name is not used.
-      ``fmt="csv"``/``"jsonl"`` overrides the guess. Blank lines are skipped; line numbers stay the file's.
-    * Names are compared normalised: lowercase, with ``/``, ``-``, ``.`` and space turned into ``_``.
+    * Format. A file whose first non-blank character is ``{`` is JSON Lines, a file whose first lines carry
+      ``key: number`` pairs is a printed log (``textlog``), anything else is CSV (tab-separated when the
+      header has tabs and no commas); the file name is not used. ``fmt="csv"``/``"jsonl"``/``"text"``
+      overrides the guess. Blank lines are skipped; line numbers stay the file's.
+    * Names are compared normalised: lowercase, with ``/``, ``-``, ``.`` and space turned into ``_``. Two
+      columns whose names normalise alike are ambiguous where the name decides something (the metric, the
+      epoch, an lr group: ``lr`` and ``LR``): an error asking to choose.
     * Metric column: the first present of val_loss, valid_loss, validation_loss, eval_loss, val_loss_epoch,
       val_epoch_loss, loss_val, loss_valid, loss_validation; else the single column whose ``_``-separated
       words include ``loss`` and one of val, valid, validation, eval. Several such columns, or none, is an
@@ -36,33 +43,55 @@ Rules:
       train_loss_epoch after val_loss). A column with a non-numeric cell is left out of ``columns``.
     * Errors. A non-numeric metric, epoch or LR cell, an empty or non-finite epoch on an entry, or a missing
       column raises ``LossLogError`` naming the file, the line (1-based, header = line 1; the 0-based row
-      for in-memory sources) and the column.
+      for in-memory sources) and the column; quoted text is cut at 80 characters.
     * Anomalies. Duplicate epochs, epochs going back, gaps between integer epochs (epoch-named columns
       only), non-finite metrics and missing LRs are listed in ``LossLog.anomalies``; no entry is dropped.
+      So are what a file says about how it was written: a CSV row with fewer fields than the header
+      (``short-rows``: the missing fields are not logged), a last row cut short (``truncated-row``: a crash
+      while it was written; it is not read, its numbers may be cut), and a JSON object naming a key twice
+      with the same value (``duplicate-keys``; different values are an error).
+    * Limits. A file is read only if it is a regular file (a FIFO would block, ``/dev/zero`` never ends) of
+      at most ``MAX_LOG_BYTES`` (128 MiB), ``MAX_LINES`` lines, ``MAX_LINE_BYTES`` (1 MiB) per line,
+      ``MAX_COLUMNS`` columns and ``MAX_CELLS`` cells (rows x columns); beyond a limit, an error names it.
+      Cells are kept as compact arrays while reading, so memory stays a small multiple of the file.
 """
 
 from __future__ import annotations
 
-import io
-import json
+import gc
 import math
-import numbers
 import os
 import re
-import sys
-from collections.abc import Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
+from itertools import chain
+from operator import countOf, itemgetter
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
 
+from plateau_forensics import precision as _prec
 from plateau_forensics.errors import LossLogError
-from plateau_forensics.precision import EXACT, Precision, column_precision, concat, float32_precision
-from plateau_forensics.textlog import looks_like_text_log, parse_text_log
+from plateau_forensics.logtable import (
+    MAX_CELLS,
+    MAX_COLUMNS,
+    MAX_LINE_BYTES,
+    MAX_LINES,
+    MAX_LOG_BYTES,
+    LogTable,
+    clip,
+    load,
+    names_text,
+    quote,
+)
+from plateau_forensics.precision import EXACT, Precision, concat, float32_precision
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LogAnomaly", "LossLog", "normalize", "read_losses", "stitch"]
+__all__ = ["LogAnomaly", "LossLog", "MAX_CELLS", "MAX_COLUMNS", "MAX_LINE_BYTES", "MAX_LINES", "MAX_LOG_BYTES",
+           "normalize", "read_losses", "stitch"]
 
 Epoch = int | float
 METRIC_NAMES = ("val_loss", "valid_loss", "validation_loss", "eval_loss", "val_loss_epoch", "val_epoch_loss",
@@ -71,7 +100,9 @@ EPOCH_NAMES = ("epoch", "epochs", "ep")
 STEP_NAMES = ("step", "_step", "global_step", "iteration", "iter")
 _VAL_WORDS = frozenset({"val", "valid", "validation", "eval"})
 _LR = re.compile(r"(lr|learning_rate)(_.*)?")
-_BAD = object()  # marks a cell that is neither empty nor a number
+#: the kinds of anomaly about the file itself (not about its entries): kept when entries are picked
+FILE_ANOMALIES = frozenset({"short-rows", "truncated-row", "duplicate-keys"})
+_VECTOR_MIN = 2_048  # entries from which anomalies are found with numpy
 
 
 def normalize(name: str) -> str:
@@ -85,7 +116,8 @@ class LogAnomaly:
 
     Attributes:
         kind: ``duplicate-epochs``, ``unsorted-epochs``, ``epoch-gap``, ``non-finite-metric``,
-            ``lr-missing``.
+            ``lr-missing``; about the file itself (``rows``/``epochs`` empty, the lines in the message):
+            ``short-rows``, ``truncated-row``, ``duplicate-keys``; ``tensorboard-purge``, ``overlapping-logs``.
         rows: Entry indexes (into ``LossLog.metrics``) involved, in order.
         epochs: The epoch labels of those entries.
         message: One plain-English line naming the epochs and file lines.
@@ -160,18 +192,15 @@ class LossLog:
 
     def pick_rows(self, keep: Sequence[int]) -> LossLog:
         """The log with only the entries ``keep`` (in that order); boundaries move with them, anomalies are
-        recomputed."""
-        def pick(values: Sequence[Any]) -> tuple[Any, ...]:
-            return tuple(values[i] for i in keep)
-
-        kept = set(keep)
+        recomputed (those about the file itself are kept)."""
+        keep = [int(k) for k in keep]
         bounds = tuple(sorted({sum(1 for k in keep if k < b) for b in self.boundaries} - {0, len(keep)}))
-        log = replace(self, epochs=pick(self.epochs), metrics=pick(self.metrics), lines=pick(self.lines),
-                      lrs=None if self.lrs is None else pick(self.lrs), boundaries=bounds,
-                      columns=MappingProxyType({k: pick(v) for k, v in self.columns.items()}),
+        log = replace(self, epochs=_take(self.epochs, keep), metrics=_take(self.metrics, keep),
+                      lines=_take(self.lines, keep), lrs=None if self.lrs is None else _take(self.lrs, keep),
+                      boundaries=bounds,
+                      columns=MappingProxyType({k: _take(v, keep) for k, v in self.columns.items()}),
                       precision=MappingProxyType({k: p.pick(keep) for k, p in self.precision.items()}))
-        del kept
-        return replace(log, anomalies=_anomalies(log))
+        return replace(log, anomalies=_anomalies(log) + _file_anomalies(self))
 
     def __len__(self) -> int:
         """Return the number of entries."""
@@ -186,15 +215,40 @@ class LossLog:
         Returns:
             The new log (anomalies recomputed) and the dropped entry indexes, ascending.
         """
-        keep: list[int] = []
-        floor: float = math.inf
-        for i in reversed(range(len(self))):
-            if self.epoch_column is None or self.epochs[i] < floor:
-                keep.append(i)
-                floor = self.epochs[i]
-        keep.reverse()
+        if self.epoch_column is None:
+            keep = list(range(len(self)))
+        elif len(self) >= _VECTOR_MIN and _exact_in_float64(self.epochs):
+            import numpy as np
+
+            e = np.array(self.epochs, dtype=np.float64)
+            later_min = np.append(np.minimum.accumulate(e[::-1])[::-1][1:], np.inf)
+            keep = np.flatnonzero(e < later_min).tolist()
+        else:
+            keep = []
+            floor: float = math.inf
+            for i in reversed(range(len(self))):
+                if self.epochs[i] < floor:
+                    keep.append(i)
+                    floor = self.epochs[i]
+            keep.reverse()
         dropped = tuple(sorted(set(range(len(self))) - set(keep)))
         return self.pick_rows(keep), dropped
+
+
+def _take(values: Sequence[Any], keep: Sequence[int]) -> tuple[Any, ...]:
+    """``tuple(values[i] for i in keep)`` at C speed."""
+    if len(keep) > 1:
+        return itemgetter(*keep)(values)  # type: ignore[no-any-return]
+    return tuple(values[i] for i in keep)
+
+
+def _exact_in_float64(epochs: Sequence[Epoch]) -> bool:
+    """Every epoch label is exactly a float64 (always true for read logs: labels come from ``float()``)."""
+    return -(1 << 53) <= min(epochs) and max(epochs) <= (1 << 53)
+
+
+def _file_anomalies(log: LossLog) -> tuple[LogAnomaly, ...]:
+    return tuple(a for a in log.anomalies if a.kind in FILE_ANOMALIES)
 
 
 def read_losses(
@@ -208,8 +262,8 @@ def read_losses(
     """Read a loss log into a ``LossLog`` following the module's rules.
 
     Args:
-        source: A CSV/TSV or JSON Lines path, a DataFrame or Series, a mapping of column -> values, a sequence
-            of row mappings (e.g. HF's ``log_history``), or a sequence of metric values.
+        source: A CSV/TSV, JSON Lines or printed-log path, a DataFrame or Series, a mapping of column ->
+            values, a sequence of row mappings (e.g. HF's ``log_history``), or a sequence of metric values.
         metric: The metric column; detected when None.
         epoch_column: The epoch column; detected when None.
         lr_columns: The LR column of each param group, in group order; detected when None.
@@ -219,7 +273,8 @@ def read_losses(
         The entries, their epochs, LRs, other numeric columns and the anomalies found.
 
     Raises:
-        LossLogError: The file can't be read, a column is missing or ambiguous, or a cell is not a number.
+        LossLogError: The file can't be read or is over a limit, a column is missing or ambiguous, or a cell
+            is not a number.
 
     Example:
         >>> read_losses([0.9, 0.7, float("nan")]).epochs
@@ -239,212 +294,255 @@ def read_losses(
             return replace(log, source=os.fspath(source), precision=MappingProxyType(f32),
                            anomalies=tuple(replace(a, message=a.message.replace("<records>", os.fspath(source)))
                                            for a in log.anomalies) + purges)
-    src, header, rows, lines = _load(source, fmt, metric)
+    with _no_gc():  # a long log makes millions of small objects, none in a cycle: the collector finds nothing
+        return _build(load(source, fmt, metric), metric, epoch_column, lr_columns)
+
+
+@contextmanager
+def _no_gc() -> Iterator[None]:
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+# -- the log -------------------------------------------------------------------------------------------------
+def _build(t: LogTable, metric: str | None, epoch_column: str | None, lr_columns: Sequence[str] | None) -> LossLog:
+    """The entries of a table following the module's rules."""
+    np = t.np
+    src, header = t.source, t.header
     metric = header[0] if src == "<sequence>" else metric
-    if len(set(header)) != len(header):
-        dup = next(c for c in header if header.count(c) > 1)
-        raise LossLogError(f"{src}: column '{dup}' appears more than once in the header")
     where = "row" if src.startswith("<") else "line"
-    parsed = [{c: _num(row.get(c)) for c in header} for row in rows]
+    lines = t.lines()
 
     def check(col: str) -> str:
-        for p, row, n in zip(parsed, rows, lines):
-            if p[col] is _BAD:
-                raise LossLogError(f"{src}: {where} {n}, column '{col}': {row[col]!r} is not a number")
+        bad = t.bad(col)
+        if bad is not None:
+            row, cell, hint = bad
+            raise LossLogError(f"{src}: {where} {lines[row]}, column '{clip(col)}': {quote(cell)} is not a "
+                               f"number{hint}")
         return col
 
     mcol = check(_metric_column(src, header, metric))
     if epoch_column is not None:
         ecol: str | None = check(_pick(src, header, epoch_column, "--epoch-column"))
     else:
-        ecol = next((c for name in EPOCH_NAMES + STEP_NAMES for c in header
-                     if normalize(c) == name and c != mcol), None)
-        if ecol is not None:
-            check(ecol)
+        norm = {c: normalize(c) for c in header}
+        ecol = None
+        for name in EPOCH_NAMES + STEP_NAMES:
+            hits = [c for c in header if norm[c] == name and c != mcol]
+            if len(hits) > 1:
+                raise LossLogError(f"{src}: columns {names_text(hits)} all read as the epoch column '{name}' "
+                                   "(choose one with --epoch-column)")
+            if hits:
+                ecol = check(hits[0])
+                break
     if lr_columns is not None:
         lcols = tuple(check(_pick(src, header, c, "--lr-column")) for c in lr_columns)
     else:
-        numeric = [c for c in header if any(isinstance(p[c], float) for p in parsed)]
-        lcols = tuple(check(c) for c in _lr_columns([c for c in numeric if c not in (mcol, ecol)]))
+        numeric = [c for c in header if t.numeric(c) and c not in (mcol, ecol)]
+        lcols = tuple(check(c) for c in _lr_columns(src, numeric))
 
-    entries = [i for i, p in enumerate(parsed) if p[mcol] is not None]
-    if not entries:
-        raise LossLogError(f"{src}: column '{mcol}' has no values")
-    if ecol is None:
-        epochs: list[Epoch] = list(range(1, len(entries) + 1))
-    else:
-        epochs = []
-        for i in entries:
-            e = parsed[i][ecol]
-            if e is None:
-                raise LossLogError(f"{src}: {where} {lines[i]}, column '{ecol}' is empty on a row that logs "
-                                   f"'{mcol}' (choose another with --epoch-column)")
-            if not math.isfinite(e):
-                raise LossLogError(f"{src}: {where} {lines[i]}, column '{ecol}': {rows[i][ecol]!r} "
-                                   "is not a finite number")
-            epochs.append(int(e) if e.is_integer() else e)
+    mvals, mpresent = t.dense(mcol)
+    entries = np.flatnonzero(mpresent)
+    if not len(entries):
+        raise LossLogError(f"{src}: column '{clip(mcol)}' has no values")
+    labels = e = None
+    if ecol is not None:
+        evals, epresent = t.dense(ecol)
+        missing = np.flatnonzero(~epresent[entries])
+        if len(missing):
+            raise LossLogError(f"{src}: {where} {lines[entries[missing[0]]]}, column '{clip(ecol)}' is empty on a "
+                               f"row that logs '{clip(mcol)}' (choose another with --epoch-column)")
+        e = evals[entries]
+        bad = np.flatnonzero(~np.isfinite(e))
+        if len(bad):
+            i = int(entries[bad[0]])
+            text = t.texts_at(ecol, [i])[0]
+            raise LossLogError(f"{src}: {where} {lines[i]}, column '{clip(ecol)}': "
+                               f"{quote(text) if text is not None else repr(float(evals[i]))} is not a finite number")
+        labels = np.where(epresent & np.isfinite(evals), evals, np.nan)
+        del evals, epresent
 
-    sources: dict[str, tuple[int | None, ...]] = {}
-
-    def attach(col: str, lr: bool) -> tuple[float | None, ...]:
-        out, src_rows = [], []
-        for k, r in enumerate(entries):
-            lo = entries[k - 1] if k else -1
-            hi = entries[k + 1] if k + 1 < len(entries) else len(parsed)
-            near = [r, *range(r - 1, lo, -1)] + ([] if lr or ecol is None else [*range(r + 1, hi)])
-            if not lr and ecol is not None:
-                near = [j for j in near if parsed[j][ecol] == parsed[r][ecol]]
-            j = next((j for j in near if parsed[j][col] is not None), None)
-            out.append(None if j is None else parsed[j][col])
-            src_rows.append(j)
-        sources[col] = tuple(src_rows)
-        return tuple(out)
-
-    def precision(col: str) -> Precision:
-        rows_of = sources.get(col) or tuple(entries)
-        return column_precision([None if j is None else _text(rows[j].get(col)) for j in rows_of],
-                                lr=col in lcols)
-
-    others = {c: attach(c, lr=False) for c in header if c not in (mcol, ecol, *lcols)
-              and all(p[c] is not _BAD for p in parsed)}
-    lr_values = tuple(zip(*(attach(c, lr=True) for c in lcols))) if lcols else None
-    kept_others = {c: v for c, v in others.items() if any(x is not None for x in v)}
-    precisions = {c: p for c in (mcol, *lcols, *kept_others) if not (p := precision(c)).exact}
+    # Where each column's value of each entry comes from, then the precisions (their texts are the
+    # reader's largest transient), then the tuples the log keeps: the peak is the larger of the two, not both.
+    lr_rows = [(c, *_attach(t, c, entries, None)) for c in lcols]
+    other_rows = [(c, *_attach(t, c, entries, labels)) for c in header
+                  if c not in (mcol, ecol, *lcols) and t.bad(c) is None]
+    other_rows = [(c, v, r) for c, v, r in other_rows if (r >= 0).any()]
+    sources = {c: r for c, _, r in (*lr_rows, *other_rows)}
+    precisions = {c: p for c in (mcol, *lcols, *(c for c, _, _ in other_rows))
+                  if not (p := _precision_at(t, c, sources.get(c, entries), lr=c in lcols)).exact}
+    t.text_reader = None  # the file's bytes are no longer needed
+    del labels
+    epochs = tuple(range(1, len(entries) + 1)) if e is None else tuple(_epoch_labels(np, e))
     log = LossLog(
-        source=src, metric_column=mcol, epoch_column=ecol, lr_columns=lcols, epochs=tuple(epochs),
-        metrics=tuple(parsed[i][mcol] for i in entries),
-        lrs=lr_values,
-        lines=tuple(lines[i] for i in entries),
-        columns=MappingProxyType(kept_others),
-        anomalies=(), skipped_lines=tuple(n for p, n in zip(parsed, lines) if p[mcol] is None),
+        source=src, metric_column=mcol, epoch_column=ecol, lr_columns=lcols, epochs=epochs,
+        metrics=tuple(mvals[entries].tolist()),
+        lrs=_lr_rows(np, [(v, r) for _, v, r in lr_rows]) if lcols else None,
+        lines=tuple(lines[entries].tolist()),
+        columns=MappingProxyType({c: _values_at(v, r) for c, v, r in other_rows}),
+        anomalies=(), skipped_lines=tuple(lines[~mpresent].tolist()),
         precision=MappingProxyType(precisions),
     )
-    return replace(log, anomalies=_anomalies(log))
+    return replace(log, anomalies=_anomalies(log) + tuple(LogAnomaly(k, (), (), m) for k, m in t.notes))
 
 
-class _JsonFloat(float):
-    """A JSON number that remembers how it was written (its precision)."""
-
-    text: str
-
-    def __new__(cls, text: str) -> _JsonFloat:
-        obj = super().__new__(cls, text)
-        obj.text = text
-        return obj
+def _attach(t: LogTable, col: str, entries: Any, labels: Any) -> tuple[Any, Any]:
+    """(the column's value at each entry's source row, those rows; -1 where none), see ``_source_rows``."""
+    values, present = t.dense(col)
+    rows = _source_rows(t.np, present, entries, labels, t.n_rows)
+    return values[rows], rows
 
 
-def _text(value: object) -> str | None:
-    """The text a cell was written as, when it was text (a CSV cell, a JSON number), else None."""
-    if isinstance(value, str):
-        return value
-    return getattr(value, "text", None)
+def _epoch_labels(np: Any, e: Any) -> list[Epoch]:
+    """Epoch labels: ints where integral (HF's ``19.0``), floats otherwise."""
+    integral = e == np.floor(e)
+    if integral.all() and (np.abs(e) < 2.0 ** 63).all():
+        return e.astype(np.int64).tolist()  # type: ignore[no-any-return]
+    out = e.tolist()
+    for i in np.flatnonzero(integral).tolist():
+        out[i] = int(out[i])
+    return out  # type: ignore[no-any-return]
 
 
-def _num(value: object) -> float | None | object:
-    """Parse one cell: None when not logged, a float, or ``_BAD``."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            return float(value) if value.strip() else None
-        except ValueError:
-            return _BAD
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return _BAD
-    return float(value)
+def _source_rows(np: Any, present: Any, entries: Any, labels: Any, n: int) -> Any:
+    """Per entry, the row its value of a column comes from (-1: none): the entry's own row, else the nearest
+    row back to the previous entry, else (with ``labels``: only rows of the same epoch label) the nearest row
+    forward to the next entry."""
+    prev = np.concatenate([[-1], entries[:-1]])
+    nxt = np.concatenate([entries[1:], [n]])
+    if labels is None:
+        last = np.maximum.accumulate(np.where(present, np.arange(n), -1))
+        j = last[entries]
+        return np.where(j > prev, j, -1)
+    cand = np.flatnonzero(present & ~np.isnan(labels))  # rows whose label can equal an entry's (finite)
+    if not len(cand):
+        return np.full(len(entries), -1, dtype=np.int64)
+    _, rank = np.unique(np.concatenate([labels[cand], labels[entries]]), return_inverse=True)
+    rank = rank.reshape(-1).astype(np.int64)
+    rc, re_ = rank[: len(cand)], rank[len(cand):]
+    order = np.argsort(rc * (n + 1) + cand, kind="stable")
+    keys, rows, ranks = (rc * (n + 1) + cand)[order], cand[order], rc[order]
+    pos = np.searchsorted(keys, re_ * (n + 1) + entries, side="right")  # first candidate after the entry
+    b = np.maximum(pos - 1, 0)
+    back = (pos > 0) & (ranks[b] == re_) & (rows[b] > prev)
+    f = np.minimum(pos, len(keys) - 1)
+    fwd = (pos < len(keys)) & (ranks[f] == re_) & (rows[f] < nxt)
+    return np.where(back, rows[b], np.where(fwd, rows[f], -1))
 
 
-_Table = tuple[str, list[str], list[dict[str, Any]], list[int]]  # name, header, rows, line or row numbers
+def _values_at(values: Any, rows: Any) -> tuple[float | None, ...]:
+    """The values (one per entry) as a tuple, None where the source row is -1."""
+    out = values.tolist()
+    for i in (rows < 0).nonzero()[0].tolist():
+        out[i] = None
+    return tuple(out)
 
 
-def _load(source: object, fmt: str, metric: str | None) -> _Table:
-    """Turn any supported source into a table of raw cells."""
-    pd = sys.modules.get("pandas")  # a DataFrame can only exist if pandas is already imported
-    if pd is not None and isinstance(source, pd.Series):
-        source = source.to_frame(name=metric or (source.name if source.name is not None else "metric"))
-    if pd is not None and isinstance(source, pd.DataFrame):
-        header = [str(c) for c in source.columns]
-        cols = [source.iloc[:, j].tolist() for j in range(source.shape[1])]
-        missing = [None, pd.NA, pd.NaT]
-        rows = [{h: None if any(v is m for m in missing) or (isinstance(v, float) and math.isnan(v))
-                 else v for h, v in zip(header, vals)} for vals in zip(*cols)]
-        return "<DataFrame>", header, rows, list(range(len(rows)))
-    if isinstance(source, (str, os.PathLike)):
-        return _read_file(str(os.fspath(source)), fmt)
-    if isinstance(source, Mapping):
-        header = [str(k) for k in source]
-        cols = [list(v) for v in source.values()]
-        if len({len(c) for c in cols}) > 1:
-            sizes = ", ".join(f"{h}: {len(c)}" for h, c in zip(header, cols))
-            raise LossLogError(f"<mapping>: columns have different lengths ({sizes})")
-        rows = [dict(zip(header, vals)) for vals in zip(*cols)]
-        return "<mapping>", header, rows, list(range(len(cols[0]) if cols else 0))
-    if isinstance(source, Sequence) and not isinstance(source, bytes):
-        if source and all(isinstance(r, Mapping) for r in source):
-            header = list(dict.fromkeys(str(k) for r in source for k in r))
-            rows = [{str(k): v for k, v in r.items()} for r in source]
-            return "<records>", header, rows, list(range(len(source)))
-        name = metric or "metric"
-        return "<sequence>", [name], [{name: v} for v in source], list(range(len(source)))
-    raise TypeError(f"read_losses() cannot read a {type(source).__name__}")
+def _lr_rows(np: Any, groups: Sequence[tuple[Any, Any]]) -> tuple[tuple[float | None, ...], ...]:
+    """Per entry, the lr of each group (None: not logged) from (values at entries, source rows) per group;
+    rows equal bit for bit share one tuple (an lr column holds a handful of values)."""
+    key = None
+    for v, r in groups:  # rank each group's bit patterns (a missing value ranks apart), then rows by ranks
+        bits = v.view(np.int64)
+        if (r < 0).any():
+            _, rank = np.unique(np.where(r >= 0, bits, 0), return_inverse=True)
+            rank = np.where(r >= 0, rank.reshape(-1) + 1, 0)
+        else:
+            _, rank = np.unique(bits, return_inverse=True)
+        rank = rank.reshape(-1)
+        key = rank if key is None else np.unique(key * (int(rank.max()) + 1) + rank, return_inverse=True)[1]
+    _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+    rows = [tuple(None if r[i] < 0 else float(v[i]) for v, r in groups) for i in first.tolist()]
+    return tuple(map(rows.__getitem__, inverse.reshape(-1).tolist()))
 
 
-def _read_file(path: str, fmt: str) -> _Table:
-    """Read a CSV/TSV or JSON Lines file, skipping blank lines but keeping line numbers."""
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as f:
-            text = f.read()
-    except FileNotFoundError:
-        raise LossLogError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise LossLogError(f"{path}: not a UTF-8 text file") from None
-    except OSError as exc:
-        raise LossLogError(f"{path}: cannot read the file ({exc.strerror})") from None
-    if not text.strip():
-        raise LossLogError(f"{path}: the file is empty")
-    if fmt == "jsonl" or (fmt == "auto" and text.lstrip().startswith("{")):
-        seen: dict[str, None] = {}
-        rows, lines = [], []
-        for n, line in enumerate(text.split("\n"), 1):
-            if line.strip():
-                try:
-                    obj = json.loads(line, parse_float=_JsonFloat)
-                except json.JSONDecodeError as exc:
-                    raise LossLogError(f"{path}: line {n} is not valid JSON ({exc.msg})") from None
-                if not isinstance(obj, dict):
-                    raise LossLogError(f"{path}: line {n} is not a JSON object")
-                seen.update(dict.fromkeys(obj))
-                rows.append(obj)
-                lines.append(n)
-        return path, list(seen), rows, lines
-    if fmt == "text" or (fmt == "auto" and looks_like_text_log(text)):
-        header, cells, numbers = parse_text_log(text, path)
-        if not cells:
-            raise LossLogError(f"{path}: no line of this printed log has 'key: number' pairs")
-        return path, header, cells, numbers
-    import pandas as pd
+def _precision_at(t: LogTable, col: str, rows: Any, *, lr: bool) -> Precision:
+    """``column_precision`` of the texts at ``rows``: a text with 12 significant digits among the first ones
+    settles a ``repr`` column at once; otherwise each distinct text is looked at once, with its count."""
+    head = t.texts_at(col, rows[:64])
+    if any(x is not None and (d := _prec._digits(x)) is not None and d[0] >= 12 for x in head):
+        return EXACT
+    uniques, counts, codes = t.text_codes(col, rows)
+    return _precision_of(uniques, counts, codes, lr=lr)
 
-    split = text.split("\n")
-    skip = next(i for i, line in enumerate(split) if line.strip())  # blank lines above the header
-    try:  # header=None: a row with more fields than the header is an error, not an index column
-        frame = pd.read_csv(io.StringIO("\n".join(split[skip:])), header=None, dtype=str,
-                            keep_default_na=False, na_filter=False, skip_blank_lines=False,
-                            sep="\t" if "\t" in split[skip] and "," not in split[skip] else ",")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
-        reason = str(exc).strip().split("C error: ")[-1]
-        reason = re.sub(r"line (\d+)", lambda m: f"line {int(m[1]) + skip}", reason)
-        raise LossLogError(f"{path}: not a well-formed CSV file ({reason})") from None
-    table = list(zip(*(frame[c].tolist() for c in frame.columns)))
-    header = [str(c) for c in table[0]]
-    body = [(n, r) for n, r in enumerate(table[1:], skip + 2) if any(str(c).strip() for c in r)]
-    return path, header, [dict(zip(header, r)) for _, r in body], [n for n, _ in body]
+
+def column_precision_of(texts: Sequence[str | None], *, lr: bool = False) -> Precision:
+    """``precision.column_precision(texts, lr=lr)``, computed once per distinct text instead of once per cell.
+
+    Long logs repeat their texts (an lr column holds a handful, a 4-decimal loss at most 10,000 per unit);
+    the rules are column statistics (maxima, and counts of values sharing them), so counting each distinct
+    text with its multiplicity gives the same result (``tests/test_losses.py`` compares the two on random
+    columns of every format).
+    """
+    counts = Counter(texts)  # in first-seen order, as the rules read "the first value"
+    position = {x: i for i, x in enumerate(counts)}
+    return _precision_of(list(counts), list(counts.values()), list(map(position.__getitem__, texts)), lr=lr)
+
+
+def _precision_of(uniques: Sequence[str | None], counts: Sequence[int], codes: Sequence[int], *, lr: bool
+                  ) -> Precision:
+    """The precision of a column given its distinct texts (in first-seen order), how often each occurs, and
+    which one each value is; the rules of ``precision.column_precision``, with counts."""
+    parsed = [_prec._digits(x) if isinstance(x, str) else None for x in uniques]
+    known = [(d, k) for d, k in zip(parsed, counts) if d is not None]
+    if not known or max(d[0] for d, _ in known) >= 12:
+        return EXACT
+    groups = _prec._groups(parsed)
+    padded = any(isinstance(x, str) and _prec._pads(x) for x in uniques)
+    if lr:
+        fixed = [(d, k) for d, k in known if not d[3]]
+        same_decimals = (sum(k for _, k in fixed) >= 3 and len(fixed) >= 2
+                         and len({d[2] for d, _ in fixed}) == 1 and fixed[0][0][2] >= 4)
+        padded = padded or same_decimals
+        half: list[float] = []
+        for x, d in zip(uniques, parsed):
+            if d is None:
+                half.append(0.0)
+            elif padded:
+                half.append(_prec._half(float(x), d, groups))  # type: ignore[arg-type]
+            else:  # precision._lr_precision: at least 3 significant digits assumed
+                v = abs(float(x))  # type: ignore[arg-type]
+                exponent = math.floor(math.log10(v)) if v > 0 and math.isfinite(v) else 0
+                half.append(10.0 ** (exponent - max(groups[d[3]][1], 3) + 1) / 2)
+        if padded:
+            kind, description = _describe_counts(known)
+        else:
+            kind, description = "significant", f"at least {max(max(d[0] for d, _ in known), 3)} significant digits"
+        return Precision(kind, description, tuple(map(half.__getitem__, codes)), assumed=not padded)
+    if not padded:  # precision._looks_rounded, with counts
+        n = sum(k for _, k in known)
+        max_dec = max(d[2] for d, _ in known)
+        max_sig = max(d[0] for d, _ in known)
+        same_dec = sum(k for d, k in known if d[2] == max_dec)
+        same_sig = sum(k for d, k in known if d[0] == max_sig)
+        if not ((max_dec >= 2 and same_dec * 5 >= n * 4) or (max_sig >= 3 and same_sig * 5 >= n * 4)):
+            return EXACT
+    half = [0.0 if d is None else _prec._half(float(x), d, groups)  # type: ignore[arg-type]
+            for x, d in zip(uniques, parsed)]
+    return Precision(*_describe_counts(known), tuple(map(half.__getitem__, codes)))
+
+
+def _describe_counts(known: Sequence[tuple[tuple[int, int, int, bool], int]]) -> tuple[str, str]:
+    """``precision._describe`` with counts."""
+    fixed = [(d, k) for d, k in known if not d[3]]
+    n_fixed = sum(k for _, k in fixed)
+    if fixed and n_fixed == sum(k for _, k in known):
+        max_dec = max(d[2] for d, _ in fixed)
+        if sum(k for d, k in fixed if d[2] == max_dec) * 5 >= n_fixed * 4:
+            return "decimals", f"{max_dec} decimals"
+    return "significant", f"{max(d[0] for d, _ in known)} significant digits"
 
 
 def _pick(src: str, header: list[str], name: str, flag: str) -> str:
     """Return the column the user named (exactly, else by normalised name) or raise listing the columns."""
     hits = [c for c in header if c == name] or [c for c in header if normalize(c) == normalize(name)]
     if len(hits) != 1:
-        raise LossLogError(f"{src}: no column '{name}'; columns are: {', '.join(header)} "
+        raise LossLogError(f"{src}: no column '{clip(name)}'; columns are: {names_text(header)} "
                            f"(choose one with {flag})")
     return hits[0]
 
@@ -453,69 +551,125 @@ def _metric_column(src: str, header: list[str], metric: str | None) -> str:
     """Detect the validation-loss column, or raise when there is none or several."""
     if metric is not None:
         return _pick(src, header, metric, "--metric")
-    words = {c: normalize(c).split("_") for c in header}
-    hits = next(([c for c in header if normalize(c) == name] for name in METRIC_NAMES
-                 if name in map(normalize, header)), None)
+    norm = {c: normalize(c) for c in header}
+    present = set(norm.values())
+    hits = next(([c for c in header if norm[c] == name] for name in METRIC_NAMES if name in present), None)
     if hits is None:
-        hits = [c for c in header if "loss" in words[c] and _VAL_WORDS.intersection(words[c])]
+        hits = [c for c in header if "loss" in (w := norm[c].split("_")) and _VAL_WORDS.intersection(w)]
     if len(hits) == 1:
         return hits[0]
     if hits:
-        raise LossLogError(f"{src}: several validation-loss columns: {', '.join(hits)} "
-                           "(choose one with --metric)")
-    raise LossLogError(f"{src}: no validation-loss column; columns are: {', '.join(header)} "
+        raise LossLogError(f"{src}: several validation-loss columns: {names_text(hits)} (choose one with --metric)")
+    raise LossLogError(f"{src}: no validation-loss column; columns are: {names_text(header)} "
                        "(choose one with --metric)")
 
 
-def _lr_columns(candidates: list[str]) -> tuple[str, ...]:
-    """Return the LR columns of the first optimizer family, in param-group order."""
+def _lr_columns(src: str, candidates: list[str]) -> tuple[str, ...]:
+    """Return the LR columns of the first optimizer family, in param-group order; two columns that name the
+    same group (``lr`` and ``LR``, ``lr_0`` and ``lr-0``) are an error, not two groups."""
     found = []
     for pos, col in enumerate(candidates):
         norm = normalize(col)
         if _LR.fullmatch(norm):
             group = re.search(r"(\d+)$", norm)
             found.append((re.sub(r"_?(pg)?\d+$", "", norm), -1 if group is None else int(group[1]), pos, col))
-    return tuple(f[3] for f in sorted(found) if f[0] == found[0][0]) if found else ()
+    if not found:
+        return ()
+    family = sorted(f for f in found if f[0] == found[0][0])
+    for a, b in zip(family, family[1:]):
+        if a[1] == b[1]:
+            raise LossLogError(f"{src}: columns '{clip(a[3])}' and '{clip(b[3])}' both read as the lr of "
+                               f"param group {max(a[1], 0)} (choose with --lr-column, once per group)")
+    return tuple(f[3] for f in family)
 
 
-def _anomalies(log: LossLog) -> tuple[LogAnomaly, ...]:
-    """List duplicate, backward and skipped epochs, non-finite metrics and missing LRs."""
+def _anomalies(log: LossLog, vectorized: bool | None = None) -> tuple[LogAnomaly, ...]:
+    """List duplicate, backward and skipped epochs, non-finite metrics and missing LRs (with numpy from
+    ``_VECTOR_MIN`` entries; both ways give the same anomalies)."""
     unit = "row" if log.source.startswith("<") else "line"
 
-    def listing(values: Sequence[object]) -> str:
+    def listing(values: Sequence[object], total: int | None = None) -> str:
+        total = len(values) if total is None else total
         shown = ", ".join(map(str, values[:8]))
-        return shown + (f" and {len(values) - 8} more" if len(values) > 8 else "")
+        return shown + (f" and {total - 8} more" if total > 8 else "")
 
     def at(idx: Sequence[int]) -> str:
-        return f"{unit}{'s' if len(idx) > 1 else ''} {listing([log.lines[i] for i in idx])}"
+        return f"{unit}{'s' if len(idx) > 1 else ''} {listing([log.lines[i] for i in idx[:8]], len(idx))}"
 
     def anomaly(kind: str, idx: list[int], text: str) -> LogAnomaly:
         return LogAnomaly(kind, tuple(idx), tuple(log.epochs[i] for i in idx), f"{text} ({at(idx)})")
 
+    if vectorized is None:
+        vectorized = len(log) >= _VECTOR_MIN and _exact_in_float64(log.epochs)
     out: list[LogAnomaly] = []
     if log.epoch_column is not None:
-        seen: dict[Epoch, list[int]] = {}
-        for i, e in enumerate(log.epochs):
-            seen.setdefault(e, []).append(i)
-        out += [anomaly("duplicate-epochs", idx, f"epoch {e} appears {len(idx)} times")
-                for e, idx in seen.items() if len(idx) > 1]
         gaps = normalize(log.epoch_column) in EPOCH_NAMES
-        for i, (a, b) in enumerate(zip(log.epochs, log.epochs[1:]), 1):
-            if b < a:
-                out.append(anomaly("unsorted-epochs", [i - 1, i], f"epoch goes back from {a} to {b}"))
-            elif gaps and isinstance(a, int) and isinstance(b, int) and b > a + 1:
-                text = f"epoch jumps from {a} to {b}, {b - a - 1} missing"
-                out.append(anomaly("epoch-gap", [i - 1, i], text))
-    bad = [i for i, m in enumerate(log.metrics) if not math.isfinite(m)]
+        if vectorized:
+            out += _epoch_anomalies_np(log, anomaly, gaps)
+        else:
+            seen: dict[Epoch, list[int]] = {}
+            for i, e in enumerate(log.epochs):
+                seen.setdefault(e, []).append(i)
+            out += [anomaly("duplicate-epochs", idx, f"epoch {e} appears {len(idx)} times")
+                    for e, idx in seen.items() if len(idx) > 1]
+            for i, (a, b) in enumerate(zip(log.epochs, log.epochs[1:]), 1):
+                if b < a:
+                    out.append(anomaly("unsorted-epochs", [i - 1, i], f"epoch goes back from {a} to {b}"))
+                elif gaps and isinstance(a, int) and isinstance(b, int) and b > a + 1:
+                    text = f"epoch jumps from {a} to {b}, {b - a - 1} missing"
+                    out.append(anomaly("epoch-gap", [i - 1, i], text))
+    if vectorized:
+        import numpy as np
+
+        bad = np.flatnonzero(~np.isfinite(np.array(log.metrics, dtype=np.float64))).tolist()
+    else:
+        bad = [i for i, m in enumerate(log.metrics) if not math.isfinite(m)]
     if bad:
         out.append(anomaly("non-finite-metric", bad, f"{log.metric_column} is not finite at epoch"
-                           f"{'s' if len(bad) > 1 else ''} {listing([log.epochs[i] for i in bad])}"))
+                           f"{'s' if len(bad) > 1 else ''} {listing([log.epochs[i] for i in bad[:8]], len(bad))}"))
     for g, col in enumerate(log.lr_columns):
-        miss = [i for i, lrs in enumerate(log.lrs or ()) if lrs[g] is None]
+        get = itemgetter(g)
+        if not countOf(map(get, log.lrs or ()), None):
+            continue
+        miss = [i for i, v in enumerate(map(get, log.lrs or ())) if v is None]
         if miss:
             out.append(anomaly("lr-missing", miss, f"no '{col}' logged for epoch"
-                               f"{'s' if len(miss) > 1 else ''} {listing([log.epochs[i] for i in miss])}"))
+                               f"{'s' if len(miss) > 1 else ''} {listing([log.epochs[i] for i in miss[:8]], len(miss))}"))
     return tuple(out)
+
+
+def _epoch_anomalies_np(log: LossLog, anomaly: Any, gaps: bool) -> list[LogAnomaly]:
+    """Duplicate, backward and skipped epochs with numpy (labels are exact in float64)."""
+    import numpy as np
+
+    e = np.array(log.epochs, dtype=np.float64)
+    out = []
+    rising = bool((e[1:] > e[:-1]).all())
+    _, first, inverse, counts = (None, None, None, None) if rising else np.unique(
+        e, return_index=True, return_inverse=True, return_counts=True)
+    dup_groups = () if rising else np.flatnonzero(counts > 1)
+    if len(dup_groups):
+        inverse = inverse.reshape(-1)
+        members = np.argsort(inverse, kind="stable")
+        starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        for g in dup_groups[np.argsort(first[dup_groups], kind="stable")].tolist():
+            idx = members[starts[g]: starts[g] + counts[g]].tolist()
+            out.append(anomaly("duplicate-epochs", idx, f"epoch {log.epochs[idx[0]]} appears {len(idx)} times"))
+    back = e[1:] < e[:-1]
+    jump = np.zeros(len(back), bool)
+    if gaps:
+        if set(map(type, log.epochs)) == {int}:
+            is_int = np.ones(len(e), bool)
+        else:
+            is_int = np.fromiter((isinstance(x, int) for x in log.epochs), bool, len(log.epochs))
+        jump = ~back & is_int[:-1] & is_int[1:] & (e[1:] > e[:-1] + 1)
+    for i in (np.flatnonzero(back | jump) + 1).tolist():
+        a, b = log.epochs[i - 1], log.epochs[i]
+        if b < a:
+            out.append(anomaly("unsorted-epochs", [i - 1, i], f"epoch goes back from {a} to {b}"))
+        else:
+            out.append(anomaly("epoch-gap", [i - 1, i], f"epoch jumps from {a} to {b}, {b - a - 1} missing"))
+    return out
 
 
 def stitch(logs: Sequence[LossLog]) -> LossLog:
@@ -533,8 +687,8 @@ def stitch(logs: Sequence[LossLog]) -> LossLog:
     first = logs[0]
     for log in logs[1:]:
         if normalize(log.metric_column) != normalize(first.metric_column):
-            raise LossLogError(f"{log.source}: monitors '{log.metric_column}' but {first.source} monitors "
-                               f"'{first.metric_column}' (choose one with --metric)")
+            raise LossLogError(f"{log.source}: monitors '{clip(log.metric_column)}' but {first.source} monitors "
+                               f"'{clip(first.metric_column)}' (choose one with --metric)")
     n_groups = {len(log.lr_columns) for log in logs if log.lrs is not None}
     lrs: tuple[tuple[float | None, ...], ...] | None = None
     if n_groups:
@@ -546,16 +700,18 @@ def stitch(logs: Sequence[LossLog]) -> LossLog:
         if len(prev) and len(nxt) and nxt.epochs[0] <= prev.epochs[-1]:
             overlaps.append(f"{nxt.source} starts at epoch {nxt.epochs[0]} but {prev.source} reached "
                             f"{prev.epochs[-1]}")
-    columns = {c: tuple(v for log in logs for v in log.columns.get(c, (None,) * len(log)))
-               for c in {c for log in logs for c in log.columns}}
+    columns = {c: tuple(chain.from_iterable(log.columns.get(c, (None,) * len(log)) for log in logs))
+               for c in dict.fromkeys(c for log in logs for c in log.columns)}
     log = LossLog(
         source=" + ".join(log.source for log in logs), metric_column=first.metric_column,
         epoch_column=first.epoch_column, lr_columns=max((log.lr_columns for log in logs), key=len),
-        epochs=tuple(e for log in logs for e in log.epochs), metrics=tuple(m for log in logs for m in log.metrics),
-        lrs=lrs, lines=tuple(n for log in logs for n in log.lines), columns=MappingProxyType(columns),
+        epochs=tuple(chain.from_iterable(log.epochs for log in logs)),
+        metrics=tuple(chain.from_iterable(log.metrics for log in logs)),
+        lrs=lrs, lines=tuple(chain.from_iterable(log.lines for log in logs)), columns=MappingProxyType(columns),
         anomalies=(), skipped_lines=(),
         boundaries=tuple(sum(len(x) for x in logs[:i]) for i in range(1, len(logs))),
     )
+
     def part(x: LossLog, own: str | None) -> tuple[Precision, int]:
         return (x.precision_of(own) if own is not None else EXACT), len(x)
 
@@ -566,21 +722,19 @@ def stitch(logs: Sequence[LossLog]) -> LossLog:
         precision[col] = concat([part(x, col if col in x.columns else None) for x in logs])
     precision = {c: p for c, p in precision.items() if not p.exact}
     extra = tuple(LogAnomaly("overlapping-logs", (), (), text) for text in overlaps)
-    return replace(log, anomalies=_anomalies(log) + extra, precision=MappingProxyType(precision))
+    files = tuple(a for x in logs for a in _file_anomalies(x))
+    return replace(log, anomalies=_anomalies(log) + extra + files, precision=MappingProxyType(precision))
 
 
 def without_rows(log: LossLog, rows: Sequence[int]) -> LossLog:
     """The log without the given entries (e.g. a step the training never took); boundaries shift with them."""
     drop = set(rows)
     keep = [i for i in range(len(log)) if i not in drop]
-
-    def pick(values: Sequence[Any]) -> tuple[Any, ...]:
-        return tuple(values[i] for i in keep)
-
     shifted = tuple(b - sum(1 for r in drop if r < b) for b in log.boundaries)
-    return replace(log, epochs=pick(log.epochs), metrics=pick(log.metrics), lines=pick(log.lines),
-                   lrs=None if log.lrs is None else pick(log.lrs), boundaries=shifted,
-                   columns=MappingProxyType({k: pick(v) for k, v in log.columns.items()}),
+    return replace(log, epochs=_take(log.epochs, keep), metrics=_take(log.metrics, keep),
+                   lines=_take(log.lines, keep), lrs=None if log.lrs is None else _take(log.lrs, keep),
+                   boundaries=shifted,
+                   columns=MappingProxyType({k: _take(v, keep) for k, v in log.columns.items()}),
                    precision=MappingProxyType({k: p.pick(keep) for k, p in log.precision.items()}))
 
 

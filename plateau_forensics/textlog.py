@@ -6,33 +6,41 @@ Lines such as ``Epoch 12/50 - loss: 0.51 - val_loss: 0.4321 - lr: 0.001``,
 with the epoch taken from the line itself or from the last ``Epoch N`` line above it. Every ``key: number``
 or ``key=number`` pair is a cell, kept as text so that its printed precision is known. Lines without
 pairs (banners, "Saving checkpoint...", a bare progress bar) are not rows; a carriage return ends a line
-(progress bars rewrite themselves with ``\\r``).
+(progress bars rewrite themselves with ``\\r``). A value written with digit separators (``1_000``) or
+non-ASCII digits is captured as it is, so that the reader refuses it as a number instead of skipping it.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Iterator
 
 from plateau_forensics.errors import LossLogError
 
-__all__ = ["looks_like_text_log", "parse_text_log"]
+__all__ = ["TextLogParser", "looks_like_text_log", "parse_text_log", "text_lines"]
 
-_NUM = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?|[+-]?(?:nan|NaN|inf|Inf|Infinity)"
+# \d is Unicode on purpose (see the module docstring); ``_`` inside the digits is captured for the same reason
+_DIGITS = r"\d[\d_]*"
+_NUM = (rf"[+-]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][+-]?\d+)?"
+        r"|[+-]?(?:nan|NaN|inf|Inf|Infinity)")
 _KV = re.compile(r"(?<![\w./-])([A-Za-z_][\w./-]*)\s*[:=]\s*(" + _NUM + r")(?![\w.])")
 _EPOCH = re.compile(r"(?<![A-Za-z_])[Ee]poch\s*[:=#]?\s*(\d+)(?:\s*/\s*\d+)?")
 _NAME = re.compile(r"[^\W\d][\w./\- \[\]]{0,63}|\d+")  # a column name: no parentheses, no prose
-_MAX_LINE = 100_000  # characters; a longer line is not a training log line
+_SHOWN = 80  # characters of a key or value quoted in an error
 
 
-def _lines(text: str) -> list[tuple[int, str]]:
-    out = []
-    for n, line in enumerate(text.split("\n"), 1):
+def _clip(text: str) -> str:
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}... ({len(text):,} characters)"
+
+
+def text_lines(lines: Iterable[str], first: int = 1) -> Iterator[tuple[int, str]]:
+    """``(line number, text)`` of each non-blank line, keeping only what a carriage return left visible."""
+    for n, line in enumerate(lines, first):
         if "\r" in line:
             parts = [p for p in line.split("\r") if p.strip()]
             line = parts[-1] if parts else ""
         if line.strip():
-            out.append((n, line))
-    return out
+            yield n, line
 
 
 def _is_csv(lines: list[tuple[int, str]]) -> bool:
@@ -49,11 +57,61 @@ def _is_csv(lines: list[tuple[int, str]]) -> bool:
 
 def looks_like_text_log(text: str) -> bool:
     """A printed log rather than CSV: most of its first lines carry ``key: number`` pairs or ``Epoch N``."""
-    lines = _lines(text[:200_000])[:50]
+    lines = list(text_lines(text[:200_000].split("\n")))[:50]
     if not lines or _is_csv(lines):
         return False
     kv = sum(1 for _, line in lines if _KV.search(line))
     return kv >= 1 and kv * 4 >= len(lines)  # progress bars and banners may outnumber the metric lines
+
+
+class TextLogParser:
+    """Turns the lines of a printed log into rows one line at a time (so a long log is never held whole).
+
+    ``feed`` returns a line's cells (``epoch`` included when a line named one) or None for a line without
+    pairs; ``header`` is every key seen, ``epoch`` first when any line named an epoch.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self._keys: dict[str, None] = {}
+        self._epoch: str | None = None
+        self._any_epoch = False
+
+    def feed(self, n: int, line: str) -> dict[str, str] | None:
+        """The cells of line ``n``.
+
+        Raises:
+            LossLogError: a key printed twice on the line with different values (which one was meant?).
+        """
+        m = _EPOCH.search(line)
+        if m:
+            self._epoch = m.group(1)
+            self._any_epoch = True
+        cells: dict[str, str] = {}
+        for km in _KV.finditer(line):
+            key, value = km.group(1), km.group(2)
+            if key.lower() == "epoch":
+                self._epoch = value
+                self._any_epoch = True
+                continue
+            if key in cells and cells[key] != value:
+                raise LossLogError(f"{self.source}: line {n} prints '{_clip(key)}' twice ({_clip(cells[key])} "
+                                   f"and {_clip(value)})")
+            cells[key] = value
+        if not cells:
+            return None
+        if self._epoch is not None:
+            cells["epoch"] = self._epoch
+        self._keys.update(dict.fromkeys(cells))
+        return cells
+
+    def header(self) -> list[str]:
+        """Every key seen so far, in first-seen order, ``epoch`` first when any line named an epoch."""
+        keys = list(self._keys)
+        if self._any_epoch and "epoch" in keys:
+            keys.remove("epoch")
+            keys.insert(0, "epoch")
+        return keys
 
 
 def parse_text_log(text: str, source: str) -> tuple[list[str], list[dict[str, str]], list[int]]:
@@ -63,37 +121,12 @@ def parse_text_log(text: str, source: str) -> tuple[list[str], list[dict[str, st
     Raises:
         LossLogError: a key printed twice on one line with different values (which one was meant?).
     """
-    header: dict[str, None] = {}
+    parser = TextLogParser(source)
     rows: list[dict[str, str]] = []
     numbers: list[int] = []
-    epoch: str | None = None
-    any_epoch = False
-    for n, line in _lines(text):
-        if len(line) > _MAX_LINE:
-            continue
-        m = _EPOCH.search(line)
-        if m:
-            epoch = m.group(1)
-            any_epoch = True
-        cells: dict[str, str] = {}
-        for km in _KV.finditer(line):
-            key, value = km.group(1), km.group(2)
-            if key.lower() == "epoch":
-                epoch = value
-                any_epoch = True
-                continue
-            if key in cells and cells[key] != value:
-                raise LossLogError(f"{source}: line {n} prints '{key}' twice ({cells[key]} and {value})")
-            cells[key] = value
-        if not cells:
-            continue
-        if epoch is not None:
-            cells["epoch"] = epoch
-        header.update(dict.fromkeys(cells))
-        rows.append(cells)
-        numbers.append(n)
-    keys = list(header)
-    if any_epoch and "epoch" in keys:
-        keys.remove("epoch")
-        keys.insert(0, "epoch")
-    return keys, rows, numbers
+    for n, line in text_lines(text.split("\n")):
+        cells = parser.feed(n, line)
+        if cells is not None:
+            rows.append(cells)
+            numbers.append(n)
+    return parser.header(), rows, numbers
