@@ -139,7 +139,7 @@ def test_beside_a_plateau_replay_of_a_log(runner, monkeypatch) -> None:
     assert "reductions  epoch 29: 0.0015 -> 0.0012" in r.stdout
     assert "by: P = ReduceLROnPlateau; 1 = LinearLR(start_factor=0.1)" in r.stdout
     assert "segment  LinearLR(start_factor=0.1): epochs 1-6" in r.stdout
-    assert "segment  ReduceLROnPlateau: epochs 30-" in r.stdout
+    assert "segment  ReduceLROnPlateau: epoch 30\n" in r.stdout  # the reduction at the end of epoch 29
 
 
 def test_plot_writes_the_file(runner, tmp_path) -> None:

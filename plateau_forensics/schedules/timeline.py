@@ -69,14 +69,22 @@ class Timeline:
             self.states.append(states)
 
     def segments(self) -> list[tuple[str, float, float]]:
-        """Maximal runs of rows whose lr changes come from one writer: ``(writer, first epoch, last epoch)``."""
+        """Runs of consecutive rows whose lr one writer changed: ``(writer, first epoch, last epoch)``, in order
+        of their first row (a warm-up is one run, each plateau reduction its own)."""
+        open_runs: dict[str, int] = {}  # writer -> index in out of its run still open at the previous row
         out: list[tuple[str, float, float]] = []
         for epoch, ch in zip(self.epochs, self.changes, strict=True):
-            for w in dict.fromkeys(c.writer for c in ch):
-                if out and out[-1][0] == w:
-                    out[-1] = (w, out[-1][1], epoch)
+            writers = dict.fromkeys(c.writer for c in ch)
+            still = {}
+            for w in writers:
+                if w in open_runs:
+                    k = open_runs[w]
+                    out[k] = (w, out[k][1], epoch)
+                    still[w] = k
                 else:
                     out.append((w, epoch, epoch))
+                    still[w] = len(out) - 1
+            open_runs = still
         return out
 
     def to_records(self) -> list[dict[str, Any]]:
@@ -323,8 +331,9 @@ def plot_timeline(
     band.set_ylabel("by", rotation=0, ha="right", va="center")
     band.set_xlabel("epoch")
     if seen:
-        band.legend(loc="upper center", bbox_to_anchor=(0.5, -0.9), ncol=min(3, len(seen)), fontsize="small",
-                    frameon=False)
+        handles, labels = band.get_legend_handles_labels()
+        fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(seen)), fontsize="small",
+                   frameon=False)
     if t.error and xs:
         ax.axvline(edges[-1], color="red", linestyle="--", linewidth=1)
         ax.annotate("torch raises here", (edges[-1], 0.95), xycoords=("data", "axes fraction"), ha="right",
