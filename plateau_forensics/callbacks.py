@@ -201,6 +201,10 @@ def _hf_class() -> type:
         def on_train_begin(self, args: Any, state: Any, control: Any, optimizer: Any = None,
                            lr_scheduler: Any = None, **kwargs: Any) -> None:
             if not _is_plateau(lr_scheduler):
+                self.options["logger"].warning(
+                    "plateau_forensics: the Trainer's lr scheduler is a %s, not a ReduceLROnPlateau: nothing "
+                    "is recorded (lr_scheduler_type='reduce_lr_on_plateau' builds one)",
+                    type(lr_scheduler).__name__)
                 return
             if self.guard and state.global_step > 0:  # trainer_state.json was loaded: a resume
                 folder = self.checkpoint
@@ -279,9 +283,18 @@ def _keras_class() -> type:
 
         def on_train_begin(self, logs: Any = None) -> None:
             self.recorder.attach()
+            self._epochs, self._steps = 0, self.recorder.steps
+
+        def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
+            self._epochs += 1
 
         def on_train_end(self, logs: Any = None) -> None:
             self.recorder.detach()
+            if self._epochs and self.recorder.steps == self._steps:
+                self.recorder.logger.warning(
+                    "plateau_forensics: %d epochs and no ReduceLROnPlateau step recorded: is the plateau "
+                    "callback in fit(callbacks=...), and does it find its monitor %r in the logs?",
+                    self._epochs, self.recorder.metric)
 
         def close(self) -> None:
             """Stop recording and close the file."""

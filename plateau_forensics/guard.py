@@ -15,9 +15,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from plateau_forensics.engine import _lrs, _num
-from plateau_forensics.errors import ConfigError, ResumeError
+from plateau_forensics.errors import CheckpointError, ConfigError, ResumeError
 from plateau_forensics.loader import Checkpoint, checkpoint_from_tree, load_checkpoint, read_tree
 from plateau_forensics.state import HYPERPARAMETER_KEYS, PlateauConfig
+from plateau_forensics.torchfile import TensorRef
 
 __all__ = ["CODES", "ResumeProblem", "ResumeWarning", "check_resume", "expected_hyperparameters",
            "live_problems", "read_checkpoint", "report", "resume_problems"]
@@ -198,6 +199,11 @@ def _stored_metric(tree: Any, name: str | None) -> tuple[str, float] | None:
     if len(hits) != 1:
         return None
     v = tree[hits[0]]
+    if isinstance(v, TensorRef) and v.numel == 1:  # torch.save(..., "val_loss": loss_tensor)
+        try:
+            v = v.item()
+        except CheckpointError:  # unreadable bytes: nothing to judge by
+            return None
     if isinstance(v, bool) or not isinstance(v, (int, float)):
         return None
     return hits[0], float(v)

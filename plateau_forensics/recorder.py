@@ -641,6 +641,11 @@ class KerasRecorder:
         self._config: KerasConfig | None = None
         self.active = False
 
+    @property
+    def logger(self) -> logging.Logger:
+        """The logger the lines go to."""
+        return self._sink.logger
+
     def attach(self) -> None:
         """Start a segment (one ``fit``) and wrap the callback's ``on_epoch_end``."""
         cb = self._cb

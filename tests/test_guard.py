@@ -244,6 +244,13 @@ def test_stored_metric_shows_a_save_before_the_step(tmp_path: Path) -> None:
         ck = tmp_path / f"ck{e}.pt"
         run_ck = resumed(ck)
         assert codes(resume_problems(run_ck.sched, run_ck.opt, checkpoint=ck)) == ["saved-before-step"]
+    # the metric saved as the loss tensor itself (``"val_loss": loss``) is read too, in the file and the dict
+    as_tensor = {**torch.load(tmp_path / f"ck{improved[0]}.pt", weights_only=True)}
+    as_tensor["val_loss"] = torch.tensor(as_tensor["val_loss"])
+    torch.save(as_tensor, tmp_path / "tensor.pt")
+    run_ck = resumed(tmp_path / "tensor.pt")
+    for ck_in in (tmp_path / "tensor.pt", as_tensor):
+        assert codes(resume_problems(run_ck.sched, run_ck.opt, checkpoint=ck_in)) == ["saved-before-step"]
     for e in not_improved:  # nothing in the file proves it there: silent, never a guess
         ck = tmp_path / f"ck{e}.pt"
         assert resume_problems(resumed(ck).sched, resumed(ck).opt, checkpoint=ck) == []
