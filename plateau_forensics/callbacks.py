@@ -78,6 +78,9 @@ def _lightning_class() -> type:
             self._close()
             configs = [(k, c) for k, c in enumerate(trainer.lr_scheduler_configs) if _is_plateau(c.scheduler)]
             self._configs = [(k, c, _hyper(c.scheduler)) for k, c in configs]
+            if not configs:
+                self.options["logger"].warning(
+                    "plateau_forensics: configure_optimizers returned no ReduceLROnPlateau: nothing is recorded")
             for i, (_, c) in enumerate(configs):
                 self.recorders.append(record(
                     c.scheduler, c.scheduler.optimizer, _nth(self.path, i, len(configs)),
