@@ -1,5 +1,6 @@
-"""LRScheduler states found by shape in real ``torch.save`` files (builtin reader and ``--loader torch``), with key
-paths, next to the plateau state; engines rebuilt from them continue exactly as the live torch schedulers do."""
+"""LRScheduler states found by shape in real ``torch.save`` files (builtin reader and ``--loader torch``),
+with key paths, next to the plateau state; engines rebuilt from them continue exactly as the live torch
+schedulers do."""
 
 from __future__ import annotations
 
@@ -7,7 +8,14 @@ import warnings
 
 import pytest
 import torch
-from test_schedules_oracle import _build_torch, assert_same, assert_same_groups, our_step, plain, torch_optimizer
+from test_schedules_oracle import (
+    _build_torch,
+    assert_same,
+    assert_same_groups,
+    our_step,
+    plain,
+    torch_optimizer,
+)
 
 from plateau_forensics import schedules as S
 from plateau_forensics.loader import find_plateau_states, read_tree
@@ -26,22 +34,38 @@ KINDS = [
     ("OneCycleLR", {"max_lr": 0.1, "total_steps": 30, "three_phase": True}),
     ("LambdaLR", {"lr_lambda": "0.95 ** epoch"}),
     ("MultiplicativeLR", {"lr_lambda": "0.95"}),
-    ("SequentialLR", {"schedulers": [("LinearLR", {"start_factor": 0.1, "total_iters": 3}),
-                                     ("CosineAnnealingLR", {"T_max": 10})], "milestones": [3]}),
-    ("ChainedScheduler", {"schedulers": [("ConstantLR", {"factor": 0.5, "total_iters": 2}),
-                                         ("ExponentialLR", {"gamma": 0.9})]}),
+    (
+        "SequentialLR",
+        {
+            "schedulers": [
+                ("LinearLR", {"start_factor": 0.1, "total_iters": 3}),
+                ("CosineAnnealingLR", {"T_max": 10}),
+            ],
+            "milestones": [3],
+        },
+    ),
+    (
+        "ChainedScheduler",
+        {
+            "schedulers": [
+                ("ConstantLR", {"factor": 0.5, "total_iters": 2}),
+                ("ExponentialLR", {"gamma": 0.9}),
+            ]
+        },
+    ),
 ]
 IDS = [k for k, _ in KINDS]
 
 
 def _train(desc, steps: int, lr_dtype=None):
-    """A real optimizer, a ReduceLROnPlateau built first, then the scheduler; ``steps`` epochs of the compound loop."""
+    """A real optimizer, a ReduceLROnPlateau built first, then the scheduler; ``steps`` epochs of the compound
+    loop."""
     opt = torch_optimizer([0.1, 0.01], [lr_dtype, lr_dtype])
     plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=1)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         sched = _build_torch(desc, opt)
-        for i in range(steps):
+        for _ in range(steps):
             opt.step()
             plateau.step(1.0)
             sched.step()
@@ -51,12 +75,20 @@ def _train(desc, steps: int, lr_dtype=None):
 @pytest.mark.parametrize("loader", ["builtin", "torch"])
 @pytest.mark.parametrize("desc", KINDS, ids=IDS)
 def test_found_by_shape_with_key_path(tmp_path, desc, loader) -> None:
-    """A checkpoint dict with model, optimizer, plateau and scheduler states: the scheduler is found at its key path
-    with its kind; the plateau state is the loader's (not listed here)."""
+    """A checkpoint dict with model, optimizer, plateau and scheduler states: the scheduler is found at its
+    key path with its kind; the plateau state is the loader's (not listed here)."""
     opt, plateau, sched = _train(desc, 4)
     path = tmp_path / "ckpt.pt"
-    torch.save({"epoch": 4, "model": {"w": torch.zeros(2)}, "optimizer": opt.state_dict(),
-                "plateau": plateau.state_dict(), "warmup_or_schedule": sched.state_dict()}, path)
+    torch.save(
+        {
+            "epoch": 4,
+            "model": {"w": torch.zeros(2)},
+            "optimizer": opt.state_dict(),
+            "plateau": plateau.state_dict(),
+            "warmup_or_schedule": sched.state_dict(),
+        },
+        path,
+    )
     tree = read_tree(path, loader=loader)
     found = S.find_schedulers(tree)
     want = LAMBDA_KINDS if desc[0] in ("LambdaLR", "MultiplicativeLR") else desc[0]
@@ -65,18 +97,23 @@ def test_found_by_shape_with_key_path(tmp_path, desc, loader) -> None:
 
 
 def test_lightning_style_list_and_nested_children(tmp_path) -> None:
-    """States in a list (Lightning's ``lr_schedulers``) keep their indices; a SequentialLR's children are listed
-    only with ``nested=True``, under ``_schedulers[i]``."""
+    """States in a list (Lightning's ``lr_schedulers``) keep their indices; a SequentialLR's children are
+    listed only with ``nested=True``, under ``_schedulers[i]``."""
     opt, plateau, seq = _train(KINDS[12], 2)
     step = torch.optim.lr_scheduler.StepLR(opt, 2)
     path = tmp_path / "lightning.ckpt"
     torch.save({"lr_schedulers": [plateau.state_dict(), seq.state_dict(), step.state_dict()]}, path)
     tree = read_tree(path)
     assert [(f.key_path, f.kind) for f in S.find_schedulers(tree)] == [
-        ("lr_schedulers[1]", "SequentialLR"), ("lr_schedulers[2]", "StepLR")]
+        ("lr_schedulers[1]", "SequentialLR"),
+        ("lr_schedulers[2]", "StepLR"),
+    ]
     assert [(f.key_path, f.kind) for f in S.find_schedulers(tree, nested=True)] == [
-        ("lr_schedulers[1]", "SequentialLR"), ("lr_schedulers[1]._schedulers[0]", "LinearLR"),
-        ("lr_schedulers[1]._schedulers[1]", "CosineAnnealingLR"), ("lr_schedulers[2]", "StepLR")]
+        ("lr_schedulers[1]", "SequentialLR"),
+        ("lr_schedulers[1]._schedulers[0]", "LinearLR"),
+        ("lr_schedulers[1]._schedulers[1]", "CosineAnnealingLR"),
+        ("lr_schedulers[2]", "StepLR"),
+    ]
 
 
 def test_pickled_scheduler_object_named_by_its_class(tmp_path) -> None:
@@ -104,8 +141,8 @@ def test_tensor_lr_states_become_tensor_values(tmp_path) -> None:
 @pytest.mark.parametrize("loader", ["builtin", "torch"])
 @pytest.mark.parametrize("desc", KINDS, ids=IDS)
 def test_restored_engine_continues_like_torch(tmp_path, desc, loader) -> None:
-    """An engine rebuilt from the saved state (and the saved optimizer's lrs) continues step for step as the live
-    torch scheduler does, state_dict and lrs bit for bit."""
+    """An engine rebuilt from the saved state (and the saved optimizer's lrs) continues step for step as the
+    live torch scheduler does, state_dict and lrs bit for bit."""
     topt, _, sched = _train(desc, 5)
     path = tmp_path / "ckpt.pt"
     torch.save({"optimizer": topt.state_dict(), "scheduler": sched.state_dict()}, path)
@@ -136,7 +173,8 @@ def test_restored_engine_continues_like_torch(tmp_path, desc, loader) -> None:
 
 
 def test_lambda_without_its_function_says_so() -> None:
-    """A LambdaLR state has ``lr_lambdas: [None]``: stepping a rebuilt one without an expression is a clear error."""
+    """A LambdaLR state has ``lr_lambdas: [None]``: stepping a rebuilt one without an expression is a clear
+    error."""
     mopt = S.Optimizer([0.1], initial_lrs=[0.1])
     saved = S.LambdaLR(lr_lambda="0.9 ** epoch").bind(S.Optimizer([0.1])).state_dict()
     assert saved["lr_lambdas"] == [None]

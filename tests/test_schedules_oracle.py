@@ -1,7 +1,7 @@
 """Drive real torch LRSchedulers beside the engines; helpers only (the oracle the test_schedules_* files use).
 
-A scheduler is described once, as ``(name, kwargs)`` with children under ``schedulers``, and built twice: as a real
-``torch.optim.lr_scheduler`` object and as an unbound ``plateau_forensics.schedules`` one.
+A scheduler is described once, as ``(name, kwargs)`` with children under ``schedulers``, and built twice: as a
+real ``torch.optim.lr_scheduler`` object and as an unbound ``plateau_forensics.schedules`` one.
 """
 
 from __future__ import annotations
@@ -18,17 +18,24 @@ from torch.optim import lr_scheduler as L
 
 from plateau_forensics import schedules as S
 
-DTYPES = {"float64": torch.float64, "float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+DTYPES = {
+    "float64": torch.float64,
+    "float32": torch.float32,
+    "float16": torch.float16,
+    "bfloat16": torch.bfloat16,
+}
 
 #: lambdas as text (for the engines) and as the Python functions a user would write (for torch)
 LAMBDAS: dict[str, Any] = {
-    "0.95 ** epoch": lambda epoch: 0.95 ** epoch,
+    "0.95 ** epoch": lambda epoch: 0.95**epoch,
     "epoch // 3": lambda epoch: epoch // 3,
     "1 / (epoch + 1)": lambda epoch: 1 / (epoch + 1),
-    "epoch / 5 if epoch < 5 else 0.9 ** (epoch - 5)": lambda epoch: epoch / 5 if epoch < 5 else 0.9 ** (epoch - 5),
+    "epoch / 5 if epoch < 5 else 0.9 ** (epoch - 5)": lambda epoch: (
+        epoch / 5 if epoch < 5 else 0.9 ** (epoch - 5)
+    ),
     "0.5 * (1 + math.cos(math.pi * epoch / 12))": lambda epoch: 0.5 * (1 + math.cos(math.pi * epoch / 12)),
     "max(0.1, 1 - epoch / 10)": lambda epoch: max(0.1, 1 - epoch / 10),
-    "min(1.0, (epoch + 1) / 4) * 0.97 ** epoch": lambda epoch: min(1.0, (epoch + 1) / 4) * 0.97 ** epoch,
+    "min(1.0, (epoch + 1) / 4) * 0.97 ** epoch": lambda epoch: min(1.0, (epoch + 1) / 4) * 0.97**epoch,
 }
 MULTIPLIERS: dict[str, Any] = {
     "0.95": lambda epoch: 0.95,
@@ -41,27 +48,41 @@ MULTIPLIERS: dict[str, Any] = {
 GROUP_KEYS = ("lr", "initial_lr", "momentum", "betas", "max_momentum", "base_momentum", "max_lr", "min_lr")
 
 
-def torch_optimizer(lrs: Sequence[float], lr_dtypes: Sequence[str | None] | None = None, *, adam: bool = False,
-                    initial_lrs: Sequence[float] | None = None) -> torch.optim.Optimizer:
-    """A real SGD (momentum 0.9) or Adam optimizer with one param group per lr, tensor lrs where a dtype is given."""
+def torch_optimizer(
+    lrs: Sequence[float],
+    lr_dtypes: Sequence[str | None] | None = None,
+    *,
+    adam: bool = False,
+    initial_lrs: Sequence[float] | None = None,
+) -> torch.optim.Optimizer:
+    """A real SGD (momentum 0.9) or Adam optimizer with one param group per lr, tensor lrs where a dtype is
+    given."""
     dtypes = list(lr_dtypes) if lr_dtypes is not None else [None] * len(lrs)
     groups = []
     for i, (lr, dt) in enumerate(zip(lrs, dtypes, strict=True)):
         value = torch.tensor(lr, dtype=DTYPES[dt]) if dt is not None else lr
         group: dict[str, Any] = {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": value}
         if initial_lrs is not None:
-            group["initial_lr"] = torch.tensor(initial_lrs[i], dtype=DTYPES[dt]) if dt is not None else initial_lrs[i]
+            group["initial_lr"] = (
+                torch.tensor(initial_lrs[i], dtype=DTYPES[dt]) if dt is not None else initial_lrs[i]
+            )
         groups.append(group)
     if adam:
         return torch.optim.Adam(groups, lr=0.001, foreach=False)
     return torch.optim.SGD(groups, lr=0.001, momentum=0.9, foreach=False)
 
 
-def our_optimizer(lrs: Sequence[float], lr_dtypes: Sequence[str | None] | None = None, *, adam: bool = False,
-                  initial_lrs: Sequence[float] | None = None) -> S.Optimizer:
+def our_optimizer(
+    lrs: Sequence[float],
+    lr_dtypes: Sequence[str | None] | None = None,
+    *,
+    adam: bool = False,
+    initial_lrs: Sequence[float] | None = None,
+) -> S.Optimizer:
     """The engines' optimizer with the same groups as ``torch_optimizer``."""
-    return S.Optimizer(lrs, lr_dtypes=lr_dtypes, momentum=0.9, betas=(0.9, 0.999) if adam else None,
-                       initial_lrs=initial_lrs)
+    return S.Optimizer(
+        lrs, lr_dtypes=lr_dtypes, momentum=0.9, betas=(0.9, 0.999) if adam else None, initial_lrs=initial_lrs
+    )
 
 
 def _torch_kwargs(kw: dict[str, Any], opt: torch.optim.Optimizer) -> dict[str, Any]:
@@ -74,8 +95,9 @@ def _torch_kwargs(kw: dict[str, Any], opt: torch.optim.Optimizer) -> dict[str, A
     return out
 
 
-def build_torch(desc: tuple[str, dict[str, Any]], opt: torch.optim.Optimizer,
-                warned: list[str] | None = None) -> Any:
+def build_torch(
+    desc: tuple[str, dict[str, Any]], opt: torch.optim.Optimizer, warned: list[str] | None = None
+) -> Any:
     """The real torch scheduler for ``desc`` on ``opt`` (children first, in order, as user code builds them);
     the warnings torch emits meanwhile are appended to ``warned``."""
     with warnings.catch_warnings(record=True) as caught:
@@ -122,7 +144,8 @@ def plain(v: Any) -> Any:
 
 
 def assert_same(ours: Any, theirs: Any, where: str = "state") -> None:
-    """Recursive equality of plain() values: same types, dict key order, floats bit for bit (NaN equals NaN)."""
+    """Recursive equality of plain() values: same types, dict key order, floats bit for bit (NaN equals
+    NaN)."""
     ours, theirs = plain(ours), plain(theirs)
     _same(ours, theirs, where)
 
@@ -138,8 +161,9 @@ def _same(a: Any, b: Any, where: str) -> None:
         for i, (x, y) in enumerate(zip(a, b, strict=True)):
             _same(x, y, f"{where}[{i}]")
     elif isinstance(a, float):
-        assert struct.pack("<d", a) == struct.pack("<d", b) or (math.isnan(a) and math.isnan(b)), \
+        assert struct.pack("<d", a) == struct.pack("<d", b) or (math.isnan(a) and math.isnan(b)), (
             f"{where}: {a!r} != {b!r}"
+        )
     else:
         assert a == b, f"{where}: {a!r} != {b!r}"
 
@@ -154,8 +178,11 @@ def assert_same_groups(ours: S.Optimizer, theirs: torch.optim.Optimizer, where: 
                 _same(plain(a[key]), plain(b[key]), f"{where}: group {i}[{key!r}]")
 
 
-def torch_step(sched: Any, epoch: float | None = None, warned: list[str] | None = None) -> BaseException | None:
-    """``sched.step()`` or ``sched.step(epoch)``; the exception it raised, or None. Its warnings go to ``warned``."""
+def torch_step(
+    sched: Any, epoch: float | None = None, warned: list[str] | None = None
+) -> BaseException | None:
+    """``sched.step()`` or ``sched.step(epoch)``; the exception it raised, or None. Its warnings go to
+    ``warned``."""
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -185,15 +212,23 @@ def our_step(sched: S.LRScheduler, epoch: float | None = None) -> S.TorchRaises 
     return None
 
 
-def torch_compose(metrics: Sequence[float], plateau: dict[str, Any], lrs: Sequence[float],
-                  others: Sequence[tuple[str, dict[str, Any]]], *, lr_dtypes: Sequence[str | None] | None = None,
-                  step_epochs: Sequence[float | None] | None = None,
-                  events: Sequence[tuple[int, float, float | None, str | None]] = ()) -> dict[str, Any]:
-    """PyTorch's compound loop: ReduceLROnPlateau built first, then ``others`` in order; every epoch (after any
-    ``add_param_group`` due then) ``opt.step()``, ``plateau.step(metric[, epoch])``, then each other ``step()``.
+def torch_compose(
+    metrics: Sequence[float],
+    plateau: dict[str, Any],
+    lrs: Sequence[float],
+    others: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    lr_dtypes: Sequence[str | None] | None = None,
+    step_epochs: Sequence[float | None] | None = None,
+    events: Sequence[tuple[int, float, float | None, str | None]] = (),
+) -> dict[str, Any]:
+    """PyTorch's compound loop: ReduceLROnPlateau built first, then ``others`` in order; every epoch (after
+    any ``add_param_group`` due then) ``opt.step()``, ``plateau.step(metric[, epoch])``, then each other
+    ``step()``.
 
-    Returns per epoch the plateau's state_dict after its step, every group's lr after all steps and the others'
-    state_dicts; ``error`` is ``(epoch, stage, exception)`` when torch raised (stage "plateau" or "others").
+    Returns per epoch the plateau's state_dict after its step, every group's lr after all steps and the
+    others' state_dicts; ``error`` is ``(epoch, stage, exception)`` when torch raised (stage "plateau" or
+    "others").
     """
     out: dict[str, Any] = {"plateau": [], "lrs": [], "others": [], "error": None, "warnings": []}
     opt = torch_optimizer(lrs, lr_dtypes)
@@ -235,6 +270,7 @@ def torch_compose(metrics: Sequence[float], plateau: dict[str, Any], lrs: Sequen
 def floats_of(state: dict[str, Any]) -> dict[str, Any]:
     """A plateau state_dict with tensor lrs as their values and int numbers as floats: the plateau engine's
     ``PlateauState`` holds floats (torch keeps ``min_lr=0`` as the int 0; the values are what must match)."""
+
     def f(v: Any) -> Any:
         if isinstance(v, tuple) and len(v) == 3 and v[0] == "tensor":
             return float(v[1])
@@ -243,4 +279,5 @@ def floats_of(state: dict[str, Any]) -> dict[str, Any]:
         if isinstance(v, int) and not isinstance(v, bool):
             return float(v)
         return v
+
     return {k: f(v) for k, v in plain(state).items()}

@@ -1,6 +1,6 @@
-"""Schedulers and lr lambdas written as text: the arithmetic evaluator gives what Python gives (Python itself is
-the oracle, on expressions the test generates), refuses hostile input with a clear error, and the ``--schedule``
-parser builds the scheduler a constructor call names."""
+"""Schedulers and lr lambdas written as text: the arithmetic evaluator gives what Python gives (Python itself
+is the oracle, on expressions the test generates), refuses hostile input with a clear error, and the
+``--schedule`` parser builds the scheduler a constructor call names."""
 
 from __future__ import annotations
 
@@ -14,11 +14,18 @@ from hypothesis import strategies as st
 from plateau_forensics import schedules as S
 from plateau_forensics.schedules.expr import MAX_CHARS, Expression
 
-FAST = settings(max_examples=int(os.environ.get("PF_SCHEDULE_EXAMPLES", "60")) * 3, deadline=None,
-                suppress_health_check=[HealthCheck.too_slow])
+FAST = settings(
+    max_examples=int(os.environ.get("PF_SCHEDULE_EXAMPLES", "60")) * 3,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
 
-atoms = st.sampled_from(["epoch", "0.95", "2", "3", "0.5", "10", "1e-3", "math.pi", "math.e", ".5", "7.", "1"])
-unary = st.sampled_from(["math.cos", "math.exp", "abs", "math.floor", "math.sqrt", "math.log", "int", "float"])
+atoms = st.sampled_from(
+    ["epoch", "0.95", "2", "3", "0.5", "10", "1e-3", "math.pi", "math.e", ".5", "7.", "1"]
+)
+unary = st.sampled_from(
+    ["math.cos", "math.exp", "abs", "math.floor", "math.sqrt", "math.log", "int", "float"]
+)
 
 
 def _expr(depth: int) -> st.SearchStrategy[str]:
@@ -27,13 +34,18 @@ def _expr(depth: int) -> st.SearchStrategy[str]:
     sub = _expr(depth - 1)
     return st.one_of(
         atoms,
-        st.tuples(sub, st.sampled_from(["+", "-", "*", "/", "//", "%", "**"]), sub).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
-        st.tuples(sub, st.sampled_from(["+", "-", "*", "/", "**"]), sub).map(lambda t: f"{t[0]} {t[1]} {t[2]}"),
+        st.tuples(sub, st.sampled_from(["+", "-", "*", "/", "//", "%", "**"]), sub).map(
+            lambda t: f"({t[0]} {t[1]} {t[2]})"
+        ),
+        st.tuples(sub, st.sampled_from(["+", "-", "*", "/", "**"]), sub).map(
+            lambda t: f"{t[0]} {t[1]} {t[2]}"
+        ),
         st.tuples(st.sampled_from(["-", "+", "not "]), sub).map(lambda t: f"{t[0]}{t[1]}"),
         st.tuples(unary, sub).map(lambda t: f"{t[0]}({t[1]})"),
         st.tuples(st.sampled_from(["min", "max"]), sub, sub).map(lambda t: f"{t[0]}({t[1]}, {t[2]})"),
         st.tuples(sub, sub, st.sampled_from(["<", "<=", "==", "!=", ">", ">="]), sub, sub).map(
-            lambda t: f"{t[0]} if {t[1]} {t[2]} {t[3]} else {t[4]}"),
+            lambda t: f"{t[0]} if {t[1]} {t[2]} {t[3]} else {t[4]}"
+        ),
         st.tuples(sub, st.sampled_from(["and", "or"]), sub).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
         st.tuples(sub, sub, sub).map(lambda t: f"{t[0]} < {t[1]} <= {t[2]}"),
     )
@@ -51,8 +63,9 @@ def _python(text: str, epoch: int):
 @FAST
 @given(_expr(3), st.integers(0, 60))
 def test_evaluator_equals_python(text, epoch) -> None:
-    """Every generated expression evaluates to exactly what Python computes for it (or raises the same error); the
-    only refusals are Python syntax errors and integers past the size bound (never computed: it might not finish)."""
+    """Every generated expression evaluates to exactly what Python computes for it (or raises the same error);
+    the only refusals are Python syntax errors and integers past the size bound (never computed: it might not
+    finish)."""
     try:
         got = ("ok", Expression(text)(epoch))
     except S.ExpressionError as exc:
@@ -74,44 +87,78 @@ def test_evaluator_equals_python(text, epoch) -> None:
         assert got == want, (text, got, want)
 
 
-@pytest.mark.parametrize("text,epoch,value", [
-    ("0.95 ** epoch", 2, 0.95 ** 2),
-    ("epoch // 30", 65, 2),
-    ("-2 ** 2", 0, -4),
-    ("2 ** -1", 0, 0.5),
-    ("2 ** 3 ** 2", 0, 512),
-    ("epoch / 5 if epoch < 5 else 0.5 * (1 + math.cos(math.pi * (epoch - 5) / 95))", 3, 0.6),
-    ("not epoch", 0, True),
-    ("1 < epoch < 3", 2, True),
-    ("epoch and 7", 0, 0),
-], ids=["pow", "floordiv", "unary-below-pow", "neg-exponent", "right-assoc", "warmup-cosine", "not", "chain",
-        "and-value"])
+@pytest.mark.parametrize(
+    "text,epoch,value",
+    [
+        ("0.95 ** epoch", 2, 0.95**2),
+        ("epoch // 30", 65, 2),
+        ("-2 ** 2", 0, -4),
+        ("2 ** -1", 0, 0.5),
+        ("2 ** 3 ** 2", 0, 512),
+        ("epoch / 5 if epoch < 5 else 0.5 * (1 + math.cos(math.pi * (epoch - 5) / 95))", 3, 0.6),
+        ("not epoch", 0, True),
+        ("1 < epoch < 3", 2, True),
+        ("epoch and 7", 0, 0),
+    ],
+    ids=[
+        "pow",
+        "floordiv",
+        "unary-below-pow",
+        "neg-exponent",
+        "right-assoc",
+        "warmup-cosine",
+        "not",
+        "chain",
+        "and-value",
+    ],
+)
 def test_python_precedence(text, epoch, value) -> None:
     """Precedence and associativity are Python's (``-2 ** 2`` is -4, ``**`` is right-associative)."""
     got = Expression(text)(epoch)
     assert got == value and type(got) is type(value)
 
 
-@pytest.mark.parametrize("text,match", [
-    ("9 ** 9 ** 9", "too large"),
-    ("2 ** 5000", "too large"),
-    ("(" * 200 + "1" + ")" * 200, "nested deeper"),
-    ("-" * 200 + "1", "nested deeper"),
-    ("not " * 200 + "1", "nested deeper"),
-    ("1 + " * 1000 + "1", "characters long"),
-    ("__import__('os')", "not an allowed function"),
-    ("epoch.__class__", "unexpected"),
-    ("math.__dict__", "not one of the allowed"),
-    ("open('x')", "not an allowed function"),
-    ("x + 1", "unknown name 'x'"),
-    ("lambda epoch: 1", "expected a number"),
-    ("'a' * 10", "expected a number"),
-    ("1; 2", "unexpected ';'"),
-    ("min(1)", "at least two"),
-    ("", "expected a number"),
-    ("10 ** 1000 * 10 ** 1000 * 10 ** 1000 * 10 ** 1000 * 10 ** 1000", "over 4096 bits"),
-], ids=["tower", "big-power", "parens", "unary-minus", "nots", "long", "import", "dunder", "math-dict", "open",
-        "unknown-name", "lambda", "string", "two-statements", "min-one", "empty", "big-product"])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("9 ** 9 ** 9", "too large"),
+        ("2 ** 5000", "too large"),
+        ("(" * 200 + "1" + ")" * 200, "nested deeper"),
+        ("-" * 200 + "1", "nested deeper"),
+        ("not " * 200 + "1", "nested deeper"),
+        ("1 + " * 1000 + "1", "characters long"),
+        ("__import__('os')", "not an allowed function"),
+        ("epoch.__class__", "unexpected"),
+        ("math.__dict__", "not one of the allowed"),
+        ("open('x')", "not an allowed function"),
+        ("x + 1", "unknown name 'x'"),
+        ("lambda epoch: 1", "expected a number"),
+        ("'a' * 10", "expected a number"),
+        ("1; 2", "unexpected ';'"),
+        ("min(1)", "at least two"),
+        ("", "expected a number"),
+        ("10 ** 1000 * 10 ** 1000 * 10 ** 1000 * 10 ** 1000 * 10 ** 1000", "over 4096 bits"),
+    ],
+    ids=[
+        "tower",
+        "big-power",
+        "parens",
+        "unary-minus",
+        "nots",
+        "long",
+        "import",
+        "dunder",
+        "math-dict",
+        "open",
+        "unknown-name",
+        "lambda",
+        "string",
+        "two-statements",
+        "min-one",
+        "empty",
+        "big-product",
+    ],
+)
 def test_hostile_expressions_are_refused(text, match) -> None:
     """Hostile or malformed expressions are a one-line ExpressionError, never evaluated by Python."""
     with pytest.raises(S.ExpressionError, match=match) as info:
@@ -121,7 +168,8 @@ def test_hostile_expressions_are_refused(text, match) -> None:
 
 
 def test_float_overflow_is_pythons_error() -> None:
-    """A float overflow is Python's OverflowError, and inside a LambdaLR torch's (TorchRaises OverflowError)."""
+    """A float overflow is Python's OverflowError, and inside a LambdaLR torch's (TorchRaises
+    OverflowError)."""
     with pytest.raises(OverflowError):
         Expression("10.0 ** (epoch * 100)")(5)
     s = S.LambdaLR(lr_lambda="10.0 ** (epoch * 100)").bind(S.Optimizer([0.1]))
@@ -134,16 +182,30 @@ def test_float_overflow_is_pythons_error() -> None:
 
 
 # -- --schedule text -----------------------------------------------------------------------------------------
-@pytest.mark.parametrize("text,cls,spec", [
-    ("CosineAnnealingWarmRestarts(T_0=10, T_mult=2)", S.CosineAnnealingWarmRestarts,
-     {"T_0": 10, "T_mult": 2, "eta_min": 0.0, "last_epoch": -1}),
-    ("torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[100, 210], gamma=0.1)", S.MultiStepLR,
-     {"milestones": [100, 210], "gamma": 0.1, "last_epoch": -1}),
-    ("CyclicLR(base_lr=5e-5, max_lr=1e-4, step_size_up=5, mode='exp_range', gamma=0.5)", S.CyclicLR, None),
-    ("StepLR(10, 0.5)", S.StepLR, {"step_size": 10, "gamma": 0.5, "last_epoch": -1}),
-    ("ConstantLR(factor=1/3)", S.ConstantLR, {"factor": 1 / 3, "total_iters": 5, "last_epoch": -1}),
-    ("OneCycleLR(max_lr=0.1, total_steps=100, three_phase=True)", S.OneCycleLR, None),
-], ids=["warm-restarts", "pasted-torch-call", "cyclic-seed002", "positional", "arithmetic", "bool"])
+@pytest.mark.parametrize(
+    "text,cls,spec",
+    [
+        (
+            "CosineAnnealingWarmRestarts(T_0=10, T_mult=2)",
+            S.CosineAnnealingWarmRestarts,
+            {"T_0": 10, "T_mult": 2, "eta_min": 0.0, "last_epoch": -1},
+        ),
+        (
+            "torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[100, 210], gamma=0.1)",
+            S.MultiStepLR,
+            {"milestones": [100, 210], "gamma": 0.1, "last_epoch": -1},
+        ),
+        (
+            "CyclicLR(base_lr=5e-5, max_lr=1e-4, step_size_up=5, mode='exp_range', gamma=0.5)",
+            S.CyclicLR,
+            None,
+        ),
+        ("StepLR(10, 0.5)", S.StepLR, {"step_size": 10, "gamma": 0.5, "last_epoch": -1}),
+        ("ConstantLR(factor=1/3)", S.ConstantLR, {"factor": 1 / 3, "total_iters": 5, "last_epoch": -1}),
+        ("OneCycleLR(max_lr=0.1, total_steps=100, three_phase=True)", S.OneCycleLR, None),
+    ],
+    ids=["warm-restarts", "pasted-torch-call", "cyclic-seed002", "positional", "arithmetic", "bool"],
+)
 def test_parse_schedule(text, cls, spec) -> None:
     """A constructor call becomes the scheduler it names, with Python's literal types (10 int, 0.3 float)."""
     s = S.parse_schedule(text)
@@ -153,29 +215,36 @@ def test_parse_schedule(text, cls, spec) -> None:
 
 
 def test_parse_nested_and_lambda() -> None:
-    """A SequentialLR of a LinearLR warm-up and a LambdaLR written as ``lambda epoch: ...`` (the seed-002 form)."""
-    s = S.parse_schedule("SequentialLR(schedulers=[LinearLR(start_factor=0.1, total_iters=5), "
-                         "LambdaLR(lr_lambda=lambda epoch: 0.95 ** epoch)], milestones=[5])")
+    """A SequentialLR of a LinearLR warm-up and a LambdaLR written as ``lambda epoch: ...`` (the seed-002
+    form)."""
+    s = S.parse_schedule(
+        "SequentialLR(schedulers=[LinearLR(start_factor=0.1, total_iters=5), "
+        "LambdaLR(lr_lambda=lambda epoch: 0.95 ** epoch)], milestones=[5])"
+    )
     assert isinstance(s, S.SequentialLR)
     lin, lam = s._spec["schedulers"]
     assert isinstance(lin, S.LinearLR) and isinstance(lam, S.LambdaLR)
     fn = lam._spec["lr_lambda"]
-    assert fn(3) == 0.95 ** 3 and fn.source == "0.95 ** epoch"
+    assert fn(3) == 0.95**3 and fn.source == "0.95 ** epoch"
     t = S.timeline([s], epochs=12, lrs=[0.1])
     assert t.error is None and len(t) == 12
 
 
-@pytest.mark.parametrize("text,match", [
-    ("FooLR(a=1)", "unknown scheduler 'FooLR'"),
-    ("StepLR(step_size=3, verbose=False)", "torch 2.7 removed verbose"),
-    ("StepLR(gamma=0.5)", "needs step_size"),
-    ("StepLR(step_size=3) + 1", "unexpected"),
-    ("StepLR(step_size=3, step_size=4)", "twice"),
-    ("ReduceLROnPlateau(patience=2)", "needs the metric"),
-    ("StepLR(step_size=x)", "must be a number"),
-    ("StepLR(step_size=__import__('os'))", "not an allowed function"),
-    ("StepLR(1, 2, 3, 4)", "takes 3 arguments"),
-], ids=["unknown", "verbose", "missing", "trailing", "twice", "plateau", "name-value", "import", "too-many"])
+@pytest.mark.parametrize(
+    "text,match",
+    [
+        ("FooLR(a=1)", "unknown scheduler 'FooLR'"),
+        ("StepLR(step_size=3, verbose=False)", "torch 2.7 removed verbose"),
+        ("StepLR(gamma=0.5)", "needs step_size"),
+        ("StepLR(step_size=3) + 1", "unexpected"),
+        ("StepLR(step_size=3, step_size=4)", "twice"),
+        ("ReduceLROnPlateau(patience=2)", "needs the metric"),
+        ("StepLR(step_size=x)", "must be a number"),
+        ("StepLR(step_size=__import__('os'))", "not an allowed function"),
+        ("StepLR(1, 2, 3, 4)", "takes 3 arguments"),
+    ],
+    ids=["unknown", "verbose", "missing", "trailing", "twice", "plateau", "name-value", "import", "too-many"],
+)
 def test_parse_schedule_errors(text, match) -> None:
     """Bad schedule text is a one-line error naming what is wrong."""
     with pytest.raises((S.ScheduleConfigError, S.ExpressionError), match=match) as info:
@@ -184,7 +253,8 @@ def test_parse_schedule_errors(text, match) -> None:
 
 
 def test_constructor_refusals_keep_torchs_message() -> None:
-    """An argument torch's constructor rejects gives torch's own message (and its exception type as ``kind``)."""
+    """An argument torch's constructor rejects gives torch's own message (and its exception type as
+    ``kind``)."""
     with pytest.raises(S.ScheduleConfigError, match="Expected positive integer T_0, but got 0") as info:
         S.timeline([S.parse_schedule("CosineAnnealingWarmRestarts(T_0=0)")], epochs=3)
     assert info.value.kind == "ValueError"

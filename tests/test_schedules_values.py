@@ -1,5 +1,5 @@
-"""Tensor lrs: ``TensorLR`` arithmetic equals torch's 0-dim tensor arithmetic (CPU) for every dtype and operator
-the scheduler formulas use, and ``fill_`` rounding."""
+"""Tensor lrs: ``TensorLR`` arithmetic equals torch's 0-dim tensor arithmetic (CPU) for every dtype and
+operator the scheduler formulas use, and ``fill_`` rounding."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from test_schedules_oracle import DTYPES
 from plateau_forensics.schedules.values import TensorLR, filled, round_to
 
 FAST = settings(max_examples=int(os.environ.get("PF_SCHEDULE_EXAMPLES", "60")) * 10, deadline=None)
-values = st.floats(-10, 10, allow_nan=False) | st.floats(1e-8, 1e-3) | st.sampled_from([0.0, -0.0, 0.1, 1 / 3])
+values = (
+    st.floats(-10, 10, allow_nan=False) | st.floats(1e-8, 1e-3) | st.sampled_from([0.0, -0.0, 0.1, 1 / 3])
+)
 dtypes = st.sampled_from(sorted(DTYPES))
 
 
@@ -28,20 +30,29 @@ def _ours_vs_torch(ours: TensorLR, theirs: torch.Tensor) -> None:
 @FAST
 @given(values, values, dtypes, st.sampled_from(["+", "-", "*", "/", "r+", "r-", "r*"]))
 def test_tensor_with_python_number(x, y, dtype, op) -> None:
-    """``tensor op number`` and ``number op tensor`` round as torch's kernels do (scalar cast rules per operator)."""
+    """``tensor op number`` and ``number op tensor`` round as torch's kernels do (scalar cast rules per
+    operator)."""
     t = torch.tensor(x, dtype=DTYPES[dtype])
     ours = TensorLR(t.item(), dtype)
     if op == "/" and y == 0:
         y = 0.5
-    fns = {"+": lambda a: a + y, "-": lambda a: a - y, "*": lambda a: a * y, "/": lambda a: a / y,
-           "r+": lambda a: y + a, "r-": lambda a: y - a, "r*": lambda a: y * a}
+    fns = {
+        "+": lambda a: a + y,
+        "-": lambda a: a - y,
+        "*": lambda a: a * y,
+        "/": lambda a: a / y,
+        "r+": lambda a: y + a,
+        "r-": lambda a: y - a,
+        "r*": lambda a: y * a,
+    }
     _ours_vs_torch(fns[op](ours), fns[op](t))
 
 
 @FAST
 @given(values, values, dtypes, dtypes, st.sampled_from(["+", "-", "*", "/"]))
 def test_tensor_with_tensor(x, y, da, db, op) -> None:
-    """Two tensor lrs (a group's lr and its base_lr) combine in the promoted dtype, as torch's 0-dim tensors do."""
+    """Two tensor lrs (a group's lr and its base_lr) combine in the promoted dtype, as torch's 0-dim tensors
+    do."""
     a, b = torch.tensor(x, dtype=DTYPES[da]), torch.tensor(y, dtype=DTYPES[db])
     if op == "/" and b.item() == 0:
         b = torch.tensor(0.5, dtype=DTYPES[db])

@@ -1,5 +1,5 @@
-"""Engines for every torch 2.13 ``LRScheduler``, bit-exact, without torch: alone, chained, or stepping the same
-optimizer as a ReduceLROnPlateau; their saved states found in checkpoints; the whole lr timeline drawn.
+"""Engines for every torch 2.13 ``LRScheduler``, bit-exact, without torch: alone, chained, or stepping the
+same optimizer as a ReduceLROnPlateau; their saved states found in checkpoints; the whole lr timeline drawn.
 
     >>> from plateau_forensics import schedules as S
     >>> t = S.timeline([S.StepLR(step_size=3, gamma=0.1)], epochs=7, lrs=[0.1])
@@ -27,7 +27,12 @@ from plateau_forensics.schedules.basic import (
 from plateau_forensics.schedules.chains import ChainedScheduler, SequentialLR
 from plateau_forensics.schedules.checkpoints import FoundScheduler, find_schedulers, restore
 from plateau_forensics.schedules.compose import AddParamGroup, ComposedTrace, Stepped, replay_composed
-from plateau_forensics.schedules.cyclic import CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR
+from plateau_forensics.schedules.cyclic import (
+    CosineAnnealingLR,
+    CosineAnnealingWarmRestarts,
+    CyclicLR,
+    OneCycleLR,
+)
 from plateau_forensics.schedules.errors import ExpressionError, ScheduleConfigError, TorchRaises
 from plateau_forensics.schedules.expr import Expression
 from plateau_forensics.schedules.optimizer import Optimizer
@@ -36,10 +41,38 @@ from plateau_forensics.schedules.timeline import Change, Timeline, plot_timeline
 from plateau_forensics.schedules.values import TensorLR
 
 __all__ = [
-    "AddParamGroup", "ChainedScheduler", "Change", "ComposedTrace", "ConstantLR", "CosineAnnealingLR",
-    "CosineAnnealingWarmRestarts", "CyclicLR", "ExponentialLR", "Expression", "ExpressionError", "FoundScheduler",
-    "LRScheduler", "LambdaLR", "LinearLR", "MultiStepLR", "MultiplicativeLR", "OneCycleLR", "Optimizer",
-    "PolynomialLR", "ScheduleConfigError", "SequentialLR", "StepLR", "Stepped", "TensorLR", "Timeline",
-    "TorchRaises", "find_schedulers", "parse_schedule", "plot_timeline", "replay_composed", "restore",
-    "scheduler_classes", "timeline",
+    "AddParamGroup",
+    "ChainedScheduler",
+    "Change",
+    "ComposedTrace",
+    "ConstantLR",
+    "CosineAnnealingLR",
+    "CosineAnnealingWarmRestarts",
+    "CyclicLR",
+    "ExponentialLR",
+    "Expression",
+    "ExpressionError",
+    "FoundScheduler",
+    "LRScheduler",
+    "LambdaLR",
+    "LinearLR",
+    "MultiStepLR",
+    "MultiplicativeLR",
+    "OneCycleLR",
+    "Optimizer",
+    "PolynomialLR",
+    "ScheduleConfigError",
+    "SequentialLR",
+    "StepLR",
+    "Stepped",
+    "TensorLR",
+    "Timeline",
+    "TorchRaises",
+    "find_schedulers",
+    "parse_schedule",
+    "plot_timeline",
+    "replay_composed",
+    "restore",
+    "scheduler_classes",
+    "timeline",
 ]

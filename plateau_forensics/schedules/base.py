@@ -20,20 +20,26 @@ from plateau_forensics.schedules.optimizer import Optimizer
 from plateau_forensics.schedules.values import TensorLR, filled
 
 #: torch's EPOCH_DEPRECATION_WARNING, shortened: recorded when ``step(epoch)`` is called
-EPOCH_DEPRECATION = ("The epoch parameter in `scheduler.step()` was not necessary and is being deprecated where "
-                     "possible; the closed form is used instead of the chainable form, where available.")
-STEP_ORDER_WARNING = ("Detected call of `lr_scheduler.step()` before `optimizer.step()`: PyTorch skips the first "
-                      "value of the learning rate schedule.")
+EPOCH_DEPRECATION = (
+    "The epoch parameter in `scheduler.step()` was not necessary and is being deprecated where "
+    "possible; the closed form is used instead of the chainable form, where available."
+)
+STEP_ORDER_WARNING = (
+    "Detected call of `lr_scheduler.step()` before `optimizer.step()`: PyTorch skips the first "
+    "value of the learning rate schedule."
+)
 _HIDDEN = ("optimizer", "_spec", "_restore")
 
 
 def clone(v: Any) -> Any:
-    """torch clones a tensor lr when it copies it; our tensor lrs are immutable, so the value itself is a copy."""
+    """torch clones a tensor lr when it copies it; our tensor lrs are immutable, so the value itself is a
+    copy."""
     return v
 
 
 def group_values(optimizer: Optimizer, key: str) -> list[Any]:
-    """torch's ``_param_groups_val_list``: ``group[key]`` of every group (KeyError as torch when one lacks it)."""
+    """torch's ``_param_groups_val_list``: ``group[key]`` of every group (KeyError as torch when one lacks
+    it)."""
     out = []
     for group in optimizer.param_groups:
         if key not in group:
@@ -65,8 +71,10 @@ def format_param(name: str, optimizer: Optimizer, param: Any) -> list[Any]:
     if isinstance(param, (list, tuple)):
         if len(param) != n:
             raise ScheduleConfigError(
-                f"{name} must have the same length as optimizer.param_groups. {name} has {len(param)} values, "
-                f"param_groups has {n}.", "ValueError")
+                f"{name} must have the same length as optimizer.param_groups. "
+                f"{name} has {len(param)} values, param_groups has {n}.",
+                "ValueError",
+            )
         return [clone(p) for p in param]
     return [clone(param)] * n
 
@@ -76,8 +84,16 @@ def torch_semantics(where: str) -> Iterator[None]:
     """Python's own arithmetic errors inside a scheduler formula are what torch raises there too."""
     try:
         yield
-    except (ZeroDivisionError, OverflowError, ValueError, TypeError, AttributeError, KeyError,
-            IndexError, NotImplementedError) as exc:
+    except (
+        ZeroDivisionError,
+        OverflowError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        KeyError,
+        IndexError,
+        NotImplementedError,
+    ) as exc:
         raise TorchRaises(type(exc).__name__, f"{where}: {exc}") from exc
 
 
@@ -139,12 +155,14 @@ class LRScheduler:
 
     def _require_bound(self) -> None:
         if self.optimizer is None:
-            raise ScheduleConfigError(f"{self.label} is not attached to an optimizer: use .bind(Optimizer([...])) "
-                                      "or optimizer=...")
+            raise ScheduleConfigError(
+                f"{self.label} is not attached to an optimizer: use .bind(Optimizer([...])) or optimizer=..."
+            )
 
     @property
     def label(self) -> str:
-        """The constructor call with the arguments that differ from torch's defaults, e.g. ``StepLR(step_size=3)``."""
+        """The constructor call with the arguments that differ from torch's defaults, e.g.
+        ``StepLR(step_size=3)``."""
         sig = inspect.signature(type(self).__init__)
         parts = []
         for name, value in self._spec.items():
@@ -168,8 +186,11 @@ class LRScheduler:
         else:
             for i, group in enumerate(opt.param_groups):
                 if "initial_lr" not in group:
-                    raise TorchRaises("KeyError", f"param 'initial_lr' is not specified in param_groups[{i}] when "
-                                      "resuming scheduler with last_epoch >= 0")
+                    raise TorchRaises(
+                        "KeyError",
+                        f"param 'initial_lr' is not specified in param_groups[{i}] when "
+                        "resuming scheduler with last_epoch >= 0",
+                    )
         self.base_lrs = group_values(opt, "initial_lr")
         self.last_epoch = last_epoch
         self._initial_step()

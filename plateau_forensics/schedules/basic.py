@@ -30,7 +30,8 @@ def _lambdas(lr_lambda: Any, optimizer: Optimizer, variable: str = "epoch") -> l
 
 
 def saved_callable(fn: Any) -> Any:
-    """What torch's state_dict keeps of a lambda: None for a function (ours: an expression), else its ``__dict__``."""
+    """What torch's state_dict keeps of a lambda: None for a function (ours: an expression), else its
+    ``__dict__``."""
     from plateau_forensics.schedules.expr import Expression
 
     if isinstance(fn, (types.FunctionType, Expression)):
@@ -47,7 +48,8 @@ class _LambdaState(LRScheduler):
         return d
 
     def state_dict(self) -> dict[str, Any]:
-        """torch's ``state_dict()``; ``lr_lambdas`` holds None per function (a callable object's ``__dict__``)."""
+        """torch's ``state_dict()``; ``lr_lambdas`` holds None per function (a callable object's
+        ``__dict__``)."""
         import copy
 
         self._require_bound()
@@ -73,8 +75,9 @@ class LambdaLR(_LambdaState):
         [0.095]
     """
 
-    def __init__(self, lr_lambda: Lambda | list[Lambda], last_epoch: int = -1, *,
-                 optimizer: Optimizer | None = None) -> None:
+    def __init__(
+        self, lr_lambda: Lambda | list[Lambda], last_epoch: int = -1, *, optimizer: Optimizer | None = None
+    ) -> None:
         self._setup(optimizer, lr_lambda=lr_lambda, last_epoch=last_epoch)
 
     def _construct(self, lr_lambda: Any, last_epoch: int) -> None:
@@ -88,21 +91,27 @@ class LambdaLR(_LambdaState):
 class MultiplicativeLR(_LambdaState):
     """``lr = lr * lr_lambda(epoch)`` at every step after the first."""
 
-    def __init__(self, lr_lambda: Lambda | list[Lambda], last_epoch: int = -1, *,
-                 optimizer: Optimizer | None = None) -> None:
+    def __init__(
+        self, lr_lambda: Lambda | list[Lambda], last_epoch: int = -1, *, optimizer: Optimizer | None = None
+    ) -> None:
         self._setup(optimizer, lr_lambda=lr_lambda, last_epoch=last_epoch)
 
     def _construct(self, lr_lambda: Any, last_epoch: int) -> None:
         self.lr_lambdas = _lambdas(lr_lambda, self.optimizer)
         for fn in self.lr_lambdas:
             if not callable(fn):
-                raise ScheduleConfigError(f"lr_lambda should be a function, but got {type(fn).__name__}", "TypeError")
+                raise ScheduleConfigError(
+                    f"lr_lambda should be a function, but got {type(fn).__name__}", "TypeError"
+                )
         self._base_init(last_epoch)
 
     def get_lr(self) -> list[Any]:
         if self._is_initial:
             return group_values(self.optimizer, "lr")
-        return [g["lr"] * fn(self.last_epoch) for fn, g in strict_zip(self.lr_lambdas, self.optimizer.param_groups)]
+        return [
+            g["lr"] * fn(self.last_epoch)
+            for fn, g in strict_zip(self.lr_lambdas, self.optimizer.param_groups)
+        ]
 
 
 class StepLR(LRScheduler):
@@ -110,8 +119,9 @@ class StepLR(LRScheduler):
 
     has_closed_form = True
 
-    def __init__(self, step_size: int, gamma: float = 0.1, last_epoch: int = -1, *,
-                 optimizer: Optimizer | None = None) -> None:
+    def __init__(
+        self, step_size: int, gamma: float = 0.1, last_epoch: int = -1, *, optimizer: Optimizer | None = None
+    ) -> None:
         self._setup(optimizer, step_size=step_size, gamma=gamma, last_epoch=last_epoch)
 
     def _construct(self, step_size: int, gamma: float, last_epoch: int) -> None:
@@ -133,8 +143,14 @@ class MultiStepLR(LRScheduler):
 
     has_closed_form = True
 
-    def __init__(self, milestones: Iterable[int], gamma: float = 0.1, last_epoch: int = -1, *,
-                 optimizer: Optimizer | None = None) -> None:
+    def __init__(
+        self,
+        milestones: Iterable[int],
+        gamma: float = 0.1,
+        last_epoch: int = -1,
+        *,
+        optimizer: Optimizer | None = None,
+    ) -> None:
         self._setup(optimizer, milestones=list(milestones), gamma=gamma, last_epoch=last_epoch)
 
     def _construct(self, milestones: list[int], gamma: float, last_epoch: int) -> None:
@@ -149,7 +165,9 @@ class MultiStepLR(LRScheduler):
 
     def _closed_form(self) -> list[Any]:
         milestones = sorted(self.milestones.elements())
-        return [base_lr * self.gamma ** bisect_right(milestones, self.last_epoch) for base_lr in self.base_lrs]
+        return [
+            base_lr * self.gamma ** bisect_right(milestones, self.last_epoch) for base_lr in self.base_lrs
+        ]
 
 
 class ConstantLR(LRScheduler):
@@ -157,13 +175,21 @@ class ConstantLR(LRScheduler):
 
     has_closed_form = True
 
-    def __init__(self, factor: float = 1.0 / 3, total_iters: int = 5, last_epoch: int = -1, *,
-                 optimizer: Optimizer | None = None) -> None:
+    def __init__(
+        self,
+        factor: float = 1.0 / 3,
+        total_iters: int = 5,
+        last_epoch: int = -1,
+        *,
+        optimizer: Optimizer | None = None,
+    ) -> None:
         self._setup(optimizer, factor=factor, total_iters=total_iters, last_epoch=last_epoch)
 
     def _construct(self, factor: float, total_iters: int, last_epoch: int) -> None:
         if factor > 1.0 or factor < 0:
-            raise ScheduleConfigError("Constant multiplicative factor expected to be between 0 and 1.", "ValueError")
+            raise ScheduleConfigError(
+                "Constant multiplicative factor expected to be between 0 and 1.", "ValueError"
+            )
         self.factor = factor
         self.total_iters = total_iters
         self._base_init(last_epoch)
@@ -176,26 +202,45 @@ class ConstantLR(LRScheduler):
         return [g["lr"] * (1.0 / self.factor) for g in self.optimizer.param_groups]
 
     def _closed_form(self) -> list[Any]:
-        return [base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
-                for base_lr in self.base_lrs]
+        return [
+            base_lr * (self.factor + (self.last_epoch >= self.total_iters) * (1 - self.factor))
+            for base_lr in self.base_lrs
+        ]
 
 
 class LinearLR(LRScheduler):
-    """The lr factor moves linearly from ``start_factor`` to ``end_factor`` over ``total_iters`` steps (a warm-up)."""
+    """The lr factor moves linearly from ``start_factor`` to ``end_factor`` over ``total_iters`` steps (a
+    warm-up)."""
 
     has_closed_form = True
 
-    def __init__(self, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5,
-                 last_epoch: int = -1, *, optimizer: Optimizer | None = None) -> None:
-        self._setup(optimizer, start_factor=start_factor, end_factor=end_factor, total_iters=total_iters,
-                    last_epoch=last_epoch)
+    def __init__(
+        self,
+        start_factor: float = 1.0 / 3,
+        end_factor: float = 1.0,
+        total_iters: int = 5,
+        last_epoch: int = -1,
+        *,
+        optimizer: Optimizer | None = None,
+    ) -> None:
+        self._setup(
+            optimizer,
+            start_factor=start_factor,
+            end_factor=end_factor,
+            total_iters=total_iters,
+            last_epoch=last_epoch,
+        )
 
     def _construct(self, start_factor: float, end_factor: float, total_iters: int, last_epoch: int) -> None:
         if start_factor > 1.0 or start_factor <= 0:
             raise ScheduleConfigError(
-                "Starting multiplicative factor expected to be greater than 0 and less or equal to 1.", "ValueError")
+                "Starting multiplicative factor expected to be greater than 0 and less or equal to 1.",
+                "ValueError",
+            )
         if end_factor > 1.0 or end_factor < 0:
-            raise ScheduleConfigError("Ending multiplicative factor expected to be between 0 and 1.", "ValueError")
+            raise ScheduleConfigError(
+                "Ending multiplicative factor expected to be between 0 and 1.", "ValueError"
+            )
         self.start_factor = start_factor
         self.end_factor = end_factor
         self.total_iters = total_iters
@@ -234,7 +279,7 @@ class ExponentialLR(LRScheduler):
         return [g["lr"] * self.gamma for g in self.optimizer.param_groups]
 
     def _closed_form(self) -> list[Any]:
-        return [base_lr * self.gamma ** self.last_epoch for base_lr in self.base_lrs]
+        return [base_lr * self.gamma**self.last_epoch for base_lr in self.base_lrs]
 
 
 class PolynomialLR(LRScheduler):
@@ -242,8 +287,14 @@ class PolynomialLR(LRScheduler):
 
     has_closed_form = True
 
-    def __init__(self, total_iters: int = 5, power: float = 1.0, last_epoch: int = -1, *,
-                 optimizer: Optimizer | None = None) -> None:
+    def __init__(
+        self,
+        total_iters: int = 5,
+        power: float = 1.0,
+        last_epoch: int = -1,
+        *,
+        optimizer: Optimizer | None = None,
+    ) -> None:
         self._setup(optimizer, total_iters=total_iters, power=power, last_epoch=last_epoch)
 
     def _construct(self, total_iters: int, power: float, last_epoch: int) -> None:
@@ -257,8 +308,9 @@ class PolynomialLR(LRScheduler):
         t, n = self.last_epoch, self.total_iters
         decay = ((1.0 - t / n) / (1.0 - (t - 1) / n)) ** self.power
         if isinstance(decay, complex):
-            raise TorchRaises("TypeError", "PolynomialLR's decay factor is complex (a negative base to a fractional "
-                              "power)")
+            raise TorchRaises(
+                "TypeError", "PolynomialLR's decay factor is complex (a negative base to a fractional power)"
+            )
         return [g["lr"] * decay for g in self.optimizer.param_groups]
 
     def _closed_form(self) -> list[Any]:

@@ -18,11 +18,15 @@ from plateau_forensics.schedules.optimizer import Optimizer
 
 def _bind_children(owner: str, schedulers: Sequence[Any], optimizer: Optimizer) -> list[LRScheduler]:
     if len(schedulers) < 1:
-        raise ScheduleConfigError(f"{owner} expects at least one scheduler, but got no scheduler.", "ValueError")
+        raise ScheduleConfigError(
+            f"{owner} expects at least one scheduler, but got no scheduler.", "ValueError"
+        )
     bound = []
     for idx, s in enumerate(schedulers):
         if not isinstance(s, LRScheduler):
-            raise ScheduleConfigError(f"{owner} at index {idx} should have `optimizer` as its attribute.", "TypeError")
+            raise ScheduleConfigError(
+                f"{owner} at index {idx} should have `optimizer` as its attribute.", "TypeError"
+            )
         bound.append(s if s.bound else s.bind(optimizer))
     return bound
 
@@ -33,7 +37,8 @@ def _check_same_optimizer(owner: str, schedulers: list[LRScheduler], optimizer: 
             raise ScheduleConfigError(
                 f"{owner} expects all schedulers to belong to the same optimizer, but got scheduler "
                 f"{type(s).__name__} at index {idx} has {s.optimizer}, which is different from Optimizer.",
-                "ValueError")
+                "ValueError",
+            )
 
 
 class _Wrapper(LRScheduler):
@@ -57,19 +62,30 @@ class _Wrapper(LRScheduler):
         """torch's ``load_state_dict``: the wrapper's attributes, then each child's saved state."""
         self._require_bound()
         children = state_dict.get("_schedulers", [])
-        self.__dict__.update(copy.deepcopy({k: v for k, v in state_dict.items()
-                                            if k not in ("_schedulers", "optimizer", "_spec")}))
+        self.__dict__.update(
+            copy.deepcopy(
+                {k: v for k, v in state_dict.items() if k not in ("_schedulers", "optimizer", "_spec")}
+            )
+        )
         for s, saved in zip(self._schedulers, children, strict=False):
             s.load_state_dict(saved)
 
 
 class SequentialLR(_Wrapper):
-    """``schedulers[i]`` drives the lr between ``milestones[i-1]`` and ``milestones[i]``; at a milestone the next
-    one restarts from step 0 (its closed form where it has one), e.g. a LinearLR warm-up, then cosine."""
+    """``schedulers[i]`` drives the lr between ``milestones[i-1]`` and ``milestones[i]``; at a milestone the
+    next one restarts from step 0 (its closed form where it has one), e.g. a LinearLR warm-up, then cosine."""
 
-    def __init__(self, schedulers: Sequence[LRScheduler], milestones: Sequence[int], last_epoch: int = -1, *,
-                 optimizer: Optimizer | None = None) -> None:
-        self._setup(optimizer, schedulers=list(schedulers), milestones=list(milestones), last_epoch=last_epoch)
+    def __init__(
+        self,
+        schedulers: Sequence[LRScheduler],
+        milestones: Sequence[int],
+        last_epoch: int = -1,
+        *,
+        optimizer: Optimizer | None = None,
+    ) -> None:
+        self._setup(
+            optimizer, schedulers=list(schedulers), milestones=list(milestones), last_epoch=last_epoch
+        )
 
     def _construct(self, schedulers: list[Any], milestones: list[int], last_epoch: int) -> None:
         opt = self.optimizer
@@ -77,9 +93,11 @@ class SequentialLR(_Wrapper):
         _check_same_optimizer("SequentialLR", children, opt)
         if len(milestones) != len(children) - 1:
             raise ScheduleConfigError(
-                "Sequential Schedulers expects number of schedulers provided to be one more than the number of "
-                f"milestone points, but got number of schedulers {len(children)} and the number of milestones to be "
-                f"equal to {len(milestones)}", "ValueError")
+                "Sequential Schedulers expects number of schedulers provided to be one more than the number "
+                f"of milestone points, but got number of schedulers {len(children)} and the number of "
+                f"milestones to be equal to {len(milestones)}",
+                "ValueError",
+            )
         self._schedulers = children
         self._milestones = list(milestones)
         self.last_epoch = last_epoch + 1
@@ -113,8 +131,8 @@ class SequentialLR(_Wrapper):
 
 
 class ChainedScheduler(_Wrapper):
-    """Every child steps at every step, in order, each on the lr the previous one left (e.g. a constant warm-up
-    factor times an exponential decay)."""
+    """Every child steps at every step, in order, each on the lr the previous one left (e.g. a constant
+    warm-up factor times an exponential decay)."""
 
     def __init__(self, schedulers: Sequence[LRScheduler], *, optimizer: Optimizer | None = None) -> None:
         self._setup(optimizer, schedulers=list(schedulers))

@@ -1,4 +1,5 @@
-"""Find torch ``LRScheduler`` states in a checkpoint's object tree by their shape, and rebuild engines from them.
+"""Find torch ``LRScheduler`` states in a checkpoint's object tree by their shape, and rebuild engines from
+them.
 
 Works on what ``plateau_forensics.loader.read_tree`` returns (plain containers, inert ``Opaque`` records of
 pickled objects, lazy ``TensorRef`` tensors). A state is recognised by its keys (``step_size``/``gamma``,
@@ -57,7 +58,8 @@ def _suffix(key: Any) -> str:
 
 
 def _walk(tree: Any) -> Iterator[tuple[str, Any]]:
-    """Every container with its key path, depth-first, each object once (the loader's walk, over the same trees)."""
+    """Every container with its key path, depth-first, each object once (the loader's walk, over the same
+    trees)."""
     Opaque, TensorRef = _opaque()
     kinds = (Mapping, list, tuple, Opaque)
     if not isinstance(tree, kinds):
@@ -90,7 +92,7 @@ def kind_of(state: Mapping[str, Any], class_name: str | None = None) -> str | No
     from plateau_forensics.schedules.spec import scheduler_classes
 
     if class_name is not None and class_name.startswith(_TORCH_MODULE):
-        name = class_name[len(_TORCH_MODULE):]
+        name = class_name[len(_TORCH_MODULE) :]
         if name in scheduler_classes():
             return name
         if name in ("ReduceLROnPlateau", "_LRScheduler", "LRScheduler"):
@@ -126,12 +128,13 @@ def kind_of(state: Mapping[str, Any], class_name: str | None = None) -> str | No
 
 
 def find_schedulers(tree: Any, *, nested: bool = False) -> list[FoundScheduler]:
-    """Every LRScheduler state in ``tree`` (``loader.read_tree``'s result, or a plain ``state_dict``), in tree order.
+    """Every LRScheduler state in ``tree`` (``loader.read_tree``'s result, or a plain ``state_dict``), in tree
+    order.
 
     Args:
         tree: the checkpoint's object tree.
-        nested: also list the children of a SequentialLR/ChainedScheduler (``sched._schedulers[0]``); by default
-            only the outermost scheduler is listed (its children are in its state).
+        nested: also list the children of a SequentialLR/ChainedScheduler (``sched._schedulers[0]``); by
+            default only the outermost scheduler is listed (its children are in its state).
 
     Returns:
         ``FoundScheduler(key_path, kind, state)`` tuples; ReduceLROnPlateau states are not among them.
@@ -157,8 +160,9 @@ def find_schedulers(tree: Any, *, nested: bool = False) -> list[FoundScheduler]:
 
 
 def plain(value: Any, *, drop: Sequence[str] = ("optimizer",)) -> Any:
-    """A saved value as the engines hold it: tensors as ``TensorLR`` (floating) or numbers, a pickled ``Counter``
-    as a ``Counter``, containers copied, pickled objects as their attribute mappings; ``drop`` keys left out."""
+    """A saved value as the engines hold it: tensors as ``TensorLR`` (floating) or numbers, a pickled
+    ``Counter`` as a ``Counter``, containers copied, pickled objects as their attribute mappings; ``drop``
+    keys left out."""
     Opaque, _ = _opaque()
     if hasattr(value, "dtype") and hasattr(value, "item") and not isinstance(value, TensorLR):
         v = value.item()
@@ -186,20 +190,29 @@ class _MissingLambda:
         self.kind = kind
 
     def __call__(self, epoch: Any) -> Any:
-        raise ScheduleConfigError(f"the {self.kind} lambda is not in the checkpoint (torch saves lr_lambdas: [None] "
-                                  "for a function): give it as an expression, e.g. lr_lambda=\"0.95 ** epoch\"")
+        raise ScheduleConfigError(
+            f"the {self.kind} lambda is not in the checkpoint (torch saves lr_lambdas: [None] "
+            'for a function): give it as an expression, e.g. lr_lambda="0.95 ** epoch"'
+        )
 
 
 _SPEC_KEYS = {
-    "StepLR": ("step_size", "gamma"), "MultiStepLR": ("milestones", "gamma"), "ConstantLR": ("factor", "total_iters"),
-    "LinearLR": ("start_factor", "end_factor", "total_iters"), "ExponentialLR": ("gamma",),
-    "PolynomialLR": ("total_iters", "power"), "CosineAnnealingLR": ("T_max", "eta_min"),
-    "CosineAnnealingWarmRestarts": ("T_0", "T_mult", "eta_min"), "OneCycleLR": ("total_steps",),
+    "StepLR": ("step_size", "gamma"),
+    "MultiStepLR": ("milestones", "gamma"),
+    "ConstantLR": ("factor", "total_iters"),
+    "LinearLR": ("start_factor", "end_factor", "total_iters"),
+    "ExponentialLR": ("gamma",),
+    "PolynomialLR": ("total_iters", "power"),
+    "CosineAnnealingLR": ("T_max", "eta_min"),
+    "CosineAnnealingWarmRestarts": ("T_0", "T_mult", "eta_min"),
+    "OneCycleLR": ("total_steps",),
     "CyclicLR": ("mode", "gamma"),
 }
 
 
-def restore(kind: str, state: Mapping[str, Any], *, lr_lambda: Any = None, scale_fn: Any = None) -> LRScheduler:
+def restore(
+    kind: str, state: Mapping[str, Any], *, lr_lambda: Any = None, scale_fn: Any = None
+) -> LRScheduler:
     """An unbound scheduler that, bound to an optimizer, *loads* ``state`` (torch's construct-then-
     ``load_state_dict`` resume) instead of running a constructor: the optimizer's lrs are left as they are.
 
@@ -235,8 +248,8 @@ def restore(kind: str, state: Mapping[str, Any], *, lr_lambda: Any = None, scale
 
 
 def restore_bound(spec: LRScheduler, optimizer: Any) -> LRScheduler:
-    """Bind a ``restore()``d scheduler: the attributes torch's constructor would set outside the state, then the
-    saved state loaded on top."""
+    """Bind a ``restore()``d scheduler: the attributes torch's constructor would set outside the state, then
+    the saved state loaded on top."""
     from plateau_forensics.schedules.basic import _LambdaState
     from plateau_forensics.schedules.chains import _Wrapper
     from plateau_forensics.schedules.cyclic import CyclicLR

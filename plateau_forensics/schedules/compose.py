@@ -1,7 +1,7 @@
 """Other schedulers stepping the same optimizer as a ReduceLROnPlateau, in the order the training loop calls
-them: the plateau engine steps once per epoch (``engine.run`` on one metric, its hot loop untouched), then every
-other scheduler steps (``schedules``' engines), each on the lrs the previous one left; param groups may be added
-between epochs. PyTorch's ``test_compound_reduce_lr_on_plateau*`` setups are this loop.
+them: the plateau engine steps once per epoch (``engine.run`` on one metric, its hot loop untouched), then
+every other scheduler steps (``schedules``' engines), each on the lrs the previous one left; param groups may
+be added between epochs. PyTorch's ``test_compound_reduce_lr_on_plateau*`` setups are this loop.
 """
 
 from __future__ import annotations
@@ -27,15 +27,16 @@ _EVENT_CODES = {"improved": 0, "bad": 1, "cooldown": 2, "reduced": 3, "suppresse
 
 @dataclass(frozen=True)
 class AddParamGroup:
-    """``optimizer.add_param_group({"params": [...], "lr": lr})`` between epochs: before the plateau's step number
-    ``at_step + 1`` (after ``at_step`` epochs), as PyTorch's ``test_add_param_group_*`` cases do at epoch 8.
+    """``optimizer.add_param_group({"params": [...], "lr": lr})`` between epochs: before the plateau's step
+    number ``at_step + 1`` (after ``at_step`` epochs), as PyTorch's ``test_add_param_group_*`` cases do at
+    epoch 8.
 
     Attributes:
         at_step: the 0-based epoch before whose training the group is added.
         lr: the new group's lr.
-        min_lr: appended to the plateau scheduler's ``min_lrs`` (``scheduler.min_lrs.append(min_lr)``); None leaves
-            ``min_lrs`` as it is: a scalar ``min_lr`` is rebuilt for the new count at the next reduction, a list one
-            makes that reduction raise torch's RuntimeError.
+        min_lr: appended to the plateau scheduler's ``min_lrs`` (``scheduler.min_lrs.append(min_lr)``); None
+            leaves ``min_lrs`` as it is: a scalar ``min_lr`` is rebuilt for the new count at the next
+            reduction, a list one makes that reduction raise torch's RuntimeError.
         lr_dtype: a tensor dtype (``"float32"``) for a tensor lr, or None.
     """
 
@@ -51,8 +52,8 @@ class Stepped:
 
     Attributes:
         scheduler: the (unbound) scheduler.
-        per_epoch: ``step()`` calls per epoch: 1, or the batches per epoch of a per-batch scheduler (they step after
-            each batch, before the plateau's end-of-epoch step).
+        per_epoch: ``step()`` calls per epoch: 1, or the batches per epoch of a per-batch scheduler (they step
+            after each batch, before the plateau's end-of-epoch step).
         epochs: the 0-based epochs in which it steps (None: all), e.g. ``range(5)`` for a warm-up.
         before_plateau: a per-epoch scheduler stepped before ``plateau.step(metric)`` instead of after it.
     """
@@ -67,10 +68,11 @@ class Stepped:
 class ComposedTrace(Trace):
     """A plateau ``Trace`` whose optimizer other schedulers stepped too.
 
-    The ``Trace`` part is the plateau's view (one record per ``step(metric)``; ``lr_ins`` the lrs each epoch trained
-    with when another writer set them). ``timeline`` is the optimizer's whole lr timeline with the writer of every
-    change; ``schedulers`` the other schedulers as they ended; ``plateau_states[i]`` the plateau state after step
-    ``i``; ``scheduler_states[i]`` every other scheduler's ``state_dict()`` at the end of that epoch.
+    The ``Trace`` part is the plateau's view (one record per ``step(metric)``; ``lr_ins`` the lrs each epoch
+    trained with when another writer set them). ``timeline`` is the optimizer's whole lr timeline with the
+    writer of every change; ``schedulers`` the other schedulers as they ended; ``plateau_states[i]`` the
+    plateau state after step ``i``; ``scheduler_states[i]`` every other scheduler's ``state_dict()`` at the
+    end of that epoch.
     """
 
     timeline: Timeline | None = None
@@ -112,9 +114,9 @@ def replay_composed(
 ) -> ComposedTrace:
     """Replay a ReduceLROnPlateau and other schedulers on one optimizer, as a training loop runs them.
 
-    Order, as in PyTorch's compound tests: the plateau scheduler is built first, then ``with_schedulers`` in list
-    order (their constructors may change the lrs); every epoch, after ``optimizer.step()``, the plateau steps on the
-    epoch's metric, then each other scheduler steps, in list order.
+    Order, as in PyTorch's compound tests: the plateau scheduler is built first, then ``with_schedulers`` in
+    list order (their constructors may change the lrs); every epoch, after ``optimizer.step()``, the plateau
+    steps on the epoch's metric, then each other scheduler steps, in list order.
 
     Args:
         metrics: the value passed to ``plateau.step()`` each epoch (a list or a ``LossLog``).
@@ -122,17 +124,18 @@ def replay_composed(
         lrs: each param group's lr when the optimizer is built (``[1.0]`` when None).
         with_schedulers: schedulers built after the plateau one; a ``Stepped`` says how the loop steps one.
         lr_dtypes: per group, a tensor dtype (``"float32"``) for a tensor lr (torch >= 2.10), or None.
-        step_epochs: per epoch, the ``epoch`` of the deprecated ``plateau.step(metric, epoch)`` (None: no epoch),
-            which sets ``last_epoch`` to it.
+        step_epochs: per epoch, the ``epoch`` of the deprecated ``plateau.step(metric, epoch)`` (None: no
+            epoch), which sets ``last_epoch`` to it.
         events: ``AddParamGroup`` events (param groups added between epochs).
         epochs: the label of each epoch (the log's epochs when ``metrics`` is a ``LossLog``; else 1..n).
         state: the plateau state to continue from (a resumed run); a fresh scheduler's when None.
-        plateau_epochs: the 0-based epochs in which the plateau steps (None: all), e.g. ``range(5, n)`` after a
-            warm-up that stepped alone.
+        plateau_epochs: the 0-based epochs in which the plateau steps (None: all), e.g. ``range(5, n)`` after
+            a warm-up that stepped alone.
         momentum, betas: the optimizer's (betas: an Adam-like optimizer).
 
     Returns:
-        A ``ComposedTrace``; when torch raises, it holds the epochs before and ``error`` says what torch raises.
+        A ``ComposedTrace``; when torch raises, it holds the epochs before and ``error`` says what torch
+        raises.
 
     Raises:
         ScheduleConfigError: an argument torch's constructors reject, or inputs of different lengths.
@@ -252,10 +255,19 @@ def replay_composed(
     tl.warnings = list(opt.warnings)
     start_state, start_lrs = first if first is not None else (plateau, before)
     trace = ComposedTrace(
-        config=cfg, epochs=tuple(out_epochs), metrics=tuple(out_metrics),
-        starts=(Start(0, start_state, tuple(start_lrs)),), final=plateau, error=error,
-        lr_dtypes=tuple(opt.lr_dtypes), timeline=tl, schedulers=tuple(bound), plateau_states=tuple(plateau_states),
-        scheduler_states=tuple(scheduler_states), optimizer=opt, events=tuple(events),
+        config=cfg,
+        epochs=tuple(out_epochs),
+        metrics=tuple(out_metrics),
+        starts=(Start(0, start_state, tuple(start_lrs)),),
+        final=plateau,
+        error=error,
+        lr_dtypes=tuple(opt.lr_dtypes),
+        timeline=tl,
+        schedulers=tuple(bound),
+        plateau_states=tuple(plateau_states),
+        scheduler_states=tuple(scheduler_states),
+        optimizer=opt,
+        events=tuple(events),
     )
     trace._cols = cols
     if any(v is not None for v in lr_ins):
@@ -273,8 +285,14 @@ def scheduler_writes(t: ComposedTrace) -> list[tuple[float, str, tuple[float, ..
     for epoch, ch in zip(tl.epochs, tl.changes, strict=True):
         for w in dict.fromkeys(c.writer for c in ch):
             mine = [c for c in ch if c.writer == w]
-            out.append((epoch, w, tuple(c.before if c.before is not None else math.nan for c in mine),
-                        tuple(c.after for c in mine)))
+            out.append(
+                (
+                    epoch,
+                    w,
+                    tuple(c.before if c.before is not None else math.nan for c in mine),
+                    tuple(c.after for c in mine),
+                )
+            )
     return out
 
 

@@ -1,7 +1,7 @@
 """The annealing and cyclic schedulers: CosineAnnealingLR, CosineAnnealingWarmRestarts, CyclicLR, OneCycleLR.
 
-Float operations follow torch 2.13 term by term (``math.cos(L * math.pi / T)`` and ``math.cos(math.pi * L / T)``
-are different numbers, and torch uses both)."""
+Float operations follow torch 2.13 term by term (``math.cos(L * math.pi / T)`` and ``math.cos(math.pi * L /
+T)`` are different numbers, and torch uses both)."""
 
 from __future__ import annotations
 
@@ -22,12 +22,19 @@ from plateau_forensics.schedules.optimizer import Optimizer
 
 
 class CosineAnnealingLR(LRScheduler):
-    """Cosine annealing from the initial lr to ``eta_min`` over ``T_max`` steps (and back up after, no restart)."""
+    """Cosine annealing from the initial lr to ``eta_min`` over ``T_max`` steps (and back up after, no
+    restart)."""
 
     has_closed_form = True
 
-    def __init__(self, T_max: int, eta_min: float = 0.0, last_epoch: int = -1, *,  # noqa: N803 (torch's names)
-                 optimizer: Optimizer | None = None) -> None:
+    def __init__(
+        self,
+        T_max: int,
+        eta_min: float = 0.0,
+        last_epoch: int = -1,
+        *,  # noqa: N803 (torch's names)
+        optimizer: Optimizer | None = None,
+    ) -> None:
         self._setup(optimizer, T_max=T_max, eta_min=eta_min, last_epoch=last_epoch)
 
     def _construct(self, T_max: int, eta_min: float, last_epoch: int) -> None:  # noqa: N803
@@ -41,11 +48,15 @@ class CosineAnnealingLR(LRScheduler):
         if self._is_initial:
             return group_values(self.optimizer, "lr")
         if self._step_count == 1 and L > 0:
-            return [eta_min + (base_lr - eta_min) * (1 + math.cos(L * math.pi / T)) / 2
-                    for base_lr, _ in strict_zip(self.base_lrs, groups)]
+            return [
+                eta_min + (base_lr - eta_min) * (1 + math.cos(L * math.pi / T)) / 2
+                for base_lr, _ in strict_zip(self.base_lrs, groups)
+            ]
         if (L - 1 - T) % (2 * T) == 0:
-            return [g["lr"] + (base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
-                    for base_lr, g in strict_zip(self.base_lrs, groups)]
+            return [
+                g["lr"] + (base_lr - eta_min) * (1 - math.cos(math.pi / T)) / 2
+                for base_lr, g in strict_zip(self.base_lrs, groups)
+            ]
         ratio = (1 + math.cos(math.pi * L / T)) / (1 + math.cos(math.pi * (L - 1) / T))
         return [ratio * (g["lr"] - eta_min) + eta_min for g in groups]
 
@@ -58,8 +69,15 @@ class CosineAnnealingWarmRestarts(LRScheduler):
     """SGDR: cosine annealing from the initial lr to ``eta_min`` over ``T_0`` steps, restarting with periods
     multiplied by ``T_mult``. ``step(epoch)`` takes fractional epochs (per-batch stepping)."""
 
-    def __init__(self, T_0: int, T_mult: int = 1, eta_min: float = 0.0, last_epoch: int = -1, *,  # noqa: N803
-                 optimizer: Optimizer | None = None) -> None:
+    def __init__(
+        self,
+        T_0: int,
+        T_mult: int = 1,
+        eta_min: float = 0.0,
+        last_epoch: int = -1,
+        *,  # noqa: N803
+        optimizer: Optimizer | None = None,
+    ) -> None:
         self._setup(optimizer, T_0=T_0, T_mult=T_mult, eta_min=eta_min, last_epoch=last_epoch)
 
     def _construct(self, T_0: int, T_mult: int, eta_min: float, last_epoch: int) -> None:  # noqa: N803
@@ -68,8 +86,9 @@ class CosineAnnealingWarmRestarts(LRScheduler):
         if T_mult < 1 or not isinstance(T_mult, int):
             raise ScheduleConfigError(f"Expected integer T_mult >= 1, but got {T_mult}", "ValueError")
         if not isinstance(eta_min, (float, int)):
-            raise ScheduleConfigError(f"Expected float or int eta_min, but got {eta_min} of type {type(eta_min)}",
-                                      "ValueError")
+            raise ScheduleConfigError(
+                f"Expected float or int eta_min, but got {eta_min} of type {type(eta_min)}", "ValueError"
+            )
         self.T_0 = T_0
         self.T_i = T_0
         self.T_mult = T_mult
@@ -99,8 +118,8 @@ class CosineAnnealingWarmRestarts(LRScheduler):
                     self.T_cur = epoch % self.T_0
                 else:
                     n = int(math.log((epoch / self.T_0 * (self.T_mult - 1) + 1), self.T_mult))
-                    self.T_cur = epoch - self.T_0 * (self.T_mult ** n - 1) / (self.T_mult - 1)
-                    self.T_i = self.T_0 * self.T_mult ** n
+                    self.T_cur = epoch - self.T_0 * (self.T_mult**n - 1) / (self.T_mult - 1)
+                    self.T_i = self.T_0 * self.T_mult**n
             else:
                 self.T_i = self.T_0
                 self.T_cur = epoch
@@ -124,20 +143,53 @@ class CyclicLR(LRScheduler):
     Momentum (or Adam's beta1) cycles inversely when ``cycle_momentum``."""
 
     def __init__(
-        self, base_lr: float | list[float], max_lr: float | list[float], step_size_up: int = 2000,
-        step_size_down: int | None = None, mode: CyclicMode = "triangular", gamma: float = 1.0,
-        scale_fn: Any = None, scale_mode: Literal["cycle", "iterations"] = "cycle", cycle_momentum: bool = True,
-        base_momentum: float | list[float] = 0.8, max_momentum: float | list[float] = 0.9, last_epoch: int = -1, *,
+        self,
+        base_lr: float | list[float],
+        max_lr: float | list[float],
+        step_size_up: int = 2000,
+        step_size_down: int | None = None,
+        mode: CyclicMode = "triangular",
+        gamma: float = 1.0,
+        scale_fn: Any = None,
+        scale_mode: Literal["cycle", "iterations"] = "cycle",
+        cycle_momentum: bool = True,
+        base_momentum: float | list[float] = 0.8,
+        max_momentum: float | list[float] = 0.9,
+        last_epoch: int = -1,
+        *,
         optimizer: Optimizer | None = None,
     ) -> None:
-        self._setup(optimizer, base_lr=base_lr, max_lr=max_lr, step_size_up=step_size_up,
-                    step_size_down=step_size_down, mode=mode, gamma=gamma, scale_fn=scale_fn, scale_mode=scale_mode,
-                    cycle_momentum=cycle_momentum, base_momentum=base_momentum, max_momentum=max_momentum,
-                    last_epoch=last_epoch)
+        self._setup(
+            optimizer,
+            base_lr=base_lr,
+            max_lr=max_lr,
+            step_size_up=step_size_up,
+            step_size_down=step_size_down,
+            mode=mode,
+            gamma=gamma,
+            scale_fn=scale_fn,
+            scale_mode=scale_mode,
+            cycle_momentum=cycle_momentum,
+            base_momentum=base_momentum,
+            max_momentum=max_momentum,
+            last_epoch=last_epoch,
+        )
 
-    def _construct(self, base_lr: Any, max_lr: Any, step_size_up: Any, step_size_down: Any, mode: str, gamma: float,
-                   scale_fn: Any, scale_mode: str, cycle_momentum: bool, base_momentum: Any, max_momentum: Any,
-                   last_epoch: int) -> None:
+    def _construct(
+        self,
+        base_lr: Any,
+        max_lr: Any,
+        step_size_up: Any,
+        step_size_down: Any,
+        mode: str,
+        gamma: float,
+        scale_fn: Any,
+        scale_mode: str,
+        cycle_momentum: bool,
+        base_momentum: Any,
+        max_momentum: Any,
+        last_epoch: int,
+    ) -> None:
         from plateau_forensics.schedules.expr import as_callable
 
         opt = self.optimizer
@@ -160,13 +212,17 @@ class CyclicLR(LRScheduler):
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
             if "momentum" not in opt.defaults and "betas" not in opt.defaults:
-                raise ScheduleConfigError("optimizer must support momentum or beta1 with `cycle_momentum` option "
-                                          "enabled", "ValueError")
+                raise ScheduleConfigError(
+                    "optimizer must support momentum or beta1 with `cycle_momentum` option enabled",
+                    "ValueError",
+                )
             self.use_beta1 = "betas" in opt.defaults
             self.base_momentums = format_param("base_momentum", opt, base_momentum)
             self.max_momentums = format_param("max_momentum", opt, max_momentum)
             if last_epoch == -1:
-                for m_mom, b_mom, group in strict_zip(self.max_momentums, self.base_momentums, opt.param_groups):
+                for m_mom, b_mom, group in strict_zip(
+                    self.max_momentums, self.base_momentums, opt.param_groups
+                ):
                     if self.use_beta1:
                         group["betas"] = (m_mom, *group["betas"][1:])
                     else:
@@ -187,7 +243,7 @@ class CyclicLR(LRScheduler):
             self.scale_mode = "cycle"
         elif self.mode == "exp_range":
             gamma = self.gamma
-            self._scale_fn_ref = lambda x: gamma ** x
+            self._scale_fn_ref = lambda x: gamma**x
             self.scale_mode = "iterations"
 
     def scale_fn(self, x: float) -> float:
@@ -239,8 +295,11 @@ class CyclicLR(LRScheduler):
         self._require_bound()
         saved = state_dict.get("_scale_fn_custom")
         custom = self.__dict__.get("_scale_fn_custom")
-        self.__dict__.update(copy.deepcopy({k: v for k, v in state_dict.items()
-                                            if k not in ("_scale_fn_custom", "optimizer", "_spec")}))
+        self.__dict__.update(
+            copy.deepcopy(
+                {k: v for k, v in state_dict.items() if k not in ("_scale_fn_custom", "optimizer", "_spec")}
+            )
+        )
         self._scale_fn_custom = custom
         if saved is not None and custom is not None:
             custom.__dict__.update(saved)
@@ -261,35 +320,75 @@ class OneCycleLR(LRScheduler):
     Stepping past ``total_steps`` raises, as in torch."""
 
     def __init__(
-        self, max_lr: float | list[float], total_steps: int | None = None, epochs: int | None = None,
-        steps_per_epoch: int | None = None, pct_start: float = 0.3, anneal_strategy: Literal["cos", "linear"] = "cos",
-        cycle_momentum: bool = True, base_momentum: float | list[float] = 0.85,
-        max_momentum: float | list[float] = 0.95, div_factor: float = 25.0, final_div_factor: float = 1e4,
-        three_phase: bool = False, last_epoch: int = -1, *, optimizer: Optimizer | None = None,
+        self,
+        max_lr: float | list[float],
+        total_steps: int | None = None,
+        epochs: int | None = None,
+        steps_per_epoch: int | None = None,
+        pct_start: float = 0.3,
+        anneal_strategy: Literal["cos", "linear"] = "cos",
+        cycle_momentum: bool = True,
+        base_momentum: float | list[float] = 0.85,
+        max_momentum: float | list[float] = 0.95,
+        div_factor: float = 25.0,
+        final_div_factor: float = 1e4,
+        three_phase: bool = False,
+        last_epoch: int = -1,
+        *,
+        optimizer: Optimizer | None = None,
     ) -> None:
-        self._setup(optimizer, max_lr=max_lr, total_steps=total_steps, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                    pct_start=pct_start, anneal_strategy=anneal_strategy, cycle_momentum=cycle_momentum,
-                    base_momentum=base_momentum, max_momentum=max_momentum, div_factor=div_factor,
-                    final_div_factor=final_div_factor, three_phase=three_phase, last_epoch=last_epoch)
+        self._setup(
+            optimizer,
+            max_lr=max_lr,
+            total_steps=total_steps,
+            epochs=epochs,
+            steps_per_epoch=steps_per_epoch,
+            pct_start=pct_start,
+            anneal_strategy=anneal_strategy,
+            cycle_momentum=cycle_momentum,
+            base_momentum=base_momentum,
+            max_momentum=max_momentum,
+            div_factor=div_factor,
+            final_div_factor=final_div_factor,
+            three_phase=three_phase,
+            last_epoch=last_epoch,
+        )
 
-    def _construct(self, max_lr: Any, total_steps: Any, epochs: Any, steps_per_epoch: Any, pct_start: Any,
-                   anneal_strategy: str, cycle_momentum: bool, base_momentum: Any, max_momentum: Any,
-                   div_factor: float, final_div_factor: float, three_phase: bool, last_epoch: int) -> None:
+    def _construct(
+        self,
+        max_lr: Any,
+        total_steps: Any,
+        epochs: Any,
+        steps_per_epoch: Any,
+        pct_start: Any,
+        anneal_strategy: str,
+        cycle_momentum: bool,
+        base_momentum: Any,
+        max_momentum: Any,
+        div_factor: float,
+        final_div_factor: float,
+        three_phase: bool,
+        last_epoch: int,
+    ) -> None:
         opt = self.optimizer
         if total_steps is not None:
             if total_steps <= 0 or not isinstance(total_steps, int):
-                raise ScheduleConfigError(f"Expected positive integer total_steps, but got {total_steps}", "ValueError")
+                raise ScheduleConfigError(
+                    f"Expected positive integer total_steps, but got {total_steps}", "ValueError"
+                )
             self.total_steps = total_steps
         elif epochs is not None and steps_per_epoch is not None:
             if not isinstance(epochs, int) or epochs <= 0:
                 raise ScheduleConfigError(f"Expected positive integer epochs, but got {epochs}", "ValueError")
             if not isinstance(steps_per_epoch, int) or steps_per_epoch <= 0:
-                raise ScheduleConfigError(f"Expected positive integer steps_per_epoch, but got {steps_per_epoch}",
-                                          "ValueError")
+                raise ScheduleConfigError(
+                    f"Expected positive integer steps_per_epoch, but got {steps_per_epoch}", "ValueError"
+                )
             self.total_steps = epochs * steps_per_epoch
         else:
-            raise ScheduleConfigError("You must define either total_steps OR (epochs AND steps_per_epoch)",
-                                      "ValueError")
+            raise ScheduleConfigError(
+                "You must define either total_steps OR (epochs AND steps_per_epoch)", "ValueError"
+            )
         n = self.total_steps
         if three_phase:
             self._schedule_phases = [
@@ -303,10 +402,14 @@ class OneCycleLR(LRScheduler):
                 _phase(n - 1, "max_lr", "min_lr", "base_momentum", "max_momentum"),
             ]
         if pct_start < 0 or pct_start > 1 or not isinstance(pct_start, float):
-            raise ScheduleConfigError(f"Expected float between 0 and 1 pct_start, but got {pct_start}", "ValueError")
+            raise ScheduleConfigError(
+                f"Expected float between 0 and 1 pct_start, but got {pct_start}", "ValueError"
+            )
         if anneal_strategy not in ("cos", "linear"):
             raise ScheduleConfigError(
-                f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}", "ValueError")
+                f"anneal_strategy must be one of 'cos' or 'linear', instead got {anneal_strategy}",
+                "ValueError",
+            )
         self._anneal_func_type = anneal_strategy
         max_lrs = format_param("max_lr", opt, max_lr)
         if last_epoch == -1:
@@ -317,8 +420,10 @@ class OneCycleLR(LRScheduler):
         self.cycle_momentum = cycle_momentum
         if cycle_momentum:
             if "momentum" not in opt.defaults and "betas" not in opt.defaults:
-                raise ScheduleConfigError("optimizer must support momentum or beta1 with `cycle_momentum` option "
-                                          "enabled", "ValueError")
+                raise ScheduleConfigError(
+                    "optimizer must support momentum or beta1 with `cycle_momentum` option enabled",
+                    "ValueError",
+                )
             self.use_beta1 = "betas" in opt.defaults
             max_moms = format_param("max_momentum", opt, max_momentum)
             base_moms = format_param("base_momentum", opt, base_momentum)
@@ -343,8 +448,10 @@ class OneCycleLR(LRScheduler):
     def get_lr(self) -> list[Any]:
         step_num = self.last_epoch
         if step_num > self.total_steps:
-            raise TorchRaises("ValueError", f"Tried to step {step_num} times. The specified number of total steps "
-                              f"is {self.total_steps}")
+            raise TorchRaises(
+                "ValueError",
+                f"Tried to step {step_num} times. The specified number of total steps is {self.total_steps}",
+            )
         lrs = []
         phases = self._schedule_phases
         for group in self.optimizer.param_groups:
@@ -355,8 +462,9 @@ class OneCycleLR(LRScheduler):
                     pct = (step_num - start_step) / (end_step - start_step)
                     lr = self._anneal(_key(group, phase["start_lr"]), _key(group, phase["end_lr"]), pct)
                     if self.cycle_momentum:
-                        mom = self._anneal(_key(group, phase["start_momentum"]), _key(group, phase["end_momentum"]),
-                                           pct)
+                        mom = self._anneal(
+                            _key(group, phase["start_momentum"]), _key(group, phase["end_momentum"]), pct
+                        )
                     break
                 start_step = phase["end_step"]
             lrs.append(lr)
@@ -375,5 +483,10 @@ def _key(group: dict[str, Any], key: str) -> Any:
 
 
 def _phase(end_step: float, start_lr: str, end_lr: str, start_m: str, end_m: str) -> dict[str, Any]:
-    return {"end_step": end_step, "start_lr": start_lr, "end_lr": end_lr, "start_momentum": start_m,
-            "end_momentum": end_m}
+    return {
+        "end_step": end_step,
+        "start_lr": start_lr,
+        "end_lr": end_lr,
+        "start_momentum": start_m,
+        "end_momentum": end_m,
+    }

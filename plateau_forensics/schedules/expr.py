@@ -1,10 +1,10 @@
 """A small arithmetic evaluator for lr lambdas written as text: ``"0.95 ** epoch"``,
 ``"epoch / 5 if epoch < 5 else 0.5 * (1 + math.cos(math.pi * (epoch - 5) / 95))"``.
 
-Its own tokenizer and parser (never ``eval``, ``exec`` or ``compile``): numbers, one variable, ``+ - * / // % **``,
-comparisons, ``and``/``or``/``not``, ``a if c else b``, parentheses, and a fixed list of functions and constants.
-Results are what the same Python lambda returns, bit for bit (Python's own operators run on Python numbers).
-Sizes are bounded: the text, the nesting, and integers (a ``9 ** 9 ** 9`` is refused, not computed).
+Its own tokenizer and parser (never ``eval``, ``exec`` or ``compile``): numbers, one variable, ``+ - * / // %
+**``, comparisons, ``and``/``or``/``not``, ``a if c else b``, parentheses, and a fixed list of functions and
+constants. Results are what the same Python lambda returns, bit for bit (Python's own operators run on Python
+numbers). Sizes are bounded: the text, the nesting, and integers (a ``9 ** 9 ** 9`` is refused, not computed).
 """
 
 from __future__ import annotations
@@ -22,23 +22,45 @@ MAX_DEPTH = 40
 MAX_INT_BITS = 4096
 
 FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "abs": abs, "min": min, "max": max, "int": int, "float": float, "round": round,
-    "cos": math.cos, "sin": math.sin, "tan": math.tan, "acos": math.acos, "asin": math.asin, "atan": math.atan,
-    "cosh": math.cosh, "sinh": math.sinh, "tanh": math.tanh, "exp": math.exp, "log": math.log,
-    "log2": math.log2, "log10": math.log10, "sqrt": math.sqrt, "floor": math.floor, "ceil": math.ceil,
-    "fabs": math.fabs, "pow": math.pow,
+    "abs": abs,
+    "min": min,
+    "max": max,
+    "int": int,
+    "float": float,
+    "round": round,
+    "cos": math.cos,
+    "sin": math.sin,
+    "tan": math.tan,
+    "acos": math.acos,
+    "asin": math.asin,
+    "atan": math.atan,
+    "cosh": math.cosh,
+    "sinh": math.sinh,
+    "tanh": math.tanh,
+    "exp": math.exp,
+    "log": math.log,
+    "log2": math.log2,
+    "log10": math.log10,
+    "sqrt": math.sqrt,
+    "floor": math.floor,
+    "ceil": math.ceil,
+    "fabs": math.fabs,
+    "pow": math.pow,
 }
 #: the functions that exist only as ``math.<name>`` in Python (``abs`` ... ``round`` are builtins)
 _BUILTINS = ("abs", "min", "max", "int", "float", "round")
 CONSTANTS = {"pi": math.pi, "e": math.e, "tau": math.tau, "inf": math.inf}
 
-_TOKEN = re.compile(r"""
+_TOKEN = re.compile(
+    r"""
     (?P<num>(?:\d+\.\d*|\.\d+|\d+)(?:[eE][+-]?\d+)?)
   | (?P<name>[A-Za-z_][A-Za-z_0-9]*)
   | (?P<str>'[^'\\\n]{0,200}'|"[^"\\\n]{0,200}")
   | (?P<op>\*\*|//|==|!=|<=|>=|[-+*/%<>()\[\],=:.])
   | (?P<space>\s+)
-""", re.VERBOSE)
+""",
+    re.VERBOSE,
+)
 
 
 @dataclass(frozen=True)
@@ -80,8 +102,8 @@ def tokenize(text: str, what: str = "expression") -> list[Token]:
 
 
 class Parser:
-    """Recursive descent over tokens; ``expression()`` builds a tree of tuples, stopping at a token it does not
-    use (a ``,`` or ``)`` of an enclosing schedule call)."""
+    """Recursive descent over tokens; ``expression()`` builds a tree of tuples, stopping at a token it does
+    not use (a ``,`` or ``)`` of an enclosing schedule call)."""
 
     def __init__(self, tokens: list[Token], text: str, what: str = "expression") -> None:
         self.tokens, self.text, self.what = tokens, text, what
@@ -213,12 +235,17 @@ class Parser:
                 attr = self.expect("name")
                 name = attr.value
                 if name not in CONSTANTS and (name not in FUNCTIONS or name in _BUILTINS):
-                    raise self.error(f"math.{name} is not one of the allowed functions "
-                                     f"({', '.join(sorted(set(FUNCTIONS) - set(_BUILTINS)))}) or constants "
-                                     f"({', '.join(CONSTANTS)})", attr)
+                    raise self.error(
+                        f"math.{name} is not one of the allowed functions "
+                        f"({', '.join(sorted(set(FUNCTIONS) - set(_BUILTINS)))}) or constants "
+                        f"({', '.join(CONSTANTS)})",
+                        attr,
+                    )
             if self.accept("op", "("):
                 if name not in FUNCTIONS:
-                    raise self.error(f"{name}() is not an allowed function ({', '.join(sorted(FUNCTIONS))})", t)
+                    raise self.error(
+                        f"{name}() is not an allowed function ({', '.join(sorted(FUNCTIONS))})", t
+                    )
                 args = []
                 if not self.accept("op", ")"):
                     while True:
@@ -243,8 +270,10 @@ def _check_int(x: Any, where: str) -> Any:
 def _power(a: Any, b: Any, where: str) -> Any:
     if isinstance(a, int) and isinstance(b, int) and b > 0 and abs(a) > 1:
         if (abs(a).bit_length() - 1) * b > MAX_INT_BITS:
-            raise ExpressionError(f"{where}: {a} ** {b} is too large (integers are limited to {MAX_INT_BITS} bits)")
-    return _check_int(a ** b, where)
+            raise ExpressionError(
+                f"{where}: {a} ** {b} is too large (integers are limited to {MAX_INT_BITS} bits)"
+            )
+    return _check_int(a**b, where)
 
 
 def _binary(op: str, a: Any, b: Any, where: str) -> Any:
@@ -266,16 +295,20 @@ def _binary(op: str, a: Any, b: Any, where: str) -> Any:
 
 
 _COMPARE: dict[str, Callable[[Any, Any], bool]] = {
-    "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b,
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+    "<": lambda a, b: a < b,
+    "<=": lambda a, b: a <= b,
+    ">": lambda a, b: a > b,
+    ">=": lambda a, b: a >= b,
+    "==": lambda a, b: a == b,
+    "!=": lambda a, b: a != b,
 }
 
 
 class Expression:
     """A parsed expression of one variable, callable like the lambda it stands for.
 
-    Errors Python itself raises while evaluating (``ZeroDivisionError``, ``OverflowError``, a math domain error)
-    propagate as they would from the lambda; refusals of the evaluator are ``ExpressionError``.
+    Errors Python itself raises while evaluating (``ZeroDivisionError``, ``OverflowError``, a math domain
+    error) propagate as they would from the lambda; refusals of the evaluator are ``ExpressionError``.
 
     Example:
         >>> Expression("0.95 ** epoch")(2)
@@ -305,8 +338,10 @@ class Expression:
         while stack:
             n = stack.pop()
             if n[0] == "name" and n[1] != self.variable:
-                raise ExpressionError(f"expression {self.source!r}: unknown name {n[1]!r} at column {n[2] + 1} "
-                                      f"(the variable is {self.variable!r})")
+                raise ExpressionError(
+                    f"expression {self.source!r}: unknown name {n[1]!r} at column {n[2] + 1} "
+                    f"(the variable is {self.variable!r})"
+                )
             stack.extend(c for c in n[1:] if isinstance(c, tuple) and c and isinstance(c[0], str))
             for c in n[1:]:
                 if isinstance(c, tuple) and c and isinstance(c[0], tuple):
@@ -366,4 +401,6 @@ def as_callable(fn: Any, variable: str = "epoch") -> Any:
         return Expression(fn, variable)
     if callable(fn):
         return fn
-    raise ScheduleConfigError(f"expected a function or an expression string, got {type(fn).__name__}", "TypeError")
+    raise ScheduleConfigError(
+        f"expected a function or an expression string, got {type(fn).__name__}", "TypeError"
+    )

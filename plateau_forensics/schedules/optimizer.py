@@ -1,5 +1,5 @@
-"""A stand-in for a torch optimizer as the schedulers see it: param groups (``lr``, ``initial_lr``, momentum or
-betas, and the keys schedulers write), the optimizer's ``defaults``, and the warnings torch would emit."""
+"""A stand-in for a torch optimizer as the schedulers see it: param groups (``lr``, ``initial_lr``, momentum
+or betas, and the keys schedulers write), the optimizer's ``defaults``, and the warnings torch would emit."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from plateau_forensics.schedules.values import DTYPES, TensorLR, round_to
 
 
 class Optimizer:
-    """Param groups with an lr each, as ``torch.optim.SGD`` (``momentum`` in its defaults) or Adam (``betas``).
+    """Param groups with an lr each, as ``torch.optim.SGD`` (``momentum`` in its defaults) or Adam
+    (``betas``).
 
     Args:
         lrs: each param group's ``lr``.
@@ -62,15 +63,19 @@ class Optimizer:
                 group[key] = self.defaults[key]
         return group
 
-    def add_param_group(self, lr: float | None = None, lr_dtype: str | None = None, **keys: Any) -> dict[str, Any]:
-        """torch's ``add_param_group``: a new group with ``lr`` (the defaults' lr when None) and no ``initial_lr``."""
+    def add_param_group(
+        self, lr: float | None = None, lr_dtype: str | None = None, **keys: Any
+    ) -> dict[str, Any]:
+        """torch's ``add_param_group``: a new group with ``lr`` (the defaults' lr when None) and no
+        ``initial_lr``."""
         group = self._group(self.defaults["lr"] if lr is None else lr, lr_dtype)
         group.update(keys)
         self.param_groups.append(group)
         return group
 
     def step(self) -> None:
-        """``optimizer.step()``: only what the schedulers check (that it was called before their first step)."""
+        """``optimizer.step()``: only what the schedulers check (that it was called before their first
+        step)."""
         self._opt_called = True
 
     @property
@@ -93,5 +98,7 @@ def _lr_value(lr: Any, dtype: str | None) -> Any:
     if dtype is None or isinstance(lr, TensorLR):
         return lr
     if dtype not in DTYPES:
-        raise ScheduleConfigError(f"lr dtype {dtype!r}: use one of {', '.join(DTYPES)} (or None for a float lr)")
+        raise ScheduleConfigError(
+            f"lr dtype {dtype!r}: use one of {', '.join(DTYPES)} (or None for a float lr)"
+        )
     return TensorLR(round_to(dtype)(float(lr)), dtype)

@@ -1,8 +1,8 @@
-"""Parse a scheduler written as a constructor call, ``"CosineAnnealingWarmRestarts(T_0=10, T_mult=2)"``, into an
-unbound scheduler (``plateau-trace --schedule``). Its own parser: names, numbers (constant arithmetic allowed),
-strings, ``True``/``False``/``None``, lists, nested schedulers and ``lambda epoch: ...``; nothing is evaluated
-by Python. A pasted ``torch.optim.lr_scheduler.StepLR(optimizer, step_size=10)`` works: the module path and a
-leading optimizer name are ignored.
+"""Parse a scheduler written as a constructor call, ``"CosineAnnealingWarmRestarts(T_0=10, T_mult=2)"``, into
+an unbound scheduler (``plateau-trace --schedule``). Its own parser: names, numbers (constant arithmetic
+allowed), strings, ``True``/``False``/``None``, lists, nested schedulers and ``lambda epoch: ...``; nothing is
+evaluated by Python. A pasted ``torch.optim.lr_scheduler.StepLR(optimizer, step_size=10)`` works: the module
+path and a leading optimizer name are ignored.
 """
 
 from __future__ import annotations
@@ -22,8 +22,12 @@ def scheduler_classes() -> dict[str, type[LRScheduler]]:
     out: dict[str, type[LRScheduler]] = {}
     for module in (basic, cyclic, chains):
         for name, obj in vars(module).items():
-            if isinstance(obj, type) and issubclass(obj, LRScheduler) and not name.startswith("_") \
-                    and obj.__module__ == module.__name__:
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, LRScheduler)
+                and not name.startswith("_")
+                and obj.__module__ == module.__name__
+            ):
                 out[name] = obj
     return out
 
@@ -51,11 +55,15 @@ class _SpecParser(Parser):
             dotted, tok = self._dotted()
             name = dotted.rsplit(".", 1)[-1]
             if name == "ReduceLROnPlateau":
-                raise ScheduleConfigError("ReduceLROnPlateau needs the metric every epoch: give a loss log "
-                                          "(plateau-trace LOSSES --patience ... --schedule ...) instead")
+                raise ScheduleConfigError(
+                    "ReduceLROnPlateau needs the metric every epoch: give a loss log "
+                    "(plateau-trace LOSSES --patience ... --schedule ...) instead"
+                )
             cls = self.classes.get(name)
             if cls is None:
-                raise self.error(f"unknown scheduler {dotted!r} (one of {', '.join(sorted(self.classes))})", tok)
+                raise self.error(
+                    f"unknown scheduler {dotted!r} (one of {', '.join(sorted(self.classes))})", tok
+                )
             self.expect("op", "(")
             args, kwargs = self._arguments()
             return _build(cls, args, kwargs, self.text)
@@ -77,8 +85,13 @@ class _SpecParser(Parser):
             else:
                 if kwargs:
                     raise self.error("positional argument after a keyword argument", t)
-                if first and t.kind == "name" and nxt.kind == "op" and nxt.value in (",", ")") \
-                        and t.value not in ("True", "False", "None"):
+                if (
+                    first
+                    and t.kind == "name"
+                    and nxt.kind == "op"
+                    and nxt.value in (",", ")")
+                    and t.value not in ("True", "False", "None")
+                ):
                     self.i += 1  # StepLR(optimizer, ...): the optimizer is ours
                 else:
                     args.append(self.value())
@@ -112,7 +125,7 @@ class _SpecParser(Parser):
                 self.expect("op", ":")
                 start = self.tok.pos
                 tree = self.expression()
-                source = self.text[start:self.tok.pos].strip()
+                source = self.text[start : self.tok.pos].strip()
                 return Expression.from_tree(tree, source, var)
             if self._is_call():
                 return self.scheduler()
@@ -135,10 +148,18 @@ class _SpecParser(Parser):
 
     def _is_call(self) -> bool:
         j = self.i
-        while self.tokens[j].kind == "name" and self.tokens[j + 1].kind == "op" and self.tokens[j + 1].value == ".":
+        while (
+            self.tokens[j].kind == "name"
+            and self.tokens[j + 1].kind == "op"
+            and self.tokens[j + 1].value == "."
+        ):
             j += 2
-        return self.tokens[j].kind == "name" and self.tokens[j + 1].kind == "op" and self.tokens[j + 1].value == "(" \
+        return (
+            self.tokens[j].kind == "name"
+            and self.tokens[j + 1].kind == "op"
+            and self.tokens[j + 1].value == "("
             and self.tokens[j].value in self.classes | {"ReduceLROnPlateau": None}
+        )
 
     def _is_tuple(self) -> bool:
         depth, j = 0, self.i
@@ -159,14 +180,18 @@ class _SpecParser(Parser):
 def _build(cls: type[LRScheduler], args: list[Any], kwargs: dict[str, Any], text: str) -> LRScheduler:
     names = parameters(cls)
     if len(args) > len(names):
-        raise ScheduleConfigError(f"schedule {text!r}: {cls.__name__} takes {len(names)} arguments "
-                                  f"({', '.join(names)}), got {len(args)} positional")
+        raise ScheduleConfigError(
+            f"schedule {text!r}: {cls.__name__} takes {len(names)} arguments "
+            f"({', '.join(names)}), got {len(args)} positional"
+        )
     merged = dict(zip(names, args, strict=False))
     for key, value in kwargs.items():
         if key not in names:
             hint = " (torch 2.7 removed verbose)" if key == "verbose" else ""
-            raise ScheduleConfigError(f"schedule {text!r}: {cls.__name__} has no argument {key!r}{hint}; its "
-                                      f"arguments are {', '.join(names)}")
+            raise ScheduleConfigError(
+                f"schedule {text!r}: {cls.__name__} has no argument {key!r}{hint}; its "
+                f"arguments are {', '.join(names)}"
+            )
         if key in merged:
             raise ScheduleConfigError(f"schedule {text!r}: {cls.__name__} got {key!r} twice")
         merged[key] = value

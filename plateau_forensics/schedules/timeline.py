@@ -1,6 +1,6 @@
 """The whole lr timeline of one optimizer: every group's lr in each interval of training, and which scheduler
-changed it. Built by ``timeline()`` (schedulers alone, teaching mode) and by ``compose.replay_composed`` (beside a
-ReduceLROnPlateau); rendered as a grid or table, CSV, JSON, or a matplotlib plot."""
+changed it. Built by ``timeline()`` (schedulers alone, teaching mode) and by ``compose.replay_composed``
+(beside a ReduceLROnPlateau); rendered as a grid or table, CSV, JSON, or a matplotlib plot."""
 
 from __future__ import annotations
 
@@ -25,7 +25,8 @@ WRITER_COLOURS = ("#8c6bb1", "#e6a532", "#41ab5d", "#6baed6", "#d9829b", "#96969
 
 @dataclass(frozen=True)
 class Change:
-    """One group's lr changed by one writer (a scheduler's label, ``ReduceLROnPlateau``, ``add_param_group``)."""
+    """One group's lr changed by one writer (a scheduler's label, ``ReduceLROnPlateau``,
+    ``add_param_group``)."""
 
     writer: str
     group: int
@@ -44,7 +45,8 @@ class Timeline:
         lrs: each row's lrs, one per param group (groups added mid-run make later rows longer).
         changes: each row's changes, by writer and group.
         states: per row, every scheduler's ``state_dict()`` after the steps that set the row (when recorded).
-        error: what torch raises after the last row (``"torch raises ValueError: Tried to step ..."``), or None.
+        error: what torch raises after the last row (``"torch raises ValueError: Tried to step ..."``), or
+            None.
         warnings: what torch warns, (writer, message) pairs in order.
     """
 
@@ -59,8 +61,13 @@ class Timeline:
     def __len__(self) -> int:
         return len(self.lrs)
 
-    def add(self, epoch: float, lrs: tuple[float, ...], changes: Sequence[Change],
-            states: tuple[dict[str, Any], ...] | None = None) -> None:
+    def add(
+        self,
+        epoch: float,
+        lrs: tuple[float, ...],
+        changes: Sequence[Change],
+        states: tuple[dict[str, Any], ...] | None = None,
+    ) -> None:
         """Append a row."""
         self.epochs.append(epoch)
         self.lrs.append(lrs)
@@ -69,8 +76,8 @@ class Timeline:
             self.states.append(states)
 
     def segments(self) -> list[tuple[str, float, float]]:
-        """Runs of consecutive rows whose lr one writer changed: ``(writer, first epoch, last epoch)``, in order
-        of their first row (a warm-up is one run, each plateau reduction its own)."""
+        """Runs of consecutive rows whose lr one writer changed: ``(writer, first epoch, last epoch)``, in
+        order of their first row (a warm-up is one run, each plateau reduction its own)."""
         open_runs: dict[str, int] = {}  # writer -> index in out of its run still open at the previous row
         out: list[tuple[str, float, float]] = []
         for epoch, ch in zip(self.epochs, self.changes, strict=True):
@@ -89,14 +96,25 @@ class Timeline:
 
     def to_records(self) -> list[dict[str, Any]]:
         """One dict per row: ``epoch``, ``lr`` (a list per group) and ``changed_by`` (writer names)."""
-        return [{"epoch": e, "lr": list(lr), "changed_by": sorted({c.writer for c in ch})}
-                for e, lr, ch in zip(self.epochs, self.lrs, self.changes, strict=True)]
+        return [
+            {"epoch": e, "lr": list(lr), "changed_by": sorted({c.writer for c in ch})}
+            for e, lr, ch in zip(self.epochs, self.lrs, self.changes, strict=True)
+        ]
 
     def render(self, fmt: str = "grid", *, width: int = 100, style: str = "simple") -> str:
-        """The timeline as text: ``grid`` (epochs as columns, wrapped to ``width``), ``table``, ``csv`` or ``json``."""
+        """The timeline as text: ``grid`` (epochs as columns, wrapped to ``width``), ``table``, ``csv`` or
+        ``json``."""
         if fmt == "json":
-            return json.dumps({"schedulers": list(self.writers), "rows": self.to_records(), "error": self.error,
-                               "warnings": [list(w) for w in self.warnings]}, indent=2, default=_jsonable)
+            return json.dumps(
+                {
+                    "schedulers": list(self.writers),
+                    "rows": self.to_records(),
+                    "error": self.error,
+                    "warnings": [list(w) for w in self.warnings],
+                },
+                indent=2,
+                default=_jsonable,
+            )
         if fmt == "csv":
             return _csv(self)
         if fmt in ("table", "markdown"):
@@ -106,7 +124,8 @@ class Timeline:
         return _grid(self, width)
 
     def plot(self, path: Any = None, **kwargs: Any) -> Figure:
-        """Draw the lr of every group over the rows (matplotlib, the ``[plot]`` extra); see ``plot_timeline``."""
+        """Draw the lr of every group over the rows (matplotlib, the ``[plot]`` extra); see
+        ``plot_timeline``."""
         return plot_timeline(self, path, **kwargs)
 
 
@@ -158,16 +177,27 @@ def _grid(t: Timeline, width: int) -> str:
         while end < ncol and (end == start or used + 2 + col_w[end] <= width):
             used += 2 + col_w[end]
             end += 1
-        blocks.append("\n".join((name.ljust(label_w) + "".join("  " + cells[i].rjust(col_w[i])
-                                                                for i in range(start, end))).rstrip()
-                                for name, cells in rows))
+        blocks.append(
+            "\n".join(
+                (
+                    name.ljust(label_w) + "".join("  " + cells[i].rjust(col_w[i]) for i in range(start, end))
+                ).rstrip()
+                for name, cells in rows
+            )
+        )
         start = end
-    legend = ["by: " + "; ".join(f"{code} = {w}" for w, code in codes.items()
-                                 if any(c.writer == w for ch in t.changes for c in ch))]
+    legend = [
+        "by: "
+        + "; ".join(
+            f"{code} = {w}" for w, code in codes.items() if any(c.writer == w for ch in t.changes for c in ch)
+        )
+    ]
     segments = t.segments()
     if len({w for w, _, _ in segments}) > 1:
-        legend += [f"segment  {w}: epochs {_g(a)}-{_g(b)}" if a != b else f"segment  {w}: epoch {_g(a)}"
-                   for w, a, b in segments]
+        legend += [
+            f"segment  {w}: epochs {_g(a)}-{_g(b)}" if a != b else f"segment  {w}: epoch {_g(a)}"
+            for w, a, b in segments
+        ]
     if t.error:
         legend.append(f"error    after epoch {_g(t.epochs[-1]) if t.epochs else '-'}: {t.error}")
     legend += [f"warning  {w}: {m}" for w, m in dict.fromkeys(t.warnings)]
@@ -181,8 +211,11 @@ def _table(t: Timeline, style: str) -> str:
     heads = ["epoch"] + (["lr"] if n_groups == 1 else [f"lr[{g}]" for g in range(n_groups)]) + ["changed by"]
     rows = []
     for e, lr, ch in zip(t.epochs, t.lrs, t.changes, strict=True):
-        rows.append([_g(e)] + [_g(lr[g]) if g < len(lr) else "" for g in range(n_groups)]
-                    + ["; ".join(dict.fromkeys(c.writer for c in ch))])
+        rows.append(
+            [_g(e)]
+            + [_g(lr[g]) if g < len(lr) else "" for g in range(n_groups)]
+            + ["; ".join(dict.fromkeys(c.writer for c in ch))]
+        )
     text = tabulate(rows, headers=heads, tablefmt=style, disable_numparse=True)
     if t.error:
         text += f"\n\nerror after the last row: {t.error}"
@@ -198,9 +231,11 @@ def _csv(t: Timeline) -> str:
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(["epoch"] + [f"lr_{g}" for g in range(n_groups)] + ["changed_by"])
     for e, lr, ch in zip(t.epochs, t.lrs, t.changes, strict=True):
-        w.writerow([repr(e) if isinstance(e, float) else e]
-                   + [repr(lr[g]) if g < len(lr) else "" for g in range(n_groups)]
-                   + [";".join(dict.fromkeys(c.writer for c in ch))])
+        w.writerow(
+            [repr(e) if isinstance(e, float) else e]
+            + [repr(lr[g]) if g < len(lr) else "" for g in range(n_groups)]
+            + [";".join(dict.fromkeys(c.writer for c in ch))]
+        )
     return buf.getvalue()
 
 
@@ -230,12 +265,13 @@ def timeline(
     betas: tuple[float, float] | None = None,
     record_states: bool = False,
 ) -> Timeline:
-    """The lrs of ``epochs`` epochs when these schedulers are built in order on one optimizer and each steps once
-    per epoch, in order, after ``optimizer.step()``: row ``e`` is the lr epoch ``e`` trains with (after ``e``
-    rounds of steps). What torch raises ends the timeline with ``error`` set.
+    """The lrs of ``epochs`` epochs when these schedulers are built in order on one optimizer and each steps
+    once per epoch, in order, after ``optimizer.step()``: row ``e`` is the lr epoch ``e`` trains with (after
+    ``e`` rounds of steps). What torch raises ends the timeline with ``error`` set.
 
     Args:
-        schedulers: unbound schedulers (specs), e.g. ``[StepLR(step_size=30)]``; each is bound to a new optimizer.
+        schedulers: unbound schedulers (specs), e.g. ``[StepLR(step_size=30)]``; each is bound to a new
+            optimizer.
         epochs: the number of rows (epochs 0 .. epochs-1).
         lrs: the optimizer's lr per param group.
         lr_dtypes: per group, a tensor dtype (``"float32"``) for a tensor lr, or None.
@@ -279,10 +315,15 @@ def timeline(
 
 
 def plot_timeline(
-    t: Timeline, path: Any = None, *, figsize: tuple[float, float] = (10, 4.5), log: bool | None = None,
+    t: Timeline,
+    path: Any = None,
+    *,
+    figsize: tuple[float, float] = (10, 4.5),
+    log: bool | None = None,
     title: str | None = None,
 ) -> Figure:
-    """Every group's lr as a step line over the rows, with a band under it naming which scheduler wrote each row.
+    """Every group's lr as a step line over the rows, with a band under it naming which scheduler wrote each
+    row.
 
     Args:
         t: the timeline.
@@ -306,8 +347,15 @@ def plot_timeline(
     for g in range(n_groups):
         ys = [lr[g] if g < len(lr) else math.nan for lr in t.lrs]
         colour, dash = GROUP_STYLES[g % len(GROUP_STYLES)]
-        ax.stairs(ys, edges, baseline=None, label="lr" if n_groups == 1 else f"group {g}", linewidth=1.6,
-                  color=colour, linestyle=dash)
+        ax.stairs(
+            ys,
+            edges,
+            baseline=None,
+            label="lr" if n_groups == 1 else f"group {g}",
+            linewidth=1.6,
+            color=colour,
+            linestyle=dash,
+        )
     if log is None:
         log = bool(values) and max(values) / min(values) > 50
     if log:
@@ -324,20 +372,40 @@ def plot_timeline(
         writers = list(dict.fromkeys(c.writer for c in ch))
         for k, w in enumerate(writers):
             h = 1.0 / len(writers)
-            band.bar(x, h, width=step, bottom=k * h, align="edge", color=colors[w],
-                     label=w if w not in seen else None, linewidth=0)
+            band.bar(
+                x,
+                h,
+                width=step,
+                bottom=k * h,
+                align="edge",
+                color=colors[w],
+                label=w if w not in seen else None,
+                linewidth=0,
+            )
             seen.add(w)
     band.set_yticks([])
     band.set_ylabel("by", rotation=0, ha="right", va="center")
     band.set_xlabel("epoch")
     if seen:
         handles, labels = band.get_legend_handles_labels()
-        fig.legend(handles, labels, loc="outside lower center", ncol=min(3, len(seen)), fontsize="small",
-                   frameon=False)
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncol=min(3, len(seen)),
+            fontsize="small",
+            frameon=False,
+        )
     if t.error and xs:
         ax.axvline(edges[-1], color="red", linestyle="--", linewidth=1)
-        ax.annotate("torch raises here", (edges[-1], 0.95), xycoords=("data", "axes fraction"), ha="right",
-                    fontsize="small", color="red")
+        ax.annotate(
+            "torch raises here",
+            (edges[-1], 0.95),
+            xycoords=("data", "axes fraction"),
+            ha="right",
+            fontsize="small",
+            color="red",
+        )
     if path is not None:
         save_figure(fig, path)
     return fig

@@ -1,7 +1,8 @@
 """Tensor learning rates (torch >= 2.10) as immutable values that round like torch's 0-dim tensor arithmetic.
 
 A scheduler formula such as ``group["lr"] * gamma`` runs unchanged on a ``TensorLR``: the operators below give
-what torch computes for a 0-dim tensor of that dtype (checked against torch in tests/test_schedules_values.py).
+what torch computes for a 0-dim tensor of that dtype (checked against torch in
+tests/test_schedules_values.py).
 """
 
 from __future__ import annotations
@@ -124,7 +125,8 @@ class TensorLR:
 
 
 def filled(old: Any, new: Any) -> Any:
-    """torch's ``_update_param_group_val``: a tensor lr keeps its dtype (``fill_`` rounds), a number is replaced."""
+    """torch's ``_update_param_group_val``: a tensor lr keeps its dtype (``fill_`` rounds), a number is
+    replaced."""
     if isinstance(old, TensorLR):
         return TensorLR(round_to(old.dtype)(float(new)), old.dtype)
     return new
