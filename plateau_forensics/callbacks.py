@@ -80,7 +80,8 @@ def _lightning_class() -> type:
             self._configs = [(k, c, _hyper(c.scheduler)) for k, c in configs]
             if not configs:
                 self.options["logger"].warning(
-                    "plateau_forensics: configure_optimizers returned no ReduceLROnPlateau: nothing is recorded")
+                    "plateau_forensics: configure_optimizers returned no ReduceLROnPlateau: nothing is "
+                    "recorded")
             for i, (_, c) in enumerate(configs):
                 self.recorders.append(record(
                     c.scheduler, c.scheduler.optimizer, _nth(self.path, i, len(configs)),
