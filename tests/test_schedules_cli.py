@@ -256,3 +256,15 @@ def test_timeline_plot_api(tmp_path) -> None:
     writers = [c.writer for ch in t.changes for c in dict((c.writer, c) for c in ch).values()]
     assert len(band.patches) == len(writers)
     assert (tmp_path / "t.svg").read_text().startswith("<?xml")
+
+
+def test_readme_timeline_block_is_real(runner) -> None:
+    """The timeline output quoted in the README is what its command prints today."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("<!-- timeline-output:start -->\n```\n")[1].split("```\n<!-- timeline-output:end -->")[0]
+    r = runner.invoke(main, ["--schedule", "LinearLR(start_factor=0.1, total_iters=4)", "--schedule",
+                             "MultiStepLR(milestones=[6, 9], gamma=0.5)", "--epochs", "12", "--lr", "0.1",
+                             "--width", "100"])
+    assert r.exit_code == ExitStatus.OK
+    assert r.stdout == block
+    assert 'plateau-trace --schedule "LinearLR(start_factor=0.1, total_iters=4)" --schedule' in readme
