@@ -9,8 +9,8 @@ which ``state_dict()`` leaves out as torch leaves out ``optimizer``).
 
 from __future__ import annotations
 
-import copy
 import inspect
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
@@ -28,7 +28,21 @@ STEP_ORDER_WARNING = (
     "Detected call of `lr_scheduler.step()` before `optimizer.step()`: PyTorch skips the first "
     "value of the learning rate schedule."
 )
-_HIDDEN = ("optimizer", "_spec", "_restore")
+#: attributes of ours that are not torch's (state_dict leaves them out, as torch leaves out optimizer)
+HIDDEN_KEYS = ("optimizer", "_spec", "_restore")
+
+
+def clone_tree(value: Any) -> Any:
+    """A copy of a state value: containers copied (a ``Counter`` stays a ``Counter``), numbers, strings and
+    ``TensorLR`` values (immutable) shared. What ``copy.deepcopy`` gives for a state dict, much faster."""
+    if isinstance(value, dict):
+        copied = {k: clone_tree(v) for k, v in value.items()}
+        return Counter(copied) if isinstance(value, Counter) else copied
+    if isinstance(value, list):
+        return [clone_tree(v) for v in value]
+    if isinstance(value, tuple):
+        return tuple(clone_tree(v) for v in value)
+    return value
 
 
 def clone(v: Any) -> Any:
@@ -254,17 +268,17 @@ class LRScheduler:
 
     # -- state -----------------------------------------------------------------------------------------------
     def _torch_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if k not in _HIDDEN}
+        return {k: v for k, v in vars(self).items() if k not in HIDDEN_KEYS}
 
     def state_dict(self) -> dict[str, Any]:
         """torch 2.13's ``state_dict()`` (same keys, order, types and values; tensor lrs as ``TensorLR``)."""
         self._require_bound()
-        return copy.deepcopy(self._torch_dict())
+        return clone_tree(self._torch_dict())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``: the saved attributes replace the current ones."""
         self._require_bound()
-        self.__dict__.update(copy.deepcopy({k: v for k, v in state_dict.items() if k not in _HIDDEN}))
+        self.__dict__.update(clone_tree({k: v for k, v in state_dict.items() if k not in HIDDEN_KEYS}))
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -10,7 +10,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from plateau_forensics.schedules.base import LRScheduler, group_values, strict_zip
+from plateau_forensics.schedules.base import LRScheduler, clone_tree, group_values, strict_zip
 from plateau_forensics.schedules.errors import ScheduleConfigError, TorchRaises
 from plateau_forensics.schedules.optimizer import Optimizer
 
@@ -50,11 +50,9 @@ class _LambdaState(LRScheduler):
     def state_dict(self) -> dict[str, Any]:
         """torch's ``state_dict()``; ``lr_lambdas`` holds None per function (a callable object's
         ``__dict__``)."""
-        import copy
-
         self._require_bound()
         d = self._torch_dict()
-        return {k: (copy.deepcopy(v) if k != "lr_lambdas" else v) for k, v in d.items()}
+        return {k: (clone_tree(v) if k != "lr_lambdas" else v) for k, v in d.items()}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``: a saved callable object's attributes go back into ours."""

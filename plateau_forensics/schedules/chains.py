@@ -6,12 +6,17 @@ wrapper does) or schedulers already bound to that optimizer.
 
 from __future__ import annotations
 
-import copy
 from bisect import bisect_right
 from collections.abc import Sequence
 from typing import Any
 
-from plateau_forensics.schedules.base import LRScheduler, group_values, set_group_value
+from plateau_forensics.schedules.base import (
+    HIDDEN_KEYS,
+    LRScheduler,
+    clone_tree,
+    group_values,
+    set_group_value,
+)
 from plateau_forensics.schedules.errors import ScheduleConfigError, TorchRaises
 from plateau_forensics.schedules.optimizer import Optimizer
 
@@ -54,7 +59,7 @@ class _Wrapper(LRScheduler):
     def state_dict(self) -> dict[str, Any]:
         """torch's ``state_dict()``: the wrapper's attributes, then each child's ``state_dict()``."""
         self._require_bound()
-        d = copy.deepcopy({k: v for k, v in self._torch_dict().items() if k != "_schedulers"})
+        d = clone_tree({k: v for k, v in self._torch_dict().items() if k != "_schedulers"})
         d["_schedulers"] = [s.state_dict() for s in self._schedulers]
         return d
 
@@ -62,11 +67,8 @@ class _Wrapper(LRScheduler):
         """torch's ``load_state_dict``: the wrapper's attributes, then each child's saved state."""
         self._require_bound()
         children = state_dict.get("_schedulers", [])
-        self.__dict__.update(
-            copy.deepcopy(
-                {k: v for k, v in state_dict.items() if k not in ("_schedulers", "optimizer", "_spec")}
-            )
-        )
+        skip = ("_schedulers", *HIDDEN_KEYS)
+        self.__dict__.update(clone_tree({k: v for k, v in state_dict.items() if k not in skip}))
         for s, saved in zip(self._schedulers, children, strict=False):
             s.load_state_dict(saved)
 

@@ -5,13 +5,14 @@ T)`` are different numbers, and torch uses both)."""
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Any, Literal
 
 from plateau_forensics.schedules.base import (
+    HIDDEN_KEYS,
     LRScheduler,
     TorchRaises,
+    clone_tree,
     format_param,
     group_values,
     set_group_value,
@@ -288,18 +289,15 @@ class CyclicLR(LRScheduler):
     def state_dict(self) -> dict[str, Any]:
         """torch's ``state_dict()``: ``_scale_fn_ref`` dropped, ``_scale_fn_custom`` None for a function."""
         self._require_bound()
-        return copy.deepcopy(self._torch_dict())
+        return clone_tree(self._torch_dict())
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict`` (the scale function is rebuilt from ``mode``)."""
         self._require_bound()
         saved = state_dict.get("_scale_fn_custom")
         custom = self.__dict__.get("_scale_fn_custom")
-        self.__dict__.update(
-            copy.deepcopy(
-                {k: v for k, v in state_dict.items() if k not in ("_scale_fn_custom", "optimizer", "_spec")}
-            )
-        )
+        skip = ("_scale_fn_custom", *HIDDEN_KEYS)
+        self.__dict__.update(clone_tree({k: v for k, v in state_dict.items() if k not in skip}))
         self._scale_fn_custom = custom
         if saved is not None and custom is not None:
             custom.__dict__.update(saved)
