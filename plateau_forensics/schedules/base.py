@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, ClassVar
 
@@ -123,6 +123,15 @@ class LRScheduler:
     _get_lr_called_within_step: bool = False
     #: True where torch's class defines ``_get_closed_form_lr``
     has_closed_form: ClassVar[bool] = False
+    #: set by ``checkpoints.restore``: bind() loads this state instead of constructing
+    _restore: dict[str, Any] | None = None
+    # torch's attributes (annotations only: they exist once a scheduler is bound, in torch's order)
+    last_epoch: Any
+    base_lrs: list[Any]
+    _step_count: int
+    _last_lr: list[Any]
+    #: builds torch's state from the spec (each subclass's own signature: torch's constructor arguments)
+    _construct: Callable[..., None]
 
     # -- spec and binding --------------------------------------------------------------------------------
     def _setup(self, optimizer: Optimizer | None, **spec: Any) -> None:
@@ -137,9 +146,6 @@ class LRScheduler:
         self.optimizer = optimizer
         with torch_semantics(f"{type(self).__name__}()"):
             self._construct(**self._spec)
-
-    def _construct(self, **spec: Any) -> None:
-        raise NotImplementedError
 
     def bind(self, optimizer: Optimizer) -> LRScheduler:
         """A new scheduler built on ``optimizer`` from this one's arguments, as ``torch.optim.lr_scheduler.X(
@@ -273,7 +279,7 @@ class LRScheduler:
     def state_dict(self) -> dict[str, Any]:
         """torch 2.13's ``state_dict()`` (same keys, order, types and values; tensor lrs as ``TensorLR``)."""
         self._require_bound()
-        return clone_tree(self._torch_dict())
+        return clone_tree(self._torch_dict())  # type: ignore[no-any-return]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``: the saved attributes replace the current ones."""

@@ -42,6 +42,8 @@ def saved_callable(fn: Any) -> Any:
 class _LambdaState(LRScheduler):
     """The state_dict protocol LambdaLR and MultiplicativeLR share: functions are saved as None."""
 
+    lr_lambdas: list[Any]
+
     def _torch_dict(self) -> dict[str, Any]:
         d = {k: v for k, v in super()._torch_dict().items() if k != "lr_lambdas"}
         d["lr_lambdas"] = [saved_callable(fn) for fn in self.lr_lambdas]

@@ -61,7 +61,7 @@ class _Wrapper(LRScheduler):
         self._require_bound()
         d = clone_tree({k: v for k, v in self._torch_dict().items() if k != "_schedulers"})
         d["_schedulers"] = [s.state_dict() for s in self._schedulers]
-        return d
+        return d  # type: ignore[no-any-return]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``: the wrapper's attributes, then each child's saved state."""

@@ -36,7 +36,7 @@ class FoundScheduler(NamedTuple):
     state: Mapping[str, Any]
 
 
-def _opaque() -> tuple[type, type]:
+def _opaque() -> tuple[Any, Any]:
     from plateau_forensics.torchfile import Opaque, TensorRef
 
     return Opaque, TensorRef
@@ -256,6 +256,7 @@ def restore_bound(spec: LRScheduler, optimizer: Any) -> LRScheduler:
     from plateau_forensics.schedules.expr import as_callable
 
     info = spec._restore
+    assert info is not None
     cls = type(spec)
     new = cls.__new__(cls)
     new._setup(None, **dict(spec._spec))

@@ -22,8 +22,6 @@ from plateau_forensics.state import PlateauConfig, PlateauState
 if TYPE_CHECKING:
     from plateau_forensics.losses import LossLog
 
-_EVENT_CODES = {"improved": 0, "bad": 1, "cooldown": 2, "reduced": 3, "suppressed": 4}
-
 
 @dataclass(frozen=True)
 class AddParamGroup:
@@ -170,11 +168,13 @@ def replay_composed(
     tl = Timeline(writers=(PLATEAU, *(p.scheduler.label for p in plans)))
     before = opt.lrs
     bound: list[LRScheduler] = []
+    names: list[str] = []  # the labels, computed once (inspect.signature is slow)
     changes: list[Change] = []
     for p in plans:
         b = p.scheduler.bind(opt)
         bound.append(b)
-        changes += changes_between(b.label, before, opt.lrs)
+        names.append(b.label)
+        changes += changes_between(names[-1], before, opt.lrs)
         before = opt.lrs
     batches = max([p.per_epoch for p in plans], default=1)
 
@@ -192,9 +192,10 @@ def replay_composed(
     def step_some(ks: list[int], e: int) -> None:
         nonlocal before
         for k in ks:
-            if plans[k].epochs is None or e in plans[k].epochs:
+            when = plans[k].epochs
+            if when is None or e in when:
                 bound[k].step()
-                changes.extend(changes_between(bound[k].label, before, opt.lrs))
+                changes.extend(changes_between(names[k], before, opt.lrs))
                 before = opt.lrs
 
     batch_ks = [k for k, p in enumerate(plans) if p.per_epoch > 1]
@@ -209,11 +210,11 @@ def replay_composed(
             before = opt.lrs
         stepping = plateau_epochs is None or e in plateau_epochs
         try:
-            for b in range(batches):
-                tl.add(label if batches == 1 else label + b / batches, before, changes)
+            for batch in range(batches):
+                tl.add(label if batches == 1 else label + batch / batches, before, changes)
                 changes = []
                 opt.step()
-                step_some([k for k in batch_ks if b < plans[k].per_epoch], e)
+                step_some([k for k in batch_ks if batch < plans[k].per_epoch], e)
             step_some(early_ks, e)
             if stepping:
                 lr_in = opt.lrs
@@ -223,10 +224,11 @@ def replay_composed(
                     break
                 if first is None:
                     first = (plateau, lr_in)
-                s = one.steps[0]
+                event = one._cols.events[0]
                 plateau = one.final
-                if step_epochs is not None and step_epochs[e] is not None:
-                    plateau = replace(plateau, last_epoch=step_epochs[e])
+                epoch_given = step_epochs[e] if step_epochs is not None else None
+                if epoch_given is not None:
+                    plateau = replace(plateau, last_epoch=epoch_given)
                 for g, (old, new) in enumerate(zip(lr_in, one.lrs, strict=True)):
                     if new != old or math.copysign(1.0, new) != math.copysign(1.0, old):
                         opt.param_groups[g]["lr"] = filled(opt.param_groups[g]["lr"], new)
@@ -234,11 +236,11 @@ def replay_composed(
                 before = opt.lrs
                 lr_ins.append(lr_in if prev_out is not None and lr_in != prev_out else None)
                 prev_out = one.lrs
-                cols.best.append(s.best)
-                cols.num_bad.append(s.num_bad_epochs)
-                cols.cooldown.append(s.cooldown_counter)
-                cols.lrs.append(s.lr)
-                cols.events.append(_EVENT_CODES[s.event.value])
+                cols.best.append(one.final.best)
+                cols.num_bad.append(one.final.num_bad_epochs)
+                cols.cooldown.append(one.final.cooldown_counter)
+                cols.lrs.append(one.lrs)
+                cols.events.append(event)
                 out_epochs.append(label)
                 out_metrics.append(metric)
                 last_epochs.append(plateau.last_epoch)
@@ -278,7 +280,7 @@ def replay_composed(
 
 def scheduler_writes(t: ComposedTrace) -> list[tuple[float, str, tuple[float, ...], tuple[float, ...]]]:
     """Every lr change of a composed run with its writer: ``(epoch, writer, lrs before, lrs after)``."""
-    out = []
+    out: list[tuple[float, str, tuple[float, ...], tuple[float, ...]]] = []
     tl = t.timeline
     if tl is None:
         return out

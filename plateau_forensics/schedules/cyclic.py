@@ -11,14 +11,13 @@ from typing import Any, Literal
 from plateau_forensics.schedules.base import (
     HIDDEN_KEYS,
     LRScheduler,
-    TorchRaises,
     clone_tree,
     format_param,
     group_values,
     set_group_value,
     strict_zip,
 )
-from plateau_forensics.schedules.errors import ScheduleConfigError
+from plateau_forensics.schedules.errors import ScheduleConfigError, TorchRaises
 from plateau_forensics.schedules.optimizer import Optimizer
 
 
@@ -69,6 +68,9 @@ class CosineAnnealingLR(LRScheduler):
 class CosineAnnealingWarmRestarts(LRScheduler):
     """SGDR: cosine annealing from the initial lr to ``eta_min`` over ``T_0`` steps, restarting with periods
     multiplied by ``T_mult``. ``step(epoch)`` takes fractional epochs (per-batch stepping)."""
+
+    T_cur: Any  # an int, or a float after a fractional step(epoch)
+    T_i: Any
 
     def __init__(
         self,
@@ -251,7 +253,7 @@ class CyclicLR(LRScheduler):
         """The amplitude scale at ``x`` (the cycle number or the iteration, per ``scale_mode``)."""
         if self._scale_fn_custom is not None:
             return self._scale_fn_custom(x)  # type: ignore[no-any-return]
-        return self._scale_fn_ref(x)  # type: ignore[no-any-return]
+        return self._scale_fn_ref(x)
 
     def get_lr(self) -> list[Any]:
         cycle = math.floor(1 + self.last_epoch / self.total_size)
@@ -289,7 +291,7 @@ class CyclicLR(LRScheduler):
     def state_dict(self) -> dict[str, Any]:
         """torch's ``state_dict()``: ``_scale_fn_ref`` dropped, ``_scale_fn_custom`` None for a function."""
         self._require_bound()
-        return clone_tree(self._torch_dict())
+        return clone_tree(self._torch_dict())  # type: ignore[no-any-return]
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict`` (the scale function is rebuilt from ``mode``)."""
@@ -309,7 +311,7 @@ def _triangular(x: float) -> float:
 
 
 def _triangular2(x: float) -> float:
-    return 1 / (2.0 ** (x - 1))
+    return 1 / (2.0 ** (x - 1))  # type: ignore[no-any-return]
 
 
 class OneCycleLR(LRScheduler):

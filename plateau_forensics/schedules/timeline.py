@@ -287,12 +287,15 @@ def timeline(
     opt = Optimizer(lrs, lr_dtypes=lr_dtypes, momentum=momentum, betas=betas)
     t = Timeline(writers=tuple(s.label for s in schedulers))
     before = opt.lrs
-    bound, changes = [], []
+    bound: list[LRScheduler] = []
+    changes: list[Change] = []
+    names: list[str] = []  # the labels, computed once (inspect.signature is slow)
     for s in schedulers:
         b = s.bind(opt)
         bound.append(b)
+        names.append(b.label)
         after = opt.lrs
-        changes += changes_between(b.label, before, after)
+        changes += changes_between(names[-1], before, after)
         before = after
     if epochs == 0:
         return t
@@ -301,10 +304,10 @@ def timeline(
         opt.step()
         changes = []
         try:
-            for b in bound:
+            for b, name in zip(bound, names, strict=True):
                 b.step()
                 after = opt.lrs
-                changes += changes_between(b.label, before, after)
+                changes += changes_between(name, before, after)
                 before = after
         except TorchRaises as exc:
             t.error = str(exc)

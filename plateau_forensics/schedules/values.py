@@ -86,7 +86,7 @@ class TensorLR:
             if dtype != "float64":
                 y = round_to(dtype)(y) if op in "+-" and dtype in _REDUCED else _R32(y)
         else:
-            return NotImplemented
+            return NotImplemented  # type: ignore[no-any-return]
         x = self.value
         if reflected:
             x, y = y, x
