@@ -389,3 +389,36 @@ def test_constant_factor_edges(value) -> None:
     """ConstantLR's factor at and past its bounds: torch's ValueError, or its ZeroDivisionError at
     total_iters."""
     _compare_run(("ConstantLR", {"factor": value, "total_iters": 2}), [0.1], None, [None] * 4)
+
+
+@pytest.mark.parametrize("scale_mode", ["cycle", "iterations"])
+def test_cyclic_custom_scale_fn_as_text(scale_mode) -> None:
+    """CyclicLR with a custom ``scale_fn`` (text of ``x``; a lambda for torch) matches torch in both modes."""
+    kw = {"base_lr": 0.01, "max_lr": 0.1, "step_size_up": 3, "scale_mode": scale_mode}
+    mopt, topt = our_optimizer([0.1, 0.2]), torch_optimizer([0.1, 0.2])
+    ours = S.CyclicLR(**kw, scale_fn="0.5 ** x").bind(mopt)
+    theirs = torch.optim.lr_scheduler.CyclicLR(topt, **kw, scale_fn=lambda x: 0.5**x)
+    for i in range(20):
+        mopt.step()
+        topt.step()
+        ours.step()
+        theirs.step()
+        assert_same(ours.state_dict(), theirs.state_dict(), f"step {i}")
+        assert_same_groups(mopt, topt, f"step {i}")
+
+
+def test_one_lambda_per_group() -> None:
+    """LambdaLR with one lambda per param group (a list) applies each to its group, as torch does."""
+    texts = ["0.95 ** epoch", "epoch // 3"]
+    mopt, topt = our_optimizer([0.1, 0.2]), torch_optimizer([0.1, 0.2])
+    ours = S.LambdaLR(lr_lambda=texts).bind(mopt)
+    theirs = torch.optim.lr_scheduler.LambdaLR(topt, lr_lambda=[LAMBDAS[t] for t in texts])
+    for i in range(10):
+        mopt.step()
+        topt.step()
+        ours.step()
+        theirs.step()
+        assert_same(ours.state_dict(), theirs.state_dict(), f"step {i}")
+        assert_same_groups(mopt, topt, f"step {i}")
+    with pytest.raises(S.ScheduleConfigError, match="Expected 2 lr_lambdas, but got 1"):
+        S.LambdaLR(lr_lambda=texts[:1]).bind(our_optimizer([0.1, 0.2]))
