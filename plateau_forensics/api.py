@@ -5,18 +5,16 @@ It composes the loader, the log reader, the alignment, the engine and the findin
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from plateau_forensics import diagnose
-from plateau_forensics.align import align
 from plateau_forensics.errors import ConfigError
 from plateau_forensics.loader import Checkpoint, Loader, load_checkpoint
 
 __all__ = ["load_checkpoint", "replay", "trace"]
-from plateau_forensics.engine import Trace, extend, run
+from plateau_forensics.engine import Trace, run
 from plateau_forensics.state import PlateauConfig, from_state_dict
 
 if TYPE_CHECKING:
@@ -115,6 +113,7 @@ def trace(
     config: PlateauConfig | None = None,
     loader: Loader = "builtin",
     expect: Mapping[str, Any] | None = None,
+    full_search: bool = False,
 ) -> Trace:
     """What ``plateau-trace`` runs: place the checkpoint in the log, replay, and collect findings.
 
@@ -134,6 +133,8 @@ def trace(
         loader: ``"builtin"`` (torch-free) or ``"torch"``.
         expect: hyperparameters you believe are in effect (e.g. ``{"patience": 5}``); saved values that
             differ become ``hyperparameters-overridden`` findings.
+        full_search: simulate every story even for a long log (``longlog.LONG_LOG_ROWS`` rows and more, where
+            only the plain story is checked by default).
 
     Raises:
         ForensicsError: any unusable input (see the error classes).
@@ -148,7 +149,7 @@ def trace(
     if ck is None:
         if log is None:
             raise ConfigError("nothing to trace: give a checkpoint, a loss log, or both")
-        return _trace_log(log, config, lr, expect)
+        return _trace_log(log, config, lr, expect, full_search)
     if log is None:
         t = replay([], state=ck)
         if ck.epoch is not None:
@@ -157,7 +158,7 @@ def trace(
                            "was saved after that epoch's step; give the loss log to place it exactly")
         t.findings = diagnose.diagnose(t, expect=expect)
         return t
-    return _trace_checkpoint_in_log(ck, log, lr, expect)
+    return _trace_checkpoint_in_log(ck, log, lr, expect, full_search)
 
 
 def _surviving(log: LossLog) -> LossLog:
@@ -174,7 +175,7 @@ def _first_logged_lrs(log: LossLog) -> tuple[float, ...] | None:
 
 
 def _trace_log(log: LossLog, config: PlateauConfig | None, lr: Sequence[float] | None,
-               expect: Mapping[str, Any] | None) -> Trace:
+               expect: Mapping[str, Any] | None, full_search: bool = False) -> Trace:
     """Teaching mode: the log replayed by a scheduler with ``config`` (torch's defaults when None), the values
     taken as printed; restarts in the log and logged lrs are still explained by the stories."""
     from dataclasses import replace as dc_replace
@@ -183,6 +184,10 @@ def _trace_log(log: LossLog, config: PlateauConfig | None, lr: Sequence[float] |
     from plateau_forensics import history, narrative, stories
 
     cfg = config or PlateauConfig()
+    from plateau_forensics import longlog
+
+    if longlog.is_long(log) and not full_search:
+        return _trace_long(None, log, cfg, lr, expect, defaults=config is None)
     exact = dc_replace(log, precision=MappingProxyType({}))
     has_lr = _first_logged_lrs(log) is not None
     lr_option = tuple(lr) if lr else (None if has_lr else (1.0,))
@@ -205,6 +210,81 @@ def _trace_log(log: LossLog, config: PlateauConfig | None, lr: Sequence[float] |
     return t
 
 
+def _trace_long(ck: Checkpoint | None, log: LossLog, cfg: PlateauConfig, lr: Sequence[float] | None,
+                expect: Mapping[str, Any] | None, defaults: bool = False) -> Trace:
+    """A long exact log: the plain story on the engine's columns (``longlog.explain_long``)."""
+    from plateau_forensics import longlog, narrative
+    from plateau_forensics.align import Alignment
+    from plateau_forensics.stories import Verdict
+
+    t, found = longlog.explain_long(ck, log, cfg, lr)
+    rows = found["unexplained_lrs"]
+    explained, unexplained = [], []
+    if ck is not None:
+        (explained if found["placed"] else unexplained).append("the checkpoint's counters")
+    if log.lrs is not None:
+        n = sum(1 for row in log.lrs if row is not None and row[0] is not None)
+        explained.append(f"{n - len(rows)} of {n} logged lrs")
+        if rows:
+            unexplained.append(f"{len(rows)} logged lrs")
+    t.log, t.checkpoint = log, ck
+    checked = ("a fresh scheduler from the first row" + (", the run continued from the saved state" if ck else "")
+               + (", the lr column read before and after each step" if log.lrs is not None else ""))
+    extra = []
+    if found["story"] is None:  # the plain story fails: only the full search can tell which story fits
+        candidates = tuple(found["candidates"])
+        decide = "rerun with --full-search (full_search=True): it simulates every story, slower on a long log"
+        t.verdict = Verdict(story=candidates[0], alternatives=candidates[1:], decide=decide,
+                            explained=tuple(explained), unexplained=tuple(unexplained))
+        # from the first disagreement on (all of it when the saved state itself is not reproduced)
+        first = 0 if ck is not None and not found["placed"] else (rows[0] if rows else 0)
+        t.unknown = t.lr_unknown = frozenset(range(first, len(t)))
+        what = []
+        if rows:
+            shown = ", ".join(str(log.epochs[i]) for i in rows[:12]) + (", ..." if len(rows) > 12 else "")
+            what.append(f"the logged lr differs from the plain replay's (read before or after each step) at "
+                        f"{len(rows)} rows, first at epochs {shown}")
+        if ck is not None and not found["placed"]:
+            what.append("the saved state is not where the plain replay's last_epoch puts it")
+        extra.append(diagnose.Finding(
+            "ambiguous", "warning", log.epochs[first] if len(log) else None,
+            "; ".join(what) + f": on a long log only the plain story was checked ({checked}); "
+            + " or ".join(c[0] for c in candidates) + " could each do that, and the state from epoch "
+            + f"{log.epochs[first] if len(log) else '?'} on is shown as unknown",
+            {"epochs": [log.epochs[i] for i in rows[:1000]], "rows": len(rows),
+             "alternatives": [list(c) for c in candidates]},
+            decide))
+    else:
+        story = tuple(found["story"])
+        t.verdict = Verdict(story=story, alternatives=(), decide="", explained=tuple(explained),
+                            unexplained=tuple(unexplained))
+        if story == ("lr-logged-after-step",):
+            extra.append(diagnose.Finding(
+                "lr-logged-after-step", "info", None,
+                "the lr column holds the lr after each scheduler.step(), not the lr the epoch trained with",
+                {}, narrative.FIXES["lr-logged-after-step"]))
+    t.notes.append(f"long log ({len(log):,} rows): only the plain story was checked ({checked}); pass "
+                   "full_search=True (--full-search) to simulate every story")
+    if defaults:
+        t.notes.append("no hyperparameters given: torch's defaults are in use (mode=min, factor=0.1, patience=10, "
+                       "threshold=1e-4 rel, cooldown=0, min_lr=0, eps=1e-8); pass --patience, --factor, ...")
+    if ck is not None:
+        a = found["anchor"]
+        steps = ck.state.steps
+        if a is not None and found["placed"]:
+            t.alignment = Alignment(log.epochs[a], a, ck.state.last_epoch, log.epochs[a] - steps,
+                                    (log.epochs[a],), 0, tuple(found["initial_lrs"]), "log", None,
+                                    ("best", "num_bad_epochs", "cooldown_counter"), "", ck.state.last_epoch_base)
+        else:
+            t.alignment = Alignment(None, None, ck.state.last_epoch, None, (), 0, tuple(found["initial_lrs"]),
+                                    "log", None, ("best",), "the plain story does not reproduce the saved state "
+                                    "where its last_epoch falls; --full-search simulates the other stories",
+                                    ck.state.last_epoch_base)
+            t.notes.append(t.alignment.note)
+    t.findings = diagnose.diagnose(t, expect=expect, full_log=log, replayed_log=log, extra=extra)
+    return t
+
+
 def _never_stepped(ck: Checkpoint, log: LossLog, expect: Mapping[str, Any] | None) -> Trace:
     """A scheduler that never stepped although the run logged evaluations: nothing to replay."""
     from plateau_forensics.stories import Verdict
@@ -220,13 +300,18 @@ def _never_stepped(ck: Checkpoint, log: LossLog, expect: Mapping[str, Any] | Non
 
 
 def _trace_checkpoint_in_log(
-    ck: Checkpoint, full_log: LossLog, lr: Sequence[float] | None, expect: Mapping[str, Any] | None
+    ck: Checkpoint, full_log: LossLog, lr: Sequence[float] | None, expect: Mapping[str, Any] | None,
+    full_search: bool = False,
 ) -> Trace:
     """Explain the run with the story that fits the checkpoint and the log best (``stories.explain``)."""
     from plateau_forensics import history, narrative, stories
 
     if not ck.partial and ck.state.steps == 0 and ck.state.best == ck.config.mode_worse and len(full_log):
         return _never_stepped(ck, full_log, expect)
+    from plateau_forensics import longlog
+
+    if longlog.is_long(full_log) and not full_search:
+        return _trace_long(ck, full_log, ck.config, lr, expect)
     ev = stories.evidence_for(ck, full_log, ck.config, lr_option=lr)
     verdict = stories.explain(ev)
     e = verdict.evaluation

@@ -91,6 +91,8 @@ def _is_log_dir(path: Path) -> bool:
 @click.option("--style", default="simple", show_default=True, help="tabulate style for --format table.")
 @click.option("--explain", is_flag=True, help="One line per epoch saying why it went the way it did.")
 @click.option("--width", type=int, help="Grid width in characters (default: the terminal's).")
+@click.option("--full-search", is_flag=True,
+              help="Simulate every story even on a long log (over 5,000 rows only the plain story is checked).")
 @click.option("--rules", type=click.Choice(["torch", "keras"]), default="torch", show_default=True,
               help="Whose ReduceLROnPlateau to replay: torch's scheduler or Keras 3's callback (no checkpoint).")
 @click.option("--min-delta", type=float, help="Keras rules: the callback's min_delta (absolute threshold).")
@@ -128,7 +130,7 @@ def main(
     explain: bool, width: int | None, rules: str, min_delta: float | None, compare_rules: str | None,
     plot_path: Path | None, what_ifs: tuple[str, ...], expects: tuple[str, ...], check: bool,
     write_state: Path | None, sweeps: tuple[str, ...], sort_by: str | None, fit_lr: bool, jobs: int | None,
-    schedules: tuple[str, ...], epochs: int | None, **hparams: object,
+    schedules: tuple[str, ...], epochs: int | None, full_search: bool, **hparams: object,
 ) -> None:
     """Replay ReduceLROnPlateau over a loss log and explain every LR change.
 
@@ -214,7 +216,7 @@ def main(
             source, (logs if len(logs) > 1 else logs[0]) if logs else None, scheduler=scheduler_key, metric=metric, epoch_column=epoch_column,
             lr_columns=lr_columns or None, lr=lrs or None, config=config if given else None,
             loader=loader,  # type: ignore[arg-type]
-            expect=expect,
+            expect=expect, full_search=full_search,
         )
         if what_ifs:
             from plateau_forensics import whatif

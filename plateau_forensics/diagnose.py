@@ -224,6 +224,10 @@ def rel_threshold_findings(trace: Trace) -> list[Finding]:
     if cfg.threshold_mode != "rel":
         return []
     rows = []
+    bests = trace._cols.best
+    if all(not (math.isfinite(b) and b <= 0) for b in bests) and not (
+            trace.starts and math.isfinite(trace.starts[0].state.best) and trace.starts[0].state.best <= 0):
+        return []  # no best <= 0 anywhere: nothing to judge (checked on the columns, without building steps)
     for s in trace.steps:
         if not math.isfinite(s.best_before) or s.best_before > 0:
             continue
@@ -249,6 +253,8 @@ def floor_findings(trace: Trace) -> list[Finding]:
     out = []
     floor_rows, eps_rows, groups = [], [], set()
     for s in trace.reductions():
+        if not s.known:  # the state there is not determined: no claim about its floor
+            continue
         held = [g for g, (a, b) in enumerate(zip(s.lr_in, s.lr)) if a == b]
         if held:
             (eps_rows if "<= eps" in s.reason else floor_rows).append(s.epoch)

@@ -348,8 +348,9 @@ class Trace:
                 found = s
         return found
 
-    def step(self, i: int) -> Step:
-        """The ``i``-th step record (0-based position in the trace)."""
+    def step(self, i: int, *, explain: bool = True) -> Step:
+        """The ``i``-th step record (0-based position in the trace); ``explain=False`` leaves ``reason`` empty
+        (the cheap record a long trace's CSV and JSON rows use)."""
         c, cfg = self._cols, self.config
         start = self._start_for(i)
         if i == start.index:
@@ -367,7 +368,9 @@ class Trace:
         else:
             last_epoch = start.state.last_epoch + (i - start.index) + 1
         known = i not in self.unknown
-        if not known:
+        if not explain:
+            reason = ""
+        elif not known:
             reason = "not determined by the inputs (several states of the scheduler fit the evidence here)"
         elif i in self.undecided and self.intervals is not None:
             lo, hi = self.intervals[i]

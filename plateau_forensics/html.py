@@ -9,7 +9,15 @@ from __future__ import annotations
 import html as _html
 from typing import TYPE_CHECKING
 
-from plateau_forensics.report import _EVENT_MARK, _lr_cell, g, summary_lines
+from plateau_forensics.report import (
+    _EVENT_MARK,
+    _lr_cell,
+    checkpoint_index,
+    g,
+    resume_index,
+    summary_lines,
+    visible_columns,
+)
 
 if TYPE_CHECKING:
     from plateau_forensics.engine import Step, Trace
@@ -30,61 +38,6 @@ _TABLE = "border-collapse:collapse;font-family:monospace;font-size:12px;white-sp
 _CELL = "padding:1px 6px"
 _HEAD = "padding:1px 6px;text-align:left"
 ROWS = ("epoch", "last_epoch", "metric", "best", "num_bad", "cooldown", "lr", "event")
-#: Longest reductions list written out in the summary under the table.
-MAX_LISTED_REDUCTIONS = 12
-
-
-def visible_columns(t: Trace, max_columns: int = 60, context: int = 2) -> list[int | tuple[int, int]]:
-    """Which steps get a column: all when they fit, else windows around every event worth seeing.
-
-    The windows (``context`` steps either side) surround every reduction and suppressed reduction, the
-    checkpoint's step and the resume point; the first and last three steps are always shown. When that
-    is still wider than ``max_columns`` the windows shrink, down to the event columns alone: a reduction
-    is never hidden. A hidden stretch is returned as ``(first, last)`` positions, drawn as one "…" column.
-    """
-    n = len(t)
-    if n <= max_columns:
-        return list(range(n))
-    ev = t._cols.events
-    anchors = [i for i, e in enumerate(ev) if e in (_REDUCED, _SUPPRESSED)]
-    ck = _checkpoint_index(t)
-    resume = _resume_index(t)
-    anchors += [i for i in (ck, resume) if i is not None]
-    ends = [*range(min(3, n)), *range(max(0, n - 3), n)]
-    keep: set[int] = set()
-    for r in range(max(context, 0), -1, -1):
-        keep = set(ends)
-        for a in anchors:
-            keep.update(range(max(0, a - r), min(n, a + r + 1)))
-        if _width(sorted(keep)) <= max_columns:
-            break
-    cols: list[int | tuple[int, int]] = []
-    prev = -1
-    for i in sorted(keep):
-        if i > prev + 1:
-            cols.append((prev + 1, i - 1))
-        cols.append(i)
-        prev = i
-    return cols
-
-
-def _width(kept: list[int]) -> int:
-    gaps = sum(1 for a, b in zip(kept, kept[1:], strict=False) if b > a + 1)
-    return len(kept) + gaps
-
-
-def _checkpoint_index(t: Trace) -> int | None:
-    a = t.alignment
-    if a is not None and a.index is not None:
-        i = a.index
-        return i if 0 <= i < len(t) else None
-    return None
-
-
-def _resume_index(t: Trace) -> int | None:
-    if len(t.starts) > 1 and t.starts[1].index < len(t):
-        return t.starts[1].index
-    return None
 
 
 def _esc(x: object) -> str:
@@ -138,7 +91,7 @@ def trace_html(trace: Trace, max_columns: int = 60, context: int = 2) -> str:
     """
     t = trace
     n = len(t)
-    ck, resume = _checkpoint_index(t), _resume_index(t)
+    ck, resume = checkpoint_index(t), resume_index(t)
     cols = visible_columns(t, max_columns, context)
     grid: list[list[str]] = [[] for _ in ROWS]
     for col in cols:
@@ -190,17 +143,6 @@ def trace_html(trace: Trace, max_columns: int = 60, context: int = 2) -> str:
 
 def _summary_html(t: Trace) -> str:
     lines = summary_lines(t)
-    reds = [i for i, e in enumerate(t._cols.events) if e in (_REDUCED, _SUPPRESSED)]
-    if len(reds) > MAX_LISTED_REDUCTIONS:
-        shown = reds[: MAX_LISTED_REDUCTIONS - 2] + reds[-2:]
-        parts = []
-        for k, i in enumerate(shown):
-            s = t.step(i)
-            parts.append(f"epoch {g(s.epoch)}: {_lr_cell(s.lr_in)} -> {_lr_cell(s.lr)}"
-                         + (" (suppressed)" if s.event.value == "suppressed" else ""))
-            if k == MAX_LISTED_REDUCTIONS - 3:
-                parts.append(f"... {len(reds) - MAX_LISTED_REDUCTIONS} more ...")
-        lines = [(k, "; ".join(parts) if k == "reductions" else v) for k, v in lines]
     rows = "".join(f'<tr><th style="{_HEAD};vertical-align:top">{_esc(k)}</th>'
                    f'<td style="{_CELL};white-space:normal">{_esc(v)}</td></tr>' for k, v in lines)
     return (f'<table class="pf-summary" style="border-collapse:collapse;margin-top:6px;font-family:monospace;'

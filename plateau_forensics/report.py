@@ -81,7 +81,7 @@ def _plain_state(raw: Any) -> dict[str, Any]:
             finally:
                 active.discard(id(x))
         if isinstance(x, (set, frozenset)):
-            return sorted((_short(v) for v in x))[:100]
+            return sorted(_short(v) for v in x)[:100]
         return _short(x)
 
     return {str(k): conv(v, [_STATE_NODES], set()) for k, v in raw.items()}
@@ -135,13 +135,13 @@ def summary_lines(t: Trace) -> list[tuple[str, str]]:
     if verdict is not None:
         lines.append(("story", story_sentence(verdict)))
     if len(t):
-        reds = t.reductions()
-        text = "; ".join(f"epoch {g(s.epoch)}: {_lr_cell(s.lr_in)} -> {_lr_cell(s.lr)}"
-                         + (" (suppressed)" if s.event is Event.SUPPRESSED else "") for s in reds)
-        lines.append(("reductions", text or "none"))
-        last = t.steps[-1]
-        lines.append(("end state", _state_line(last.last_epoch, last.best, last.num_bad_epochs,
-                                               last.cooldown_counter, last.lr)))
+        lines.append(("reductions", reductions_text(t)))
+        last = t.step(len(t) - 1, explain=False)
+        if not last.known:
+            lines.append(("end state", "unknown: the inputs do not determine it"))
+        else:
+            lines.append(("end state", _state_line(last.last_epoch, last.best, last.num_bad_epochs,
+                                                   last.cooldown_counter, last.lr if last.lr_known else None)))
     if hasattr(t, "forecast"):
         lines.append(("forecast", forecast_sentence(t)))
     for f in getattr(t, "findings", ()):
@@ -208,16 +208,141 @@ def _grid_rows(t: Trace, steps: Sequence[Step]) -> list[tuple[str, list[str]]]:
     ]
 
 
+#: Above this many steps the grid keeps windows around the events (the csv and json formats keep every row).
+GRID_COLUMNS = 240
+#: Above this many steps, csv and json rows explain only the steps that did something (reductions,
+#: suppressed reductions, cooldown starts): building every reason would cost more than the whole replay.
+EXPLAIN_ROWS = 20_000
+
+
+#: Suppressed reductions that anchor a window of the collapsed grid (the first ones and the last one):
+#: a run at its floor has one every ``patience`` steps, and they all say the same.
+SHOWN_SUPPRESSED = 3
+#: Longest reductions list written out in the summary lines.
+MAX_LISTED_REDUCTIONS = 12
+
+
+def checkpoint_index(t: Trace) -> int | None:
+    """Position of the step the checkpoint was saved after, when the alignment found one in the trace."""
+    a = t.alignment
+    if a is not None and a.index is not None and 0 <= a.index < len(t):
+        return a.index
+    return None
+
+
+def resume_index(t: Trace) -> int | None:
+    """Position of the first step after the first resume, if the trace has one."""
+    if len(t.starts) > 1 and t.starts[1].index < len(t):
+        return t.starts[1].index
+    return None
+
+
+def visible_columns(t: Trace, max_columns: int = 60, context: int = 2, *,
+                    strict: bool = False) -> list[int | tuple[int, int]]:
+    """Which steps get a column: all when they fit, else windows around every event worth seeing.
+
+    The windows (``context`` steps either side) surround every reduction, the first ``SHOWN_SUPPRESSED``
+    and the last suppressed reduction, the checkpoint's step and every resume point; the first and last
+    three steps are always shown. When that is still wider than ``max_columns`` the windows shrink, down
+    to the event columns alone: a reduction is never hidden, unless ``strict``, where the first two thirds
+    and the last third of them are kept around one hidden middle when even they do not fit. A hidden stretch is returned as ``(first, last)`` positions,
+    drawn as one "..." column.
+    """
+    n = len(t)
+    if n <= max_columns:
+        return list(range(n))
+    ev = t._cols.events
+    suppressed = [i for i, e in enumerate(ev) if e == _SUPPRESSED]
+    anchors = [i for i, e in enumerate(ev) if e == _REDUCED]
+    anchors += suppressed[:SHOWN_SUPPRESSED] + suppressed[-1:]
+    anchors += [i for i in (checkpoint_index(t),) if i is not None]
+    anchors += [s.index for s in t.starts[1:] if s.index < n]
+    ends = [*range(min(3, n)), *range(max(0, n - 3), n)]
+    keep: set[int] = set()
+    for r in range(max(context, 0), -1, -1):
+        keep = set(ends)
+        for a in anchors:
+            keep.update(range(max(0, a - r), min(n, a + r + 1)))
+        if _width(sorted(keep)) <= max_columns:
+            break
+    kept = sorted(keep)
+    if strict and _width(kept) > max_columns:  # more events than columns: the first ones and the last ones
+        kept = _cut(kept, max(max_columns, 3))
+    cols: list[int | tuple[int, int]] = []
+    prev = -1
+    for i in kept:
+        if i > prev + 1:
+            cols.append((prev + 1, i - 1))
+        cols.append(i)
+        prev = i
+    return cols
+
+
+def _cut(kept: list[int], budget: int) -> list[int]:
+    """The longest head (two thirds) and tail (one third) of ``kept`` whose columns, gaps included, fit."""
+    head_budget = budget * 2 // 3
+    head: list[int] = []
+    for i in kept:
+        if _width([*head, i]) > head_budget:
+            break
+        head.append(i)
+    tail: list[int] = []
+    for i in reversed(kept[len(head):]):
+        if _width([i, *tail]) + _width(head) + 1 > budget:
+            break
+        tail.insert(0, i)
+    return head + tail
+
+
+def _width(kept: list[int]) -> int:
+    gaps = sum(1 for a, b in zip(kept, kept[1:], strict=False) if b > a + 1)
+    return len(kept) + gaps
+
+
+_REDUCED, _SUPPRESSED = 3, 4  # engine event codes (``Trace._cols.events``)
+
+
+def reductions_text(t: Trace) -> str:
+    """The summary's reductions line: every reduction and suppressed one, at most ``MAX_LISTED_REDUCTIONS``
+    written out (the first ones and the last two, with the count of those between)."""
+    unknown = t.unknown
+    reds = [i for i, e in enumerate(t._cols.events) if e in (_REDUCED, _SUPPRESSED) and i not in unknown]
+    hidden = sum(1 for i, e in enumerate(t._cols.events) if e in (_REDUCED, _SUPPRESSED) and i in unknown)
+    more = f" (and {hidden} replayed where the state is not determined, shown as ?)" if hidden else ""
+    if not reds:
+        return ("none" + more) if hidden else "none"
+    shown = reds if len(reds) <= MAX_LISTED_REDUCTIONS else reds[: MAX_LISTED_REDUCTIONS - 2] + reds[-2:]
+    parts = []
+    for k, i in enumerate(shown):
+        s = t.step(i, explain=False)
+        parts.append(f"epoch {g(s.epoch)}: {_lr_cell(s.lr_in)} -> {_lr_cell(s.lr)}"
+                     + (" (suppressed)" if s.event is Event.SUPPRESSED else ""))
+        if len(shown) < len(reds) and k == MAX_LISTED_REDUCTIONS - 3:
+            parts.append(f"... {len(reds) - len(shown)} more (all of them in --format csv) ...")
+    return "; ".join(parts) + more
+
+
+def _shown(t: Trace) -> list[int | tuple[int, int]]:
+    """The positions the terminal grid shows: all of a short trace; windows around the events of a long one."""
+    return visible_columns(t, max_columns=GRID_COLUMNS, context=2, strict=True)
+
+
 def grid(t: Trace, width: int = 100) -> str:
-    """The seed's layout: one column per epoch, wrapped into blocks that fit ``width`` characters."""
-    steps = list(t.steps)
-    rows = _grid_rows(t, steps)
+    """The seed's layout: one column per epoch, wrapped into blocks that fit ``width`` characters; a long
+    trace shows windows around its events, a hidden stretch as one ``...`` column."""
+    shown = _shown(t)
+    rows = _grid_rows(t, [t.step(c) for c in shown if not isinstance(c, tuple)])
+    if any(isinstance(c, tuple) for c in shown):  # one "..." column where each hidden stretch was
+        cells_at = iter(range(len(shown)))
+        order = [None if isinstance(c, tuple) else next(cells_at) for c in shown]
+        rows = [(name, [cells[k] if k is not None else "..." for k in order]) for name, cells in rows]
     label_w = max(len(name) for name, _ in rows)
-    col_w = [max(len(cells[i]) for _, cells in rows) for i in range(len(steps))]
+    n_cols = len(rows[0][1])
+    col_w = [max(len(cells[i]) for _, cells in rows) for i in range(n_cols)]
     blocks, start = [], 0
-    while start < len(steps):
+    while start < n_cols:
         used, end = label_w, start
-        while end < len(steps) and (end == start or used + 2 + col_w[end] <= width):
+        while end < n_cols and (end == start or used + 2 + col_w[end] <= width):
             used += 2 + col_w[end]
             end += 1
         blocks.append("\n".join(
@@ -253,7 +378,7 @@ def to_csv(t: Trace) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow([*COLUMNS[:6], *[f"lr_{i}" for i in range(n_groups)], "event", "reason"])
-    for s in t.steps:
+    for s in _records(t):
         k = s.known
         state = (s.best, s.num_bad_epochs, s.cooldown_counter) if k else ("", "", "")
         lrs = s.lr if s.lr_known else ("",) * n_groups
@@ -263,7 +388,30 @@ def to_csv(t: Trace) -> str:
     return buf.getvalue()
 
 
-def to_json_obj(t: Trace) -> dict[str, Any]:
+def _records(t: Trace) -> Any:
+    """Every step; a long trace explains only the steps that did something (see ``EXPLAIN_ROWS``)."""
+    if len(t) <= EXPLAIN_ROWS:
+        return t.steps
+    events = t._cols.events
+    worth = (Event.REDUCED, Event.SUPPRESSED)
+    return (t.step(i, explain=_EVENTS_ALL[events[i]] in worth or i in t.unknown) for i in range(len(t)))
+
+
+_EVENTS_ALL = tuple(Event)
+
+
+def _step_json(s: Step) -> dict[str, Any]:
+    d = s.as_dict()
+    for k in ("metric", "best", "epoch", "last_epoch"):
+        v = d[k]
+        if isinstance(v, float) and not math.isfinite(v):
+            d[k] = _jsonable(v)
+    if d["lr"] is not None and any(isinstance(v, float) and not math.isfinite(v) for v in d["lr"]):
+        d["lr"] = _jsonable(d["lr"])
+    return d
+
+
+def to_json_obj(t: Trace, *, with_steps: bool = True) -> dict[str, Any]:
     """The JSON contract as a Python object (non-finite floats already turned into strings)."""
     if getattr(t, "rules", "torch") != "torch":  # another rule set: no checkpoint, alignment or torch state
         return _jsonable({"rules": t.rules, "config": t.config.to_dict(), "checkpoint": None, "alignment": None,
@@ -295,14 +443,26 @@ def to_json_obj(t: Trace) -> dict[str, Any]:
         "final_state": t.to_state_dict() if final_known else None,
         "findings": [f.as_dict() for f in t.findings],
         "notes": list(t.notes),
-        "steps": t.to_records(),
     }
+    if with_steps:
+        obj["steps"] = [_step_json(s) for s in _records(t)]
     return _jsonable(obj)
 
 
 def to_json(t: Trace) -> str:
-    """The JSON contract (see README): config, checkpoint, alignment, forecast, findings, steps."""
-    return json.dumps(to_json_obj(t), indent=1, allow_nan=False)
+    """The JSON contract (see README): config, checkpoint, alignment, forecast, findings, steps.
+
+    The steps come one per line, written by the C encoder: a million-row trace renders in seconds.
+    """
+    if getattr(t, "rules", "torch") != "torch":
+        return json.dumps(to_json_obj(t), indent=1, allow_nan=False)
+    obj = to_json_obj(t, with_steps=False)
+    head = json.dumps(obj, indent=1, allow_nan=False)
+    if not len(t):
+        return head[:-2] + ',\n "steps": []\n}'
+    encode = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode
+    steps = ",\n  ".join(encode(_step_json(s)) for s in _records(t))
+    return head[:-2] + ',\n "steps": [\n  ' + steps + "\n ]\n}"
 
 
 def markdown(t: Trace) -> str:

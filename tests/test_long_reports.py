@@ -1,0 +1,120 @@
+"""Rendering long traces: the collapsed terminal grid, the capped reductions line, the streamed JSON."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+
+import plateau_forensics as pf
+from plateau_forensics import report
+from plateau_forensics.engine import Event
+
+
+def grid_columns(text: str) -> list[dict[str, str]]:
+    """The grid's columns, across its wrapped blocks, as {row name: cell}."""
+    cols: list[dict[str, str]] = []
+    for block in text.split("\n\n"):
+        lines = block.splitlines()
+        if not lines or not lines[0].startswith("epoch "):
+            continue
+        table = {ln.split()[0]: ln.split()[1:] for ln in lines}
+        for k in range(len(table["epoch"])):
+            cols.append({name: cells[k] for name, cells in table.items()})
+    return cols
+
+
+def at_floor(n: int) -> pf.Trace:
+    """A run that reaches min_lr early and then has a suppressed reduction every ``patience + 1`` steps."""
+    return pf.replay([1.0] * n, pf.PlateauConfig(patience=4, factor=0.5, min_lr=0.01), lrs=[0.1])
+
+
+def many_reductions(n: int) -> pf.Trace:
+    """More real reductions than the grid has columns (factor 0.999, no floor in reach)."""
+    return pf.replay([1.0] * n, pf.PlateauConfig(patience=0, factor=0.999), lrs=[0.1])
+
+
+class TestGrid:
+    def test_short_trace_every_column(self) -> None:
+        t = at_floor(50)
+        cols = grid_columns(report.grid(t, width=100))
+        assert [str(e) for e in t.epochs] == [c["epoch"] for c in cols]
+
+    def test_long_trace_windows(self) -> None:
+        """Every real reduction, the first suppressed ones and the last one, the ends; "..." between."""
+        t = at_floor(20_000)
+        cols = grid_columns(report.grid(t, width=100))
+        assert len(cols) <= report.GRID_COLUMNS
+        shown = [c["epoch"] for c in cols]
+        reduced = [str(s.epoch) for s in t.reductions() if s.event is Event.REDUCED]
+        suppressed = [str(s.epoch) for s in t.reductions() if s.event is Event.SUPPRESSED]
+        assert len(suppressed) > 1000 and len(reduced) >= 3
+        assert set(reduced) <= set(shown)
+        assert set(suppressed[: report.SHOWN_SUPPRESSED] + suppressed[-1:]) <= set(shown)
+        ends = [str(e) for e in (*t.epochs[:3], *t.epochs[-3:])]
+        assert ends == shown[:3] + shown[-3:]
+        assert "..." in shown
+        assert all(c["event"] == "..." for c in cols if c["epoch"] == "...")
+
+    def test_more_reductions_than_columns(self) -> None:
+        """Beyond what fits, the first reductions and the last ones, one hidden middle."""
+        t = many_reductions(3000)
+        cols = grid_columns(report.grid(t, width=100))
+        assert len(cols) <= report.GRID_COLUMNS
+        shown = [c["epoch"] for c in cols]
+        assert shown[:3] == [str(e) for e in t.epochs[:3]] and shown[-1] == str(t.epochs[-1])
+        assert shown.count("...") == 1
+
+    def test_html_keeps_every_reduction(self) -> None:
+        """The notebook table promises every reduction column (it scrolls); only the terminal grid cuts."""
+        t = many_reductions(400)
+        cols = report.visible_columns(t, max_columns=60)
+        assert {s.index for s in t.reductions()} <= {c for c in cols if isinstance(c, int)}
+
+
+class TestReductionsLine:
+    def test_capped(self) -> None:
+        t = at_floor(2000)
+        reds = t.reductions()
+        text = report.reductions_text(t)
+        listed = text.count("epoch ")
+        assert listed == report.MAX_LISTED_REDUCTIONS
+        assert f"... {len(reds) - report.MAX_LISTED_REDUCTIONS} more" in text
+        assert text.startswith(f"epoch {reds[0].epoch}: ") and f"epoch {reds[-1].epoch}: " in text
+
+    def test_short_list_whole(self) -> None:
+        t = at_floor(40)
+        text = report.reductions_text(t)
+        assert text.count("epoch ") == len(t.reductions()) <= report.MAX_LISTED_REDUCTIONS
+        assert "more" not in text
+
+    def test_none(self) -> None:
+        assert "none" == report.reductions_text(pf.replay([3.0, 2.0, 1.0], lrs=[0.1]))
+
+
+class TestLongRecords:
+    def test_json_stream_is_the_object(self) -> None:
+        """The streamed text parses to exactly ``to_json_obj`` (NaN and inf metrics as strings)."""
+        t = pf.replay([1.0, math.nan, math.inf, -math.inf, 0.5] * 10, lrs=[0.1, 0.2])
+        assert json.loads(report.to_json(t)) == report.to_json_obj(t)
+        empty = pf.replay([], lrs=[0.1])
+        assert json.loads(report.to_json(empty)) == report.to_json_obj(empty)
+
+    def test_long_rows_explain_what_happened(self) -> None:
+        """Above EXPLAIN_ROWS, reductions and suppressed ones keep their reason; quiet rows carry none."""
+        t = at_floor(report.EXPLAIN_ROWS + 10)
+        rows = list(csv.DictReader(io.StringIO(report.to_csv(t))))
+        assert len(rows) == len(t)
+        for r in rows:
+            if r["event"] in ("reduced", "suppressed"):
+                assert r["reason"]
+            else:
+                assert r["reason"] == ""
+        steps = json.loads(report.to_json(t))["steps"]
+        assert [s["event"] for s in steps] == [r["event"] for r in rows]
+
+    def test_short_rows_explain_every_step(self) -> None:
+        t = at_floor(100)
+        rows = list(csv.DictReader(io.StringIO(report.to_csv(t))))
+        assert all(r["reason"] for r in rows)
