@@ -124,7 +124,8 @@ class FactorFit:
     Attributes:
         lo, hi: every factor in ``[lo, hi]`` reproduces every visible change (None: no change seen).
         value: the simplest decimal in the range (fewest significant digits).
-        exact: the range holds exactly the floats that reproduce every change bit for bit (a ``repr`` lr column).
+        exact: the range holds exactly the floats that reproduce every change bit for bit (a ``repr`` lr
+        column).
         floor_hit: the last change of these groups is a drop to ``min_lr`` rather than a multiplication.
         changes: the number of visible changes the range is built from.
     """
@@ -399,6 +400,68 @@ def _timing(ev: _Evidence, codes: Any, cfg: _Configs, cap: int = 2_000_000) -> _
     return _Timing(fits, undecided, death, why, group, floors, free, forked)
 
 
+def _timing_exact(ev: _Evidence, codes: Any, cfg: _Configs) -> _Timing:
+    """``_timing`` for a log whose metrics are exact (no comparison can be open): every config is one lane of
+    ``sweep._replay_lanes``, whose due reductions are then checked against ``codes`` all at once."""
+    import numpy as np
+
+    from plateau_forensics.state import PlateauConfig
+    from plateau_forensics.sweep import _grid_lanes, _replay_lanes
+
+    n_cfg, n, g = len(cfg), len(ev.epochs), len(ev.columns)
+    names = {0: ("min", "rel"), 1: ("min", "abs"), 2: ("max", "rel"), 3: ("max", "abs")}
+    explicit = [{"mode": names[int(k)][0], "threshold_mode": names[int(k)][1], "threshold": float(t),
+                 "patience": int(p), "cooldown": int(c)}
+                for k, t, p, c in zip(cfg.kind, cfg.threshold, cfg.patience, cfg.cooldown, strict=True)]
+    keys = ["mode", "threshold_mode", "threshold", "patience", "cooldown"]
+    values = [sorted({e[k] for e in explicit}, key=repr) for k in keys]
+    lanes, _ = _grid_lanes(PlateauConfig(factor=0.5), keys, values, 1, explicit)
+    raw = _replay_lanes([float(x) for x in ev.v], lanes, [1.0])  # the lr is irrelevant: only when steps are due
+    steps, lane = raw.ev_step, raw.ev_config
+    inf = np.iinfo(np.int64).max
+    death = np.full(n_cfg, inf, dtype=np.int64)
+    why = np.zeros(n_cfg, dtype=np.int64)
+    group = np.zeros(n_cfg, dtype=np.int64)
+    held_any = np.zeros((n_cfg, g), dtype=bool)
+    for gi in range(g):
+        col = codes[:, gi]
+        changed = np.flatnonzero(col == _CHANGED)
+        held = np.full(n_cfg, inf, dtype=np.int64)  # the first due step where the lr certainly stays
+        at_same = col[steps] == _SAME
+        np.minimum.at(held, lane[at_same], steps[at_same])
+        held_any[:, gi] = held < inf
+        no_due = np.full(n_cfg, inf, dtype=np.int64)  # the first certain change with no due reduction
+        if changed.size:
+            hit = np.zeros((n_cfg, changed.size), dtype=bool)
+            pos = np.searchsorted(changed, steps)
+            ok = (pos < changed.size) & (changed[np.minimum(pos, changed.size - 1)] == steps)
+            hit[lane[ok], pos[ok]] = True
+            missing = ~hit.all(axis=1)
+            no_due[missing] = changed[np.argmin(hit[missing], axis=1)]
+            after = np.searchsorted(changed, held, side="right")  # the first certain change after a held due
+            after_held = np.where(after < changed.size, changed[np.minimum(after, changed.size - 1)], inf)
+        else:
+            after_held = np.full(n_cfg, inf, dtype=np.int64)
+        miss = np.minimum(no_due, after_held)
+        better = miss < death
+        why = np.where(better, np.where(after_held <= no_due, _AFTER_SUPPRESSED, _NO_DUE), why)
+        group = np.where(better, gi, group)
+        death = np.minimum(death, miss)
+    fits = death == inf
+    death = np.where(fits, -1, death)
+    floors = held_any & fits[:, None]
+    free = ~held_any & fits[:, None]
+    del n
+    return _Timing(fits, np.zeros(n_cfg, dtype=bool), death, why, group, floors, free, False)
+
+
+def _timing_any(ev: _Evidence, codes: Any, cfg: _Configs) -> _Timing:
+    """The timing check: the vectorized sweep for exact metrics, the forking kernel for rounded ones."""
+    if ev.exact_metric and len(cfg) > 1:
+        return _timing_exact(ev, codes, cfg)
+    return _timing(ev, codes, cfg)
+
+
 # -- the search grid ---------------------------------------------------------------------------------------
 def _threshold_grid(ev: _Evidence, tmode: str) -> list[float]:
     import numpy as np
@@ -422,7 +485,7 @@ def _bounds(ev: _Evidence, changes: list[list[tuple[int, float, float, float, fl
         p_hi = steps[0]  # the first reduction at step s needs num_bad_epochs = patience + 1 <= s + 1
     else:
         p_hi = n  # no reduction seen: any patience from n on never reduces inside the log
-    gaps = [b - a for cs in changes for a, b in zip([c[0] for c in cs], [c[0] for c in cs][1:])]
+    gaps = [b - a for cs in changes for a, b in zip([c[0] for c in cs], [c[0] for c in cs][1:], strict=False)]
     pair = min(gaps) - 1 if gaps else None  # successive reductions are at least patience + cooldown + 1 apart
     if len(steps) >= 2 and pair is not None:
         c_hi = pair
@@ -490,7 +553,8 @@ class Fit:
         semantics: how the lr column was read: ``during`` (the lr each epoch trained with) or ``after``
             (the lr after each step).
         exact: some searched setting reproduces every row of the lr column.
-        families: the (mode, threshold_mode, patience, cooldown) combinations that do, with threshold intervals.
+        families: the (mode, threshold_mode, patience, cooldown) combinations that do, with threshold
+        intervals.
         factor: what the lr ratios allow (``FactorFit``).
         min_lr, eps: per group, words for the range the evidence allows.
         closest: when nothing fits, the settings that go furthest, each with the first epoch it misses.
@@ -672,7 +736,7 @@ def _level(lo: float, hi: float) -> str:
     from plateau_forensics.report import g
 
     mid = (lo + hi) / 2
-    if lo == hi or (mid and abs(hi - lo) <= 2e-3 * abs(mid) and g(lo) == g(hi)):
+    if lo == hi or (mid and abs(hi - lo) <= 2e-3 * abs(mid)):
         return g(mid)
     return f"[{g(lo)}, {g(hi)}]"
 
@@ -730,7 +794,8 @@ def _grid(ev: _Evidence, p_hi: int, c_hi: int, pair: int | None, fixed: Mapping[
 def _refine_all(ev: _Evidence, codes: Any, jobs: list[tuple[float, float, str, str, int, int]],
                 probes: int = 15) -> list[float]:
     """For each job ``(fits, misses, mode, threshold_mode, patience, cooldown)``: the float nearest ``misses``
-    on the way from ``fits`` that still fits, by k-section on the bits (nonnegative floats order like their bit
+    on the way from ``fits`` that still fits, by k-section on the bits (nonnegative floats order like their
+    bit
     patterns); every job's probes of a round run as lanes of one timing sweep."""
     import numpy as np
 
@@ -749,7 +814,7 @@ def _refine_all(ev: _Evidence, codes: Any, jobs: list[tuple[float, float, str, s
             break
         rows = [(jobs[j][2], jobs[j][3], float(np.int64(x).view(np.float64)), jobs[j][4], jobs[j][5])
                 for x, j in lanes]
-        ok = _timing(ev, codes, _configs(rows)).fits
+        ok = _timing_any(ev, codes, _configs(rows)).fits
         done: set[int] = set()
         for (x, j), good in zip(lanes, ok, strict=True):
             if j in done:
@@ -953,7 +1018,7 @@ def _fit_one(ev: _Evidence, semantics: str, fixed: Mapping[str, Any], max_patien
     codes = _codes(ev, semantics, fac)
     p_hi, c_hi, pair, notes = _bounds(ev, changes, max_patience, max_cooldown)
     rows = _grid(ev, p_hi, c_hi, pair, fixed)
-    t = _timing(ev, codes, _configs(rows))
+    t = _timing_any(ev, codes, _configs(rows))
     rises = [(gi, c[0]) for gi, cs in enumerate(changes) for c in cs if c[3] > c[2]]
     families = _families(ev, codes, rows, t, refine) if t.fits.any() else []
     value_ok = fac.lo is not None or not any(changes)

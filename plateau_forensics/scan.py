@@ -12,7 +12,8 @@ content (the torch zip archive's ``data.pkl`` or the legacy format's magic numbe
   the other checkpoints of the folder are one run with the other logs; a folder of checkpoints without a log
   takes the logs of its parent folder (``exp/checkpoints/*.pt`` with ``exp/log.csv``).
 
-``scan_run(run)`` analyses one run and returns plain, JSON-able data, so it runs unchanged in a process pool or
+``scan_run(run)`` analyses one run and returns plain, JSON-able data, so it runs unchanged in a process pool
+or
 under a cluster's map. The checkpoint analysed is the run's latest by content (the saved step count, then
 ``global_step``, then ``epoch``).
 """
@@ -59,6 +60,10 @@ class Run:
     stack: str
     checkpoints: tuple[str, ...]
     logs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "checkpoints", tuple(self.checkpoints))  # lists from JSON become tuples
+        object.__setattr__(self, "logs", tuple(self.logs))
 
     def as_dict(self) -> dict[str, Any]:
         """Plain data; ``Run(**d)`` rebuilds it."""
@@ -120,7 +125,8 @@ def _looks_like_log(path: str) -> bool:
 
 def _is_tensorboard_dir(path: str) -> bool:
     try:
-        return any(e.is_file() and e.name.startswith("events.out.tfevents") for e in os.scandir(path))
+        with os.scandir(path) as entries:
+            return any(e.is_file() and e.name.startswith("events.out.tfevents") for e in entries)
     except OSError:
         return False
 
@@ -272,6 +278,9 @@ def _as_run(run: Run | Mapping[str, Any] | str | os.PathLike[str]) -> Run:
     if not is_torch_checkpoint(path):
         raise ForensicsError(f"{path}: not a torch checkpoint (by its content)")
     here = os.path.dirname(path) or "."
+    parent = os.path.dirname(here)
+    if os.path.basename(here) == "checkpoints" and _VERSION.fullmatch(os.path.basename(parent)):
+        here = os.path.dirname(parent)  # a Lightning checkpoint: its run is the whole logger folder
     for r in find_runs(here):
         if path in r.checkpoints or os.path.abspath(path) in map(os.path.abspath, r.checkpoints):
             return Run(r.path, r.stack, (path,), r.logs)
@@ -305,11 +314,13 @@ def scan_run(run: Run | Mapping[str, Any] | str | os.PathLike[str], *, loader: s
     """Analyse one run with ``plateau_forensics.trace`` and return plain data (JSON-able, picklable).
 
     Args:
-        run: a ``Run`` from ``find_runs`` (or its ``as_dict()``), a checkpoint path, or a folder holding one run.
+        run: a ``Run`` from ``find_runs`` (or its ``as_dict()``), a checkpoint path, or a folder holding one
+        run.
         loader: the checkpoint reader (``builtin`` or ``torch``).
 
     Returns:
-        ``path``, ``stack``, ``checkpoint`` (the one analysed), ``logs``, ``verdict`` (the story's codes joined
+        ``path``, ``stack``, ``checkpoint`` (the one analysed), ``logs``, ``verdict`` (the story's codes
+        joined
         with ``+``, None without a log), ``ambiguous``, ``alternatives``, ``warnings`` (warning-level finding
         codes), ``findings`` (every finding code), ``error`` (a one-line message, or None), ``notes``,
         ``seconds``. Bad input becomes ``error``; nothing is raised for a run that cannot be read.

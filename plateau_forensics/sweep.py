@@ -15,9 +15,9 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 import types
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
@@ -26,7 +26,6 @@ from plateau_forensics.errors import ConfigError
 from plateau_forensics.state import PlateauConfig
 
 if TYPE_CHECKING:
-    import numpy as np
     import pandas as pd
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
@@ -237,8 +236,10 @@ def _replay_lanes(metrics: Sequence[float], lanes: _Lanes, lrs0: Sequence[float]
     """Step every lane through ``metrics``; torch's order per step, as in ``engine._advance``.
 
     Instead of ``num_bad_epochs`` and ``cooldown_counter`` each lane keeps ``deadline``: a reduction is due at
-    step ``i`` iff ``i > deadline``. With ``a`` the last step that improved or reduced (``num_bad_epochs`` reset)
-    and ``c`` the last cooldown step after a reduction at ``r`` (``r + cooldown``), torch's counters after step
+    step ``i`` iff ``i > deadline``. With ``a`` the last step that improved or reduced (``num_bad_epochs``
+    reset)
+    and ``c`` the last cooldown step after a reduction at ``r`` (``r + cooldown``), torch's counters after
+    step
     ``i`` are ``num_bad_epochs = i - max(a, min(i, c))``; so ``num_bad_epochs > patience`` iff
     ``i > max(a, c) + patience`` for ``patience >= 0`` (lanes with ``patience < 0`` reduce at every step, as
     ``0 > patience``). An improvement sets ``deadline = max(deadline, i + patience)``, a reduction
@@ -656,7 +657,8 @@ class Sweep:
         other swept key at ``fixed[key]`` (its first value by default). NaN where a value is undefined.
 
         Raises:
-            ConfigError: ``x``/``y`` not swept (or equal), an unknown value column, or a fixed value not swept.
+            ConfigError: ``x``/``y`` not swept (or equal), an unknown value column, or a fixed value not
+            swept.
         """
         import numpy as np
 
@@ -913,19 +915,24 @@ def sweep(
     ``engine.run(config, metrics, lrs)`` bit for bit (see the module docstring).
 
     Args:
-        losses: a ``Trace`` (its metrics, epochs, config and initial lrs), a ``LossLog``, a list of numbers, or
+        losses: a ``Trace`` (its metrics, epochs, config and initial lrs), a ``LossLog``, a list of numbers,
+        or
             anything ``read_losses`` accepts (a path, a DataFrame...).
         grid: ``{"patience": range(0, 21), "factor": [0.1, 0.2, 0.5]}`` (the cartesian product, first key
             outermost), or a list of ``PlateauConfig`` / override dicts.
-        lrs: every param group's lr before the first step; default: the Trace's, the log's first lr row, else 1.0.
-        base: the hyperparameters the grid's values replace; default: the Trace's config, else torch's defaults.
+        lrs: every param group's lr before the first step; default: the Trace's, the log's first lr row, else
+        1.0.
+        base: the hyperparameters the grid's values replace; default: the Trace's config, else torch's
+        defaults.
         metric, epoch_column, lr_columns: column choices when ``losses`` is read from a file.
 
     Returns:
-        A ``Sweep``: per configuration the reductions (count, epochs), the final lr, the epochs spent at each lr.
+        A ``Sweep``: per configuration the reductions (count, epochs), the final lr, the epochs spent at each
+        lr.
 
     Raises:
-        ConfigError: an unknown key, a value torch would reject, a non-integer patience/cooldown, an empty grid.
+        ConfigError: an unknown key, a value torch would reject, a non-integer patience/cooldown, an empty
+        grid.
 
     Example:
         >>> sw = sweep([1.0, 1.1, 1.2, 1.3, 1.4], {"patience": [0, 1, 2]}, lrs=[0.1])

@@ -98,7 +98,7 @@ class TestRealRuns:
         """An exact log: the fit reproduces the lr, and the true mode/patience/cooldown/threshold and factor fit."""
         run = runs[name]
         kw = run["kwargs"]
-        changes = [e for (e, _, a), (_, _, b) in zip(run["rows"], run["rows"][1:]) if b != a]
+        changes = [e for (e, _, a), (_, _, b) in zip(run["rows"], run["rows"][1:], strict=False) if b != a]
         assert changes, "the run must reduce its lr for the fit to have evidence"
         f = fit(run["repr"])
         assert f.exact
@@ -211,7 +211,7 @@ class TestMisfits:
         """A run with torch's defaults (a wrapper that swallowed the arguments): the defaults line says they fit."""
         rows = train(epochs=90, lr=0.05)
         f = fit(write(tmp_path / "log.csv", rows))
-        assert any(a != b for (_, _, a), (_, _, b) in zip(rows, rows[1:]))
+        assert any(a != b for (_, _, a), (_, _, b) in zip(rows, rows[1:], strict=False))
         assert f.exact and f.defaults is None
         other = fit(write(tmp_path / "other.csv", train(patience=2, factor=0.5)))
         assert other.defaults is not None and other.defaults.epoch == other.changes[0][0]
