@@ -36,6 +36,7 @@ import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import chain, compress
+from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from plateau_forensics.errors import LossLogError
@@ -163,10 +164,13 @@ def convert(np: Any, cells: Sequence[object]) -> Cells:
         if (joined.isascii() and "_" not in joined and joined.count("\x00") == n - 1
                 and not any(s in joined for s in _SPACES)):
             arr = np.array(cells, dtype=object)
-            blank = arr == ""
+            if n and "\x00\x00" not in joined and joined[:1] != "\x00" and joined[-1:] != "\x00" and joined:
+                blank = np.zeros(n, bool)  # no empty cell (an empty one leaves two NULs together, or one at an end)
+            else:
+                blank = arr == ""
             present = ~blank
             try:
-                got = arr[present].astype(np.float64)  # float() of each text
+                got = (arr if not blank.any() else arr[present]).astype(np.float64)  # float() of each text
             except (ValueError, TypeError):
                 pass  # a cell that is not a number: found, with its line, cell by cell below
             else:
@@ -337,24 +341,26 @@ class LogTable:
         out[out == ""] = None
         return out.tolist()  # type: ignore[no-any-return]
 
-    def text_codes(self, name: str, rows: Any) -> tuple[list[str | None], list[int], list[int]]:
-        """The texts of column ``name`` at ``rows`` (-1: none) as (the distinct texts in first-seen order, None
-        for a non-text cell; how often each occurs; which one each row has), never holding a Python string per
-        row: a long column is looked at a run of rows at a time."""
+    def text_codes(self, wanted: Mapping[str, Any]) -> dict[str, tuple[list[str | None], list[int], Any]]:
+        """For each column of ``wanted`` (column -> rows, -1: none), its texts at those rows as (the distinct
+        texts, None for a non-text cell, non-None ones in first-seen order; how often each occurs; which one
+        each row has, an array), never holding a Python string per row: a long column is looked at a run of
+        rows at a time (a plain CSV: one more pass of the parser over those columns only)."""
         np = self.np
-        rows = np.asarray(rows, dtype=np.int64)
-        index: dict[str, int] = {"": 0}  # code 0: no text
-        codes = np.zeros(len(rows), dtype=np.int64)
+        rows = {c: np.asarray(r, dtype=np.int64) for c, r in wanted.items()}
+        index: dict[str, dict[str, int]] = {c: {"": 0} for c in rows}  # code 0: no text
+        codes = {c: np.zeros(len(r), dtype=np.int64) for c, r in rows.items()}
         if self.text_reader is not None:
-            for sel, texts in self.text_reader.runs(self, name, rows):  # type: ignore[attr-defined]
-                codes[sel] = _codes(np, index, texts)
+            for c, sel, texts in self.text_reader.runs(self, rows):  # type: ignore[attr-defined]
+                codes[c][sel] = _codes(np, index[c], texts)
         else:
-            chunks = [c for c in self.columns[name].chunks if c[5] is not None]
-            for k, sel, local in _by_chunk(np, [c[0] for c in chunks], [c[1] for c in chunks],
-                                           [c[2] for c in chunks], rows):
-                split = chunks[k][5].split("\x00")  # type: ignore[union-attr]
-                codes[sel] = _codes(np, index, [split[j] for j in local.tolist()])
-        return _first_seen(np, list(index), codes)
+            for c, r in rows.items():
+                chunks = [k for k in self.columns[c].chunks if k[5] is not None]
+                for k, sel, local in _by_chunk(np, [x[0] for x in chunks], [x[1] for x in chunks],
+                                               [x[2] for x in chunks], r):
+                    split = chunks[k][5].split("\x00")  # type: ignore[union-attr]
+                    codes[c][sel] = _codes(np, index[c], [split[j] for j in local.tolist()])
+        return {c: _first_seen(np, list(index[c]), codes[c], rows[c]) for c in rows}
 
 
 def _codes(np: Any, index: dict[str, int], texts: list[str]) -> Any:
@@ -365,14 +371,17 @@ def _codes(np: Any, index: dict[str, int], texts: list[str]) -> Any:
     return np.fromiter(map(index.__getitem__, texts), dtype=np.int64, count=len(texts))
 
 
-def _first_seen(np: Any, texts: list[str], codes: Any) -> tuple[list[str | None], list[int], list[int]]:
-    """Renumber codes by first appearance among the rows; code 0 (no text) becomes None."""
+def _first_seen(np: Any, texts: list[str], codes: Any, rows: Any) -> tuple[list[str | None], list[int], Any]:
+    """(distinct texts, counts, codes) with the texts in first-seen order along ``rows``; code 0 (no text) is
+    None. Codes were handed out in the order the texts were met, which is that order when the rows ascend."""
+    uniques: list[str | None] = [None, *texts[1:]]
+    if len(rows) < 2 or bool((rows[1:] >= rows[:-1]).all()):
+        return uniques, np.bincount(codes, minlength=len(texts)).tolist(), codes
     present, first, counts = np.unique(codes, return_index=True, return_counts=True)
     order = np.argsort(first, kind="stable")
     renumber = np.zeros(len(texts), dtype=np.int64)
     renumber[present[order]] = np.arange(len(order))
-    uniques = [texts[c] if c else None for c in present[order].tolist()]
-    return uniques, counts[order].tolist(), renumber[codes].tolist()
+    return [uniques[c] for c in present[order].tolist()], counts[order].tolist(), renumber[codes]
 
 
 def _by_chunk(np: Any, bases: list[int], sizes: list[int], positions: list[Any], rows: Any
@@ -548,40 +557,66 @@ def _read_jsonl(path: str, data: bytes, start: int) -> LogTable:
     """JSON Lines, one object per line, decoded by the json module's C scanner; numbers stay the text they
     were written as (``parse_float=str``) and objects stay their pairs, so a key named twice is seen."""
     t = LogTable(path)
-    raw = json.JSONDecoder(parse_float=str, object_pairs_hook=list).raw_decode
+    scan = json.JSONDecoder(parse_float=str, object_pairs_hook=list).scan_once
     rows: list[list[tuple[str, object]]] = []
     lines: list[int] = []
     twice: list[int] = []
-    buf = io.BytesIO(data)
-    buf.seek(start)
-    for n, bline in enumerate(buf, 1):
-        line = bline.decode("utf-8")
-        if not line.strip():
-            continue
-        s = line.strip(" \t\r\n")
-        try:
-            obj, end = raw(s)
-        except json.JSONDecodeError as exc:
-            raise LossLogError(f"{path}: line {n} is not valid JSON ({exc.msg})") from None
-        except RecursionError:
-            raise LossLogError(f"{path}: line {n} is nested too deeply for a log line") from None
-        except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
-            raise LossLogError(f"{path}: line {n} holds an integer too long to read (over "
-                               f"{sys.get_int_max_str_digits():,} digits)") from None
-        if end != len(s):
-            raise LossLogError(f"{path}: line {n} is not valid JSON (Extra data)")
-        if not s.startswith("{"):
-            raise LossLogError(f"{path}: line {n} is not a JSON object")
-        rows.append(obj)
-        lines.append(n)
-        if len(rows) >= _BATCH_ROWS:
-            twice += _add_json_rows(t, rows, lines)
-            rows, lines = [], []
+    pairs = 0
+    for first, block in _line_blocks(data, start):
+        for n, line in enumerate(block, first):
+            s = line.strip(" \t\r\n")
+            if not s or s[0] != "{":
+                if not line.strip():
+                    continue
+                _json_error(path, n, s)
+            try:
+                obj, end = scan(s, 0)
+            except (StopIteration, ValueError, RecursionError):  # JSONDecodeError is a ValueError
+                _json_error(path, n, s)
+            if end != len(s):
+                _json_error(path, n, s)
+            rows.append(obj)
+            lines.append(n)
+            pairs += len(obj)
+            if pairs >= _CHUNK_CELLS:
+                twice += _add_json_rows(t, rows, lines)
+                rows, lines, pairs = [], [], 0
     twice += _add_json_rows(t, rows, lines)
     if twice:
         t.notes.append(("duplicate-keys", f"{path}: {lines_text(twice)} name{'s' if len(twice) == 1 else ''} a "
                                           "key twice in one JSON object, with the same value both times (read once)"))
     return t
+
+
+def _line_blocks(data: bytes, start: int, size: int = 1 << 22) -> Iterator[tuple[int, list[str]]]:
+    """(number of the first line, the lines) from ``start`` on, decoded a block of whole lines at a time."""
+    n, pos = 1, start
+    while pos < len(data):
+        end = data.find(b"\n", min(pos + size, len(data)))
+        end = len(data) if end < 0 else end + 1
+        text = data[pos:end].decode("utf-8")
+        block = text.split("\n")
+        if text.endswith("\n"):
+            block.pop()
+        yield n, block
+        n += len(block)
+        pos = end
+
+
+def _json_error(path: str, n: int, s: str) -> None:
+    """Raise the error for a line the scanner refused (or that is not an object), in ``json.loads``' words."""
+    try:
+        obj = json.loads(s, parse_float=str)
+    except json.JSONDecodeError as exc:
+        raise LossLogError(f"{path}: line {n} is not valid JSON ({exc.msg})") from None
+    except RecursionError:
+        raise LossLogError(f"{path}: line {n} is nested too deeply for a log line") from None
+    except ValueError:  # int() refuses more than sys.get_int_max_str_digits() digits
+        raise LossLogError(f"{path}: line {n} holds an integer too long to read (over "
+                           f"{sys.get_int_max_str_digits():,} digits)") from None
+    if not isinstance(obj, dict):
+        raise LossLogError(f"{path}: line {n} is not a JSON object")
+    raise LossLogError(f"{path}: line {n} is not valid JSON")  # not reached: the scanner and loads agree
 
 
 def _add_json_rows(t: LogTable, rows: list[list[tuple[str, object]]], lines: list[int]) -> list[int]:
@@ -590,11 +625,18 @@ def _add_json_rows(t: LogTable, rows: list[list[tuple[str, object]]], lines: lis
     if not rows:
         return []
     np = t.np
+    n, width = len(rows), len(rows[0])
+    if width and list(map(len, rows)).count(width) == n:  # the common log: every object has the same keys
+        pairs = [list(map(itemgetter(j), rows)) for j in range(width)]
+        names = [p[0][0] for p in pairs]
+        if len(set(names)) == width and all(list(map(itemgetter(0), p)).count(k) == n for p, k in zip(pairs, names)):
+            for k in names:
+                t._column(k)
+            t.add(lines, {k: (None, convert(np, list(map(itemgetter(1), p)))) for p, k in zip(pairs, names)})
+            return []
     flat = list(chain.from_iterable(rows))
-    keys: tuple[str, ...] = ()
-    vals: tuple[object, ...] = ()
-    if flat:
-        keys, vals = zip(*flat)  # type: ignore[assignment]
+    keys = list(map(itemgetter(0), flat))
+    vals = list(map(itemgetter(1), flat))
     index = {k: i for i, k in enumerate(t.header)}
     for k in dict.fromkeys(keys):
         if k not in index:
@@ -847,36 +889,41 @@ class _PlainTexts:
                 fields = self.data[s:e].split(sep)
                 out[i] = fields[j].decode("utf-8") if j < len(fields) else ""
         else:
-            for sel, texts in self.runs(t, name, rows):
+            for _, sel, texts in self.runs(t, {name: rows}):
                 out[sel] = texts
         out[out == ""] = None
         return out.tolist()  # type: ignore[no-any-return]
 
-    def runs(self, t: LogTable, name: str, rows: Any) -> Iterator[tuple[Any, list[str]]]:
-        """(which of ``rows``, their texts) a run of the file at a time: a second pass of the parser, over
-        column ``name`` only, as strings."""
+    def runs(self, t: LogTable, wanted: Mapping[str, Any]) -> Iterator[tuple[str, Any, list[str]]]:
+        """(column, which of its rows, their texts) a run of the file at a time: one more pass of the parser,
+        over the wanted columns only, as strings."""
         import pandas as pd
 
         np = t.np
-        ok = np.flatnonzero(rows >= 0)
-        parser_rows = t.lines()[rows[ok]] - self.skip - 1
-        order = np.argsort(parser_rows, kind="stable")
-        ok, parser_rows = ok[order], parser_rows[order]
+        lines = t.lines()
+        order = {}
+        for c, rows in wanted.items():
+            ok = np.flatnonzero(rows >= 0)
+            parser_rows = lines[rows[ok]] - self.skip - 1
+            by_row = np.argsort(parser_rows, kind="stable")
+            order[c] = (ok[by_row], parser_rows[by_row])
         buf = io.BytesIO(self.data)
         buf.seek(int(self.ends[0]) + 1)
         n_cols = len(self.header)
-        reader = pd.read_csv(buf, header=None, names=list(range(n_cols)), index_col=False,
-                             usecols=[self.header.index(name)], dtype=object, keep_default_na=False,
-                             na_filter=False, skip_blank_lines=False, sep=self.sep, encoding="utf-8", engine="c",
-                             chunksize=max(1024, _CHUNK_CELLS // max(n_cols, 1)))
+        cols = sorted({self.header.index(c) for c in wanted})
+        reader = pd.read_csv(buf, header=None, names=list(range(n_cols)), index_col=False, usecols=cols,
+                             dtype=object, keep_default_na=False, na_filter=False, skip_blank_lines=False,
+                             sep=self.sep, encoding="utf-8", engine="c",
+                             chunksize=max(1024, _CHUNK_CELLS // max(len(cols), 1)))
         row = 1
         with reader:
             for frame in reader:
-                texts = frame.iloc[:, 0].tolist()
-                lo, hi = np.searchsorted(parser_rows, [row, row + len(texts)])
-                if hi > lo:
-                    yield ok[lo:hi], [texts[p] for p in (parser_rows[lo:hi] - row).tolist()]
-                row += len(texts)
+                for c, (ok, parser_rows) in order.items():
+                    lo, hi = np.searchsorted(parser_rows, [row, row + len(frame)])
+                    if hi > lo:
+                        texts = frame[self.header.index(c)].to_numpy(dtype=object)[parser_rows[lo:hi] - row]
+                        yield c, ok[lo:hi], texts.tolist()
+                row += len(frame)
 
 
 def _fill(t: LogTable, chunks: Iterator[tuple[Any, Any]], fields: Any, skip: int, header: list[str] | None,

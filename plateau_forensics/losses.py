@@ -374,8 +374,9 @@ def _build(t: LogTable, metric: str | None, epoch_column: str | None, lr_columns
                   if c not in (mcol, ecol, *lcols) and t.bad(c) is None]
     other_rows = [(c, v, r) for c, v, r in other_rows if (r >= 0).any()]
     sources = {c: r for c, _, r in (*lr_rows, *other_rows)}
-    precisions = {c: p for c in (mcol, *lcols, *(c for c, _, _ in other_rows))
-                  if not (p := _precision_at(t, c, sources.get(c, entries), lr=c in lcols)).exact}
+    precisions = {c: p for c, p in _precisions(t, {c: sources.get(c, entries) for c in
+                                                    (mcol, *lcols, *(c for c, _, _ in other_rows))}, lcols).items()
+                  if not p.exact}
     t.text_reader = None  # the file's bytes are no longer needed
     del labels
     epochs = tuple(range(1, len(entries) + 1)) if e is None else tuple(_epoch_labels(np, e))
@@ -461,14 +462,17 @@ def _lr_rows(np: Any, groups: Sequence[tuple[Any, Any]]) -> tuple[tuple[float | 
     return tuple(map(rows.__getitem__, inverse.reshape(-1).tolist()))
 
 
-def _precision_at(t: LogTable, col: str, rows: Any, *, lr: bool) -> Precision:
-    """``column_precision`` of the texts at ``rows``: a text with 12 significant digits among the first ones
-    settles a ``repr`` column at once; otherwise each distinct text is looked at once, with its count."""
-    head = t.texts_at(col, rows[:64])
-    if any(x is not None and (d := _prec._digits(x)) is not None and d[0] >= 12 for x in head):
-        return EXACT
-    uniques, counts, codes = t.text_codes(col, rows)
-    return _precision_of(uniques, counts, codes, lr=lr)
+def _precisions(t: LogTable, rows: Mapping[str, Any], lcols: Sequence[str]) -> dict[str, Precision]:
+    """``column_precision`` of each column's texts at its rows: a text with 12 significant digits among the
+    first ones settles a ``repr`` column at once; the others are read together, each distinct text once."""
+    out: dict[str, Precision] = {}
+    for c, r in rows.items():
+        if any(x is not None and (d := _prec._digits(x)) is not None and d[0] >= 12 for x in t.texts_at(c, r[:64])):
+            out[c] = EXACT
+    rest = {c: r for c, r in rows.items() if c not in out}
+    for c, (uniques, counts, codes) in (t.text_codes(rest) if rest else {}).items():
+        out[c] = _precision_of(uniques, counts, codes, lr=c in lcols)
+    return out
 
 
 def column_precision_of(texts: Sequence[str | None], *, lr: bool = False) -> Precision:
@@ -513,7 +517,7 @@ def _precision_of(uniques: Sequence[str | None], counts: Sequence[int], codes: S
             kind, description = _describe_counts(known)
         else:
             kind, description = "significant", f"at least {max(max(d[0] for d, _ in known), 3)} significant digits"
-        return Precision(kind, description, tuple(map(half.__getitem__, codes)), assumed=not padded)
+        return Precision(kind, description, _per_value(half, codes), assumed=not padded)
     if not padded:  # precision._looks_rounded, with counts
         n = sum(k for _, k in known)
         max_dec = max(d[2] for d, _ in known)
@@ -524,7 +528,16 @@ def _precision_of(uniques: Sequence[str | None], counts: Sequence[int], codes: S
             return EXACT
     half = [0.0 if d is None else _prec._half(float(x), d, groups)  # type: ignore[arg-type]
             for x, d in zip(uniques, parsed)]
-    return Precision(*_describe_counts(known), tuple(map(half.__getitem__, codes)))
+    return Precision(*_describe_counts(known), _per_value(half, codes))
+
+
+def _per_value(half: list[float], codes: Sequence[int] | Any) -> tuple[float, ...]:
+    """Each value's half-width (the floats are shared: a long column has few distinct ones)."""
+    if isinstance(codes, list):
+        return tuple(map(half.__getitem__, codes))
+    step = 1 << 16  # an array of codes: turned into ints a slice at a time
+    return tuple(chain.from_iterable(map(half.__getitem__, codes[i: i + step].tolist())
+                                     for i in range(0, len(codes), step)))
 
 
 def _describe_counts(known: Sequence[tuple[tuple[int, int, int, bool], int]]) -> tuple[str, str]:
