@@ -141,7 +141,7 @@ def main() -> None:
     t0 = time.perf_counter()
     paths = write_logs(args.rows)
     try:
-        print(f"  logs: " + ", ".join(f"{k} {p.stat().st_size / 1e6:.1f} MB" for k, p in paths.items())
+        print("  logs: " + ", ".join(f"{k} {p.stat().st_size / 1e6:.1f} MB" for k, p in paths.items())
               + f" (written in {time.perf_counter() - t0:.1f} s)")
         print(f"  {check_same(paths)}")
         cmds = {}

@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["MAX_CELLS", "MAX_COLUMNS", "MAX_LINE_BYTES", "MAX_LINES", "MAX_LOG_BYTES", "BAD", "LogTable",
+__all__ = ["MAX_CELLS", "MAX_COLUMNS", "MAX_LINE_BYTES", "MAX_LINES", "MAX_LOG_BYTES", "MAX_VALUES", "BAD", "LogTable",
            "cell", "clip", "load", "names_text", "quote"]
 
 #: A loss log larger than this is refused (1,000,000 rows of ``epoch,val_loss,lr`` in ``repr`` are ~35 MB
@@ -56,13 +56,15 @@ MAX_LOG_BYTES = 128 << 20
 MAX_LINE_BYTES = 1 << 20
 MAX_LINES = 2_000_000
 MAX_COLUMNS = 10_000
-#: rows x columns of a file's table
-MAX_CELLS = 16_000_000
+#: rows x columns of a file's table (what is held while it is read)
+MAX_CELLS = 8_000_000
+#: numbers the log keeps: entries x (metric, epoch, line, each lr, each other column); ~5 GB less than a
+#: naive reader would need for them, but still Python objects
+MAX_VALUES = 5_000_000
 
 BAD = object()  # marks a cell that is neither empty nor a number
 _SHOWN = 80  # characters of a cell or a name quoted in a message
 _CHUNK_CELLS = 400_000  # cells parsed at a time
-_BATCH_ROWS = 20_000  # JSON objects / printed-log rows spread over the columns at a time
 
 
 # -- quoting -----------------------------------------------------------------------------------------------
@@ -91,6 +93,11 @@ def names_text(names: Sequence[str]) -> str:
     """Column names for a message: the first 20, each at most 80 characters."""
     shown = ", ".join(clip(n) for n in names[:20])
     return shown + (f" and {len(names) - 20:,} more" if len(names) > 20 else "")
+
+
+def size_text(n: int) -> str:
+    """``128 MiB`` / ``1,000 bytes``."""
+    return f"{n >> 20} MiB" if n >= 1 << 20 and not n % (1 << 20) else f"{n:,} bytes"
 
 
 def lines_text(lines: Sequence[int]) -> str:
@@ -473,7 +480,7 @@ def read_bytes(path: str) -> bytes:
         raise LossLogError(f"{path}: no such file") from None
     except OSError as exc:
         raise LossLogError(f"{path}: cannot read the file ({exc.strerror})") from None
-    with os.fdopen(fd, "rb") as f:
+    try:
         st = os.fstat(fd)
         if stat.S_ISDIR(st.st_mode):
             raise LossLogError(f"{path}: cannot read the file (Is a directory)")
@@ -483,14 +490,18 @@ def read_bytes(path: str) -> bytes:
                     else "not a file")
             raise LossLogError(f"{path}: not a regular file ({what}); a loss log is read only from a file")
         if st.st_size > MAX_LOG_BYTES:
-            raise LossLogError(f"{path}: {st.st_size:,} bytes, over the {MAX_LOG_BYTES >> 20} MiB limit for a "
+            raise LossLogError(f"{path}: {st.st_size:,} bytes, over the {size_text(MAX_LOG_BYTES)} limit for a "
                                "loss log")
-        try:
+        with os.fdopen(fd, "rb") as f:
+            fd = -1  # the file object closes it now
             data = f.read(MAX_LOG_BYTES + 1)  # a file in /proc reports size 0: the cap still holds
-        except OSError as exc:
-            raise LossLogError(f"{path}: cannot read the file ({exc.strerror})") from None
+    except OSError as exc:
+        raise LossLogError(f"{path}: cannot read the file ({exc.strerror})") from None
+    finally:
+        if fd >= 0:
+            os.close(fd)
     if len(data) > MAX_LOG_BYTES:
-        raise LossLogError(f"{path}: over the {MAX_LOG_BYTES >> 20} MiB limit for a loss log")
+        raise LossLogError(f"{path}: over the {size_text(MAX_LOG_BYTES)} limit for a loss log")
     return data
 
 
@@ -513,7 +524,8 @@ def _read_file(path: str, fmt: str) -> LogTable:
     first = _NON_SPACE.search(data, start)
     if first is None:
         raise LossLogError(f"{path}: the file is empty")
-    n_lines = data.count(b"\n", start) + 1
+    n_lines = data.count(b"\n", start) + data.count(b"\r", start) - data.count(b"\r\n", start)
+    n_lines += data[-1:] not in (b"\n", b"\r")  # an unterminated last line
     if n_lines > MAX_LINES:
         raise LossLogError(f"{path}: {n_lines:,} lines, over the {MAX_LINES:,} lines a loss log may have")
     if len(data) - start > MAX_LINE_BYTES:
@@ -548,7 +560,7 @@ def _check_line_lengths(path: str, data: bytes, start: int) -> None:
 
 def _too_long(path: str, data: bytes, start: int, line_start: int) -> None:
     n = data.count(b"\n", start, line_start) + 1
-    raise LossLogError(f"{path}: line {n:,} is longer than {MAX_LINE_BYTES >> 20} MiB (the limit for one line "
+    raise LossLogError(f"{path}: line {n:,} is longer than {size_text(MAX_LINE_BYTES)} (the limit for one line "
                        "of a loss log)")
 
 
@@ -677,14 +689,16 @@ def _read_text(path: str, data: bytes, start: int) -> LogTable:
     buf.seek(start)
     rows: list[dict[str, str]] = []
     lines: list[int] = []
+    pairs = 0
     for n, line in text_lines(b.decode("utf-8").rstrip("\n") for b in buf):
         cells = parser.feed(n, line)
         if cells is not None:
             rows.append(cells)
             lines.append(n)
-            if len(rows) >= _BATCH_ROWS:
+            pairs += len(cells)
+            if pairs >= _CHUNK_CELLS:
                 t.add_rows(lines, rows)
-                rows, lines = [], []
+                rows, lines, pairs = [], [], 0
     t.add_rows(lines, rows)
     if not t.n_rows:
         raise LossLogError(f"{path}: no line of this printed log has 'key: number' pairs")
@@ -734,6 +748,12 @@ def _line_table(np: Any, data: bytes, start: int, sep: bytes) -> tuple[Any, Any]
     return np.concatenate(counts) + 1, np.concatenate(offsets)
 
 
+def _first_line(data: bytes, at: int) -> bytes:
+    """The bytes from ``at`` to the end of that line."""
+    ends = [i for i in (data.find(b"\n", at), data.find(b"\r", at)) if i >= 0]
+    return data[at: min(ends) if ends else len(data)]
+
+
 def _quoted_field_counts(np: Any, data: bytes, start: int, sep: str) -> Any:
     """Fields per record for a file with quotes, by the csv module (None when it cannot split the file)."""
     text = io.TextIOWrapper(io.BytesIO(data[start:]), encoding="utf-8", newline="")
@@ -755,10 +775,13 @@ def _read_csv(path: str, data: bytes, start: int, first: int) -> LogTable:
     """
     import numpy as np
 
-    head_at = max(data.rfind(b"\n", start, first) + 1, start)
-    skip = data.count(b"\n", start, head_at)  # blank lines above the header
-    eol = data.find(b"\n", head_at)
-    head = data[head_at: eol if eol >= 0 else len(data)].rstrip(b"\r")
+    all_fields, all_ends = _line_table(np, data, start, b"\t" if _first_line(data, first).count(b"\t") and not
+                                       _first_line(data, first).count(b",") else b",")
+    skip = int(np.searchsorted(all_ends, first))  # blank lines above the header (lines end at \n, \r\n or \r)
+    head_at = int(all_ends[skip - 1]) + 1 if skip else start
+    head = data[head_at: int(all_ends[skip])]
+    if head.endswith(b"\r"):  # \r\n: the line ends at the \n
+        head = head[:-1]
     sep = "\t" if b"\t" in head and b"," not in head else ","
     quoted = data.find(b'"', head_at) >= 0
     if b'"' in head:
@@ -767,12 +790,12 @@ def _read_csv(path: str, data: bytes, start: int, first: int) -> LogTable:
         n_cols = head.count(sep.encode()) + 1
     if n_cols > MAX_COLUMNS:
         raise LossLogError(f"{path}: {n_cols:,} columns (the limit is {MAX_COLUMNS:,})")
-    n_lines = data.count(b"\n", head_at) + 1
+    n_lines = len(all_ends) - skip
     if n_lines * n_cols > MAX_CELLS:
         raise LossLogError(f"{path}: {n_lines:,} lines x {n_cols:,} columns, over the {MAX_CELLS:,} cells a loss "
                            "log may have")
     if not quoted:
-        fields, ends = _line_table(np, data, head_at, sep.encode())
+        fields, ends = all_fields[skip:], all_ends[skip:]
         over = np.flatnonzero(fields > n_cols)
         if len(over):
             p = int(over[0])

@@ -50,10 +50,10 @@ Rules:
       (``short-rows``: the missing fields are not logged), a last row cut short (``truncated-row``: a crash
       while it was written; it is not read, its numbers may be cut), and a JSON object naming a key twice
       with the same value (``duplicate-keys``; different values are an error).
-    * Limits. A file is read only if it is a regular file (a FIFO would block, ``/dev/zero`` never ends) of
-      at most ``MAX_LOG_BYTES`` (128 MiB), ``MAX_LINES`` lines, ``MAX_LINE_BYTES`` (1 MiB) per line,
-      ``MAX_COLUMNS`` columns and ``MAX_CELLS`` cells (rows x columns); beyond a limit, an error names it.
-      Cells are kept as compact arrays while reading, so memory stays a small multiple of the file.
+    * Limits (``logtable``). A file is read only if it is a regular file (a FIFO would block, ``/dev/zero``
+      never ends) of at most ``MAX_LOG_BYTES`` (128 MiB), 2,000,000 lines of at most 1 MiB, 10,000 columns
+      and 8,000,000 cells (rows x columns); the log it gives holds at most 5,000,000 numbers (entries x
+      columns kept). Beyond a limit, an error names it. Cells are kept as compact arrays while reading.
 """
 
 from __future__ import annotations
@@ -79,6 +79,7 @@ from plateau_forensics.logtable import (
     MAX_LINE_BYTES,
     MAX_LINES,
     MAX_LOG_BYTES,
+    MAX_VALUES,
     LogTable,
     clip,
     load,
@@ -90,8 +91,8 @@ from plateau_forensics.precision import EXACT, Precision, concat, float32_precis
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["LogAnomaly", "LossLog", "MAX_CELLS", "MAX_COLUMNS", "MAX_LINE_BYTES", "MAX_LINES", "MAX_LOG_BYTES",
-           "normalize", "read_losses", "stitch"]
+__all__ = ["FILE_ANOMALIES", "LogAnomaly", "LossLog", "MAX_CELLS", "MAX_COLUMNS", "MAX_LINE_BYTES", "MAX_LINES",
+           "MAX_LOG_BYTES", "MAX_VALUES", "column_precision_of", "normalize", "read_losses", "stitch"]
 
 Epoch = int | float
 METRIC_NAMES = ("val_loss", "valid_loss", "validation_loss", "eval_loss", "val_loss_epoch", "val_epoch_loss",
@@ -373,6 +374,11 @@ def _build(t: LogTable, metric: str | None, epoch_column: str | None, lr_columns
     other_rows = [(c, *_attach(t, c, entries, labels)) for c in header
                   if c not in (mcol, ecol, *lcols) and t.bad(c) is None]
     other_rows = [(c, v, r) for c, v, r in other_rows if (r >= 0).any()]
+    n_values = len(entries) * (3 + len(lr_rows) + len(other_rows))
+    if t.limits and n_values > MAX_VALUES:
+        raise LossLogError(f"{src}: {len(entries):,} entries x {3 + len(lr_rows) + len(other_rows)} numbers each "
+                           f"(metric, epoch, line, {len(lr_rows)} lr and {len(other_rows)} other columns) is over "
+                           f"the {MAX_VALUES:,} numbers a loss log may hold")
     sources = {c: r for c, _, r in (*lr_rows, *other_rows)}
     precisions = {c: p for c, p in _precisions(t, {c: sources.get(c, entries) for c in
                                                     (mcol, *lcols, *(c for c, _, _ in other_rows))}, lcols).items()

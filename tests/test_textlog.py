@@ -8,6 +8,7 @@ import pytest
 
 import plateau_forensics as pf
 from plateau_forensics.errors import LossLogError
+from plateau_forensics.textlog import TextLogParser
 
 KERAS = """Epoch 1/3
 8/8 ━━━━━━━━━━━━━━━━━━━━ 0s 2ms/step - loss: 0.5123 - val_loss: 0.4876 - learning_rate: 0.0010
@@ -51,3 +52,29 @@ def test_csv_is_not_mistaken_for_text(tmp_path: Path) -> None:
     """A CSV header keeps the file a CSV."""
     (tmp_path / "l.csv").write_text("epoch,val_loss\n1,0.5\n2,0.4\n")
     assert pf.read_losses(tmp_path / "l.csv").metrics == (0.5, 0.4)
+
+
+def test_long_lines_are_read_not_skipped(tmp_path: Path) -> None:
+    """A 200,000-character line (a progress bar without carriage returns) still gives its pairs."""
+    (tmp_path / "t.log").write_text("epoch 1: val_loss=0.5\nepoch 2: " + "#" * 200_000 + " val_loss=0.4\n")
+    assert (1, 2) == pf.read_losses(tmp_path / "t.log").epochs
+
+
+def test_separators_and_foreign_digits_are_captured() -> None:
+    """Values with '_' or non-ASCII digits are captured whole, so the reader can refuse them as numbers."""
+    parser = TextLogParser("t.log")
+    assert {"val_loss": "1_000", "lr": "\u0660.\u0661", "epoch": "3"} == parser.feed(1, "epoch 3: val_loss=1_000 lr=\u0660.\u0661")
+    assert parser.feed(2, "Saving checkpoint to run_5_layers") is None
+    assert ["epoch", "val_loss", "lr"] == parser.header()
+
+
+def test_printed_log_read_in_small_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Reading a printed log a few rows at a time gives the same log as reading it at once."""
+    from plateau_forensics import logtable
+
+    (tmp_path / "t.log").write_text(KERAS * 3)
+    whole = pf.read_losses(tmp_path / "t.log")
+    monkeypatch.setattr(logtable, "_CHUNK_CELLS", 2)
+    small = pf.read_losses(tmp_path / "t.log")
+    assert (whole.epochs, whole.metrics, whole.lrs, whole.lines, whole.anomalies) == (
+        small.epochs, small.metrics, small.lrs, small.lines, small.anomalies)
