@@ -648,7 +648,8 @@ class Sweep:
                           if f.name not in swept)
         span = f"epochs {g(self.epochs[0])}-{g(self.epochs[-1])}" if self.epochs else "no epochs"
         lrs = "/".join(g(v) for v in self.initial_lrs)
-        return (f"{len(self)} configurations x {len(self.metrics)} steps ({span}); shared: {shared}; "
+        return (f"{len(self)} configuration{'s' if len(self) != 1 else ''} x {len(self.metrics)} steps ({span}); "
+                f"shared: {shared}; "
                 f"initial lr {lrs}; 'epochs at each lr' counts the epochs that trained with it")
 
     # -- the picture -----------------------------------------------------------------------------------------
