@@ -33,6 +33,10 @@ def replay(
     *,
     lrs: Sequence[float] | None = None,
     state: Checkpoint | Mapping[str, Any] | None = None,
+    with_schedulers: Sequence[Any] = (),
+    lr_dtypes: Sequence[str | None] | None = None,
+    step_epochs: Sequence[float | None] | None = None,
+    events: Sequence[Any] = (),
 ) -> Trace:
     """Replay ``scheduler.step(m)`` for every metric, from a fresh scheduler or from a saved state.
 
@@ -43,9 +47,20 @@ def replay(
         lrs: each param group's lr before the first step. Defaults: the checkpoint optimizer's lrs, else
             the state's ``_last_lr``; for a fresh scheduler ``[1.0]`` (lrs then read as multipliers).
         state: what ``load_checkpoint`` returns, or a raw ``scheduler.state_dict()`` mapping.
+        with_schedulers: other torch schedulers on the same optimizer (``pf.schedules.StepLR(...)``, ...),
+            built after the plateau one in list order and stepped after its ``step(metric)`` every epoch, as
+            PyTorch's compound tests do (``schedules.replay_composed``; a ``pf.Stepped`` says how the loop
+            steps one).
+        lr_dtypes: per param group, the dtype of a tensor lr (``"float32"``) or None for a float lr; default
+            the checkpoint's. A tensor group's lr is rounded to its dtype first, as ``torch.tensor(lr)`` does.
+        step_epochs: per step, the ``epoch`` of the deprecated ``step(metric, epoch)`` (None: no epoch).
+        events: ``pf.AddParamGroup(at_step=..., lr=..., min_lr=...)`` param groups added mid-run; torch's
+            RuntimeError is reproduced where torch raises (the trace stops, ``trace.error`` says why).
 
     Returns:
-        The ``Trace``; ``trace.steps[i]`` is the state after step ``i`` and why.
+        The ``Trace``; ``trace.steps[i]`` is the state after step ``i`` and why (a ``ComposedTrace``, with
+        the writer of every lr change in ``timeline``, when other schedulers, step epochs or events are
+        given).
 
     Example:
         >>> t = replay([1.0, 1.2, 1.3, 1.4], PlateauConfig(patience=1), lrs=[0.1])
@@ -53,11 +68,11 @@ def replay(
         ['improved', 'bad', 'reduced', 'bad']
     """
     values, epochs, log = _metrics_and_epochs(metrics)
-    lr_dtypes = None
+    saved_dtypes = None
     if isinstance(state, Checkpoint):
         cfg, st = state.config, state.state
         lrs = lrs if lrs is not None else state.lrs
-        lr_dtypes = state.lr_dtypes
+        saved_dtypes = state.lr_dtypes
     elif state is not None:
         cfg, st = from_state_dict(state, config)
         lrs = lrs if lrs is not None else st.last_lr
@@ -67,7 +82,20 @@ def replay(
         if st is not None:
             raise ConfigError("the state has no _last_lr and no optimizer lrs: pass lrs=[...]")
         lrs = (1.0,)
-    trace = run(cfg, values, lrs, state=st, epochs=epochs, lr_dtypes=lr_dtypes)
+    dtypes = lr_dtypes if lr_dtypes is not None else saved_dtypes
+    if dtypes:  # a tensor lr holds its dtype's nearest value of the lr given (0.1 in float32: 0.10000000149...)
+        from plateau_forensics.engine import rounder
+
+        lrs = [r(float(v)) if (r := rounder(d)) is not None else v
+               for v, d in zip(lrs, [*dtypes, *[None] * (len(lrs) - len(dtypes))], strict=False)]
+    if with_schedulers or step_epochs is not None or events:
+        from plateau_forensics.schedules import replay_composed
+
+        trace: Trace = replay_composed(values, cfg, lrs=lrs, with_schedulers=with_schedulers,
+                                       lr_dtypes=dtypes or None, step_epochs=step_epochs, events=events,
+                                       epochs=epochs, state=st)
+    else:
+        trace = run(cfg, values, lrs, state=st, epochs=epochs, lr_dtypes=dtypes or None)
     trace.log = log
     if isinstance(state, Checkpoint):
         trace.checkpoint = state

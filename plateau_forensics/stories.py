@@ -799,7 +799,16 @@ def _k_candidates(ev: Evidence, rows: int) -> list[int]:
                 ks.add(k)
     # keep the few k whose row count is nearest a natural placement (the checkpoint's epoch, the last row)
     ranked = sorted(ks - {1}, key=lambda k: abs(math.ceil(steps / k) - _label_rows(ev, rows)))
-    return [1, *ranked[:3]]
+    # a checkpoint saved before the log's first row (a log that starts after it): its epoch counter says how
+    # many rows the run had then, 0- or 1-based
+    by_epoch = []
+    if ck.epoch is not None and float(ck.epoch).is_integer() and (
+            ev.log.epoch_column is None or not ev.log.epochs or ck.epoch < min(ev.log.epochs)):
+        for r in (int(ck.epoch) + 1, int(ck.epoch)):
+            for k in (steps // r if r > 0 else 0, -(-steps // r) if r > 0 else 0):
+                if 2 <= k <= 4096 and k * (r - 1) < steps <= k * r and k not in by_epoch:
+                    by_epoch.append(k)
+    return [1, *by_epoch, *[k for k in ranked if k not in by_epoch][:3]]
 
 
 def _label_rows(ev: Evidence, rows: int) -> int:
@@ -859,7 +868,14 @@ def _proposals(ev: Evidence) -> list[Plan]:
                       for lr_after in ((False, True) if ev.has_lr else (False,))]
         # the conventions (k, column, lr after the step) first, on the plain story: only the plain ones and
         # those that explain the evidence best get their variants
-        scored = [(evaluate(ev, b).evidence_penalty, i, b) for i, b in enumerate(bases)]
+        # (a log that starts mid-run, with a checkpoint: judged from the saved state too, where it may begin)
+        def judged(b: Plan) -> float:
+            pen = evaluate(ev, b).evidence_penalty
+            if b.mid_run and ev.ck is not None:
+                pen = min(pen, evaluate(ev, replace(b, start="checkpoint")).evidence_penalty)
+            return pen
+
+        scored = [(judged(b), i, b) for i, b in enumerate(bases)]
         least = min(p for p, _, _ in scored)
         for pen, i, b in scored:
             if i == 0 or pen <= least + 1e-9 or (b.k == 1 and b.column is None):

@@ -359,12 +359,17 @@ def determinable(
                         )
                 if exact_better:
                     best_exact, best_iv, best_id = m, iv, ident
-            prev_end = r.lr_end[0]
+            # the lr the plateau's own last step left: what the next row trains with unless other code (a second
+            # scheduler stepping after it, an epoch-end assignment) changed it, which the next row then checks
+            prev_end = run.history[r.steps[-1]]["lr_after"][0] if r.steps else r.lr_end[0]
+            # an lr logged after the step that no plateau step made: the inputs cannot tell whether that code
+            # ran before this row's step (which then acted on it) or after it, so this row's lr is open
+            row_lr_open = style.lr == "after" and r.lr_end[0] != prev_end
             if id(r) in given_ids:
                 best_tok = None
                 if best_id[0] == "row" and best_iv[0] != best_iv[1]:
                     best_tok = tokens[best_id[1]][best_id[2]]
-                out[id(r)] = {"state": ok, "lr": ok and lr_known, "best_logged": best_tok}
+                out[id(r)] = {"state": ok, "lr": ok and lr_known and not row_lr_open, "best_logged": best_tok}
     return out
 
 

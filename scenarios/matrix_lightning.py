@@ -263,6 +263,24 @@ def positions(sc: Scenario, process: int = 0) -> dict[str, int]:
     return out
 
 
+def _rows_read(history: list[dict], process: int, metrics_csv: Path, fed_column: str) -> dict[int, float]:
+    """For each step of ``process`` (history index), the epoch of the row whose value it read: the last step of
+    epoch E reads row E when it was fed that row's value (it ran after E's validation); every other step of
+    epoch E reads the latest validation before it, row E - 1."""
+    values = {r["epoch"]: r["logged"].get(fed_column) for r in read_metrics(metrics_csv, process)}
+    mine = [i for i, h in enumerate(history) if h["process"] == process]
+    last_of = {history[i]["epoch"]: i for i in mine}
+    out: dict[int, float] = {}
+    for i in mine:
+        e = history[i]["epoch"]
+        own = values.get(e)
+        if last_of[e] == i and own is not None and float(own) == history[i]["metric"]:
+            out[i] = e
+        else:
+            out[i] = e - 1
+    return out
+
+
 def write_cell(
     root: Path,
     sc: Scenario,
@@ -293,11 +311,14 @@ def write_cell(
     ]
     rows = []
     for p in logs:
+        read = _rows_read(history, p, sc.version_dir(p) / "metrics.csv", fed_column)
         for r in read_metrics(sc.version_dir(p) / "metrics.csv", p):
-            steps = [i for i, h in enumerate(history) if h["process"] == p and h["epoch"] == r["epoch"]]
+            # a row's steps are the ones that read its value (as the tool labels them), not the ones that ran
+            # during its epoch: with interval='step' the stale steps of epoch E+1 still read row E
+            steps = [i for i, h in enumerate(history) if h["process"] == p and read[i] == r["epoch"]]
             live_lr = sc.starts[(p, r["epoch"])]
             assert r["logged"]["lr"] is not None and [float(r["logged"]["lr"])] == live_lr, (p, r, live_lr)
-            for i in steps[-1:]:  # the row's last step was fed this row's value of the fed column
+            for i in steps:  # every step of the row was fed this row's value of the fed column
                 assert history[i]["metric"] == float(r["logged"][fed_column]), (r, history[i])
             proc = sc.processes[p]
             after = bool(steps) and min(steps) > hi

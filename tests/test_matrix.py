@@ -45,7 +45,13 @@ SPEC_STORIES = {
     "logs-out-of-order",
     "external-lr-change",
 }
-PENDING = pytest.mark.xfail(reason="forensics stories not landed yet", strict=False)
+#: Targets not met yet, with what stands between (``python benchmarks/confusion.py`` prints the numbers).
+NOT_YET_95 = pytest.mark.xfail(
+    reason="about 69% right on the quick matrix, none wrong: most of the rest are ambiguities the inputs leave "
+    "open (the verdict names them) where the generator declares one story", strict=False)
+NOT_YET_STEPS = pytest.mark.xfail(
+    reason="a resume shown only by a 'Resuming from ...' line of a printed log: the reader does not use such "
+    "lines yet, so the resume point stays open there", strict=False)
 
 
 def _has(module: str) -> bool:
@@ -195,12 +201,18 @@ def test_every_recorded_step_replays_with_real_torch(cells: list[tuple[Path, dic
 
 
 def test_rows_carry_the_live_lr_and_print_it(cells: list[tuple[Path, dict]]) -> None:
-    """Each row's lr_used is the optimizer's lr before its first step, and its printed lr stands for it."""
+    """Each row's lr_used is the optimizer's lr before the first step that ran in its epoch, and its printed lr
+    stands for it. (A Lightning row's steps are those that read its value: with interval='step' the first of
+    them runs after the stale steps of that epoch, which read the row before.)"""
     for folder, t in cells:
         style = t["log_style"]
         for r in t["rows"]:
             if r["steps"]:
-                assert t["history"][r["steps"][0]]["lr_before"] == r["lr_used"], (folder, r["epoch"])
+                first = r["steps"][0]
+                if t["stack"] == "lightning":
+                    first = min(i for i, h in enumerate(t["history"])
+                                if h["process"] == r["process"] and h["epoch"] == r["epoch"])
+                assert t["history"][first]["lr_before"] == r["lr_used"], (folder, r["epoch"])
                 assert {t["history"][i]["process"] for i in r["steps"]} == {r["process"]}, folder
             tok = r["logged"].get("lr", r["logged"].get("learning_rate"))
             if style["lr"] is None:
@@ -365,28 +377,26 @@ def test_scoring_every_cell_runs(scores: list[score.CellScore], cells: list[tupl
 # ------------------------------------------------------------------------------------ the issue's targets
 
 
-@PENDING
+@NOT_YET_95
 def test_right_story_on_at_least_95_percent_of_the_matrix(scores: list[score.CellScore]) -> None:
     """The tool names the true story (or a declared-indistinguishable ambiguity) on >= 95% of the cells."""
     right = sum(s.verdict == "right" for s in scores)
     assert right >= 0.95 * len(scores), score.counts(scores)
 
 
-@PENDING
 def test_no_false_alarm_on_a_clean_run(scores: list[score.CellScore]) -> None:
     """No warning-level finding on a cell whose stories are all benign (clean, or about the inputs only)."""
     alarms = [f"{s.cell}: {s.extra_warnings}" for s in scores if s.false_alarm]
     assert not alarms, alarms[:10]
 
 
-@PENDING
 def test_no_confident_wrong_story(scores: list[score.CellScore]) -> None:
     """A verdict that misses the true story is only ever "ambiguous", never a confident other story."""
     wrong = [f"{s.cell}: {s.story}" for s in scores if s.verdict == "wrong"]
     assert not wrong, wrong[:10]
 
 
-@PENDING
+@NOT_YET_STEPS
 def test_every_step_after_the_checkpoint_is_exact_where_determinable(scores: list[score.CellScore]) -> None:
     """After the checkpoint, every value the tool shows is right, and it shows every determinable one."""
     bad = [
