@@ -116,10 +116,11 @@ def check_same(paths: dict[str, Path]) -> str:
     for kind, path in paths.items():
         log = read_losses(path)
         if kind == "jsonl":
-            rows = [json.loads(line) for line in open(path)]
+            with open(path) as f:
+                rows = [json.loads(line) for line in f]
             want = [float(r["val_loss"]) for r in rows], [float(r["lr"]) for r in rows]
         else:
-            lines = open(path).read().split("\n")[1:-1]
+            lines = path.read_text().split("\n")[1:-1]
             cells = [line.split(",") for line in lines]
             want = [float(c[1]) for c in cells], [float(c[2]) for c in cells]
         got = log.metrics, [r[0] for r in log.lrs or ()]

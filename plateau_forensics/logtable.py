@@ -40,13 +40,14 @@ from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
 from plateau_forensics.errors import LossLogError
-from plateau_forensics.textlog import TextLogParser, looks_like_text_log, text_lines
+from plateau_forensics.textlog import TextLogParser, looks_like_text_log
 
 if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["MAX_CELLS", "MAX_COLUMNS", "MAX_LINE_BYTES", "MAX_LINES", "MAX_LOG_BYTES", "MAX_VALUES", "BAD", "LogTable",
+__all__ = ["MAX_CELLS", "MAX_COLUMNS", "MAX_LINE_BYTES", "MAX_LINES", "MAX_LOG_BYTES", "MAX_VALUES",
+           "MAX_JSON_LINES", "MAX_PRINTED_LINES", "BAD", "LogTable",
            "cell", "clip", "load", "names_text", "quote"]
 
 #: A loss log larger than this is refused (1,000,000 rows of ``epoch,val_loss,lr`` in ``repr`` are ~35 MB
@@ -55,6 +56,9 @@ MAX_LOG_BYTES = 128 << 20
 #: The longest line (``\n`` or ``\r`` ends one); a CSV row of 1,000 ``repr`` floats is ~20 KB.
 MAX_LINE_BYTES = 1 << 20
 MAX_LINES = 2_000_000
+#: JSON Lines and printed logs are decoded a line at a time in Python (a few microseconds each): fewer lines
+MAX_JSON_LINES = 1_250_000
+MAX_PRINTED_LINES = 500_000
 MAX_COLUMNS = 10_000
 #: rows x columns of a file's table (what is held while it is read)
 MAX_CELLS = 8_000_000
@@ -90,9 +94,14 @@ def quote(value: object) -> str:
 
 
 def names_text(names: Sequence[str]) -> str:
-    """Column names for a message: the first 20, each at most 80 characters."""
-    shown = ", ".join(clip(n) for n in names[:20])
-    return shown + (f" and {len(names) - 20:,} more" if len(names) > 20 else "")
+    """Column names for a message: as many as fit in about 600 characters (each cut at 80), then a count."""
+    shown: list[str] = []
+    for name in names:
+        if shown and sum(map(len, shown)) + len(clip(name)) > 600:
+            break
+        shown.append(clip(name))
+    rest = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {rest:,} more" if rest else "")
 
 
 def size_text(n: int) -> str:
@@ -294,6 +303,11 @@ class LogTable:
     def add_rows(self, lines: Sequence[int], rows: Sequence[Mapping[str, object]]) -> None:
         """Append rows given as mappings (printed logs, records)."""
         np = self.np
+        if rows:
+            names = tuple(rows[0])
+            if list(map(tuple, rows)).count(names) == len(rows):  # every row has the same keys: by column
+                self.add(lines, {k: (None, convert(np, list(map(itemgetter(k), rows)))) for k in names})
+                return
         buckets: dict[str, tuple[list[int], list[object]]] = {}
         for i, row in enumerate(rows):
             for k, v in row.items():
@@ -526,16 +540,22 @@ def _read_file(path: str, fmt: str) -> LogTable:
         raise LossLogError(f"{path}: the file is empty")
     n_lines = data.count(b"\n", start) + data.count(b"\r", start) - data.count(b"\r\n", start)
     n_lines += data[-1:] not in (b"\n", b"\r")  # an unterminated last line
-    if n_lines > MAX_LINES:
-        raise LossLogError(f"{path}: {n_lines:,} lines, over the {MAX_LINES:,} lines a loss log may have")
+    _check_lines(path, n_lines, MAX_LINES, "loss log")
     if len(data) - start > MAX_LINE_BYTES:
         _check_line_lengths(path, data, start)
     if fmt == "jsonl" or (fmt == "auto" and data[first.start(): first.start() + 1] == b"{"):
+        _check_lines(path, n_lines, MAX_JSON_LINES, "JSON Lines log")
         return _read_jsonl(path, data, start)
     head = data[start: start + 200_000].decode("utf-8", "ignore")
     if fmt == "text" or (fmt == "auto" and looks_like_text_log(head)):
+        _check_lines(path, n_lines, MAX_PRINTED_LINES, "printed log")
         return _read_text(path, data, start)
     return _read_csv(path, data, start, first.start())
+
+
+def _check_lines(path: str, n: int, limit: int, what: str) -> None:
+    if n > limit:
+        raise LossLogError(f"{path}: {n:,} lines, over the {limit:,} lines a {what} may have")
 
 
 def _check_line_lengths(path: str, data: bytes, start: int) -> None:
@@ -682,23 +702,26 @@ def _add_json_rows(t: LogTable, rows: list[list[tuple[str, object]]], lines: lis
 
 # -- printed logs ------------------------------------------------------------------------------------------
 def _read_text(path: str, data: bytes, start: int) -> LogTable:
-    """A printed log (``textlog``), a batch of rows at a time."""
+    """A printed log (``textlog``), a batch of rows at a time; a carriage return ends a line (``text_lines``)."""
     t = LogTable(path)
     parser = TextLogParser(path)
-    buf = io.BytesIO(data)
-    buf.seek(start)
+    feed = parser.feed
     rows: list[dict[str, str]] = []
     lines: list[int] = []
     pairs = 0
-    for n, line in text_lines(b.decode("utf-8").rstrip("\n") for b in buf):
-        cells = parser.feed(n, line)
-        if cells is not None:
-            rows.append(cells)
-            lines.append(n)
-            pairs += len(cells)
-            if pairs >= _CHUNK_CELLS:
-                t.add_rows(lines, rows)
-                rows, lines, pairs = [], [], 0
+    for first, block in _line_blocks(data, start):
+        for n, line in enumerate(block, first):
+            if "\r" in line:
+                parts = [p for p in line.split("\r") if p.strip()]
+                line = parts[-1] if parts else ""
+            cells = feed(n, line)
+            if cells is not None:
+                rows.append(cells)
+                lines.append(n)
+                pairs += len(cells)
+                if pairs >= _CHUNK_CELLS:
+                    t.add_rows(lines, rows)
+                    rows, lines, pairs = [], [], 0
     t.add_rows(lines, rows)
     if not t.n_rows:
         raise LossLogError(f"{path}: no line of this printed log has 'key: number' pairs")
@@ -804,7 +827,7 @@ def _read_csv(path: str, data: bytes, start: int, first: int) -> LogTable:
         header = [c.decode("utf-8") for c in head.split(sep.encode())]
         try:
             return _fill(LogTable(path), _plain_chunks(np, path, data, ends, sep, header), fields, skip,
-                         header, _PlainTexts(data, ends, sep, skip, header))
+                         header, _PlainTexts(data, ends, sep, skip, header, bool((fields == n_cols).all())))
         except _NotPlain:
             pass
     else:
@@ -893,8 +916,11 @@ class _PlainTexts:
     """The texts of a plain CSV's cells, read back from the bytes: a few rows by splitting their lines, a
     whole column by a second pass of the parser over that column only."""
 
-    def __init__(self, data: bytes, ends: Any, sep: str, skip: int, header: list[str]) -> None:
+    def __init__(self, data: bytes, ends: Any, sep: str, skip: int, header: list[str], full_rows: bool) -> None:
         self.data, self.ends, self.sep, self.skip, self.header = data, ends, sep, skip, header
+        self.full_rows = full_rows  # every line has as many fields as the header
+        self._split: dict[int, list[bytes]] = {}
+        self._column_of = {c: j for j, c in enumerate(header)}
 
     def __call__(self, t: LogTable, name: str, rows: Any) -> list[str | None]:
         np = t.np
@@ -902,20 +928,28 @@ class _PlainTexts:
         out = np.full(len(rows), None, dtype=object)
         ok = np.flatnonzero(rows >= 0)
         parser_rows = t.lines()[rows[ok]] - self.skip - 1
-        j = self.header.index(name)
+        j = self._column_of[name]
         if len(ok) <= 512:
-            sep = self.sep.encode()
             for i, p in zip(ok.tolist(), parser_rows.tolist()):
-                s, e = int(self.ends[p - 1]) + 1, int(self.ends[p])
-                if e < len(self.data) and self.data[e] == 10 and self.data[e - 1: e] == b"\r":
-                    e -= 1
-                fields = self.data[s:e].split(sep)
+                fields = self._fields(p)
                 out[i] = fields[j].decode("utf-8") if j < len(fields) else ""
         else:
             for _, sel, texts in self.runs(t, {name: rows}):
                 out[sel] = texts
         out[out == ""] = None
         return out.tolist()  # type: ignore[no-any-return]
+
+    def _fields(self, p: int) -> list[bytes]:
+        """The fields of parser row ``p``, split once for every column that asks (a wide file's first rows)."""
+        fields = self._split.get(p)
+        if fields is None:
+            s, e = int(self.ends[p - 1]) + 1, int(self.ends[p])
+            if e < len(self.data) and self.data[e] == 10 and self.data[e - 1: e] == b"\r":
+                e -= 1
+            if len(self._split) > 1024:
+                self._split.clear()
+            fields = self._split[p] = self.data[s:e].split(self.sep.encode())
+        return fields
 
     def runs(self, t: LogTable, wanted: Mapping[str, Any]) -> Iterator[tuple[str, Any, list[str]]]:
         """(column, which of its rows, their texts) a run of the file at a time: one more pass of the parser,
@@ -933,18 +967,20 @@ class _PlainTexts:
         buf = io.BytesIO(self.data)
         buf.seek(int(self.ends[0]) + 1)
         n_cols = len(self.header)
-        cols = sorted({self.header.index(c) for c in wanted})
-        reader = pd.read_csv(buf, header=None, names=list(range(n_cols)), index_col=False, usecols=cols,
-                             dtype=object, keep_default_na=False, na_filter=False, skip_blank_lines=False,
-                             sep=self.sep, encoding="utf-8", engine="c",
-                             chunksize=max(1024, _CHUNK_CELLS // max(len(cols), 1)))
+        cols = sorted({self._column_of[c] for c in wanted})
+        # usecols fails on a run of rows that all have fewer fields than the header: then read every column
+        use = {"usecols": cols} if self.full_rows else {}
+        reader = pd.read_csv(buf, header=None, names=list(range(n_cols)), index_col=False, dtype=object,
+                             keep_default_na=False, na_filter=False, skip_blank_lines=False, sep=self.sep,
+                             encoding="utf-8", engine="c", chunksize=max(1024, _CHUNK_CELLS // max(len(cols), 1)),
+                             **use)
         row = 1
         with reader:
             for frame in reader:
                 for c, (ok, parser_rows) in order.items():
                     lo, hi = np.searchsorted(parser_rows, [row, row + len(frame)])
                     if hi > lo:
-                        texts = frame[self.header.index(c)].to_numpy(dtype=object)[parser_rows[lo:hi] - row]
+                        texts = frame[self._column_of[c]].to_numpy(dtype=object)[parser_rows[lo:hi] - row]
                         yield c, ok[lo:hi], texts.tolist()
                 row += len(frame)
 

@@ -473,7 +473,8 @@ def _precisions(t: LogTable, rows: Mapping[str, Any], lcols: Sequence[str]) -> d
     first ones settles a ``repr`` column at once; the others are read together, each distinct text once."""
     out: dict[str, Precision] = {}
     for c, r in rows.items():
-        if any(x is not None and (d := _prec._digits(x)) is not None and d[0] >= 12 for x in t.texts_at(c, r[:64])):
+        if any(x is not None and len(x) >= 12 and (d := _prec._digits(x)) is not None and d[0] >= 12
+               for x in t.texts_at(c, r[:64])):
             out[c] = EXACT
     rest = {c: r for c, r in rows.items() if c not in out}
     for c, (uniques, counts, codes) in (t.text_codes(rest) if rest else {}).items():

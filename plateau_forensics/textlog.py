@@ -25,6 +25,7 @@ _NUM = (rf"[+-]?(?:{_DIGITS}(?:\.(?:{_DIGITS})?)?|\.{_DIGITS})(?:[eE][+-]?\d+)?"
         r"|[+-]?(?:nan|NaN|inf|Inf|Infinity)")
 _KV = re.compile(r"(?<![\w./-])([A-Za-z_][\w./-]*)\s*[:=]\s*(" + _NUM + r")(?![\w.])")
 _EPOCH = re.compile(r"(?<![A-Za-z_])[Ee]poch\s*[:=#]?\s*(\d+)(?:\s*/\s*\d+)?")
+_EPOCH_KEY = re.compile(r"epoch", re.IGNORECASE)
 _NAME = re.compile(r"[^\W\d][\w./\- \[\]]{0,63}|\d+")  # a column name: no parentheses, no prose
 _SHOWN = 80  # characters of a key or value quoted in an error
 
@@ -73,7 +74,7 @@ class TextLogParser:
 
     def __init__(self, source: str) -> None:
         self.source = source
-        self._keys: dict[str, None] = {}
+        self._keys: dict[str, object] = {}  # every key seen, in first-seen order
         self._epoch: str | None = None
         self._any_epoch = False
 
@@ -87,22 +88,32 @@ class TextLogParser:
         if m:
             self._epoch = m.group(1)
             self._any_epoch = True
-        cells: dict[str, str] = {}
-        for km in _KV.finditer(line):
-            key, value = km.group(1), km.group(2)
-            if key.lower() == "epoch":
-                self._epoch = value
-                self._any_epoch = True
-                continue
-            if key in cells and cells[key] != value:
-                raise LossLogError(f"{self.source}: line {n} prints '{_clip(key)}' twice ({_clip(cells[key])} "
-                                   f"and {_clip(value)})")
-            cells[key] = value
+        pairs = _KV.findall(line)
+        if not pairs:
+            return None
+        cells = dict(pairs)
+        if _EPOCH_KEY.search(line):  # an ``epoch=3`` pair sets the epoch and is not a cell
+            named = [k for k in cells if k.lower() == "epoch"]
+            if named:
+                for k, v in pairs:
+                    if k.lower() == "epoch":
+                        self._epoch = v
+                        self._any_epoch = True
+                for k in named:
+                    del cells[k]
+                pairs = [(k, v) for k, v in pairs if k.lower() != "epoch"]
+        if len(cells) != len(pairs):  # a key printed twice
+            seen: dict[str, str] = {}
+            for key, value in pairs:
+                if key in seen and seen[key] != value:
+                    raise LossLogError(f"{self.source}: line {n} prints '{_clip(key)}' twice "
+                                       f"({_clip(seen[key])} and {_clip(value)})")
+                seen[key] = value
         if not cells:
             return None
         if self._epoch is not None:
             cells["epoch"] = self._epoch
-        self._keys.update(dict.fromkeys(cells))
+        self._keys.update(cells)
         return cells
 
     def header(self) -> list[str]:
