@@ -69,8 +69,8 @@ def fuzzed_logs(log_root: Path) -> tuple[list[logs_fuzz.LogMutant], dict[str, di
     for i, m in enumerate(mutants):
         path = log_root / "fuzz" / m.name
         path.write_bytes(m.data)
-        full = i % 12 == 0
-        jobs.append({"path": str(path), "cli": i % 24 == 0, "full": full, "oracle": True,
+        full = i % 16 == 0
+        jobs.append({"path": str(path), "cli": i % 32 == 0, "full": full, "oracle": True,
                      **({"ckpt": str(m.ckpt)} if m.ckpt is not None and full else {})})
     rows = run_parallel(jobs, log_root / "canary", log_root, "logfuzz", script=LOGS_DRIVER)
     return mutants, {Path(p).name: row for p, row in rows.items()}
@@ -147,7 +147,7 @@ def test_log_mutant_volume(fuzzed_logs: tuple[list[logs_fuzz.LogMutant], dict[st
     assert {".csv", ".jsonl", ".log"} <= {m.source.suffix for m in mutants}
     outcomes = [r["api"] for r in rows.values()]
     assert outcomes.count("ok") > 500 and outcomes.count("error") > 200
-    assert sum(1 for r in rows.values() if "cli_exit" in r) > 80
+    assert sum(1 for r in rows.values() if "cli_exit" in r) > 60
 
 
 def _measured(args: list[str], cwd: Path) -> tuple[int, str, float, float]:
