@@ -346,7 +346,9 @@ def never_stepped_findings(trace: Trace) -> list[Finding]:
     progress = [p for p in progress if p]
     if not progress:
         return []
-    lightning = ck.framework == "lightning"
+    from plateau_forensics.stacks import stack_of
+
+    stack_note = stack_of(ck.framework).notes.get("scheduler-never-stepped", "")
     reds = []
     if log is not None and len(log):  # what a scheduler stepped on the log would have done
         lrs = ck.lrs or (1.0,)
@@ -356,7 +358,7 @@ def never_stepped_findings(trace: Trace) -> list[Finding]:
         f"the scheduler never stepped (last_epoch=0, best={ck.state.best}) although training reached "
         f"{', '.join(progress)}"
         + (f"; a scheduler stepped on the log would have reduced the lr at epochs {_span(reds)}" if reds else "")
-        + ("; in Lightning this is a monitor that is never logged with strict=False" if lightning else ""),
+        + stack_note,
         {"last_epoch": ck.state.last_epoch, "epoch": ck.epoch, "global_step": ck.global_step,
          "would_reduce_at": reds},
         "log the monitored metric under the exact name the scheduler config monitors (Lightning: "
@@ -386,6 +388,9 @@ def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log:
     if ck is not None:
         out += partial_state_finding(ck, rebuilt) + hyperparameter_findings(ck, expect)
         out += min_lrs_findings(ck) + torch_version_findings(ck) + sanity_findings(ck)
+        from plateau_forensics.stacks import findings_for
+
+        out += findings_for(trace)  # what only the checkpoint's training stack can cause
     elif expect:
         fake = _ExpectOnly(trace.config)
         out += hyperparameter_findings(fake, expect)

@@ -98,8 +98,11 @@ def read_checkpoint(checkpoint: Any, key: str | None = None) -> tuple[Checkpoint
 def _subscript(ck: Checkpoint) -> str:
     """How the user's code reaches the plateau state: ``checkpoint["lr_schedulers"][0]``."""
     path = ck.key_path
-    if ck.framework == "hf-trainer":
-        return 'torch.load("scheduler.pt")'
+    from plateau_forensics.stacks import stack_of
+
+    stack = stack_of(ck.framework)
+    if stack.state_file is not None:
+        return f'torch.load("{stack.state_file}")'
     if not path:
         return "checkpoint"
     out = "checkpoint"
@@ -109,8 +112,11 @@ def _subscript(ck: Checkpoint) -> str:
 
 
 def _optimizer_subscript(ck: Checkpoint) -> str:
-    if ck.framework == "hf-trainer":
-        return 'torch.load("optimizer.pt")'
+    from plateau_forensics.stacks import stack_of
+
+    stack = stack_of(ck.framework)
+    if stack.optimizer_file is not None:
+        return f'torch.load("{stack.optimizer_file}")'
     path = ck.optimizer_key_path
     if path is None:
         return 'checkpoint["optimizer"]'

@@ -30,10 +30,6 @@ from plateau_forensics.torchfile import Opaque, TensorRef, TorchFile, short_repr
 
 Loader = Literal["builtin", "torch"]
 
-#: HF Trainer checkpoint directory members we read; rng_state.pth and training_args.bin are never opened.
-HF_SCHEDULER, HF_OPTIMIZER, HF_TRAINER_STATE = "scheduler.pt", "optimizer.pt", "trainer_state.json"
-#: trainer_state.json beyond this size is refused (a run logging every step for 10^6 steps stays far below).
-MAX_TRAINER_STATE_BYTES = 256 * 2**20
 #: The state search looks this many levels into the tree (Lightning keeps the state 2 levels down).
 SEARCH_DEPTH = 12
 #: Counters and epoch fields beyond this magnitude are not counts of anything (torch keeps them as int64).
@@ -125,7 +121,7 @@ _STATE_REPR.maxstring = _STATE_REPR.maxother = 80
 
 
 # -- reading files ---------------------------------------------------------------------------------
-def _is_regular(path: str | os.PathLike[str]) -> bool:
+def is_regular_file(path: str | os.PathLike[str]) -> bool:
     try:
         return stat.S_ISREG(os.stat(path).st_mode)
     except OSError:
@@ -133,8 +129,10 @@ def _is_regular(path: str | os.PathLike[str]) -> bool:
 
 
 def is_checkpoint_dir(path: str | os.PathLike[str]) -> bool:
-    """A directory holding a scheduler state file (an HF Trainer ``checkpoint-N/``)."""
-    return Path(path).is_dir() and (Path(path) / HF_SCHEDULER).is_file()
+    """A checkpoint directory some training stack wrote (HF ``checkpoint-N/``, Accelerate, ...), by its files."""
+    from plateau_forensics import stacks
+
+    return Path(path).is_dir() and stacks.dir_stack(Path(path)) is not None
 
 
 def is_torch_file(path: str | os.PathLike[str]) -> bool:
@@ -142,7 +140,7 @@ def is_torch_file(path: str | os.PathLike[str]) -> bool:
 
     Only regular files are opened: a FIFO would block and a device would never end.
     """
-    if not _is_regular(path):
+    if not is_regular_file(path):
         return False
     try:
         with open(path, "rb") as f:
@@ -224,7 +222,7 @@ def read_file(path: str | os.PathLike[str], loader: Loader = "builtin") -> Torch
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file")
-    if not _is_regular(p):
+    if not is_regular_file(p):
         raise CheckpointError(f"{p}: not a regular file")
     if loader == "torch":
         return _read_torch(p)
@@ -241,7 +239,7 @@ def read_tree(path: str | os.PathLike[str], loader: Loader = "builtin") -> Any:
 
 
 # -- walking the tree ------------------------------------------------------------------------------
-def _as_mapping(obj: Any) -> Mapping[Any, Any] | None:
+def as_mapping(obj: Any) -> Mapping[Any, Any] | None:
     """A mapping, or what an inert pickled object was given (its ``__dict__`` and items); else None."""
     if isinstance(obj, Mapping):
         return obj
@@ -260,7 +258,7 @@ def _children(obj: Any) -> list[tuple[str, Any]]:
     """(key-path suffix, child) pairs of a container, an inert pickled object included."""
     if isinstance(obj, (list, tuple)):
         return [(f"[{i}]", v) for i, v in enumerate(obj) if isinstance(v, _CONTAINERS)]
-    m = _as_mapping(obj)
+    m = as_mapping(obj)
     if m is None:
         return []
     return [(_suffix(k), v) for k, v in m.items() if isinstance(v, _CONTAINERS)]
@@ -269,7 +267,7 @@ def _children(obj: Any) -> list[tuple[str, Any]]:
 _CONTAINERS = (Mapping, list, tuple, Opaque)
 
 
-def _walk(obj: Any) -> Iterator[tuple[str, Any]]:
+def walk(obj: Any) -> Iterator[tuple[str, Any]]:
     """Every container in the tree with its key path, depth-first, each object once (by id) at its first path.
 
     Shared sub-objects (a DAG) and self-references are visited once, so the walk costs the tree's size.
@@ -302,8 +300,8 @@ def _clean(path: str) -> str:
 def find_plateau_states(tree: Any) -> list[tuple[str, Mapping[str, Any]]]:
     """Every ReduceLROnPlateau-shaped mapping in ``tree`` with its key path (``""`` for the root)."""
     found = []
-    for path, node in _walk(tree):
-        m = _as_mapping(node)
+    for path, node in walk(tree):
+        m = as_mapping(node)
         if m is not None and is_plateau_shaped(m):
             found.append((_clean(path), m))
     return found
@@ -311,8 +309,8 @@ def find_plateau_states(tree: Any) -> list[tuple[str, Mapping[str, Any]]]:
 
 def _optimizers(tree: Any) -> list[tuple[str, list[Mapping[str, Any]]]]:
     out = []
-    for path, node in _walk(tree):
-        m = _as_mapping(node)
+    for path, node in walk(tree):
+        m = as_mapping(node)
         groups = m.get("param_groups") if m is not None else None
         if isinstance(groups, list) and groups and all(isinstance(g, Mapping) and "lr" in g for g in groups):
             out.append((_clean(path), groups))
@@ -390,24 +388,15 @@ def _normalise_state(raw: Mapping[Any, Any], where: str) -> tuple[dict[str, Any]
 
 
 def _top_level(tree: Any) -> tuple[str, ...]:
-    m = _as_mapping(tree)
+    m = as_mapping(tree)
     if m is not None:
         return tuple(k if isinstance(k, str) and len(k) <= 80 else short_repr(k, 80) for k in m)
     return (f"<{type(tree).__name__[:80]}>",)
 
 
-def _listing(names: list[str] | tuple[str, ...], limit: int = 20) -> str:
+def short_listing(names: list[str] | tuple[str, ...], limit: int = 20) -> str:
     shown = ", ".join(names[:limit])
     return shown + (f", ... ({len(names) - limit} more)" if len(names) > limit else "")
-
-
-def _framework(tree: Any, key_path: str) -> str:
-    m = _as_mapping(tree) or {}
-    if "pytorch-lightning_version" in m or key_path.startswith("lr_schedulers["):
-        return "lightning"
-    if "arch" in m and "version" in m and "state_dict" in m:
-        return "timm"
-    return "torch"
 
 
 def _pick_optimizer(
@@ -428,7 +417,7 @@ def _pick_optimizer(
     return matching[0] if len(matching) == 1 else None
 
 
-def _counter(value: Any, where: str, integral: bool = False) -> Any:
+def checked_count(value: Any, where: str, integral: bool = False) -> Any:
     """An epoch/global_step field: None, or a finite number in range (an int when ``integral``)."""
     if value is None:
         return None
@@ -457,16 +446,16 @@ def checkpoint_from_tree(
     if scheduler is not None:
         chosen = [(p, m) for p, m in found if p == scheduler]
         if not chosen:
-            listed = _listing([repr(n) for n in names]) or "none"
+            listed = short_listing([repr(n) for n in names]) or "none"
             raise SchedulerStateNotFound(f"{path}: no plateau state at {short_repr(scheduler)}; found: "
                                          f"{listed}")
     else:
         chosen = found
     if not chosen:
-        top = _listing(_top_level(tree)) or "nothing"
+        top = short_listing(_top_level(tree)) or "nothing"
         raise SchedulerStateNotFound(f"{path}: no ReduceLROnPlateau state found; top level holds: {top}")
     if len(chosen) > 1:
-        listed = _listing([repr(n or "<root>") for n in names])
+        listed = short_listing([repr(n or "<root>") for n in names])
         raise AmbiguousSchedulerState(
             f"{path}: {len(chosen)} plateau states found: {listed} (choose one with --scheduler KEYPATH)",
             names,
@@ -483,7 +472,7 @@ def checkpoint_from_tree(
     if best_dtype is not None:
         state = replace(state, best_dtype=best_dtype)
 
-    opt_source = tree if not extra_trees else {**(_as_mapping(tree) or {"": tree}), **extra_trees}
+    opt_source = tree if not extra_trees else {**(as_mapping(tree) or {"": tree}), **extra_trees}
     n_groups = len(state.last_lr) if state.last_lr is not None else len(state.min_lrs)
     picked = _pick_optimizer(_optimizers(opt_source), key_path, n_groups)
     optimizer_lrs = initial_lrs = None
@@ -498,10 +487,13 @@ def checkpoint_from_tree(
             initial_lrs = tuple(
                 float(_number(g["initial_lr"], f"{path}:{opt_path}.param_groups[{i}].initial_lr")[0])
                 for i, g in enumerate(groups))
-    top = _as_mapping(tree) or {}
+    top = as_mapping(tree) or {}
     epoch = top.get("epoch")
     step = top.get("global_step")
-    return Checkpoint(
+    from plateau_forensics import stacks
+
+    stack = stacks.tree_stack(tree, key_path) or stacks.TORCH
+    ck = Checkpoint(
         path=path,
         key_path=key_path,
         config=config,
@@ -511,74 +503,17 @@ def checkpoint_from_tree(
         lr_dtypes=lr_dtypes or (None,) * n_groups,
         optimizer_key_path=opt_path,
         initial_lrs=initial_lrs,
-        epoch=_counter(epoch, f"{path}:epoch") if isinstance(epoch, (int, float)) else None,
-        global_step=(_counter(step, f"{path}:global_step")
+        epoch=checked_count(epoch, f"{path}:epoch") if isinstance(epoch, (int, float)) else None,
+        global_step=(checked_count(step, f"{path}:global_step")
                      if isinstance(step, int) and not isinstance(step, bool) else None),
         top_level=_top_level(tree),
         candidates=tuple(names),
-        framework=_framework(tree, key_path),
+        framework=stack.name,
         loader=loader,
         neutralised=neutralised,
         integrity=integrity,
     )
-
-
-def _read_trainer_state(state_file: Path) -> dict[str, Any]:
-    """trainer_state.json as a dict, checked: size, nesting, top-level type, epoch/global_step/log_history."""
-    if not _is_regular(state_file):
-        raise CheckpointError(f"{state_file}: not a regular file")
-    try:
-        size = state_file.stat().st_size
-        if size > MAX_TRAINER_STATE_BYTES:
-            raise CheckpointLimitError(f"{state_file}: {size:,} bytes (limit "
-                                       f"{MAX_TRAINER_STATE_BYTES >> 20} MiB)")
-        ts = json.loads(state_file.read_bytes())
-    except CheckpointError:
-        raise
-    except (OSError, ValueError, RecursionError) as exc:  # ValueError: JSONDecodeError, UnicodeDecodeError
-        deep = isinstance(exc, RecursionError)
-        text = "nested too deeply" if deep else " ".join(str(exc).split())[:200]
-        raise CheckpointError(f"{state_file}: not readable JSON: {text}") from None
-    if not isinstance(ts, dict):
-        raise CheckpointValueError(f"{state_file}: the top level is a JSON {type(ts).__name__}, not an "
-                                   "object")
-    try:
-        check_depth(ts)
-    except CheckpointError as exc:
-        raise CheckpointLimitError(f"{state_file}: {exc}") from None
-    _counter(ts.get("epoch"), f"{state_file}: epoch")
-    _counter(ts.get("global_step"), f"{state_file}: global_step", integral=True)
-    history = ts.get("log_history")
-    if history is not None and not (isinstance(history, list) and all(isinstance(e, dict) for e in history)):
-        raise CheckpointValueError(f"{state_file}: log_history is not a list of objects")
-    return ts
-
-
-def _load_hf_dir(d: Path, scheduler: str | None, loader: Loader) -> Checkpoint:
-    sched_file = d / HF_SCHEDULER
-    if not sched_file.is_file():
-        listing = _listing(sorted(p.name[:80] for p in d.iterdir())) or "nothing"
-        raise CheckpointError(f"{d}: a directory without {HF_SCHEDULER}; it holds: {listing}")
-    sched = read_file(sched_file, loader)
-    extra: dict[str, Any] = {}
-    files = [(HF_SCHEDULER, sched)]
-    if (d / HF_OPTIMIZER).is_file():
-        opt = read_file(d / HF_OPTIMIZER, loader)
-        extra["optimizer.pt"] = opt.obj
-        files.append((HF_OPTIMIZER, opt))
-    neutralised = tuple(dict.fromkeys(n for _, f in files for n in f.neutralised))
-    integrity = tuple(f"{name}: {note}" for name, f in files for note in f.integrity)
-    ck = checkpoint_from_tree(sched.obj, str(d), scheduler=scheduler, loader=loader, extra_trees=extra,
-                              neutralised=neutralised, integrity=integrity)
-    key_path = f"{HF_SCHEDULER}{':' + ck.key_path if ck.key_path else ''}"
-    ck = replace(ck, key_path=key_path, framework="hf-trainer")
-    state_file = d / HF_TRAINER_STATE
-    if state_file.exists():
-        ts = _read_trainer_state(state_file)
-        history = ts.get("log_history")
-        ck = replace(ck, epoch=ts.get("epoch"), global_step=ts.get("global_step"),
-                     log_history=tuple(history) if isinstance(history, list) else None)
-    return ck
+    return stack.adapt(ck, tree) if stack.adapt is not None else ck
 
 
 def load_checkpoint(
@@ -607,7 +542,14 @@ def load_checkpoint(
     """
     p = Path(path)
     if p.is_dir():
-        return _load_hf_dir(p, scheduler, loader)
+        from plateau_forensics import stacks
+
+        stack = stacks.dir_stack(p)
+        if stack is None or stack.load_dir is None:
+            listing = short_listing(sorted(q.name[:80] for q in p.iterdir())) or "nothing"
+            raise CheckpointError(f"{p}: a directory no training stack's checkpoint layout matches (an HF "
+                                  f"checkpoint-N/ holds scheduler.pt); it holds: {listing}")
+        return stack.load_dir(p, scheduler, loader)
     tf = read_file(p, loader)
     return checkpoint_from_tree(tf.obj, str(p), scheduler=scheduler, loader=loader,
                                 neutralised=tf.neutralised, integrity=tf.integrity)

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from plateau_forensics.diagnose import Finding
+from plateau_forensics.stacks import stack_of
 from plateau_forensics.stories import (
     WARNING_STORIES,
     Boundary,
@@ -111,14 +112,13 @@ def _message(ev: Evidence, e: Evaluation, code: str) -> tuple[str, float | None,
         text = (f"epoch {src}'s metric was never passed to the resumed scheduler: it resumed at epoch "
                 f"{ev_dict['next_log_starts_at']} from a "
                 f"checkpoint saved before epoch {src}'s step, and every later last_epoch is one lower than an "
-                "uninterrupted run's" + (" (Lightning's fit(ckpt_path=...) does this)" if ev.framework == "lightning"
-                                         else ""))
+                "uninterrupted run's" + stack_of(ev.framework).notes.get("resume-skipped-step", ""))
     elif code == "saved-before-step":
         where = ck.epoch if ck is not None else None
         after = e.ops[e.anchor_op].label if e.anchor_op is not None and e.anchor_op >= 0 else None
         text = (f"the checkpoint says epoch {where} but holds the state after epoch {after}'s step: it was saved "
                 f"before epoch {where}'s scheduler.step()"
-                + (" (Lightning's order)" if ev.framework == "lightning" else ", or its 'epoch' is the next epoch to run"))
+                + stack_of(ev.framework).notes.get("saved-before-step", ", or its 'epoch' is the next epoch to run"))
         ev_dict.update({"checkpoint_epoch": where, "state_after_epoch": after})
     elif code == "steps-per-row":
         where = e.ops[e.anchor_op].label if e.anchor_op is not None and e.anchor_op >= 0 else None

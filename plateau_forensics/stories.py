@@ -23,6 +23,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from plateau_forensics.engine import run
+from plateau_forensics.stacks import stack_of
 from plateau_forensics.state import PlateauConfig
 from plateau_forensics.worlds import (
     Anchor,
@@ -636,7 +637,7 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
                           segment_starts=starts, initial_lrs=init_lrs, initial_source=source)
     pre = _pre_start_changes(ev, plan)
     e = Evaluation(plan, ops, les, lineage, base, None, segment_starts=starts, initial_lrs=init_lrs,
-                   initial_source=source, pre_external=pre, lightning=ev.framework == "lightning")
+                   initial_source=source, pre_external=pre, lightning=stack_of(ev.framework).saves_before_step)
     if ck is None:
         e.penalties = _lr_penalties(base, pre)
         return e
@@ -661,7 +662,7 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
         label = ops[i].epoch_after if ops[i].epoch_after is not None else ops[i].label
         before = False
         field_pen = 0.0
-        if ck.epoch is not None and ev.framework != "hf-trainer":
+        if ck.epoch is not None and stack_of(ev.framework).epoch_places:
             nxt = _next_labels(ops, i) if ops[i].epoch_after is None else {label + 1}
             if ck.epoch == label:
                 before = False
@@ -697,7 +698,7 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
         if field_pen:
             pen["epoch field"] = field_pen
         cand = Evaluation(plan, ops, les, lineage, sim, i, before, pen, starts, init_lrs, source,
-                          pre + ((ops[i].row,) if moved else ()), lightning=ev.framework == "lightning")
+                          pre + ((ops[i].row,) if moved else ()), lightning=stack_of(ev.framework).saves_before_step)
         placed.append(cand)
         if best_eval is None or cand.score < best_eval.score:
             best_eval = cand
