@@ -37,7 +37,9 @@ def hwm():
             return int(line.split()[1]) / 1024
 """
 
-OURS = HWM + """
+OURS = (
+    HWM
+    + """
 import json, sys, time
 t0 = time.perf_counter()
 from plateau_forensics.losses import read_losses
@@ -46,8 +48,11 @@ log = read_losses(sys.argv[1])
 t2 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "read": t2 - t1, "rows": len(log), "hwm": hwm()}))
 """
+)
 
-BASE_CSV = HWM + """
+BASE_CSV = (
+    HWM
+    + """
 import csv, json, sys, time
 t0 = time.perf_counter()
 t1 = time.perf_counter()
@@ -61,8 +66,11 @@ with open(sys.argv[1], newline="") as f:
 t2 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "read": t2 - t1, "rows": len(cols[0]), "hwm": hwm()}))
 """
+)
 
-BASE_JSONL = HWM + """
+BASE_JSONL = (
+    HWM
+    + """
 import json, sys, time
 t0 = time.perf_counter()
 t1 = time.perf_counter()
@@ -74,13 +82,17 @@ with open(sys.argv[1]) as f:
 t2 = time.perf_counter()
 print(json.dumps({"import": t1 - t0, "read": t2 - t1, "rows": len(next(iter(cols.values()))), "hwm": hwm()}))
 """
+)
 
 
 def write_logs(rows: int) -> dict[str, Path]:
     """The three logs, seeded: the same losses and lrs in each (the lr halves every 10% of the rows)."""
     WORK.mkdir(exist_ok=True)
-    paths = {"csv": WORK / f"log_{rows}.csv", "jsonl": WORK / f"log_{rows}.jsonl",
-             "csv .4f": WORK / f"log_{rows}_4f.csv"}
+    paths = {
+        "csv": WORK / f"log_{rows}.csv",
+        "jsonl": WORK / f"log_{rows}.jsonl",
+        "csv .4f": WORK / f"log_{rows}_4f.csv",
+    }
     if all(p.exists() for p in paths.values()):
         return paths
     rng = random.Random(10)
@@ -88,13 +100,15 @@ def write_logs(rows: int) -> dict[str, Path]:
     lrs = [0.1 * 0.5 ** (10 * i // rows) for i in range(rows)]
     with open(paths["csv"], "w") as f:
         f.write("epoch,val_loss,lr\n")
-        f.writelines(f"{i},{v!r},{lr!r}\n" for i, (v, lr) in enumerate(zip(losses, lrs)))
+        f.writelines(f"{i},{v!r},{lr!r}\n" for i, (v, lr) in enumerate(zip(losses, lrs, strict=False)))
     with open(paths["jsonl"], "w") as f:
-        f.writelines(json.dumps({"epoch": i, "val_loss": v, "lr": lr}) + "\n"
-                     for i, (v, lr) in enumerate(zip(losses, lrs)))
+        f.writelines(
+            json.dumps({"epoch": i, "val_loss": v, "lr": lr}) + "\n"
+            for i, (v, lr) in enumerate(zip(losses, lrs, strict=False))
+        )
     with open(paths["csv .4f"], "w") as f:
         f.write("epoch,val_loss,lr\n")
-        f.writelines(f"{i},{v:.4f},{lr:.6f}\n" for i, (v, lr) in enumerate(zip(losses, lrs)))
+        f.writelines(f"{i},{v:.4f},{lr:.6f}\n" for i, (v, lr) in enumerate(zip(losses, lrs, strict=False)))
     os.sync()
     return paths
 
@@ -124,8 +138,8 @@ def check_same(paths: dict[str, Path]) -> str:
             cells = [line.split(",") for line in lines]
             want = [float(c[1]) for c in cells], [float(c[2]) for c in cells]
         got = log.metrics, [r[0] for r in log.lrs or ()]
-        for a, b in zip(want, got):
-            if len(a) != len(b) or any(bits(x) != bits(y) for x, y in zip(a, b)):
+        for a, b in zip(want, got, strict=False):
+            if len(a) != len(b) or any(bits(x) != bits(y) for x, y in zip(a, b, strict=False)):
                 raise SystemExit(f"{path.name}: read_losses and the plain reader disagree")
     rounded = read_losses(paths["csv .4f"]).precision_of("val_loss").description
     return f"same floats bit for bit in all three; the .4f log reads as '{rounded}'"
@@ -137,13 +151,18 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--keep", action="store_true", help=f"keep the logs in {WORK} (reused next run)")
     args = parser.parse_args()
-    print(f"bench_logs: {args.rows:,} rows, {args.repeats} interleaved runs each after 1 warm-up; "
-          f"python {sys.version.split()[0]}")
+    print(
+        f"bench_logs: {args.rows:,} rows, {args.repeats} interleaved runs each after 1 warm-up; "
+        f"python {sys.version.split()[0]}"
+    )
     t0 = time.perf_counter()
     paths = write_logs(args.rows)
     try:
-        print("  logs: " + ", ".join(f"{k} {p.stat().st_size / 1e6:.1f} MB" for k, p in paths.items())
-              + f" (written in {time.perf_counter() - t0:.1f} s)")
+        print(
+            "  logs: "
+            + ", ".join(f"{k} {p.stat().st_size / 1e6:.1f} MB" for k, p in paths.items())
+            + f" (written in {time.perf_counter() - t0:.1f} s)"
+        )
         print(f"  {check_same(paths)}")
         cmds = {}
         for kind, path in paths.items():
@@ -161,15 +180,21 @@ def main() -> None:
                 imports[key].append(out["import"])
                 rss[key] = max(rss[key], peak)
         for key in cmds:
-            print(f"  {key:26s} read median {statistics.median(reads[key]):6.2f} s  min {min(reads[key]):6.2f} s"
-                  f"  (+ import {statistics.median(imports[key]):4.2f} s)  peak RSS {rss[key]:5.0f} MB")
+            print(
+                f"  {key:26s} read median {statistics.median(reads[key]):6.2f} s"
+                f"  min {min(reads[key]):6.2f} s"
+                f"  (+ import {statistics.median(imports[key]):4.2f} s)  peak RSS {rss[key]:5.0f} MB"
+            )
         for kind in paths:
             ours, base = f"read_losses {kind}", f"plain reader {kind}"
             ratio = statistics.median(reads[ours]) / statistics.median(reads[base])
             ok = ratio <= TARGET_RATIO and rss[ours] <= TARGET_RSS_MB
-            print(f"  {kind}: read time {ratio:.2f}x the plain reader's (target <= {TARGET_RATIO:g}x), peak RSS "
-                  f"{rss[ours]:.0f} MB = {rss[ours] / rss[base]:.2f}x (target <= {TARGET_RSS_MB:.0f} MB): "
-                  f"{'PASS' if ok else 'FAIL'}")
+            print(
+                f"  {kind}: read time {ratio:.2f}x the plain reader's (target <= {TARGET_RATIO:g}x), "
+                f"peak RSS "
+                f"{rss[ours]:.0f} MB = {rss[ours] / rss[base]:.2f}x (target <= {TARGET_RSS_MB:.0f} MB): "
+                f"{'PASS' if ok else 'FAIL'}"
+            )
     finally:
         if not args.keep:
             for path in paths.values():

@@ -181,7 +181,7 @@ def convert(np: Any, cells: Sequence[object]) -> Cells:
                 and not any(s in joined for s in _SPACES)):
             arr = np.array(cells, dtype=object)
             if n and "\x00\x00" not in joined and joined[:1] != "\x00" and joined[-1:] != "\x00" and joined:
-                blank = np.zeros(n, bool)  # no empty cell (an empty one leaves two NULs together, or one at an end)
+                blank = np.zeros(n, bool)  # no empty cell (it leaves two NULs together or one at an end)
             else:
                 blank = arr == ""
             present = ~blank
@@ -278,8 +278,8 @@ class LogTable:
         return col
 
     def add(self, lines: Any, cells: Mapping[str, tuple[Any, Cells]]) -> None:
-        """Append ``len(lines)`` rows (their line numbers); ``cells`` maps a column to (positions among the new
-        rows, or None for all of them; its converted cells). A column absent here is not logged on them."""
+        """Append ``len(lines)`` rows (their line numbers); ``cells`` maps a column to (positions among the
+        new rows, or None for all of them; its converted cells). Absent columns are not logged there."""
         base, n = self.n_rows, len(lines)
         for name, (pos, conv) in cells.items():
             col = self._column(name)
@@ -355,8 +355,8 @@ class LogTable:
         rows = np.asarray(rows, dtype=np.int64)
         out = np.full(len(rows), None, dtype=object)
         chunks = [c for c in self.columns[name].chunks if c[5] is not None]
-        for k, sel, local in _by_chunk(np, [c[0] for c in chunks], [c[1] for c in chunks], [c[2] for c in chunks],
-                                       rows):
+        for k, sel, local in _by_chunk(np, [c[0] for c in chunks], [c[1] for c in chunks],
+                                       [c[2] for c in chunks], rows):
             split = chunks[k][5].split("\x00")  # type: ignore[union-attr]
             out[sel] = [split[j] for j in local.tolist()]
         out[out == ""] = None
@@ -441,11 +441,12 @@ def load(source: object, fmt: str, metric: str | None) -> LogTable:
         header = [str(k) for k in source]
         cols = [list(v) for v in source.values()]
         if len({len(c) for c in cols}) > 1:
-            sizes = ", ".join(f"{clip(h)}: {len(c)}" for h, c in zip(header, cols))
+            sizes = ", ".join(f"{clip(h)}: {len(c)}" for h, c in zip(header, cols, strict=True))
             raise LossLogError(f"<mapping>: columns have different lengths ({sizes})")
         t = LogTable("<mapping>", limits=False)
         t.set_header(header)
-        t.add(range(len(cols[0]) if cols else 0), {h: (None, convert(t.np, c)) for h, c in zip(header, cols)})
+        t.add(range(len(cols[0]) if cols else 0),
+              {h: (None, convert(t.np, c)) for h, c in zip(header, cols, strict=True)})
         return t
     if isinstance(source, Sequence) and not isinstance(source, (bytes, str)):
         if source and all(isinstance(r, Mapping) for r in source):
@@ -487,7 +488,9 @@ def _from_frame(pd: Any, frame: pd.DataFrame) -> LogTable:
 def read_bytes(path: str) -> bytes:
     """The file's bytes, if it is a regular file within ``MAX_LOG_BYTES``. It is opened with ``O_NONBLOCK``
     (opening a FIFO returns at once) and checked with ``fstat`` before anything is read."""
-    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_BINARY", 0)
+    flags = os.O_RDONLY
+    for extra in ("O_NONBLOCK", "O_CLOEXEC", "O_BINARY"):
+        flags |= getattr(os, extra, 0)
     try:
         fd = os.open(path, flags)
     except FileNotFoundError:
@@ -499,13 +502,13 @@ def read_bytes(path: str) -> bytes:
         if stat.S_ISDIR(st.st_mode):
             raise LossLogError(f"{path}: cannot read the file (Is a directory)")
         if not stat.S_ISREG(st.st_mode):
-            what = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a character device" if stat.S_ISCHR(st.st_mode)
-                    else "a block device" if stat.S_ISBLK(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
-                    else "not a file")
+            kinds = [(stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+                     (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")]
+            what = next((name for test, name in kinds if test(st.st_mode)), "not a file")
             raise LossLogError(f"{path}: not a regular file ({what}); a loss log is read only from a file")
         if st.st_size > MAX_LOG_BYTES:
-            raise LossLogError(f"{path}: {st.st_size:,} bytes, over the {size_text(MAX_LOG_BYTES)} limit for a "
-                               "loss log")
+            raise LossLogError(f"{path}: {st.st_size:,} bytes, over the {size_text(MAX_LOG_BYTES)} limit for "
+                               "a loss log")
         with os.fdopen(fd, "rb") as f:
             fd = -1  # the file object closes it now
             data = f.read(MAX_LOG_BYTES + 1)  # a file in /proc reports size 0: the cap still holds
@@ -580,8 +583,8 @@ def _check_line_lengths(path: str, data: bytes, start: int) -> None:
 
 def _too_long(path: str, data: bytes, start: int, line_start: int) -> None:
     n = data.count(b"\n", start, line_start) + 1
-    raise LossLogError(f"{path}: line {n:,} is longer than {size_text(MAX_LINE_BYTES)} (the limit for one line "
-                       "of a loss log)")
+    raise LossLogError(f"{path}: line {n:,} is longer than {size_text(MAX_LINE_BYTES)} (the limit for one "
+                       "line of a loss log)")
 
 
 # -- JSON Lines --------------------------------------------------------------------------------------------
@@ -615,8 +618,9 @@ def _read_jsonl(path: str, data: bytes, start: int) -> LogTable:
                 rows, lines, pairs = [], [], 0
     twice += _add_json_rows(t, rows, lines)
     if twice:
-        t.notes.append(("duplicate-keys", f"{path}: {lines_text(twice)} name{'s' if len(twice) == 1 else ''} a "
-                                          "key twice in one JSON object, with the same value both times (read once)"))
+        verb = "names" if len(twice) == 1 else "name"
+        t.notes.append(("duplicate-keys", f"{path}: {lines_text(twice)} {verb} a key twice in one JSON "
+                                          "object, with the same value both times (read once)"))
     return t
 
 
@@ -661,10 +665,12 @@ def _add_json_rows(t: LogTable, rows: list[list[tuple[str, object]]], lines: lis
     if width and list(map(len, rows)).count(width) == n:  # the common log: every object has the same keys
         pairs = [list(map(itemgetter(j), rows)) for j in range(width)]
         names = [p[0][0] for p in pairs]
-        if len(set(names)) == width and all(list(map(itemgetter(0), p)).count(k) == n for p, k in zip(pairs, names)):
+        if len(set(names)) == width and all(list(map(itemgetter(0), p)).count(k) == n
+                                            for p, k in zip(pairs, names, strict=True)):
             for k in names:
                 t._column(k)
-            t.add(lines, {k: (None, convert(np, list(map(itemgetter(1), p)))) for p, k in zip(pairs, names)})
+            t.add(lines, {k: (None, convert(np, list(map(itemgetter(1), p))))
+                          for p, k in zip(pairs, names, strict=True)})
             return []
     flat = list(chain.from_iterable(rows))
     keys = list(map(itemgetter(0), flat))
@@ -684,7 +690,8 @@ def _add_json_rows(t: LogTable, rows: list[list[tuple[str, object]]], lines: lis
         a, b = int(order[i]), int(order[i + 1])  # b: the later mention of the key in the same object
         if repr(vals[a]) != repr(vals[b]):
             raise LossLogError(f"{t.source}: line {lines[int(rid[a])]} names '{clip(keys[a])}' twice, with "
-                               f"different values ({quote(vals[a])} and {quote(vals[b])}): which one was logged?")
+                               f"different values ({quote(vals[a])} and {quote(vals[b])}): which one was "
+                               "logged?")
         keep[b] = False
         twice.append(lines[int(rid[a])])
     objs = np.empty(len(vals), dtype=object)
@@ -693,7 +700,7 @@ def _add_json_rows(t: LogTable, rows: list[list[tuple[str, object]]], lines: lis
     kk, kr, ko = kid[keep][by_key], rid[keep][by_key], objs[keep][by_key]
     cuts = np.flatnonzero(np.diff(kk)) + 1
     cells = {}
-    for ks, rs, vs in zip(np.split(kk, cuts), np.split(kr, cuts), np.split(ko, cuts)):
+    for ks, rs, vs in zip(np.split(kk, cuts), np.split(kr, cuts), np.split(ko, cuts), strict=True):
         if len(ks):
             cells[t.header[int(ks[0])]] = (None if len(rs) == len(rows) else rs, convert(np, vs.tolist()))
     t.add(lines, cells)
@@ -702,7 +709,7 @@ def _add_json_rows(t: LogTable, rows: list[list[tuple[str, object]]], lines: lis
 
 # -- printed logs ------------------------------------------------------------------------------------------
 def _read_text(path: str, data: bytes, start: int) -> LogTable:
-    """A printed log (``textlog``), a batch of rows at a time; a carriage return ends a line (``text_lines``)."""
+    """A printed log (``textlog``), a batch of rows at a time; a carriage return ends a line."""
     t = LogTable(path)
     parser = TextLogParser(path)
     feed = parser.feed
@@ -815,8 +822,8 @@ def _read_csv(path: str, data: bytes, start: int, first: int) -> LogTable:
         raise LossLogError(f"{path}: {n_cols:,} columns (the limit is {MAX_COLUMNS:,})")
     n_lines = len(all_ends) - skip
     if n_lines * n_cols > MAX_CELLS:
-        raise LossLogError(f"{path}: {n_lines:,} lines x {n_cols:,} columns, over the {MAX_CELLS:,} cells a loss "
-                           "log may have")
+        raise LossLogError(f"{path}: {n_lines:,} lines x {n_cols:,} columns, over the {MAX_CELLS:,} cells a "
+                           "loss log may have")
     if not quoted:
         fields, ends = all_fields[skip:], all_ends[skip:]
         over = np.flatnonzero(fields > n_cols)
@@ -906,7 +913,8 @@ def _plain_chunks(np: Any, path: str, data: bytes, ends: Any, sep: str, header: 
                 raise _NotPlain
             nan = np.isnan(a)
             yield (np.arange(row, row + len(a)),
-                   [Cells(np.ascontiguousarray(a[:, j]), ~nan[:, j], nan[:, j], None, None) for j in range(n_cols)])
+                   [Cells(np.ascontiguousarray(a[:, j]), ~nan[:, j], nan[:, j], None, None)
+                    for j in range(n_cols)])
             row += len(a)
     if row != len(ends):  # the parser split the file into other lines than the bytes say
         raise _NotPlain
@@ -916,31 +924,32 @@ class _PlainTexts:
     """The texts of a plain CSV's cells, read back from the bytes: a few rows by splitting their lines, a
     whole column by a second pass of the parser over that column only."""
 
-    def __init__(self, data: bytes, ends: Any, sep: str, skip: int, header: list[str], full_rows: bool) -> None:
+    def __init__(self, data: bytes, ends: Any, sep: str, skip: int, header: list[str],
+                 full_rows: bool) -> None:
         self.data, self.ends, self.sep, self.skip, self.header = data, ends, sep, skip, header
         self.full_rows = full_rows  # every line has as many fields as the header
         self._split: dict[int, list[bytes]] = {}
         self._column_of = {c: j for j, c in enumerate(header)}
 
     def __call__(self, t: LogTable, name: str, rows: Any) -> list[str | None]:
+        j = self._column_of[name]
+        if len(rows) <= 512:  # a few rows (the first of a column, an error's cell): split their lines
+            lines = t.lines()
+            out: list[str | None] = []
+            for r in (rows.tolist() if hasattr(rows, "tolist") else list(rows)):
+                fields = self._fields(int(lines[r]) - self.skip - 1) if r >= 0 else []
+                out.append(fields[j].decode("utf-8") or None if j < len(fields) else None)
+            return out
         np = t.np
         rows = np.asarray(rows, dtype=np.int64)
-        out = np.full(len(rows), None, dtype=object)
-        ok = np.flatnonzero(rows >= 0)
-        parser_rows = t.lines()[rows[ok]] - self.skip - 1
-        j = self._column_of[name]
-        if len(ok) <= 512:
-            for i, p in zip(ok.tolist(), parser_rows.tolist()):
-                fields = self._fields(p)
-                out[i] = fields[j].decode("utf-8") if j < len(fields) else ""
-        else:
-            for _, sel, texts in self.runs(t, {name: rows}):
-                out[sel] = texts
-        out[out == ""] = None
-        return out.tolist()  # type: ignore[no-any-return]
+        arr = np.full(len(rows), None, dtype=object)
+        for _, sel, texts in self.runs(t, {name: rows}):
+            arr[sel] = texts
+        arr[arr == ""] = None
+        return arr.tolist()  # type: ignore[no-any-return]
 
     def _fields(self, p: int) -> list[bytes]:
-        """The fields of parser row ``p``, split once for every column that asks (a wide file's first rows)."""
+        """The fields of parser row ``p``, split once for all the columns that ask (a wide file's rows)."""
         fields = self._split.get(p)
         if fields is None:
             s, e = int(self.ends[p - 1]) + 1, int(self.ends[p])
@@ -972,16 +981,17 @@ class _PlainTexts:
         use = {"usecols": cols} if self.full_rows else {}
         reader = pd.read_csv(buf, header=None, names=list(range(n_cols)), index_col=False, dtype=object,
                              keep_default_na=False, na_filter=False, skip_blank_lines=False, sep=self.sep,
-                             encoding="utf-8", engine="c", chunksize=max(1024, _CHUNK_CELLS // max(len(cols), 1)),
-                             **use)
+                             encoding="utf-8", engine="c",
+                             chunksize=max(1024, _CHUNK_CELLS // max(len(cols), 1)), **use)
         row = 1
         with reader:
             for frame in reader:
+                cells = frame.to_numpy(dtype=object)
+                at = {j: k for k, j in enumerate(frame.columns)}
                 for c, (ok, parser_rows) in order.items():
                     lo, hi = np.searchsorted(parser_rows, [row, row + len(frame)])
                     if hi > lo:
-                        texts = frame[self._column_of[c]].to_numpy(dtype=object)[parser_rows[lo:hi] - row]
-                        yield c, ok[lo:hi], texts.tolist()
+                        yield c, ok[lo:hi], cells[parser_rows[lo:hi] - row, at[self._column_of[c]]].tolist()
                 row += len(frame)
 
 
@@ -1007,7 +1017,7 @@ def _fill(t: LogTable, chunks: Iterator[tuple[Any, Any]], fields: Any, skip: int
         if fields is not None and len(fields) >= rows_p[-1] + 1:
             short += [(p, p + skip + 1) for p in rows_p[fields[rows_p] < len(convs)].tolist()]
         if held is not None:
-            t.add(held[0] + skip + 1, dict(zip(t.header, ((None, c) for c in held[1]))))
+            t.add(held[0] + skip + 1, dict(zip(t.header, ((None, c) for c in held[1]), strict=True)))
         held = (rows_p, convs)
     if header is None:
         raise LossLogError(f"{t.source}: the file is empty")
@@ -1021,9 +1031,9 @@ def _fill(t: LogTable, chunks: Iterator[tuple[Any, Any]], fields: Any, skip: int
             keep[-1] = False
             convs, rows_p = [c.take(keep) for c in convs], rows_p[keep]
             t.notes.append(("truncated-row", (
-                f"{t.source}: line {line}, the last row, has {int(fields[p])} of {len(header)} fields: it was cut "
-                "short (a crash while it was written?) and is not read")))
-        t.add(rows_p + skip + 1, dict(zip(t.header, ((None, c) for c in convs))))
+                f"{t.source}: line {line}, the last row, has {int(fields[p])} of {len(header)} fields: it "
+                "was cut short (a crash while it was written?) and is not read")))
+        t.add(rows_p + skip + 1, dict(zip(t.header, ((None, c) for c in convs), strict=True)))
     if short:
         t.notes.insert(0, ("short-rows", (
             f"{t.source}: {lines_text([ln for _, ln in short])} {'have' if len(short) > 1 else 'has'} fewer "

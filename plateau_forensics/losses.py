@@ -1,4 +1,4 @@
-"""Read logged validation losses (CSV, JSON Lines, printed logs, DataFrame, mapping, sequence) into a ``LossLog``.
+"""Read logged validation losses (CSV, JSON Lines, printed log, DataFrame, mapping, sequence): a ``LossLog``.
 
 Values stay bit-exact; duplicate, unsorted or missing epochs and NaN losses are reported, never repaired.
 
@@ -91,8 +91,9 @@ from plateau_forensics.precision import EXACT, Precision, concat, float32_precis
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FILE_ANOMALIES", "LogAnomaly", "LossLog", "MAX_CELLS", "MAX_COLUMNS", "MAX_LINE_BYTES", "MAX_LINES",
-           "MAX_LOG_BYTES", "MAX_VALUES", "column_precision_of", "normalize", "read_losses", "stitch"]
+__all__ = ["FILE_ANOMALIES", "LogAnomaly", "LossLog", "MAX_CELLS", "MAX_COLUMNS", "MAX_LINE_BYTES",
+           "MAX_LINES", "MAX_LOG_BYTES", "MAX_VALUES", "column_precision_of", "normalize", "read_losses",
+           "stitch"]
 
 Epoch = int | float
 METRIC_NAMES = ("val_loss", "valid_loss", "validation_loss", "eval_loss", "val_loss_epoch", "val_epoch_loss",
@@ -118,7 +119,8 @@ class LogAnomaly:
     Attributes:
         kind: ``duplicate-epochs``, ``unsorted-epochs``, ``epoch-gap``, ``non-finite-metric``,
             ``lr-missing``; about the file itself (``rows``/``epochs`` empty, the lines in the message):
-            ``short-rows``, ``truncated-row``, ``duplicate-keys``; ``tensorboard-purge``, ``overlapping-logs``.
+            ``short-rows``, ``truncated-row``, ``duplicate-keys``; ``tensorboard-purge``,
+            ``overlapping-logs``.
         rows: Entry indexes (into ``LossLog.metrics``) involved, in order.
         epochs: The epoch labels of those entries.
         message: One plain-English line naming the epochs and file lines.
@@ -181,12 +183,12 @@ class LossLog:
         return None if v is None else self.precision_of(column).interval(i, v)
 
     def lr_intervals(self, i: int) -> tuple[tuple[float, float] | None, ...] | None:
-        """Per logged group, the interval entry ``i``'s lr stands for (None for a group not logged on this row,
-        trailing ones dropped); None when no group's lr is logged."""
+        """Per logged group, the interval entry ``i``'s lr stands for (None for a group not logged on this
+        row, trailing ones dropped); None when no group's lr is logged."""
         if self.lrs is None or self.lrs[i] is None:
             return None
         out = [None if v is None else self.precision_of(c).interval(i, v)
-               for c, v in zip(self.lr_columns, self.lrs[i])]
+               for c, v in zip(self.lr_columns, self.lrs[i], strict=False)]
         while out and out[-1] is None:
             out.pop()
         return tuple(out) if out else None
@@ -292,9 +294,10 @@ def read_losses(
             f32 = {c: float32_precision(v) for c, v in
                    [(log.metric_column, log.metrics), *log.columns.items(),
                     *((c, [row[g] for row in (log.lrs or ())]) for g, c in enumerate(log.lr_columns))]}
+            named = tuple(replace(a, message=a.message.replace("<records>", os.fspath(source)))
+                          for a in log.anomalies)
             return replace(log, source=os.fspath(source), precision=MappingProxyType(f32),
-                           anomalies=tuple(replace(a, message=a.message.replace("<records>", os.fspath(source)))
-                                           for a in log.anomalies) + purges)
+                           anomalies=named + purges)
     with _no_gc():  # a long log makes millions of small objects, none in a cycle: the collector finds nothing
         return _build(load(source, fmt, metric), metric, epoch_column, lr_columns)
 
@@ -311,7 +314,8 @@ def _no_gc() -> Iterator[None]:
 
 
 # -- the log -------------------------------------------------------------------------------------------------
-def _build(t: LogTable, metric: str | None, epoch_column: str | None, lr_columns: Sequence[str] | None) -> LossLog:
+def _build(t: LogTable, metric: str | None, epoch_column: str | None,
+           lr_columns: Sequence[str] | None) -> LossLog:
     """The entries of a table following the module's rules."""
     np = t.np
     src, header = t.source, t.header
@@ -356,15 +360,17 @@ def _build(t: LogTable, metric: str | None, epoch_column: str | None, lr_columns
         evals, epresent = t.dense(ecol)
         missing = np.flatnonzero(~epresent[entries])
         if len(missing):
-            raise LossLogError(f"{src}: {where} {lines[entries[missing[0]]]}, column '{clip(ecol)}' is empty on a "
-                               f"row that logs '{clip(mcol)}' (choose another with --epoch-column)")
+            raise LossLogError(f"{src}: {where} {lines[entries[missing[0]]]}, column '{clip(ecol)}' is "
+                               f"empty on a row that logs '{clip(mcol)}' (choose another with "
+                               "--epoch-column)")
         e = evals[entries]
         bad = np.flatnonzero(~np.isfinite(e))
         if len(bad):
             i = int(entries[bad[0]])
             text = t.texts_at(ecol, [i])[0]
-            raise LossLogError(f"{src}: {where} {lines[i]}, column '{clip(ecol)}': "
-                               f"{quote(text) if text is not None else repr(float(evals[i]))} is not a finite number")
+            shown = quote(text) if text is not None else repr(float(evals[i]))
+            raise LossLogError(f"{src}: {where} {lines[i]}, column '{clip(ecol)}': {shown} is not a "
+                               "finite number")
         labels = np.where(epresent & np.isfinite(evals), evals, np.nan)
         del evals, epresent
 
@@ -376,13 +382,13 @@ def _build(t: LogTable, metric: str | None, epoch_column: str | None, lr_columns
     other_rows = [(c, v, r) for c, v, r in other_rows if (r >= 0).any()]
     n_values = len(entries) * (3 + len(lr_rows) + len(other_rows))
     if t.limits and n_values > MAX_VALUES:
-        raise LossLogError(f"{src}: {len(entries):,} entries x {3 + len(lr_rows) + len(other_rows)} numbers each "
-                           f"(metric, epoch, line, {len(lr_rows)} lr and {len(other_rows)} other columns) is over "
-                           f"the {MAX_VALUES:,} numbers a loss log may hold")
+        raise LossLogError(f"{src}: {len(entries):,} entries x {3 + len(lr_rows) + len(other_rows)} numbers "
+                           f"each (metric, epoch, line, {len(lr_rows)} lr and {len(other_rows)} other "
+                           "columns) "
+                           f"is over the {MAX_VALUES:,} numbers a loss log may hold")
     sources = {c: r for c, _, r in (*lr_rows, *other_rows)}
-    precisions = {c: p for c, p in _precisions(t, {c: sources.get(c, entries) for c in
-                                                    (mcol, *lcols, *(c for c, _, _ in other_rows))}, lcols).items()
-                  if not p.exact}
+    rows_of = {c: sources.get(c, entries) for c in (mcol, *lcols, *(c for c, _, _ in other_rows))}
+    precisions = {c: p for c, p in _precisions(t, rows_of, lcols).items() if not p.exact}
     t.text_reader = None  # the file's bytes are no longer needed
     del labels
     epochs = tuple(range(1, len(entries) + 1)) if e is None else tuple(_epoch_labels(np, e))
@@ -500,7 +506,7 @@ def _precision_of(uniques: Sequence[str | None], counts: Sequence[int], codes: S
     """The precision of a column given its distinct texts (in first-seen order), how often each occurs, and
     which one each value is; the rules of ``precision.column_precision``, with counts."""
     parsed = [_prec._digits(x) if isinstance(x, str) else None for x in uniques]
-    known = [(d, k) for d, k in zip(parsed, counts) if d is not None]
+    known = [(d, k) for d, k in zip(parsed, counts, strict=True) if d is not None]
     if not known or max(d[0] for d, _ in known) >= 12:
         return EXACT
     groups = _prec._groups(parsed)
@@ -511,7 +517,7 @@ def _precision_of(uniques: Sequence[str | None], counts: Sequence[int], codes: S
                          and len({d[2] for d, _ in fixed}) == 1 and fixed[0][0][2] >= 4)
         padded = padded or same_decimals
         half: list[float] = []
-        for x, d in zip(uniques, parsed):
+        for x, d in zip(uniques, parsed, strict=True):
             if d is None:
                 half.append(0.0)
             elif padded:
@@ -523,7 +529,8 @@ def _precision_of(uniques: Sequence[str | None], counts: Sequence[int], codes: S
         if padded:
             kind, description = _describe_counts(known)
         else:
-            kind, description = "significant", f"at least {max(max(d[0] for d, _ in known), 3)} significant digits"
+            sig = max(max(d[0] for d, _ in known), 3)
+            kind, description = "significant", f"at least {sig} significant digits"
         return Precision(kind, description, _per_value(half, codes), assumed=not padded)
     if not padded:  # precision._looks_rounded, with counts
         n = sum(k for _, k in known)
@@ -534,7 +541,7 @@ def _precision_of(uniques: Sequence[str | None], counts: Sequence[int], codes: S
         if not ((max_dec >= 2 and same_dec * 5 >= n * 4) or (max_sig >= 3 and same_sig * 5 >= n * 4)):
             return EXACT
     half = [0.0 if d is None else _prec._half(float(x), d, groups)  # type: ignore[arg-type]
-            for x, d in zip(uniques, parsed)]
+            for x, d in zip(uniques, parsed, strict=True)]
     return Precision(*_describe_counts(known), _per_value(half, codes))
 
 
@@ -579,7 +586,8 @@ def _metric_column(src: str, header: list[str], metric: str | None) -> str:
     if len(hits) == 1:
         return hits[0]
     if hits:
-        raise LossLogError(f"{src}: several validation-loss columns: {names_text(hits)} (choose one with --metric)")
+        raise LossLogError(f"{src}: several validation-loss columns: {names_text(hits)} "
+                           "(choose one with --metric)")
     raise LossLogError(f"{src}: no validation-loss column; columns are: {names_text(header)} "
                        "(choose one with --metric)")
 
@@ -596,7 +604,7 @@ def _lr_columns(src: str, candidates: list[str]) -> tuple[str, ...]:
     if not found:
         return ()
     family = sorted(f for f in found if f[0] == found[0][0])
-    for a, b in zip(family, family[1:]):
+    for a, b in zip(family, family[1:], strict=False):
         if a[1] == b[1]:
             raise LossLogError(f"{src}: columns '{clip(a[3])}' and '{clip(b[3])}' both read as the lr of "
                                f"param group {max(a[1], 0)} (choose with --lr-column, once per group)")
@@ -632,7 +640,7 @@ def _anomalies(log: LossLog, vectorized: bool | None = None) -> tuple[LogAnomaly
                 seen.setdefault(e, []).append(i)
             out += [anomaly("duplicate-epochs", idx, f"epoch {e} appears {len(idx)} times")
                     for e, idx in seen.items() if len(idx) > 1]
-            for i, (a, b) in enumerate(zip(log.epochs, log.epochs[1:]), 1):
+            for i, (a, b) in enumerate(zip(log.epochs, log.epochs[1:], strict=False), 1):
                 if b < a:
                     out.append(anomaly("unsorted-epochs", [i - 1, i], f"epoch goes back from {a} to {b}"))
                 elif gaps and isinstance(a, int) and isinstance(b, int) and b > a + 1:
@@ -645,16 +653,18 @@ def _anomalies(log: LossLog, vectorized: bool | None = None) -> tuple[LogAnomaly
     else:
         bad = [i for i, m in enumerate(log.metrics) if not math.isfinite(m)]
     if bad:
+        shown = listing([log.epochs[i] for i in bad[:8]], len(bad))
         out.append(anomaly("non-finite-metric", bad, f"{log.metric_column} is not finite at epoch"
-                           f"{'s' if len(bad) > 1 else ''} {listing([log.epochs[i] for i in bad[:8]], len(bad))}"))
+                           f"{'s' if len(bad) > 1 else ''} {shown}"))
     for g, col in enumerate(log.lr_columns):
         get = itemgetter(g)
         if not countOf(map(get, log.lrs or ()), None):
             continue
         miss = [i for i, v in enumerate(map(get, log.lrs or ())) if v is None]
         if miss:
+            shown = listing([log.epochs[i] for i in miss[:8]], len(miss))
             out.append(anomaly("lr-missing", miss, f"no '{col}' logged for epoch"
-                               f"{'s' if len(miss) > 1 else ''} {listing([log.epochs[i] for i in miss[:8]], len(miss))}"))
+                               f"{'s' if len(miss) > 1 else ''} {shown}"))
     return tuple(out)
 
 
@@ -674,7 +684,8 @@ def _epoch_anomalies_np(log: LossLog, anomaly: Any, gaps: bool) -> list[LogAnoma
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
         for g in dup_groups[np.argsort(first[dup_groups], kind="stable")].tolist():
             idx = members[starts[g]: starts[g] + counts[g]].tolist()
-            out.append(anomaly("duplicate-epochs", idx, f"epoch {log.epochs[idx[0]]} appears {len(idx)} times"))
+            text = f"epoch {log.epochs[idx[0]]} appears {len(idx)} times"
+            out.append(anomaly("duplicate-epochs", idx, text))
     back = e[1:] < e[:-1]
     jump = np.zeros(len(back), bool)
     if gaps:
@@ -693,7 +704,7 @@ def _epoch_anomalies_np(log: LossLog, anomaly: Any, gaps: bool) -> list[LogAnoma
 
 
 def stitch(logs: Sequence[LossLog]) -> LossLog:
-    """Join logs written one after another (a resume per file, e.g. Lightning's version_0, version_1) in order.
+    """Join logs written one after another (a resume each, e.g. Lightning's version_0, version_1) in order.
 
     Entries keep their order; where a later log starts at or before an epoch an earlier one reached, the
     overlap is reported (``overlapping-logs``) and the usual duplicate-epoch anomalies appear, so the replay
@@ -707,8 +718,8 @@ def stitch(logs: Sequence[LossLog]) -> LossLog:
     first = logs[0]
     for log in logs[1:]:
         if normalize(log.metric_column) != normalize(first.metric_column):
-            raise LossLogError(f"{log.source}: monitors '{clip(log.metric_column)}' but {first.source} monitors "
-                               f"'{clip(first.metric_column)}' (choose one with --metric)")
+            raise LossLogError(f"{log.source}: monitors '{clip(log.metric_column)}' but {first.source} "
+                               f"monitors '{clip(first.metric_column)}' (choose one with --metric)")
     n_groups = {len(log.lr_columns) for log in logs if log.lrs is not None}
     lrs: tuple[tuple[float | None, ...], ...] | None = None
     if n_groups:
@@ -716,7 +727,7 @@ def stitch(logs: Sequence[LossLog]) -> LossLog:
         lrs = tuple(row + (None,) * (width - len(row)) for log in logs
                     for row in (log.lrs or ((None,) * width,) * len(log)))
     overlaps = []
-    for prev, nxt in zip(logs, logs[1:]):
+    for prev, nxt in zip(logs, logs[1:], strict=False):
         if len(prev) and len(nxt) and nxt.epochs[0] <= prev.epochs[-1]:
             overlaps.append(f"{nxt.source} starts at epoch {nxt.epochs[0]} but {prev.source} reached "
                             f"{prev.epochs[-1]}")
@@ -727,7 +738,8 @@ def stitch(logs: Sequence[LossLog]) -> LossLog:
         epoch_column=first.epoch_column, lr_columns=max((log.lr_columns for log in logs), key=len),
         epochs=tuple(chain.from_iterable(log.epochs for log in logs)),
         metrics=tuple(chain.from_iterable(log.metrics for log in logs)),
-        lrs=lrs, lines=tuple(chain.from_iterable(log.lines for log in logs)), columns=MappingProxyType(columns),
+        lrs=lrs, lines=tuple(chain.from_iterable(log.lines for log in logs)),
+        columns=MappingProxyType(columns),
         anomalies=(), skipped_lines=(),
         boundaries=tuple(sum(len(x) for x in logs[:i]) for i in range(1, len(logs))),
     )

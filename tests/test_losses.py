@@ -561,7 +561,7 @@ def text_columns(draw: st.DrawFn) -> list[str | None]:
     return out
 
 
-@settings(deadline=None, max_examples=400)
+@settings(deadline=None, max_examples=250)
 @given(text_columns(), st.booleans())
 def test_precision_by_distinct_texts_equals_column_precision(texts: list[str | None], lr: bool) -> None:
     """Counting each distinct text once gives column_precision's result, halfwidths and all."""
@@ -644,7 +644,7 @@ def make_log(epochs: list[int | float], metrics: list[float], lrs: list[float | 
                    tuple((v,) for v in lrs[:n]), tuple(range(2, n + 2)), {}, ())
 
 
-@settings(deadline=None, max_examples=300)
+@settings(deadline=None, max_examples=150)
 @given(st.lists(st.one_of(st.integers(0, 12), st.sampled_from([2.5, 7.5])), min_size=1, max_size=60),
        st.lists(st.sampled_from([0.5, math.nan, math.inf, 0.25]), min_size=60, max_size=60),
        st.lists(st.sampled_from([0.1, None]), min_size=60, max_size=60))

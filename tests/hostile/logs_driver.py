@@ -2,8 +2,9 @@
 
 Usage: ``python logs_driver.py JOBS.json`` where JOBS.json is ``{"canary_dir": ..., "files": [{"path": ...,
 "cli": bool, "ckpt": optional checkpoint, "full": bool}]}``. Per file: ``read_losses``, then (with ``full``) a
-trace of it (teaching mode, or placed against ``ckpt``) rendered as grid and JSON; with ``cli``, ``plateau-trace
-LOG --format json`` (the lone argument, classified by content) or ``plateau-trace CKPT LOG --format json``.
+trace of it (teaching mode, or placed against ``ckpt``) rendered as grid and JSON; with ``cli``,
+``plateau-trace LOG --format json`` (the lone argument, classified by content) or ``plateau-trace CKPT LOG
+--format json``; with ``oracle``, the metrics read are checked against the csv and json modules' reading.
 Before each file a ``{"start": path}`` line is printed and a C watchdog (faulthandler) ends the process after
 ``TIMEOUT`` s, so a crash or a hang is pinned to its file (``hostile_runner.run_driver`` restarts after it).
 """
@@ -57,8 +58,14 @@ def unexplained_metrics(path: str, column: str, metrics: tuple[float, ...]) -> l
             if isinstance(obj, dict) and (x := _strict(obj.get(column))) is not None:
                 allowed.add(bits(x))
     else:
-        rows = [r for r in csv.reader(io.StringIO(text, newline=""), delimiter="\t" if "\t" in text.split("\n")[0]
-                                      and "," not in text.split("\n")[0] else ",") if any(c.strip() for c in r)]
+        rows = [
+            r
+            for r in csv.reader(
+                io.StringIO(text, newline=""),
+                delimiter="\t" if "\t" in text.split("\n")[0] and "," not in text.split("\n")[0] else ",",
+            )
+            if any(c.strip() for c in r)
+        ]
         if not rows or column not in rows[0]:
             return []  # a printed log, or a header the csv module splits otherwise
         j = rows[0].index(column)
@@ -105,7 +112,9 @@ def main() -> None:
         out["api_seconds"] = time.perf_counter() - t0
         if job.get("cli"):
             t1 = time.perf_counter()
-            result = runner.invoke(cli, [ckpt, path, "--format", "json"] if ckpt else [path, "--format", "json"])
+            result = runner.invoke(
+                cli, [ckpt, path, "--format", "json"] if ckpt else [path, "--format", "json"]
+            )
             exc = result.exception
             out["cli_exit"] = result.exit_code
             out["cli_stderr"] = result.stderr[-3000:]

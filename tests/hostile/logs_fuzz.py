@@ -18,9 +18,36 @@ SAMPLES = ROOT / "sample_checkpoints"
 
 # what an insertion puts in: the separators, quotes and brackets the readers split on, and numbers a log
 # should never hold (digit separators, non-ASCII digits, overflow), besides random bytes
-SNIPPETS = [b",", b"\n", b"\r", b"\r\n", b'"', b"{", b"}", b"[", b"]", b":", b"_", b"e999", b"nan", b"inf", b"-",
-            b".", b"\t", b" ", b"\x00", "\u0661".encode(), "\uff11".encode(), b"0" * 40, b"9" * 400, b"1_000",
-            b'"val_loss": 1', b",,,,", b"\xff", b"epoch"]
+SNIPPETS = [
+    b",",
+    b"\n",
+    b"\r",
+    b"\r\n",
+    b'"',
+    b"{",
+    b"}",
+    b"[",
+    b"]",
+    b":",
+    b"_",
+    b"e999",
+    b"nan",
+    b"inf",
+    b"-",
+    b".",
+    b"\t",
+    b" ",
+    b"\x00",
+    "\u0661".encode(),
+    "\uff11".encode(),
+    b"0" * 40,
+    b"9" * 400,
+    b"1_000",
+    b'"val_loss": 1',
+    b",,,,",
+    b"\xff",
+    b"epoch",
+]
 DIGITS = [b"_", "\u0663".encode(), "\uff13".encode(), b"e", b"."] + [bytes([c]) for c in b"0123456789"]
 
 
@@ -39,7 +66,9 @@ def _jsonl_from(csv_path: Path) -> bytes:
     """A JSON Lines log of the same rows (numbers as JSON numbers written by json.dumps)."""
     with csv_path.open(newline="") as f:
         rows = list(csv.DictReader(f))
-    return "".join(json.dumps({k: (float(v) if v else None) for k, v in r.items()}) + "\n" for r in rows).encode()
+    return "".join(
+        json.dumps({k: (float(v) if v else None) for k, v in r.items()}) + "\n" for r in rows
+    ).encode()
 
 
 def _printed_from(csv_path: Path) -> bytes:
@@ -48,8 +77,10 @@ def _printed_from(csv_path: Path) -> bytes:
         rows = list(csv.DictReader(f))
     out = ["Training...\n"]
     for r in rows:
-        out.append(f"Epoch {r['epoch']}/{len(rows)} - loss: {float(r['train_loss']):.4f} - val_loss: "
-                   f"{float(r['val_loss']):.4f} - lr: {r['lr']}\n")
+        out.append(
+            f"Epoch {r['epoch']}/{len(rows)} - loss: {float(r['train_loss']):.4f} - val_loss: "
+            f"{float(r['val_loss']):.4f} - lr: {r['lr']}\n"
+        )
         if int(r["epoch"]) % 7 == 0:
             out.append("Saving checkpoint...\n")
     return "".join(out).encode()
@@ -72,7 +103,9 @@ def sources(work: Path) -> list[tuple[Path, Path | None]]:
 
 def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
     """One random mutation of a log's bytes."""
-    kind = rng.choice(["flip", "truncate", "insert", "delete", "swap-lines", "duplicate-line", "digit", "field"])
+    kind = rng.choice(
+        ["flip", "truncate", "insert", "delete", "swap-lines", "duplicate-line", "digit", "field"]
+    )
     if kind == "flip":
         b = bytearray(data)
         for _ in range(rng.randint(1, 3)):
@@ -86,7 +119,7 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
         return kind, data[:at] + snippet + data[at:]
     if kind == "delete":
         at = rng.randrange(len(data))
-        return kind, data[:at] + data[at + rng.randint(1, 20):]
+        return kind, data[:at] + data[at + rng.randint(1, 20) :]
     lines = data.split(b"\n")
     if kind in ("swap-lines", "duplicate-line") and len(lines) > 2:
         i, j = rng.sample(range(len(lines)), 2)
@@ -99,7 +132,7 @@ def mutate(data: bytes, rng: random.Random) -> tuple[str, bytes]:
         spots = [i for i, c in enumerate(data) if 48 <= c <= 57]
         if spots:
             at = rng.choice(spots)
-            return kind, data[:at] + rng.choice(DIGITS) + data[at + 1:]
+            return kind, data[:at] + rng.choice(DIGITS) + data[at + 1 :]
     k = rng.randrange(len(lines))  # "field": a field removed from, or added to, one line
     fields = lines[k].split(b",")
     if len(fields) > 1 and rng.random() < 0.5:

@@ -29,7 +29,7 @@ NAMES = sorted(logs_payloads.cases()) + ["fifo", "dev-zero", "a-directory", "loo
 
 @pytest.fixture(scope="session")
 def log_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A directory holding ``files/`` (every hostile log), ``fuzz/`` (the mutants) and an empty ``canary/``."""
+    """A directory holding ``files/`` (the hostile logs), ``fuzz/`` (the mutants) and an empty ``canary/``."""
     root = tmp_path_factory.mktemp("hostile-logs")
     for sub in ("files", "fuzz", "canary"):
         (root / sub).mkdir()
@@ -54,9 +54,10 @@ def log_outcomes(log_root: Path, log_cases: dict[str, logs_payloads.LogCase]) ->
     small = [job(n) for n, c in log_cases.items() if not c.big]
     rows = run_parallel(small, log_root / "canary", log_root, "logs", script=LOGS_DRIVER)
     with ThreadPoolExecutor(2) as pool:  # a big file in a driver of its own: its peak memory is its own
-        for part in pool.map(lambda n: run_driver([job(n)], log_root / "canary", log_root, f"big-{n}",
-                                                  script=LOGS_DRIVER),
-                             [n for n, c in log_cases.items() if c.big]):
+        for part in pool.map(
+            lambda n: run_driver([job(n)], log_root / "canary", log_root, f"big-{n}", script=LOGS_DRIVER),
+            [n for n, c in log_cases.items() if c.big],
+        ):
             rows.update(part)
     return {Path(p).name: row for p, row in rows.items()}
 
@@ -70,8 +71,15 @@ def fuzzed_logs(log_root: Path) -> tuple[list[logs_fuzz.LogMutant], dict[str, di
         path = log_root / "fuzz" / m.name
         path.write_bytes(m.data)
         full = i % 16 == 0
-        jobs.append({"path": str(path), "cli": i % 32 == 0, "full": full, "oracle": True,
-                     **({"ckpt": str(m.ckpt)} if m.ckpt is not None and full else {})})
+        jobs.append(
+            {
+                "path": str(path),
+                "cli": i % 32 == 0,
+                "full": full,
+                "oracle": True,
+                **({"ckpt": str(m.ckpt)} if m.ckpt is not None and full else {}),
+            }
+        )
     rows = run_parallel(jobs, log_root / "canary", log_root, "logfuzz", script=LOGS_DRIVER)
     return mutants, {Path(p).name: row for p, row in rows.items()}
 
@@ -106,8 +114,9 @@ def problems(row: dict[str, Any]) -> list[str]:
 
 
 @pytest.mark.parametrize("name", NAMES, ids=NAMES)
-def test_log_case(name: str, log_outcomes: dict[str, dict[str, Any]],
-                  log_cases: dict[str, logs_payloads.LogCase]) -> None:
+def test_log_case(
+    name: str, log_outcomes: dict[str, dict[str, Any]], log_cases: dict[str, logs_payloads.LogCase]
+) -> None:
     """Each hostile log gives its expected one-line error (or reads, reporting its anomalies), safely."""
     row, case = log_outcomes[name], log_cases[name]
     assert not problems(row), problems(row)
@@ -143,7 +152,8 @@ def test_log_mutant_volume(fuzzed_logs: tuple[list[logs_fuzz.LogMutant], dict[st
     mutants, rows = fuzzed_logs
     assert len(mutants) >= 2000 and len(rows) == len(mutants)
     assert {"flip", "truncate", "insert", "delete", "swap-lines", "duplicate-line", "digit", "field"} <= {
-        m.kind for m in mutants}
+        m.kind for m in mutants
+    }
     assert {".csv", ".jsonl", ".log"} <= {m.source.suffix for m in mutants}
     outcomes = [r["api"] for r in rows.values()]
     assert outcomes.count("ok") > 500 and outcomes.count("error") > 200
@@ -152,21 +162,40 @@ def test_log_mutant_volume(fuzzed_logs: tuple[list[logs_fuzz.LogMutant], dict[st
 
 def _measured(args: list[str], cwd: Path) -> tuple[int, str, float, float]:
     """``plateau-trace ARGS`` as its own process: exit code, stderr, seconds, peak MB (measure.py)."""
-    out = subprocess.run([sys.executable, str(Path(__file__).with_name("measure.py")), "30", _script(), *args],
-                         capture_output=True, text=True, cwd=cwd, timeout=60)
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).with_name("measure.py")), "30", _script(), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
     result = json.loads(out.stdout)
     return result["exit"], out.stderr, result["seconds"], result["maxrss_mb"]
 
 
-@pytest.mark.parametrize("args", [["fifo"], ["dev-zero"], ["../../../sample_checkpoints/seed000.pt", "fifo"],
-                                  ["csv-200MB-sparse"], ["single-line-100MB"]],
-                         ids=["fifo", "dev-zero", "ckpt-and-fifo", "200MB", "100MB-line"])
-def test_real_process_refuses(args: list[str], log_root: Path, log_cases: dict[str, logs_payloads.LogCase]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fifo"],
+        ["dev-zero"],
+        ["../../../sample_checkpoints/seed000.pt", "fifo"],
+        ["csv-200MB-sparse"],
+        ["single-line-100MB"],
+    ],
+    ids=["fifo", "dev-zero", "ckpt-and-fifo", "200MB", "100MB-line"],
+)
+def test_real_process_refuses(
+    args: list[str], log_root: Path, log_cases: dict[str, logs_payloads.LogCase]
+) -> None:
     """``plateau-trace`` as a real process, the log alone or after a checkpoint: exit 1 at once, one line."""
     files = log_root / "files"
     args = [str((files / a).resolve()) if a.startswith("..") else a for a in args]
-    args = [str(Path(__file__).parents[2] / "sample_checkpoints" / "seed000.pt") if a.endswith("seed000.pt")
-            else a for a in args]
+    args = [
+        str(Path(__file__).parents[2] / "sample_checkpoints" / "seed000.pt")
+        if a.endswith("seed000.pt")
+        else a
+        for a in args
+    ]
     code, err, seconds, rss = _measured(args, files)
     assert code == 1, (code, err)
     assert err.count("\n") == 1 and err.startswith("Error: ") and "Traceback" not in err, err
