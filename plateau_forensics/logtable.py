@@ -320,6 +320,11 @@ class LogTable:
         self.add(lines, {k: (None if len(p) == n else np.array(p, dtype=np.int64), convert(np, v))
                          for k, (p, v) in buckets.items()})
 
+    def release(self) -> None:
+        """Drop the columns and the file's bytes (the log has taken what it keeps); names and notes stay."""
+        self.columns = {c: _Column() for c in self.columns}
+        self._lines, self._line_array, self.text_reader = [], None, None
+
     def lines(self) -> Any:
         """The line (or 0-based row) of each row."""
         if self._line_array is None:

@@ -389,16 +389,17 @@ def _build(t: LogTable, metric: str | None, epoch_column: str | None,
     sources = {c: r for c, _, r in (*lr_rows, *other_rows)}
     rows_of = {c: sources.get(c, entries) for c in (mcol, *lcols, *(c for c, _, _ in other_rows))}
     precisions = {c: p for c, p in _precisions(t, rows_of, lcols).items() if not p.exact}
-    t.text_reader = None  # the file's bytes are no longer needed
-    del labels
+    metrics, entry_lines, skipped = mvals[entries], lines[entries], lines[~mpresent]
+    del labels, sources, rows_of, mvals, mpresent, lines
+    t.release()  # the file's bytes and the columns: what the log keeps is taken out above
     epochs = tuple(range(1, len(entries) + 1)) if e is None else tuple(_epoch_labels(np, e))
     log = LossLog(
         source=src, metric_column=mcol, epoch_column=ecol, lr_columns=lcols, epochs=epochs,
-        metrics=tuple(mvals[entries].tolist()),
+        metrics=tuple(metrics.tolist()),
         lrs=_lr_rows(np, [(v, r) for _, v, r in lr_rows]) if lcols else None,
-        lines=tuple(lines[entries].tolist()),
+        lines=tuple(entry_lines.tolist()),
         columns=MappingProxyType({c: _values_at(v, r) for c, v, r in other_rows}),
-        anomalies=(), skipped_lines=tuple(lines[~mpresent].tolist()),
+        anomalies=(), skipped_lines=tuple(skipped.tolist()),
         precision=MappingProxyType(precisions),
     )
     return replace(log, anomalies=_anomalies(log) + tuple(LogAnomaly(k, (), (), m) for k, m in t.notes))
