@@ -261,7 +261,7 @@ def test_import_pulls_in_no_pandas_or_numpy() -> None:
     assert "[]\n" == out.stdout
 
 
-# -- issue 14: strict numbers, files that are not logs, limits; issue 10: the fast paths equal the plain rules --
+# -- issue 14: strict numbers, files that are not logs, limits; issue 10: fast paths equal the plain rules
 
 FORMATS = ["{!r}", "{:.4f}", "{:.2f}", "{:.6g}", "{:.3e}", "{:.17e}", "{:.20f}", "{:.25g}", "{:g}", "{:.0f}"]
 
@@ -280,11 +280,20 @@ def strict_float(text: str) -> float | None:
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=60)
-@given(st.lists(st.tuples(st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True),
-                          st.sampled_from(FORMATS)), min_size=1, max_size=300))
+@given(
+    st.lists(
+        st.tuples(
+            st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True), st.sampled_from(FORMATS)
+        ),
+        min_size=1,
+        max_size=300,
+    )
+)
 def test_plain_csv_c_parser_is_bit_exact(tmp_path: Path, cells: list[tuple[float, str]]) -> None:
     """pandas' C parser on a plain numeric CSV gives float() of each text bit for bit, in every format."""
-    texts = [t for t in (fmt.format(v) for v, fmt in cells) if math.isfinite(float(t))]  # .3e may round to inf
+    texts = [
+        t for t in (fmt.format(v) for v, fmt in cells) if math.isfinite(float(t))
+    ]  # .3e may round to inf
     assume(texts)
     path = write(tmp_path, "epoch,val_loss\n" + "".join(f"{i},{t}\n" for i, t in enumerate(texts)))
     assert logtable.load(path, "auto", None).text_reader is not None  # the plain path read it
@@ -294,7 +303,8 @@ def test_plain_csv_c_parser_is_bit_exact(tmp_path: Path, cells: list[tuple[float
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=150)
 @given(st.text(alphabet="0123456789.eE+-infatyINFATY x", min_size=1, max_size=9))
 def test_csv_reads_a_cell_as_float_reads_it(tmp_path: Path, text: str) -> None:
-    """A cell is a number exactly when strict float() reads it, with the same bits, whichever path reads it."""
+    """A cell is a number exactly when strict float() reads it, with the same bits, whichever path "
+    "reads it."""
     for extra in ("", ",a"):  # a text column sends the file down the cell-by-cell path
         header = "epoch,val_loss" + (",phase" if extra else "")
         path = write(tmp_path, f"{header}\n0,0.5{extra}\n1,{text}{extra}\n")
@@ -309,50 +319,104 @@ def test_csv_reads_a_cell_as_float_reads_it(tmp_path: Path, text: str) -> None:
 
 
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=40)
-@given(st.lists(st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True), min_size=1,
-                max_size=200))
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False, allow_subnormal=True), min_size=1, max_size=200)
+)
 def test_jsonl_floats_are_bit_exact(tmp_path: Path, values: list[float]) -> None:
     """JSON Lines numbers read back bit-identical to what json.dumps wrote."""
-    path = write(tmp_path, "".join(json.dumps({"epoch": i, "val_loss": v}) + "\n" for i, v in enumerate(values)),
-                 "log.jsonl")
+    path = write(
+        tmp_path,
+        "".join(json.dumps({"epoch": i, "val_loss": v}) + "\n" for i, v in enumerate(values)),
+        "log.jsonl",
+    )
     assert [bits(v) for v in values] == [bits(m) for m in read_losses(path).metrics]
 
 
 @pytest.mark.parametrize(
     ("name", "text", "message"),
     [
-        ("log.csv", "epoch,val_loss\n0,1\n1,1_000\n",
-         "{p}: line 3, column 'val_loss': '1_000' is not a number (a '_' digit separator, which a log writer "
-         "never prints)"),
-        ("log.csv", "epoch,val_loss\n0,1\n1,\u0661\u0662\n",
-         "{p}: line 3, column 'val_loss': '\u0661\u0662' is not a number (written with non-ASCII characters; "
-         "only ASCII digits are read as numbers)"),
-        ("log.csv", "epoch,val_loss\n0,1\n1,\uff11\uff12\n",
-         "{p}: line 3, column 'val_loss': '\uff11\uff12' is not a number (written with non-ASCII characters; "
-         "only ASCII digits are read as numbers)"),
-        ("log.csv", "epoch,val_loss\n\u0661,1\n",
-         "{p}: line 2, column 'epoch': '\u0661' is not a number (written with non-ASCII characters; only ASCII "
-         "digits are read as numbers)"),
-        ("log.csv", "epoch,val_loss\n0,1e999\n",
-         "{p}: line 2, column 'val_loss': '1e999' is not a number (beyond a float's range)"),
-        ("log.jsonl", '{"epoch": 0, "val_loss": "1_000"}\n',
-         "{p}: line 1, column 'val_loss': '1_000' is not a number (a '_' digit separator, which a log writer "
-         "never prints)"),
-        ("log.jsonl", '{"epoch": 0, "val_loss": 1e999}\n',
-         "{p}: line 1, column 'val_loss': '1e999' is not a number (beyond a float's range)"),
-        ("log.jsonl", '{"epoch": 0, "val_loss": ' + "9" * 400 + "}\n",
-         "{p}: line 1, column 'val_loss': an integer of 1,329 bits is not a number (beyond a float's range)"),
-        ("train.log", "epoch 1: val_loss=0.5\nepoch 2: val_loss=1_000\n",
-         "{p}: line 2, column 'val_loss': '1_000' is not a number (a '_' digit separator, which a log writer "
-         "never prints)"),
-        ("train.log", "epoch 1: val_loss=0.5\nepoch 2: val_loss=\u0660.\u0665\n",
-         "{p}: line 2, column 'val_loss': '\u0660.\u0665' is not a number (written with non-ASCII characters; "
-         "only ASCII digits are read as numbers)"),
+        (
+            "log.csv",
+            "epoch,val_loss\n0,1\n1,1_000\n",
+            "{p}: line 3, column 'val_loss': '1_000' is not a number (a '_' digit separator, which a "
+            "log writer "
+            "never prints)",
+        ),
+        (
+            "log.csv",
+            "epoch,val_loss\n0,1\n1,\u0661\u0662\n",
+            "{p}: line 3, column 'val_loss': '\u0661\u0662' is not a number (written with non-ASCII "
+            "characters; "
+            "only ASCII digits are read as numbers)",
+        ),
+        (
+            "log.csv",
+            "epoch,val_loss\n0,1\n1,\uff11\uff12\n",
+            "{p}: line 3, column 'val_loss': '\uff11\uff12' is not a number (written with non-ASCII "
+            "characters; "
+            "only ASCII digits are read as numbers)",
+        ),
+        (
+            "log.csv",
+            "epoch,val_loss\n\u0661,1\n",
+            "{p}: line 2, column 'epoch': '\u0661' is not a number (written with non-ASCII characters; "
+            "only ASCII "
+            "digits are read as numbers)",
+        ),
+        (
+            "log.csv",
+            "epoch,val_loss\n0,1e999\n",
+            "{p}: line 2, column 'val_loss': '1e999' is not a number (beyond a float's range)",
+        ),
+        (
+            "log.jsonl",
+            '{"epoch": 0, "val_loss": "1_000"}\n',
+            "{p}: line 1, column 'val_loss': '1_000' is not a number (a '_' digit separator, which a "
+            "log writer "
+            "never prints)",
+        ),
+        (
+            "log.jsonl",
+            '{"epoch": 0, "val_loss": 1e999}\n',
+            "{p}: line 1, column 'val_loss': '1e999' is not a number (beyond a float's range)",
+        ),
+        (
+            "log.jsonl",
+            '{"epoch": 0, "val_loss": ' + "9" * 400 + "}\n",
+            "{p}: line 1, column 'val_loss': an integer of 1,329 bits is not a number (beyond a float's "
+            "range)",
+        ),
+        (
+            "train.log",
+            "epoch 1: val_loss=0.5\nepoch 2: val_loss=1_000\n",
+            "{p}: line 2, column 'val_loss': '1_000' is not a number (a '_' digit separator, which a "
+            "log writer "
+            "never prints)",
+        ),
+        (
+            "train.log",
+            "epoch 1: val_loss=0.5\nepoch 2: val_loss=\u0660.\u0665\n",
+            "{p}: line 2, column 'val_loss': '\u0660.\u0665' is not a number (written with non-ASCII "
+            "characters; "
+            "only ASCII digits are read as numbers)",
+        ),
     ],
-    ids=["underscore", "arabic-indic", "full-width", "arabic-epoch", "overflow", "json-underscore",
-         "json-overflow", "json-huge-int", "text-underscore", "text-arabic"],
+    ids=[
+        "underscore",
+        "arabic-indic",
+        "full-width",
+        "arabic-epoch",
+        "overflow",
+        "json-underscore",
+        "json-overflow",
+        "json-huge-int",
+        "text-underscore",
+        "text-arabic",
+    ],
 )
-def test_numbers_float_reads_but_a_log_never_writes(tmp_path: Path, name: str, text: str, message: str) -> None:
+def test_numbers_float_reads_but_a_log_never_writes(
+    tmp_path: Path, name: str, text: str, message: str
+) -> None:
     """Digit separators, non-ASCII digits and finite literals beyond a float are errors naming the cell."""
     path = write(tmp_path, text, name)
     with pytest.raises(LossLogError) as info:
@@ -369,13 +433,21 @@ def test_other_columns_with_strict_non_numbers_are_left_out(tmp_path: Path) -> N
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("epoch,val_loss,lr,LR\n0,1,0.1,0.2\n",
-         "{p}: columns 'lr' and 'LR' both read as the lr of param group 0 (choose with --lr-column, once per group)"),
-        ("epoch,val_loss,lr_0,lr-0\n0,1,0.1,0.2\n",
-         "{p}: columns 'lr_0' and 'lr-0' both read as the lr of param group 0 (choose with --lr-column, once per "
-         "group)"),
-        ("epoch,Epoch,val_loss\n0,0,1\n",
-         "{p}: columns epoch, Epoch all read as the epoch column 'epoch' (choose one with --epoch-column)"),
+        (
+            "epoch,val_loss,lr,LR\n0,1,0.1,0.2\n",
+            "{p}: columns 'lr' and 'LR' both read as the lr of param group 0 (choose with --lr-column, "
+            "once per group)",
+        ),
+        (
+            "epoch,val_loss,lr_0,lr-0\n0,1,0.1,0.2\n",
+            "{p}: columns 'lr_0' and 'lr-0' both read as the lr of param group 0 (choose with "
+            "--lr-column, once per "
+            "group)",
+        ),
+        (
+            "epoch,Epoch,val_loss\n0,0,1\n",
+            "{p}: columns epoch, Epoch all read as the epoch column 'epoch' (choose one with --epoch-column)",
+        ),
     ],
     ids=["lr-LR", "lr_0-lr-0", "epoch-Epoch"],
 )
@@ -397,43 +469,69 @@ def test_truncated_last_row_is_reported_and_not_read(tmp_path: Path, extra: str)
     log = read_losses(path)
     assert ((1, 2), (0.5, 0.4), (2, 3)) == (log.epochs, log.metrics, log.lines)
     n_fields = 4 if extra else 3
-    assert [("truncated-row", f"{path}: line 5, the last row, has 2 of {n_fields} fields: it was cut short (a "
-             "crash while it was written?) and is not read")] == [(a.kind, a.message) for a in log.anomalies]
+    assert [
+        (
+            "truncated-row",
+            f"{path}: line 5, the last row, has 2 of {n_fields} fields: it was cut short (a "
+            "crash while it was written?) and is not read",
+        )
+    ] == [(a.kind, a.message) for a in log.anomalies]
     assert "truncated-row" in {a.kind for a in log.pick_rows([1]).anomalies}  # about the file: kept
 
 
 def test_short_rows_are_reported_and_read_as_not_logged(tmp_path: Path) -> None:
-    """Rows with fewer fields than the header before the last one are reported; their missing fields are empty."""
+    """Rows with fewer fields than the header before the last one are reported; their missing fields "
+    "are empty."""
     path = write(tmp_path, "epoch,val_loss,lr\n1,0.5\n2,0.4,0.1\r\n3,0.3,0.1\n")
     log = read_losses(path)
     assert ((None,), (0.1,), (0.1,)) == log.lrs
-    assert [("lr-missing", "no 'lr' logged for epoch 1 (line 2)"),
-            ("short-rows", f"{path}: line 2 has fewer fields than the header's 3: the missing fields are read "
-             "as not logged")] == [(a.kind, a.message) for a in log.anomalies]
+    assert [
+        ("lr-missing", "no 'lr' logged for epoch 1 (line 2)"),
+        (
+            "short-rows",
+            f"{path}: line 2 has fewer fields than the header's 3: the missing fields are read as not logged",
+        ),
+    ] == [(a.kind, a.message) for a in log.anomalies]
 
 
 def test_duplicate_json_keys(tmp_path: Path) -> None:
     """A key named twice with one value is an anomaly (read once); with two values it is an error."""
-    same = write(tmp_path, '{"epoch": 0, "val_loss": 0.5}\n{"epoch": 1, "val_loss": 0.4, "val_loss": 0.4}\n',
-                 "a.jsonl")
+    same = write(
+        tmp_path, '{"epoch": 0, "val_loss": 0.5}\n{"epoch": 1, "val_loss": 0.4, "val_loss": 0.4}\n', "a.jsonl"
+    )
     log = read_losses(same)
     assert (0.5, 0.4) == log.metrics
-    assert [("duplicate-keys", f"{same}: line 2 names a key twice in one JSON object, with the same value both "
-             "times (read once)")] == [(a.kind, a.message) for a in log.anomalies]
+    assert [
+        (
+            "duplicate-keys",
+            f"{same}: line 2 names a key twice in one JSON object, with the same value both "
+            "times (read once)",
+        )
+    ] == [(a.kind, a.message) for a in log.anomalies]
     other = write(tmp_path, '{"epoch": 0, "val_loss": 0.5, "epoch": 7}\n', "b.jsonl")
     with pytest.raises(LossLogError) as info:
         read_losses(other)
-    assert (f"{other}: line 1 names 'epoch' twice, with different values (0 and 7): which one was logged?"
-            == str(info.value))
+    assert (
+        f"{other}: line 1 names 'epoch' twice, with different values (0 and 7): which one was logged?"
+        == str(info.value)
+    )
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('{"val_loss": ' + "[" * 100_000 + "]" * 100_000 + "}\n", "{p}: line 1 is nested too deeply for a log line"),
-        ('{"val_loss": ' + '{"a": ' * 30_000 + "1" + "}" * 30_001 + "\n", "{p}: line 1 is nested too deeply for a log line"),
-        ('{"epoch": ' + "1" * 5000 + ', "val_loss": 1}\n',
-         "{p}: line 1 holds an integer too long to read (over 4,300 digits)"),
+        (
+            '{"val_loss": ' + "[" * 100_000 + "]" * 100_000 + "}\n",
+            "{p}: line 1 is nested too deeply for a log line",
+        ),
+        (
+            '{"val_loss": ' + '{"a": ' * 30_000 + "1" + "}" * 30_001 + "\n",
+            "{p}: line 1 is nested too deeply for a log line",
+        ),
+        (
+            '{"epoch": ' + "1" * 5000 + ', "val_loss": 1}\n',
+            "{p}: line 1 holds an integer too long to read (over 4,300 digits)",
+        ),
         ('{"val_loss": 1}\n{"val_loss": 1} {}\n', "{p}: line 2 is not valid JSON (Extra data)"),
         ('{"val_loss": 1}\n\v{"val_loss": 1}\n', "{p}: line 2 is not valid JSON (Expecting value)"),
     ],
@@ -452,7 +550,9 @@ def test_quoted_cells_are_cut(tmp_path: Path) -> None:
     path = write(tmp_path, "epoch,val_loss\n0," + "x" * 10_000 + "\n")
     with pytest.raises(LossLogError) as info:
         read_losses(path)
-    assert f"{path}: line 2, column 'val_loss': '{'x' * 80}'... (10,000 characters) is not a number" == str(info.value)
+    assert f"{path}: line 2, column 'val_loss': '{'x' * 80}'... (10,000 characters) is not a number" == str(
+        info.value
+    )
 
 
 def test_column_listings_are_cut(tmp_path: Path) -> None:
@@ -462,14 +562,21 @@ def test_column_listings_are_cut(tmp_path: Path) -> None:
     with pytest.raises(LossLogError) as info:
         read_losses(path)
     shown = ", ".join(f"{n[:80]}... ({len(n)} characters)" for n in names[:6])
-    assert f"{path}: no validation-loss column; columns are: {shown} and 24 more (choose one with --metric)" == str(
-        info.value)
+    assert (
+        f"{path}: no validation-loss column; columns are: {shown} and 24 more (choose one with --metric)"
+        == str(info.value)
+    )
 
 
 def _run_isolated(code: str) -> str:
     """Run ``code`` in a fresh interpreter with a 20 s timeout (a blocking read must not hang the suite)."""
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20,
-                         cwd=Path(__file__).parents[1])
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=20,
+        cwd=Path(__file__).parents[1],
+    )
     return out.stdout.strip()
 
 
@@ -478,20 +585,32 @@ def test_fifo_is_refused_without_blocking(tmp_path: Path) -> None:
     """A FIFO (no writer: a read would block forever) is refused at once, through the API and the CLI."""
     fifo = tmp_path / "log.csv"
     os.mkfifo(fifo)
-    code = ("from plateau_forensics.losses import read_losses\n"
-            f"try:\n    read_losses({str(fifo)!r})\nexcept Exception as e:\n    print(type(e).__name__, e)")
-    assert f"LossLogError {fifo}: not a regular file (a FIFO); a loss log is read only from a file" == _run_isolated(code)
-    cli = ("from click.testing import CliRunner\nfrom plateau_forensics.cli import main\n"
-           f"r = CliRunner().invoke(main, [{str(fifo)!r}])\nprint(r.exit_code, r.stderr.strip())")
-    assert (f"1 Error: {fifo}: not a regular file (a FIFO); a loss log is read only from a file"
-            == _run_isolated(cli))
+    code = (
+        "from plateau_forensics.losses import read_losses\n"
+        f"try:\n    read_losses({str(fifo)!r})\nexcept Exception as e:\n    print(type(e).__name__, e)"
+    )
+    assert (
+        f"LossLogError {fifo}: not a regular file (a FIFO); a loss log is read only from a file"
+        == _run_isolated(code)
+    )
+    cli = (
+        "from click.testing import CliRunner\nfrom plateau_forensics.cli import main\n"
+        f"r = CliRunner().invoke(main, [{str(fifo)!r}])\nprint(r.exit_code, r.stderr.strip())"
+    )
+    assert (
+        f"1 Error: {fifo}: not a regular file (a FIFO); a loss log is read only from a file"
+        == _run_isolated(cli)
+    )
 
 
 @pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
 def test_devices_and_directories_are_refused(tmp_path: Path) -> None:
     """/dev/zero (it never ends) and a directory are refused before a byte is read."""
-    with pytest.raises(LossLogError, match=r"^/dev/zero: not a regular file \(a character device\); a loss log "
-                                           r"is read only from a file$"):
+    with pytest.raises(
+        LossLogError,
+        match=r"^/dev/zero: not a regular file \(a character device\); a loss log "
+        r"is read only from a file$",
+    ):
         read_losses("/dev/zero")
     with pytest.raises(LossLogError, match=r"cannot read the file \(Is a directory\)$"):
         read_losses(tmp_path)
@@ -500,21 +619,45 @@ def test_devices_and_directories_are_refused(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("limit", "value", "text", "message"),
     [
-        ("MAX_LOG_BYTES", 40, "epoch,val_loss\n" + "0,1\n" * 10, "{p}: 55 bytes, over the 40 bytes limit for a loss log"),
-        ("MAX_LINE_BYTES", 20, "epoch,val_loss\n0,1\n0," + "1" * 30 + "\n" + "0,1\n" * 5,
-         "{p}: line 3 is longer than 20 bytes (the limit for one line of a loss log)"),
-        ("MAX_LINES", 5, "epoch,val_loss\n" + "0,1\n" * 10, "{p}: 11 lines, over the 5 lines a loss log may have"),
+        (
+            "MAX_LOG_BYTES",
+            40,
+            "epoch,val_loss\n" + "0,1\n" * 10,
+            "{p}: 55 bytes, over the 40 bytes limit for a loss log",
+        ),
+        (
+            "MAX_LINE_BYTES",
+            20,
+            "epoch,val_loss\n0,1\n0," + "1" * 30 + "\n" + "0,1\n" * 5,
+            "{p}: line 3 is longer than 20 bytes (the limit for one line of a loss log)",
+        ),
+        (
+            "MAX_LINES",
+            5,
+            "epoch,val_loss\n" + "0,1\n" * 10,
+            "{p}: 11 lines, over the 5 lines a loss log may have",
+        ),
         ("MAX_COLUMNS", 3, "a,b,c,val_loss\n1,2,3,4\n", "{p}: 4 columns (the limit is 3)"),
-        ("MAX_CELLS", 10, "epoch,val_loss\n" + "0,1\n" * 10,
-         "{p}: 11 lines x 2 columns, over the 10 cells a loss log may have"),
-        ("MAX_VALUES", 20, "epoch,val_loss,lr\n" + "".join(f"{i},1,0.1\n" for i in range(6)),
-         "{p}: 6 entries x 4 numbers each (metric, epoch, line, 1 lr and 0 other columns) is over the 20 numbers a "
-         "loss log may hold"),
+        (
+            "MAX_CELLS",
+            10,
+            "epoch,val_loss\n" + "0,1\n" * 10,
+            "{p}: 11 lines x 2 columns, over the 10 cells a loss log may have",
+        ),
+        (
+            "MAX_VALUES",
+            20,
+            "epoch,val_loss,lr\n" + "".join(f"{i},1,0.1\n" for i in range(6)),
+            "{p}: 6 entries x 4 numbers each (metric, epoch, line, 1 lr and 0 other columns) is over "
+            "the 20 numbers a "
+            "loss log may hold",
+        ),
     ],
     ids=["bytes", "line", "lines", "columns", "cells", "values"],
 )
-def test_limits_are_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, value: int, text: str,
-                          message: str) -> None:
+def test_limits_are_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, value: int, text: str, message: str
+) -> None:
     """Each reader limit, when exceeded, gives one error that names it."""
     monkeypatch.setattr(logtable, limit, value)
     monkeypatch.setattr(losses, limit, value, raising=False)
@@ -540,13 +683,25 @@ def test_wide_header_is_refused_before_parsing(tmp_path: Path) -> None:
 
 
 # -- the vectorized paths against the plain rules ---------------------------------------------------------
-TEXT_FORMATS = ["{:.4f}", "{:.2f}", "{:.6f}", "{:.4g}", "{:.3g}", "{:g}", "{:.2e}", "{:.4e}", "{!r}", "{:.1f}",
-                "{:.0f}"]
+TEXT_FORMATS = [
+    "{:.4f}",
+    "{:.2f}",
+    "{:.6f}",
+    "{:.4g}",
+    "{:.3g}",
+    "{:g}",
+    "{:.2e}",
+    "{:.4e}",
+    "{!r}",
+    "{:.1f}",
+    "{:.0f}",
+]
 
 
 @st.composite
 def text_columns(draw: st.DrawFn) -> list[str | None]:
-    """A column as a log might print it: one or two formats (Keras mixes fixed and exponent), repeats, gaps."""
+    """A column as a log might print it: one or two formats (Keras mixes fixed and exponent), repeats, "
+    "gaps."""
     formats = draw(st.lists(st.sampled_from(TEXT_FORMATS), min_size=1, max_size=2))
     pool = draw(st.lists(st.floats(min_value=1e-7, max_value=50, allow_nan=False), min_size=1, max_size=8))
     out: list[str | None] = []
@@ -573,9 +728,9 @@ def test_precision_by_distinct_texts_equals_column_precision(texts: list[str | N
 @pytest.mark.parametrize("kind", ["plain", "cells", "jsonl"])
 @settings(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], max_examples=25)
 @given(metric=text_columns(), lr=text_columns())
-def test_file_precision_equals_column_precision_of_its_texts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                              kind: str, metric: list[str | None],
-                                                              lr: list[str | None]) -> None:
+def test_file_precision_equals_column_precision_of_its_texts(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str, metric: list[str | None], lr: list[str | None]
+) -> None:
     """A file's precision, read in small runs, equals column_precision of the texts of its entries."""
     monkeypatch.setattr(logtable, "_CHUNK_CELLS", 7)  # runs of a few rows: every boundary is crossed
     n = min(len(metric), len(lr))
@@ -583,30 +738,47 @@ def test_file_precision_equals_column_precision_of_its_texts(tmp_path: Path, mon
     if all(m is None for m in metric):
         metric[0] = "0.5"
     if kind == "jsonl":
-        text = "".join(json.dumps({"epoch": i, **({"val_loss": m} if m is not None else {}),
-                                   **({"lr": v} if v is not None else {})}) + "\n"
-                       for i, (m, v) in enumerate(zip(metric, lr)))
+        text = "".join(
+            json.dumps(
+                {
+                    "epoch": i,
+                    **({"val_loss": m} if m is not None else {}),
+                    **({"lr": v} if v is not None else {}),
+                }
+            )
+            + "\n"
+            for i, (m, v) in enumerate(zip(metric, lr, strict=False))
+        )
     else:
         phase = ",p" if kind == "cells" else ""
         text = f"epoch,val_loss,lr{',phase' if phase else ''}\n" + "".join(
-            f"{i},{m or ''},{v or ''}{phase}\n" for i, (m, v) in enumerate(zip(metric, lr)))
+            f"{i},{m or ''},{v or ''}{phase}\n" for i, (m, v) in enumerate(zip(metric, lr, strict=False))
+        )
     path = write(tmp_path, text, f"log.{'jsonl' if kind == 'jsonl' else 'csv'}")
     log = read_losses(path)
     entries = [i for i, m in enumerate(metric) if m is not None]
     want_m = column_precision([metric[i] for i in entries])
     got_m = log.precision_of("val_loss")
     assert (want_m.description, [bits(h) for h in want_m.halfwidths]) == (
-        got_m.description, [bits(h) for h in got_m.halfwidths])
+        got_m.description,
+        [bits(h) for h in got_m.halfwidths],
+    )
     if log.lr_columns:
-        sources = [max((j for j in range(prev + 1, i + 1) if lr[j] is not None), default=None)
-                   for prev, i in zip([-1, *entries[:-1]], entries)]
+        sources = [
+            max((j for j in range(prev + 1, i + 1) if lr[j] is not None), default=None)
+            for prev, i in zip([-1, *entries[:-1]], entries, strict=False)
+        ]
         want_l = column_precision([None if j is None else lr[j] for j in sources], lr=True)
         got_l = log.precision_of("lr")
         assert (want_l.description, [bits(h) for h in want_l.halfwidths]) == (
-            got_l.description, [bits(h) for h in got_l.halfwidths])
+            got_l.description,
+            [bits(h) for h in got_l.halfwidths],
+        )
 
 
-def reference_sources(present: list[bool], entries: list[int], labels: list[float | None] | None) -> list[int]:
+def reference_sources(
+    present: list[bool], entries: list[int], labels: list[float | None] | None
+) -> list[int]:
     """The rule in words, row by row: the entry's own row, else back to the previous entry, else (with labels,
     only rows of the entry's label) forward to the next entry."""
     out = []
@@ -621,8 +793,14 @@ def reference_sources(present: list[bool], entries: list[int], labels: list[floa
 
 
 @settings(deadline=None, max_examples=300)
-@given(st.lists(st.tuples(st.booleans(), st.booleans(), st.one_of(st.none(), st.integers(0, 3))), min_size=1,
-                max_size=40), st.booleans())
+@given(
+    st.lists(
+        st.tuples(st.booleans(), st.booleans(), st.one_of(st.none(), st.integers(0, 3))),
+        min_size=1,
+        max_size=40,
+    ),
+    st.booleans(),
+)
 def test_source_rows_follow_the_rule(rows: list[tuple[bool, bool, int | None]], with_labels: bool) -> None:
     """The vectorized search for each entry's row of a column equals the row-by-row rule."""
     entries = [i for i, (entry, _, _) in enumerate(rows) if entry]
@@ -640,16 +818,29 @@ def test_source_rows_follow_the_rule(rows: list[tuple[bool, bool, int | None]], 
 def make_log(epochs: list[int | float], metrics: list[float], lrs: list[float | None]) -> LossLog:
     """A LossLog built directly, for the anomaly finders."""
     n = len(epochs)
-    return LossLog("x.csv", "val_loss", "epoch", ("lr",), tuple(epochs), tuple(metrics[:n]),
-                   tuple((v,) for v in lrs[:n]), tuple(range(2, n + 2)), {}, ())
+    return LossLog(
+        "x.csv",
+        "val_loss",
+        "epoch",
+        ("lr",),
+        tuple(epochs),
+        tuple(metrics[:n]),
+        tuple((v,) for v in lrs[:n]),
+        tuple(range(2, n + 2)),
+        {},
+        (),
+    )
 
 
 @settings(deadline=None, max_examples=150)
-@given(st.lists(st.one_of(st.integers(0, 12), st.sampled_from([2.5, 7.5])), min_size=1, max_size=60),
-       st.lists(st.sampled_from([0.5, math.nan, math.inf, 0.25]), min_size=60, max_size=60),
-       st.lists(st.sampled_from([0.1, None]), min_size=60, max_size=60))
-def test_vectorized_anomalies_equal_the_loop(epochs: list[int | float], metrics: list[float],
-                                              lrs: list[float | None]) -> None:
+@given(
+    st.lists(st.one_of(st.integers(0, 12), st.sampled_from([2.5, 7.5])), min_size=1, max_size=60),
+    st.lists(st.sampled_from([0.5, math.nan, math.inf, 0.25]), min_size=60, max_size=60),
+    st.lists(st.sampled_from([0.1, None]), min_size=60, max_size=60),
+)
+def test_vectorized_anomalies_equal_the_loop(
+    epochs: list[int | float], metrics: list[float], lrs: list[float | None]
+) -> None:
     """Anomalies found with numpy (long logs) equal those found entry by entry."""
     log = make_log(epochs, metrics, lrs)
     assert losses._anomalies(log, vectorized=False) == losses._anomalies(log, vectorized=True)
@@ -677,8 +868,11 @@ def test_vectorized_surviving_history_equals_the_loop(epochs: list[int]) -> None
 
 def test_lr_rows_keep_bits(tmp_path: Path) -> None:
     """Equal lr rows share a tuple but -0.0, 0.0 and a missing lr stay apart."""
-    path = write(tmp_path, "epoch,val_loss,lr\n" + "".join(f"{i},1,{v}\n" for i, v in
-                                                          enumerate(["0.0", "-0.0", "0.0", "", "-0.0"])))
+    path = write(
+        tmp_path,
+        "epoch,val_loss,lr\n"
+        + "".join(f"{i},1,{v}\n" for i, v in enumerate(["0.0", "-0.0", "0.0", "", "-0.0"])),
+    )
     log = read_losses(path)
     assert ["0.0", "-0.0", "0.0", "None", "-0.0"] == [repr(r[0]) for r in log.lrs]
     assert log.lrs[0] is log.lrs[2]
@@ -688,7 +882,9 @@ LINE_ENDINGS = ["\n", "\r\n", "\r"]
 
 
 @pytest.mark.parametrize("end", LINE_ENDINGS, ids=["lf", "crlf", "cr"])
-def test_line_endings_and_small_runs_read_alike(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, end: str) -> None:
+def test_line_endings_and_small_runs_read_alike(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, end: str
+) -> None:
     """LF, CRLF and CR files, read in runs of any size, give the same entries, lines and columns."""
     text = LIGHTNING.replace("\n", end)
     whole = read_losses(write(tmp_path, text))
@@ -697,4 +893,10 @@ def test_line_endings_and_small_runs_read_alike(tmp_path: Path, monkeypatch: pyt
     want = read_losses(write(tmp_path, LIGHTNING, "lf.csv"))
     for log in (whole, small):
         assert (want.epochs, want.metrics, want.lrs, want.lines, dict(want.columns), want.skipped_lines) == (
-            log.epochs, log.metrics, log.lrs, log.lines, dict(log.columns), log.skipped_lines)
+            log.epochs,
+            log.metrics,
+            log.lrs,
+            log.lines,
+            dict(log.columns),
+            log.skipped_lines,
+        )

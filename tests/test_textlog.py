@@ -63,7 +63,8 @@ def test_long_lines_are_read_not_skipped(tmp_path: Path) -> None:
 def test_separators_and_foreign_digits_are_captured() -> None:
     """Values with '_' or non-ASCII digits are captured whole, so the reader can refuse them as numbers."""
     parser = TextLogParser("t.log")
-    assert {"val_loss": "1_000", "lr": "\u0660.\u0661", "epoch": "3"} == parser.feed(1, "epoch 3: val_loss=1_000 lr=\u0660.\u0661")
+    cells = parser.feed(1, "epoch 3: val_loss=1_000 lr=\u0660.\u0661")
+    assert {"val_loss": "1_000", "lr": "\u0660.\u0661", "epoch": "3"} == cells
     assert parser.feed(2, "Saving checkpoint to run_5_layers") is None
     assert ["epoch", "val_loss", "lr"] == parser.header()
 
