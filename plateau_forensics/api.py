@@ -340,7 +340,11 @@ def _trace_checkpoint_in_log(
 
     if longlog.is_long(full_log) and not full_search:
         return _trace_long(ck, full_log, ck.config, lr, expect)
-    ev = stories.evidence_for(ck, full_log, ck.config, lr_option=lr)
+    from plateau_forensics.stacks import stack_of
+
+    view = stack_of(ck.framework).plateau_log  # lrs the stack's own code set around the plateau (timm)
+    seen_ck, seen_log = view(ck, full_log) if view else (ck, full_log)
+    ev = stories.evidence_for(seen_ck, seen_log, ck.config, lr_option=lr)
     verdict = stories.explain(ev)
     e = verdict.evaluation
     assert e is not None

@@ -98,8 +98,12 @@ class Checkpoint:
             raise ConfigError(
                 f"{', '.join(saved)} is saved in the checkpoint and wins on load_state_dict; hyperparameter "
                 "options only fill what a partial state lacks (use --expect to compare)")
-        config, state = from_state_dict(self.raw, fallback)
-        return replace(self, config=config, state=replace(state, best_dtype=self.state.best_dtype))
+        # only the given names replace what the checkpoint's view already implies for missing keys (its
+        # stack's constructor defaults, e.g. timm's mode='max'); the rest of ``fallback`` is torch's defaults
+        base = replace(self.config, **{k: getattr(fallback, k) for k in given})
+        config, state = from_state_dict(self.raw, base)
+        return replace(self, config=config, state=replace(state, best_dtype=self.state.best_dtype,
+                                                          extras=self.state.extras))
 
     @property
     def lrs(self) -> tuple[float, ...] | None:

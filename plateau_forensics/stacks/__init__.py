@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from plateau_forensics.diagnose import Finding
     from plateau_forensics.engine import Trace
     from plateau_forensics.loader import Checkpoint
+    from plateau_forensics.losses import LossLog
 
 __all__ = ["MODULES", "TORCH", "Stack", "all_stacks", "by_name", "dir_stack", "findings_for", "stack_of",
            "tree_stack"]
@@ -56,6 +57,11 @@ class Stack:
         state_file, optimizer_file: for directory layouts, the files the user's code loads the scheduler and
             optimizer states from (``scheduler.pt``), for the fixes the guard writes.
         extras: anything else a stack module keeps for its own findings.
+        plateau_log: the checkpoint and log as the plateau scheduler itself saw them, for a stack whose own code
+            sets the lr around the plateau steps (timm's warm-up and lr noise): ``(checkpoint, log) -> (checkpoint,
+            log)`` with each such lr (a log row's, the optimizer's) replaced by the lr the plateau scheduler held
+            (None in the log where that is not determined). The stories replay this view; the trace keeps the
+            files as read, and ``findings`` says what was replaced.
     """
 
     name: str
@@ -72,6 +78,7 @@ class Stack:
     state_file: str | None = None
     optimizer_file: str | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
+    plateau_log: Callable[[Checkpoint, LossLog], tuple[Checkpoint, LossLog]] | None = None
 
 
 #: The fallback: a plain torch checkpoint (``torch.save`` of a dict holding the states), saved after the step.
