@@ -652,8 +652,20 @@ def test_devices_and_directories_are_refused(tmp_path: Path) -> None:
             "the 20 numbers a "
             "loss log may hold",
         ),
+        (
+            "MAX_JSON_LINES",
+            3,
+            '{"val_loss": 1}\n' * 4,
+            "{p}: 4 lines, over the 3 lines a JSON Lines log may have",
+        ),
+        (
+            "MAX_PRINTED_LINES",
+            3,
+            "epoch 1: val_loss=1\n" * 4,
+            "{p}: 4 lines, over the 3 lines a printed log may have",
+        ),
     ],
-    ids=["bytes", "line", "lines", "columns", "cells", "values"],
+    ids=["bytes", "line", "lines", "columns", "cells", "values", "json-lines", "printed-lines"],
 )
 def test_limits_are_named(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, limit: str, value: int, text: str, message: str
