@@ -329,6 +329,16 @@ EXPECTED: dict[str, Expect] = {
     # sample_checkpoints/hf/ (make_hf.py): each checkpoint folder with its own log_history
     "hf/epoch": Expect(),
     "hf/eval_steps": Expect(),
+    # sample_checkpoints/timm/ (make_timm.py): PlateauLRScheduler.state_dict() keeps only best and last_epoch
+    # (partial-state, true of every timm file); train.py saves before lr_scheduler.step(epoch + 1, metric)
+    "timm/defaults": Expect(codes={"partial-state": WARNING, "mode-mismatch": WARNING,
+                                   "saved-before-step": INFO, "timm-defaults": INFO}),
+    **{f"timm/{s}": Expect(codes={"partial-state": WARNING, **codes},
+                           options={"fill": ("mode", "factor", "patience", "cooldown", "min_lr")})
+       for s, codes in (("min_mode", {"saved-before-step": INFO}),
+                        ("warmup", {"timm-warmup": INFO, "epoch-offset": INFO}),
+                        ("noise", {"timm-noise": INFO, "saved-before-step": INFO}),
+                        ("resumed", {"resume-skipped-step": INFO}))},
 }
 
 

@@ -59,9 +59,9 @@ class Stack:
         extras: anything else a stack module keeps for its own findings.
         plateau_log: the checkpoint and log as the plateau scheduler itself saw them, for a stack whose own code
             sets the lr around the plateau steps (timm's warm-up and lr noise): ``(checkpoint, log) -> (checkpoint,
-            log)`` with each such lr (a log row's, the optimizer's) replaced by the lr the plateau scheduler held
-            (None in the log where that is not determined). The stories replay this view; the trace keeps the
-            files as read, and ``findings`` says what was replaced.
+            log)`` with each such lr (a log row's, the optimizer's) replaced by the lr the plateau scheduler held,
+            and rows whose metric never reached it (timm's warm-up) left out. The stories replay this view; the
+            trace keeps the files as read, and ``findings`` says what was replaced.
     """
 
     name: str

@@ -159,6 +159,8 @@ def noise(p: TimmPlateau, t: int) -> float:
     """timm's ``Scheduler._calculate_noise(t)``, bit for bit (``torch.Generator`` seeded ``noise_seed + t``)."""
     seed = p.noise_seed + t
     if p.noise_type == "normal":
+        if not p.noise_pct > 0:
+            raise ValueError(f"noise_pct={p.noise_pct}: timm's normal noise would resample forever")
         for n in _randn(seed):  # resampled until inside the limit, as timm does
             v = n * p.noise_std
             if abs(v) < p.noise_pct:
@@ -359,25 +361,23 @@ def account(ck: Checkpoint, log: LossLog) -> Account | None:
 
 
 def plateau_log(ck: Checkpoint, log: LossLog) -> tuple[Checkpoint, LossLog]:
-    """The checkpoint and log as timm's wrapped torch scheduler saw them: warm-up rows without an lr (no plateau
-    step trained them), noisy rows and a noisy optimizer lr with the lr the plateau scheduler held."""
+    """The checkpoint and log as timm's wrapped torch scheduler saw them: the warm-up rows left out (their metric
+    never reached it), noisy rows and a noisy optimizer lr with the lr the plateau scheduler held (which
+    ``PlateauLRScheduler.step`` restores before stepping it)."""
     a = account(ck, log)
     if a is None or log.lrs is None:
         return ck, log
     lrs = list(log.lrs)
-    for i in a.warmup_rows:
-        lrs[i] = (None,) * len(lrs[i])
     for i, x, _ in a.noisy:
-        lrs[i] = (x,) * len(lrs[i])  # one column: timm's summary mean of identical group lrs is x itself
+        lrs[i] = (x,) * len(lrs[i])  # timm's summary lr: the mean of identical group lrs, x itself
     seen = ck
     if a.checkpoint_noise is not None and ck.optimizer_lrs is not None:
         seen = replace(ck, optimizer_lrs=(a.checkpoint_noise[0],) * len(ck.optimizer_lrs))
-    return seen, replace(log, lrs=tuple(lrs), precision=_exact_lr(log, {*a.warmup_rows, *(i for i, *_ in a.noisy)}))
-
-
-def _exact_lr(log: LossLog, rows: set[int]) -> Any:
-    """The log's precision map: the replaced rows' lrs are exact values (the plateau scheduler's own)."""
-    return log.precision  # replaced values are chain values whose rounding the column's precision already allows
+    view = replace(log, lrs=tuple(lrs))
+    if a.warmup_rows:
+        skip = set(a.warmup_rows)
+        view = view.pick_rows([i for i in range(len(log)) if i not in skip])
+    return seen, view
 
 
 def findings(trace: Trace) -> list[Finding]:
@@ -397,8 +397,8 @@ def findings(trace: Trace) -> list[Finding]:
         words = ", ".join(f"{defaults[k][0]}={defaults[k][1]}" for k in same)
         out.append(Finding(
             "timm-defaults", "info", ck.epoch,
-            f"PlateauLRScheduler.state_dict() saves no hyperparameters: replayed with timm's defaults {words} "
-            "(timm's mode default is 'max', torch's is 'min')",
+            f"PlateauLRScheduler.state_dict() saves no hyperparameters: replayed with timm's defaults {words}"
+            + (" (timm's mode default is 'max', torch's is 'min')" if "mode" in same else ""),
             {"defaults": {defaults[k][0]: getattr(ck.config, "min_lr" if k == "min_lrs" else k) for k in same}},
             "if the run passed others, give them (--mode, --factor, --patience, --threshold, --cooldown, --min-lr)"))
     a = account(ck, log) if log is not None else None
