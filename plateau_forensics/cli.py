@@ -225,15 +225,22 @@ def main(
             cmp = whatif.compare(trace, configs)
             out = whatif.render_comparison(cmp, fmt if fmt in whatif.COMPARISON_FORMATS else "table", style=style)
         else:
-            out = report.render(trace, "explain" if explain else fmt,  # type: ignore[arg-type]
-                                width=width or shutil.get_terminal_size((100, 24)).columns, style=style)
+            out = report.render_chunks(trace, "explain" if explain else fmt,  # type: ignore[arg-type]
+                                       width=width or shutil.get_terminal_size((100, 24)).columns, style=style)
+            if fmt not in ("csv", "json") or explain:
+                out = "".join(out)  # rendered now: a rendering error is reported as one
     except ConfigError as exc:
         raise click.UsageError(" ".join(str(exc).split())) from exc
     except ModuleNotFoundError as exc:  # an optional extra (matplotlib for --plot) is not installed
         raise click.ClickException(str(exc)) from exc
     except ForensicsError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
-    click.echo(out)  # the analysis first: a failing output file below must not hide it
+    if isinstance(out, str):
+        click.echo(out)  # the analysis first: a failing output file below must not hide it
+    else:  # csv / json, streamed: a long trace's text is never held whole
+        for piece in out:
+            click.echo(piece, nl=False)
+        click.echo()
     try:
         if plot_path is not None:
             (cmp.plot if what_ifs else trace.plot)(plot_path)

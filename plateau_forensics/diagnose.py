@@ -28,6 +28,10 @@ RISING_NAME = re.compile(r"(^|[^a-z])(acc|accuracy|auc|auroc|f1|bleu|rouge|iou|m
 FALLING_NAME = re.compile(r"(^|[^a-z])(loss|nll|error|err|mse|mae|rmse|perplexity|ppl|wer|cer)($|[^a-z])")
 
 
+#: Engine event codes (``Trace._cols.events``) of a due reduction: applied, or suppressed.
+_REDUCED, _SUPPRESSED = 3, 4
+
+
 @dataclass(frozen=True)
 class Finding:
     """One diagnosis: a stable ``code``, how serious, where, what we saw, and what to change."""
@@ -252,12 +256,17 @@ def floor_findings(trace: Trace) -> list[Finding]:
     """Reductions suppressed by ``min_lr`` (by design) or by ``eps`` (usually a surprise)."""
     out = []
     floor_rows, eps_rows, groups = [], [], set()
-    for s in trace.reductions():
-        if not s.known:  # the state there is not determined: no claim about its floor
+    cfg, c = trace.config, trace._cols
+    for i, e in enumerate(c.events):
+        if e not in (_REDUCED, _SUPPRESSED) or i in trace.unknown:  # not determined: no claim about its floor
             continue
-        held = [g for g, (a, b) in enumerate(zip(s.lr_in, s.lr)) if a == b]
+        lr_in, lr_out = trace.lr_before(i), c.lrs[i]
+        held = [g for g, (a, b) in enumerate(zip(lr_in, lr_out)) if a == b]
         if held:
-            (eps_rows if "<= eps" in s.reason else floor_rows).append(s.epoch)
+            min_lrs = trace.min_lrs_for(len(lr_in))
+            # held above its floor: the change was no larger than eps (as the step's reason says)
+            by_eps = any(lr_in[g] * cfg.factor > (min_lrs[g] if g < len(min_lrs) else math.nan) for g in held)
+            (eps_rows if by_eps else floor_rows).append(trace.epochs[i])
             groups.update(held)
     if floor_rows:
         which = "the lr" if len(trace.lrs) == 1 else f"group {', '.join(map(str, sorted(groups)))}"
@@ -294,12 +303,14 @@ def mode_findings(trace: Trace, column: str | None = None) -> list[Finding]:
         return []
     # evidence: reductions taken while the metric was at its best in the *other* direction
     other = max if cfg.mode == "min" else min
-    reds = [s for s in trace.reductions()]
     hits = []
-    for s in reds:
-        upto = [m for m in trace.metrics[: s.index + 1] if math.isfinite(m)]
-        if upto and s.metric == other(upto):
-            hits.append(s.epoch)
+    extreme = None  # the running best in the other direction, over the finite metrics so far
+    events = trace._cols.events
+    for i, m in enumerate(trace.metrics):
+        if math.isfinite(m):
+            extreme = m if extreme is None else other(extreme, m)
+        if events[i] in (_REDUCED, _SUPPRESSED) and extreme is not None and m == extreme:
+            hits.append(trace.epochs[i])
     shown = column or (log.metric_column if log is not None else "metric")
     why = (f"the column '{shown}' is named like a metric that should be maximised" if named_rising
            else f"the column '{shown}' is named like a loss" if named_falling

@@ -30,6 +30,8 @@ class Event(str, Enum):
 
 
 _EVENTS = (Event.IMPROVED, Event.BAD, Event.COOLDOWN, Event.REDUCED, Event.SUPPRESSED)
+#: The events by their code in ``Trace._cols.events`` (0 improved ... 4 suppressed).
+EVENTS_BY_CODE = _EVENTS
 _IMPROVED, _BAD, _COOLDOWN, _REDUCED, _SUPPRESSED = range(5)
 
 
@@ -335,7 +337,8 @@ class Trace:
         """Every step, as ``Step`` records built on access."""
         return StepsView(self)
 
-    def _min_lrs(self, n_groups: int) -> tuple[float, ...]:
+    def min_lrs_for(self, n_groups: int) -> tuple[float, ...]:
+        """The min_lrs in effect for ``n_groups`` groups (torch rebuilds them from default_min_lr)."""
         min_lrs = self.final.min_lrs
         if len(min_lrs) != n_groups and self.final.default_min_lr is not None:
             min_lrs = (self.final.default_min_lr,) * n_groups
@@ -377,16 +380,55 @@ class Trace:
             reason = (f"the log's precision cannot decide this comparison ({_num(lo, 6)}..{_num(hi, 6)} against "
                       f"{_num(bar, 6)}); the rest of the evidence does: "
                       + _reason(cfg, metric, bar, event is Event.IMPROVED, event, b0, nb0, cd0, lr0, c, i,
-                                self._min_lrs(len(lr0))))
+                                self.min_lrs_for(len(lr0))))
             improved = event is Event.IMPROVED
         else:
-            reason = _reason(cfg, metric, bar, improved, event, b0, nb0, cd0, lr0, c, i, self._min_lrs(len(lr0)))
+            reason = _reason(cfg, metric, bar, improved, event, b0, nb0, cd0, lr0, c, i, self.min_lrs_for(len(lr0)))
         return Step(
             index=i, epoch=self.epochs[i], last_epoch=last_epoch, metric=metric, best=c.best[i],
             num_bad_epochs=c.num_bad[i], cooldown_counter=c.cooldown[i], lr=c.lrs[i], event=event,
             reason=reason, lr_in=lr0, best_before=b0, num_bad_before=nb0, cooldown_before=cd0, bar=bar,
             improved=improved, known=known, lr_known=i not in self.lr_unknown,
         )
+
+    def lr_before(self, i: int) -> tuple[float, ...]:
+        """The lrs step ``i`` started from (what ``step(i).lr_in`` says), without building the step."""
+        if self.lr_ins is not None and self.lr_ins[i] is not None:
+            return self.lr_ins[i]  # type: ignore[return-value]
+        start = self._start_for(i)
+        return start.lrs if i == start.index else self._cols.lrs[i - 1]
+
+    def last_epoch_column(self, a: int, b: int) -> list[Any]:
+        """``last_epoch`` after each step ``a..b-1`` (from the stories' counts when they set them)."""
+        if self.last_epochs is not None:
+            return list(self.last_epochs[a:b])
+        out: list[Any] = []
+        starts = sorted(self.starts, key=lambda s: s.index)
+        for k, st in enumerate(starts):
+            lo = max(a, st.index if k else 0)
+            hi = min(b, starts[k + 1].index if k + 1 < len(starts) else b)
+            if lo < hi:
+                base = st.state.last_epoch + 1 - st.index
+                out.extend(range(base + lo, base + hi))
+        return out
+
+    def row_values(self) -> Iterator[tuple[Any, ...]]:
+        """Every step as ``(epoch, last_epoch, metric, best, num_bad_epochs, cooldown_counter, lr, event, known,
+        lr_known)`` straight from the columns (no ``Step``, no reason): what a long trace's csv and json rows
+        are written from. ``event`` is the ``Event`` value."""
+        c = self._cols
+        starts = sorted(self.starts, key=lambda s: s.index)
+        bounds = [s.index for s in starts[1:]] + [len(self)]
+        unknown, lr_unknown, les = self.unknown, self.lr_unknown, self.last_epochs
+        names = [e.value for e in _EVENTS]
+        epochs, metrics = self.epochs, self.metrics
+        i = 0
+        for start, end in zip(starts, bounds, strict=True):
+            base = start.state.last_epoch + 1 - start.index
+            while i < end:
+                yield (epochs[i], les[i] if les is not None else base + i, metrics[i], c.best[i], c.num_bad[i],
+                       c.cooldown[i], c.lrs[i], names[c.events[i]], i not in unknown, i not in lr_unknown)
+                i += 1
 
     def state_at(self, i: int) -> PlateauState:
         """The scheduler state after step ``i`` (0-based position), in torch's terms."""

@@ -45,10 +45,13 @@ def _lr_mismatches(t: Trace, log: LossLog, *, after: bool) -> list[int]:
     cols = t._cols.lrs
     start_at = {s.index: s.lrs for s in t.starts}
     out = []
+    n = len(t)
     for i, row in enumerate(lrs):
-        if row is None or i >= len(t):
+        if row is None or i >= n:
             continue
         replay = cols[i] if after else (start_at[i] if i in start_at else cols[i - 1])
+        if row == replay:  # the common case, decided without looking at each group
+            continue
         for g, v in enumerate(row):
             if v is None or g >= len(replay):
                 continue

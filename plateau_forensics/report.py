@@ -7,13 +7,14 @@ Every renderer returns a string; nothing here prints. Floats in CSV and JSON are
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Literal
 
-from plateau_forensics.engine import Event, Step, Trace
+from plateau_forensics.engine import EVENTS_BY_CODE, Event, Step, Trace
 
 Format = Literal["grid", "table", "csv", "markdown", "json", "explain"]
 FORMATS: tuple[str, ...] = ("grid", "table", "csv", "markdown", "json", "explain")
@@ -302,6 +303,7 @@ def _width(kept: list[int]) -> int:
 _REDUCED, _SUPPRESSED = 3, 4  # engine event codes (``Trace._cols.events``)
 
 
+
 def reductions_text(t: Trace) -> str:
     """The summary's reductions line: every reduction and suppressed one, at most ``MAX_LISTED_REDUCTIONS``
     written out (the first ones and the last two, with the count of those between)."""
@@ -374,40 +376,170 @@ def table(t: Trace, style: str = "simple") -> str:
 
 def to_csv(t: Trace) -> str:
     """One row per step; floats with ``repr`` (bit-exact), one ``lr_<group>`` column per group."""
-    n_groups = len(t.steps[0].lr) if len(t) else 1
+    return "".join(csv_chunks(t))
+
+
+def csv_chunks(t: Trace) -> Iterator[str]:
+    """``to_csv``'s text in pieces: a long trace's rows are written straight from the engine's columns, a
+    chunk at a time."""
+    n_groups = len(t.step(0, explain=False).lr) if len(t) else 1
+    header = ",".join([*COLUMNS[:6], *[f"lr_{i}" for i in range(n_groups)], "event", "reason"]) + "\n"
+    if len(t) > EXPLAIN_ROWS:
+        yield header
+        yield from _long_csv_lines(t, n_groups)
+        return
+    yield header + _short_csv(t, n_groups)
+
+
+def _short_csv(t: Trace, n_groups: int) -> str:
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow([*COLUMNS[:6], *[f"lr_{i}" for i in range(n_groups)], "event", "reason"])
-    for s in _records(t):
-        k = s.known
-        state = (s.best, s.num_bad_epochs, s.cooldown_counter) if k else ("", "", "")
-        lrs = s.lr if s.lr_known else ("",) * n_groups
+    blank = ("",) * n_groups
+    for d in _rows(t):
+        lrs = d["lr"] if d["lr"] is not None else blank
         w.writerow([repr(v) if isinstance(v, float) else ("" if v is None else v) for v in
-                    (s.epoch, s.last_epoch, s.metric, *state, *lrs)]
-                   + [s.event.value if k else "", s.reason])
+                    (d["epoch"], d["last_epoch"], d["metric"], d["best"], d["num_bad_epochs"],
+                     d["cooldown_counter"], *lrs)]
+                   + [d["event"] or "", d["reason"]])
     return buf.getvalue()
 
 
-def _records(t: Trace) -> Any:
-    """Every step; a long trace explains only the steps that did something (see ``EXPLAIN_ROWS``)."""
+#: The reason of a step whose state the inputs do not determine (``Trace.step`` says the same).
+_UNKNOWN_REASON = "not determined by the inputs (several states of the scheduler fit the evidence here)"
+
+
+def _rows(t: Trace) -> Iterator[dict[str, Any]]:
+    """Every step as the JSON contract's step object (unknown state as None). A long trace (over
+    ``EXPLAIN_ROWS`` steps) is written from the engine's columns and explains only the steps that did
+    something (reductions, suppressed reductions) and the ones it cannot determine."""
     if len(t) <= EXPLAIN_ROWS:
-        return t.steps
-    events = t._cols.events
-    worth = (Event.REDUCED, Event.SUPPRESSED)
-    return (t.step(i, explain=_EVENTS_ALL[events[i]] in worth or i in t.unknown) for i in range(len(t)))
+        for s in t.steps:
+            yield s.as_dict()
+        return
+    for i, (epoch, le, metric, best, nb, cd, lr, event, known, lr_known) in enumerate(t.row_values()):
+        if not known:
+            reason = _UNKNOWN_REASON
+        elif event in ("reduced", "suppressed"):
+            reason = t.step(i).reason
+        else:
+            reason = ""
+        yield {"epoch": epoch, "last_epoch": le, "metric": metric, "best": best if known else None,
+               "num_bad_epochs": nb if known else None, "cooldown_counter": cd if known else None,
+               "lr": list(lr) if lr_known else None, "event": event if known else None, "reason": reason}
 
 
-_EVENTS_ALL = tuple(Event)
+def _reasons(t: Trace) -> dict[int, str]:
+    """A long trace's reasons: for the steps that did something (reductions, suppressed reductions)."""
+    return {i: t.step(i).reason for i, e in enumerate(t._cols.events)
+            if e in (_REDUCED, _SUPPRESSED) and i not in t.unknown}
 
 
-def _step_json(s: Step) -> dict[str, Any]:
-    d = s.as_dict()
+#: A long trace's rows are written this many at a time, column by column (bounded memory, C-speed loops).
+_CHUNK = 50_000
+
+
+def _json_num(v: Any) -> str:
+    """A number as the JSON contract writes it: ``repr`` (bit-exact), non-finite floats as strings, None as
+    null. (A finite float's or an int's repr ends in a digit; ``nan``, ``inf``, ``-inf`` do not.)"""
+    if v is None:
+        return "null"
+    r = repr(v)
+    return r if r[-1].isdigit() else f'"{r}"'
+
+
+def _long_columns(t: Trace, json_form: bool) -> Iterator[tuple[int, int, list[list[str]]]]:
+    """A long trace's cells as text, ``_CHUNK`` rows at a time: (first, end, columns) with columns epoch,
+    last_epoch, metric, best, num_bad_epochs, cooldown_counter, one per lr group, event, reason. Cells the
+    inputs do not determine are empty (csv) or null (json); reasons only for reductions, suppressed ones and
+    undetermined steps."""
+    c, n = t._cols, len(t)
+    reasons = _reasons(t)
+    names = [e.value for e in EVENTS_BY_CODE]
+    fmt = _json_num if json_form else _csv_cell
+    none = "null" if json_form else ""
+    quote_reason = json.dumps if json_form else _csv_quote
+    events = [f'"{v}"' for v in names] if json_form else names
+    empty_reason = '""' if json_form else ""
+    unknown_reason = quote_reason(_UNKNOWN_REASON)
+    n_groups = len(c.lrs[0]) if c.lrs else 1
+    held = functools.lru_cache(maxsize=4096)(fmt)  # best and the lrs repeat: their text is made once
+
+    def counts(values: list[Any]) -> list[str]:  # epochs and last_epochs are mostly ints: str is enough
+        return list(map(str, values)) if set(map(type, values)) == {int} else list(map(fmt, values))
+
+    for a in range(0, n, _CHUNK):
+        b = min(n, a + _CHUNK)
+        lrs = c.lrs[a:b]
+        cols = [counts(list(t.epochs[a:b])), counts(t.last_epoch_column(a, b)),
+                list(map(fmt, t.metrics[a:b])), list(map(held, c.best[a:b])), list(map(str, c.num_bad[a:b])),
+                list(map(str, c.cooldown[a:b]))]
+        cols += [list(map(held, [lr[g] for lr in lrs])) for g in range(n_groups)]
+        cols.append([events[e] for e in c.events[a:b]])
+        reason = [empty_reason] * (b - a)
+        for i, text in reasons.items():
+            if a <= i < b:
+                reason[i - a] = quote_reason(text)
+        cols.append(reason)
+        for i in t.unknown:
+            if a <= i < b:
+                k = i - a
+                for col in (3, 4, 5, 6 + n_groups):
+                    cols[col][k] = none
+                reason[k] = unknown_reason
+        for i in t.lr_unknown:
+            if a <= i < b:
+                for g in range(n_groups):
+                    cols[6 + g][i - a] = none
+        yield a, b, cols
+
+
+def _csv_cell(v: Any) -> str:
+    if v is None:
+        return ""
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def _csv_quote(text: str) -> str:
+    """One csv cell as ``csv.writer`` quotes it (minimal quoting)."""
+    if any(ch in text for ch in ',"\r\n'):
+        return '"' + text.replace('"', '""') + '"'
+    return text
+
+
+def _long_csv_lines(t: Trace, n_groups: int) -> Iterator[str]:
+    """The csv rows of a long trace (the text ``csv.writer`` writes for them), a chunk of lines at a time."""
+    for _, _, cols in _long_columns(t, json_form=False):
+        yield "\n".join(map(",".join, zip(*cols, strict=True))) + "\n"
+
+
+def _long_json_lines(t: Trace) -> Iterator[str]:
+    """The JSON step objects of a long trace (what ``json.dumps`` writes for them), a chunk at a time: each
+    cell gets its key, and a row is its cells joined."""
+    c = t._cols
+    n_groups = len(c.lrs[0]) if c.lrs else 1
+    keys = ['{"epoch": ', '"last_epoch": ', '"metric": ', '"best": ', '"num_bad_epochs": ', '"cooldown_counter": ']
+
+    @functools.lru_cache(maxsize=4096)
+    def lr_cell(*cells: str) -> str:
+        return '"lr": null' if cells[0] == "null" else '"lr": [' + ", ".join(cells) + "]"
+
+    for _, _, cols in _long_columns(t, json_form=True):
+        cells = [list(map(k.__add__, col)) for k, col in zip(keys, cols[:6], strict=True)]
+        cells.append(list(map(lr_cell, *cols[6:6 + n_groups])))
+        cells.append(list(map('"event": '.__add__, cols[6 + n_groups])))
+        cells.append([f'"reason": {r}}}' for r in cols[7 + n_groups]])
+        yield ",\n  ".join(map(", ".join, zip(*cells, strict=True)))
+
+
+def _step_json(d: dict[str, Any]) -> dict[str, Any]:
+    """A step object with its non-finite floats as strings (the JSON contract)."""
     for k in ("metric", "best", "epoch", "last_epoch"):
         v = d[k]
         if isinstance(v, float) and not math.isfinite(v):
             d[k] = _jsonable(v)
-    if d["lr"] is not None and any(isinstance(v, float) and not math.isfinite(v) for v in d["lr"]):
-        d["lr"] = _jsonable(d["lr"])
+    lr = d["lr"]
+    if lr is not None and any(isinstance(v, float) and not math.isfinite(v) for v in lr):
+        d["lr"] = _jsonable(lr)
     return d
 
 
@@ -445,24 +577,37 @@ def to_json_obj(t: Trace, *, with_steps: bool = True) -> dict[str, Any]:
         "notes": list(t.notes),
     }
     if with_steps:
-        obj["steps"] = [_step_json(s) for s in _records(t)]
+        obj["steps"] = [_step_json(d) for d in _rows(t)]
     return _jsonable(obj)
 
 
 def to_json(t: Trace) -> str:
     """The JSON contract (see README): config, checkpoint, alignment, forecast, findings, steps.
 
-    The steps come one per line, written by the C encoder: a million-row trace renders in seconds.
+    The steps come one per line: a million-row trace renders in seconds (``json_chunks`` streams it).
     """
+    return "".join(json_chunks(t))
+
+
+def json_chunks(t: Trace) -> Iterator[str]:
+    """``to_json``'s text in pieces (the head, then the steps a chunk at a time), for writing it out without
+    holding a long trace's whole text in memory."""
     if getattr(t, "rules", "torch") != "torch":
-        return json.dumps(to_json_obj(t), indent=1, allow_nan=False)
+        yield json.dumps(to_json_obj(t), indent=1, allow_nan=False)
+        return
     obj = to_json_obj(t, with_steps=False)
     head = json.dumps(obj, indent=1, allow_nan=False)
     if not len(t):
-        return head[:-2] + ',\n "steps": []\n}'
-    encode = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode
-    steps = ",\n  ".join(encode(_step_json(s)) for s in _records(t))
-    return head[:-2] + ',\n "steps": [\n  ' + steps + "\n ]\n}"
+        yield head[:-2] + ',\n "steps": []\n}'
+        return
+    yield head[:-2] + ',\n "steps": [\n  '
+    if len(t) > EXPLAIN_ROWS:
+        for k, piece in enumerate(_long_json_lines(t)):
+            yield (",\n  " if k else "") + piece
+    else:
+        encode = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode
+        yield ",\n  ".join(encode(_step_json(d)) for d in _rows(t))
+    yield "\n ]\n}"
 
 
 def markdown(t: Trace) -> str:
@@ -495,6 +640,16 @@ def _md(text: str) -> str:
 def explain(t: Trace) -> str:
     """One line per step in the seed's words of transitions."""
     return "\n".join(s.explain() for s in t.steps)
+
+
+def render_chunks(t: Trace, fmt: Format = "grid", *, width: int = 100, style: str = "simple") -> Iterator[str]:
+    """``render``'s text in pieces: csv and json stream a long trace chunk by chunk; the others come whole."""
+    if fmt == "json":
+        yield from json_chunks(t)
+    elif fmt == "csv":
+        yield from csv_chunks(t)
+    else:
+        yield render(t, fmt, width=width, style=style)
 
 
 def render(t: Trace, fmt: Format = "grid", *, width: int = 100, style: str = "simple") -> str:

@@ -118,3 +118,37 @@ class TestLongRecords:
         t = at_floor(100)
         rows = list(csv.DictReader(io.StringIO(report.to_csv(t))))
         assert all(r["reason"] for r in rows)
+
+
+class TestFastWriters:
+    """A long trace's csv and json are written from the engine's columns: the same values as the step
+    records give (checked against the generic writer, which builds a ``Step`` for every row)."""
+
+    def _trace(self) -> pf.Trace:
+        n = report.EXPLAIN_ROWS + 50
+        metrics = [math.nan if i % 97 == 0 else (math.inf if i % 89 == 0 else 1.0 - (i % 13) * 1e-3)
+                   for i in range(n)]
+        t = pf.replay(metrics, pf.PlateauConfig(patience=3, factor=0.5, min_lr=1e-4), lrs=[0.1, 0.02])
+        t.unknown = frozenset(range(n - 20, n))  # as a story leaves the end undetermined
+        t.lr_unknown = frozenset(range(n - 10, n))
+        return t
+
+    def test_csv_same_values(self, monkeypatch) -> None:
+        t = self._trace()
+        fast = list(csv.reader(io.StringIO(report.to_csv(t))))
+        monkeypatch.setattr(report, "EXPLAIN_ROWS", 10**9)
+        slow = list(csv.reader(io.StringIO(report.to_csv(t))))
+        assert len(fast) == len(slow) == len(t) + 1 and fast[0] == slow[0]
+        for f, s in zip(fast[1:], slow[1:], strict=True):
+            assert f[:-1] == s[:-1]
+            assert f[-1] == (s[-1] if f[-2] in ("reduced", "suppressed", "") else "")
+
+    def test_json_same_values(self, monkeypatch) -> None:
+        t = self._trace()
+        fast = json.loads(report.to_json(t))["steps"]
+        monkeypatch.setattr(report, "EXPLAIN_ROWS", 10**9)
+        slow = json.loads(report.to_json(t))["steps"]
+        assert len(fast) == len(slow) == len(t)
+        for f, s in zip(fast, slow, strict=True):
+            assert {k: v for k, v in f.items() if k != "reason"} == {k: v for k, v in s.items() if k != "reason"}
+            assert f["reason"] == (s["reason"] if f["event"] in ("reduced", "suppressed", None) else "")
