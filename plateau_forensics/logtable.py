@@ -597,7 +597,8 @@ def _read_jsonl(path: str, data: bytes, start: int) -> LogTable:
     """JSON Lines, one object per line, decoded by the json module's C scanner; numbers stay the text they
     were written as (``parse_float=str``) and objects stay their pairs, so a key named twice is seen."""
     t = LogTable(path)
-    scan = json.JSONDecoder(parse_float=str, object_pairs_hook=list).scan_once
+    # the decoder's C scanner, called directly: raw_decode would wrap each line in Python-level work
+    scan = json.JSONDecoder(parse_float=str, object_pairs_hook=list).scan_once  # type: ignore[attr-defined]
     rows: list[list[tuple[str, object]]] = []
     lines: list[int] = []
     twice: list[int] = []

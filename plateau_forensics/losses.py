@@ -390,7 +390,7 @@ def _build(t: LogTable, metric: str | None, epoch_column: str | None,
     rows_of = {c: sources.get(c, entries) for c in (mcol, *lcols, *(c for c, _, _ in other_rows))}
     precisions = {c: p for c, p in _precisions(t, rows_of, lcols).items() if not p.exact}
     metrics, entry_lines, skipped = mvals[entries], lines[entries], lines[~mpresent]
-    del labels, sources, rows_of, mvals, mpresent, lines
+    del labels, sources, rows_of, mvals, mpresent
     t.release()  # the file's bytes and the columns: what the log keeps is taken out above
     epochs = tuple(range(1, len(entries) + 1)) if e is None else tuple(_epoch_labels(np, e))
     log = LossLog(
@@ -546,7 +546,7 @@ def _precision_of(uniques: Sequence[str | None], counts: Sequence[int], codes: S
     return Precision(*_describe_counts(known), _per_value(half, codes))
 
 
-def _per_value(half: list[float], codes: Sequence[int] | Any) -> tuple[float, ...]:
+def _per_value(half: list[float], codes: Any) -> tuple[float, ...]:
     """Each value's half-width (the floats are shared: a long column has few distinct ones)."""
     if isinstance(codes, list):
         return tuple(map(half.__getitem__, codes))
@@ -675,14 +675,11 @@ def _epoch_anomalies_np(log: LossLog, anomaly: Any, gaps: bool) -> list[LogAnoma
 
     e = np.array(log.epochs, dtype=np.float64)
     out = []
-    rising = bool((e[1:] > e[:-1]).all())
-    _, first, inverse, counts = (None, None, None, None) if rising else np.unique(
-        e, return_index=True, return_inverse=True, return_counts=True)
-    dup_groups = () if rising else np.flatnonzero(counts > 1)
-    if len(dup_groups):
-        inverse = inverse.reshape(-1)
-        members = np.argsort(inverse, kind="stable")
+    if not (e[1:] > e[:-1]).all():  # strictly rising labels have no duplicates: skip the sort
+        _, first, inverse, counts = np.unique(e, return_index=True, return_inverse=True, return_counts=True)
+        members = np.argsort(inverse.reshape(-1), kind="stable")
         starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+        dup_groups = np.flatnonzero(counts > 1)
         for g in dup_groups[np.argsort(first[dup_groups], kind="stable")].tolist():
             idx = members[starts[g]: starts[g] + counts[g]].tolist()
             text = f"epoch {log.epochs[idx[0]]} appears {len(idx)} times"
