@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from plateau_forensics.errors import ConfigError, ForensicsError
+from plateau_forensics.errors import ConfigError, ForensicsError, RemoteUnavailable
 
 
 class ExitStatus(IntEnum):
@@ -21,6 +21,11 @@ class ExitStatus(IntEnum):
     ERROR = 1  # bad input: unreadable file, no plateau state, no metric column, ...
     USAGE = 2  # click's own: unknown option, missing argument
     FINDINGS = 3  # only with --check: at least one warning-level finding
+    UNREACHABLE = 4  # a URL's object store: network failure, timeout, no credentials, access denied
+
+
+class _Unreachable(click.ClickException):
+    exit_code = ExitStatus.UNREACHABLE
 
 
 HPARAMS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "eps")
@@ -46,7 +51,12 @@ def _classify(paths: tuple[str, ...]) -> tuple[str | None, list[str]]:
     """Split PATHS into (checkpoint, logs) by content: a torch file or an HF checkpoint directory is the
     checkpoint when it comes first; everything else is a log (CSV, JSON Lines, TensorBoard run)."""
     from plateau_forensics.loader import is_checkpoint_dir, is_torch_file
+    from plateau_forensics.remote import is_url
 
+    if is_url(paths[0]):  # s3://, https://, ...: by its first bytes, fetched with one range request
+        from plateau_forensics.remote import is_torch_url
+
+        return (paths[0], list(paths[1:])) if len(paths) > 1 or is_torch_url(paths[0]) else (None, list(paths))
     first = Path(paths[0])
     if not first.exists():
         raise click.ClickException(f"{first}: no such file")
@@ -233,13 +243,19 @@ def main(
         raise click.UsageError(" ".join(str(exc).split())) from exc
     except ModuleNotFoundError as exc:  # an optional extra (matplotlib for --plot) is not installed
         raise click.ClickException(str(exc)) from exc
+    except RemoteUnavailable as exc:
+        raise _Unreachable(" ".join(str(exc).split())) from exc
     except ForensicsError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
     if isinstance(out, str):
         click.echo(out)  # the analysis first: a failing output file below must not hide it
     else:  # csv / json, streamed: a long trace's text is never held whole
-        for piece in out:
-            click.echo(piece, nl=False)
+        from plateau_forensics.progress import bar as progress_bar
+
+        with progress_bar(len(trace), "row", "writing") as bar:
+            for piece in out:
+                click.echo(piece, nl=False)
+                bar.update(piece.count("\n"))
         click.echo()
     try:
         if plot_path is not None:
@@ -315,6 +331,8 @@ def _schedule_command(paths: tuple[str, ...], schedules: tuple[str, ...], *, epo
         raise click.UsageError(" ".join(str(exc).split())) from exc
     except ModuleNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
+    except RemoteUnavailable as exc:
+        raise _Unreachable(" ".join(str(exc).split())) from exc
     except (ForensicsError, OSError) as exc:
         text = f"{exc.filename}: {exc.strerror}" if isinstance(exc, OSError) and exc.filename else str(exc)
         raise click.ClickException(" ".join(text.split())) from exc
@@ -349,21 +367,14 @@ def _scan_command(folders: tuple[str, ...], *, fmt: str, style: str, check: bool
     skipped: list[dict[str, str]] = []
     try:
         runs = find_runs(*folders, skipped=skipped)
+    except RemoteUnavailable as exc:
+        raise _Unreachable(" ".join(str(exc).split())) from exc
     except ForensicsError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
-    bar = None
-    if sys.stderr.isatty() and runs:
-        try:
-            from tqdm import tqdm
+    from plateau_forensics.progress import bar as progress_bar
 
-            bar = tqdm(total=len(runs), unit="run", file=sys.stderr, leave=False)
-        except ImportError:  # the bar is a nicety
-            bar = None
-    try:
-        rows = scan(runs, jobs=jobs, loader=loader, progress=(lambda n: bar.update(n - bar.n)) if bar else None)
-    finally:
-        if bar is not None:
-            bar.close()
+    with progress_bar(len(runs), "run") as bar:
+        rows = scan(runs, jobs=jobs, loader=loader, progress=lambda n: bar.update(n - bar.n))
     click.echo(render_scan(rows, "table" if fmt == "grid" else fmt, style=style, skipped=skipped))
     if check and any(has_warning(r) for r in rows):
         click.get_current_context().exit(ExitStatus.FINDINGS)
@@ -434,6 +445,8 @@ def _sweep_or_fit(paths: tuple[str, ...], *, given: dict[str, object], min_lrs: 
         raise click.UsageError(" ".join(str(exc).split())) from exc
     except ModuleNotFoundError as exc:
         raise click.ClickException(str(exc)) from exc
+    except RemoteUnavailable as exc:
+        raise _Unreachable(" ".join(str(exc).split())) from exc
     except ForensicsError as exc:
         raise click.ClickException(" ".join(str(exc).split())) from exc
     click.echo(out)
