@@ -123,10 +123,16 @@ def _hf_log(ck: Checkpoint, **opts: Any) -> LossLog | None:
 
     from plateau_forensics.losses import read_losses
 
+    from plateau_forensics.stacks import stack_of
+
     if not ck.log_history:
         return None
+    own = stack_of(ck.framework).own_log  # a stack whose checkpoint carries its log (MMEngine's message hub)
+    source, column = own(ck) if own is not None else (f"{ck.path}/trainer_state.json:log_history", None)
+    if column is not None and opts.get("metric") is None:
+        opts = {**opts, "metric": column}
     log = read_losses(list(ck.log_history), **{k: v for k, v in opts.items() if v is not None})
-    return replace(log, source=f"{ck.path}/trainer_state.json:log_history")
+    return replace(log, source=source)
 
 
 def trace(

@@ -398,8 +398,10 @@ def diagnose(trace: Trace, *, expect: Mapping[str, Any] | None = None, full_log:
                 if not (f.code == "unsorted-epochs" and "logs-out-of-order" in story)]
     if ck is not None:
         out += partial_state_finding(ck, rebuilt) + hyperparameter_findings(ck, expect)
-        out += min_lrs_findings(ck) + torch_version_findings(ck) + sanity_findings(ck)
-        from plateau_forensics.stacks import findings_for
+        from plateau_forensics.stacks import findings_for, stack_of
+
+        dated = torch_version_findings(ck) if stack_of(ck.framework).torch_state else []  # MMEngine: own class
+        out += min_lrs_findings(ck) + dated + sanity_findings(ck)
 
         out += findings_for(trace)  # what only the checkpoint's training stack can cause
     elif expect:

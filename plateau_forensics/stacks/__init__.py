@@ -62,6 +62,12 @@ class Stack:
             log)`` with each such lr (a log row's, the optimizer's) replaced by the lr the plateau scheduler held,
             and rows whose metric never reached it (timm's warm-up) left out. The stories replay this view; the
             trace keeps the files as read, and ``findings`` says what was replaced.
+        torch_state: the plateau state is torch's own ``ReduceLROnPlateau.state_dict()``, whose key set dates the
+            torch release (``torch-version``); False for a stack with its own scheduler class (MMEngine's
+            ``ReduceOnPlateauLR``), whose state ``adapt`` maps onto torch's names.
+        own_log: for a checkpoint that carries its run's log in ``Checkpoint.log_history`` (``adapt`` or
+            ``load_dir`` put it there): ``(checkpoint) -> (source label, metric column or None)``; without it
+            the log is HF's ``trainer_state.json:log_history`` and its metric column is detected.
     """
 
     name: str
@@ -79,6 +85,8 @@ class Stack:
     optimizer_file: str | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
     plateau_log: Callable[[Checkpoint, LossLog], tuple[Checkpoint, LossLog]] | None = None
+    torch_state: bool = True
+    own_log: Callable[[Checkpoint], tuple[str, str | None]] | None = None
 
 
 #: The fallback: a plain torch checkpoint (``torch.save`` of a dict holding the states), saved after the step.
