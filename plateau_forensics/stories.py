@@ -790,9 +790,12 @@ def _k_candidates(ev: Evidence, rows: int) -> list[int]:
     if ck is None or not isinstance(ck.state.steps, (int, float)) or not float(ck.state.steps).is_integer():
         return [1]
     steps = int(ck.state.steps)
+    # k steps per row that the checkpoint's own files point at (its stack's ``steps_per_row``), wherever it sits
+    hint = stack_of(ev.framework).steps_per_row
+    hinted = [k for k in dict.fromkeys(hint(ck) if hint is not None else ()) if 2 <= k <= 4096 and k <= steps]
     # more steps than rows up to the checkpoint's own epoch (or in the whole log): several steps per row
     if rows == 0 or steps <= min(rows, _label_rows(ev, rows)):
-        return [1]
+        return [1, *hinted]
     ks = {1}
     for r in range(1, rows + 1):  # the checkpoint after row r, possibly mid-row: k(r-1) < steps <= k r
         for k in (steps // r, -(-steps // r)):
@@ -809,7 +812,8 @@ def _k_candidates(ev: Evidence, rows: int) -> list[int]:
             for k in (steps // r if r > 0 else 0, -(-steps // r) if r > 0 else 0):
                 if 2 <= k <= 4096 and k * (r - 1) < steps <= k * r and k not in by_epoch:
                     by_epoch.append(k)
-    return [1, *by_epoch, *[k for k in ranked if k not in by_epoch][:3]]
+    chosen = [*by_epoch, *[k for k in ranked if k not in by_epoch][:3]]
+    return [1, *chosen, *[k for k in hinted if k not in chosen]]
 
 
 def _label_rows(ev: Evidence, rows: int) -> int:

@@ -339,6 +339,9 @@ EXPECTED: dict[str, Expect] = {
                            tolerated=frozenset({"hostile-globals", "archive-anomaly"})),
     "ignite/group_index": Expect(codes={"pickled-scheduler-object": INFO, "lr-at-floor": INFO},
                                  tolerated=frozenset({"hostile-globals", "archive-anomaly"})),
+    # sample_checkpoints/accelerate/ (make_accelerate.py): 2 processes; a prepared scheduler steps once per process
+    "accelerate/two_processes": Expect(codes={"steps-per-row": WARNING, "accelerate-steps-per-process": WARNING}),
+    "accelerate/one_step_per_eval": Expect(),
     # sample_checkpoints/timm/ (make_timm.py): PlateauLRScheduler.state_dict() keeps only best and last_epoch
     # (partial-state, true of every timm file); train.py saves before lr_scheduler.step(epoch + 1, metric)
     "timm/defaults": Expect(codes={"partial-state": WARNING, "mode-mismatch": WARNING,

@@ -18,7 +18,7 @@ the fallback and recognises nothing). ``import plateau_forensics`` imports none 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -62,6 +62,9 @@ class Stack:
             log)`` with each such lr (a log row's, the optimizer's) replaced by the lr the plateau scheduler held,
             and rows whose metric never reached it (timm's warm-up) left out. The stories replay this view; the
             trace keeps the files as read, and ``findings`` says what was replaced.
+        steps_per_row: how many plateau steps per logged row the checkpoint's own files point at (Accelerate:
+            one per process that wrote the directory): ``(checkpoint) -> [k, ...]``; the stories propose them
+            even where ``last_epoch`` alone does not ask for several steps per row (a mid-run checkpoint).
         torch_state: the plateau state is torch's own ``ReduceLROnPlateau.state_dict()``, whose key set dates the
             torch release (``torch-version``); False for a stack with its own scheduler class (MMEngine's
             ``ReduceOnPlateauLR``), whose state ``adapt`` maps onto torch's names.
@@ -85,6 +88,7 @@ class Stack:
     optimizer_file: str | None = None
     extras: Mapping[str, Any] = field(default_factory=dict)
     plateau_log: Callable[[Checkpoint, LossLog], tuple[Checkpoint, LossLog]] | None = None
+    steps_per_row: Callable[[Checkpoint], Sequence[int]] | None = None
     torch_state: bool = True
     own_log: Callable[[Checkpoint], tuple[str, str | None]] | None = None
 
