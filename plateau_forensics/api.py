@@ -465,6 +465,27 @@ def replay_keras(losses: Any, config: PlateauConfig | None = None, *, lr: Sequen
     return t
 
 
+def replay_mmengine(losses: Any, config: PlateauConfig | None = None, *, lr: Sequence[float] | None = None,
+                    expect: Mapping[str, Any] | None = None, defaults: bool = False, **log_options: Any) -> Trace:
+    """Teaching mode under MMEngine's ``ReduceOnPlateauLR`` rules (``--rules mmengine``): torch's names in
+    ``config`` (MMEngine copies torch's machine), a fresh scheduler starting from MMEngine's ``best = int(1e9)``.
+
+    Log values are Python floats, which MMEngine compares as torch does; ``mmengine_rules.simulate`` covers
+    float32 metrics and the ``begin``/``end`` window.
+    """
+    from plateau_forensics import mmengine_rules as mm
+
+    log = _read_log(losses, **log_options)
+    t = _trace_log(log, mm.torch_config(mm.from_torch(config or PlateauConfig())), lr, expect)
+    t.notes.append("MMEngine's rules: best starts at int(1e9), not inf (a metric at or above 1e9*(1-threshold) "
+                   "never improves on it); last_epoch is the number of plateau steps (MMEngine's last_step + 1); "
+                   "MMEngine's names: rule less/greater = mode, threshold_rule = threshold_mode, min_value = min_lr")
+    if defaults:
+        t.notes.append("no hyperparameters given: MMEngine's defaults are in use (rule=less, factor=0.1, "
+                       "patience=10, threshold=1e-4 rel, cooldown=0, min_value=0, eps=1e-8)")
+    return t
+
+
 def compare_rules(losses: Any, config: PlateauConfig | None = None, *, lr: Sequence[float] | None = None,
                   min_delta: float | None = None, **log_options: Any) -> tuple[Trace, Any]:
     """The same log and hyperparameters replayed under torch's and Keras's rules (``--compare torch,keras``)."""

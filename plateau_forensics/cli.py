@@ -103,8 +103,9 @@ def _is_log_dir(path: Path) -> bool:
 @click.option("--width", type=int, help="Grid width in characters (default: the terminal's).")
 @click.option("--full-search", is_flag=True,
               help="Simulate every story even on a long log (over 5,000 rows only the plain story is checked).")
-@click.option("--rules", type=click.Choice(["torch", "keras"]), default="torch", show_default=True,
-              help="Whose ReduceLROnPlateau to replay: torch's scheduler or Keras 3's callback (no checkpoint).")
+@click.option("--rules", type=click.Choice(["torch", "keras", "mmengine"]), default="torch", show_default=True,
+              help="Whose ReduceLROnPlateau to replay: torch's scheduler, Keras 3's callback or MMEngine's "
+                   "ReduceOnPlateauLR (no checkpoint).")
 @click.option("--min-delta", type=float, help="Keras rules: the callback's min_delta (absolute threshold).")
 @click.option("--compare", "compare_rules", metavar="torch,keras",
               help="Replay under both rule sets side by side and show the first epoch where they diverge.")
@@ -192,6 +193,16 @@ def main(
             given["min_lr"] = min_lrs[0] if len(min_lrs) == 1 else tuple(min_lrs)
         config = PlateauConfig(**given)  # type: ignore[arg-type]
         log_opts = {"metric": metric, "epoch_column": epoch_column, "lr_columns": lr_columns or None}
+        if rules == "mmengine" and not compare_rules:  # torch's machine from MMEngine's best (mmengine_rules)
+            if ckpt is not None:
+                raise click.UsageError("an MMEngine checkpoint is replayed under MMEngine's rules by itself: drop --rules")
+            t = api.replay_mmengine(logs if len(logs) > 1 else logs[0], config, lr=lrs or None, expect=expect,
+                                    defaults=not given, **log_opts)
+            click.echo(report.render(t, "explain" if explain else fmt,  # type: ignore[arg-type]
+                                     width=width or shutil.get_terminal_size((100, 24)).columns, style=style))
+            if check and any(f.severity == "warning" for f in t.findings):
+                click.get_current_context().exit(ExitStatus.FINDINGS)
+            return
         if rules != "torch" or compare_rules:
             if ckpt is not None:
                 raise click.UsageError("Keras callbacks save no scheduler state: use --rules/--compare with a log only")
