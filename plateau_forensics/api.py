@@ -365,6 +365,11 @@ def _trace_checkpoint_in_log(
                        f"cannot tell whether that resume went wrong ({words} fit the log as well): log the lr, or "
                        "give a checkpoint saved later")
     t.notes.extend(_story_notes(ev, e, t))
+    codes = {c for story in (verdict.story, *verdict.alternatives) for c in story}
+    if ck.schedulers and "external-lr-change" in codes:  # another saved scheduler may be that writer
+        composed = _with_saved_schedulers(ck, full_log, t, expect)
+        if composed is not None:
+            return composed
     rebuilt = None
     a = t.alignment
     if a.index is not None and 0 <= a.index < len(t) and a.index not in t.unknown:
@@ -372,6 +377,61 @@ def _trace_checkpoint_in_log(
     t.findings = diagnose.diagnose(t, expect=expect, full_log=full_log, replayed_log=full_log, rebuilt=rebuilt,
                                    extra=narrative.story_findings(ev, verdict), column=e.plan.column)
     return t
+
+
+def _with_saved_schedulers(ck: Checkpoint, log: LossLog, t: Trace, expect: Mapping[str, Any] | None
+                           ) -> Trace | None:
+    """The run replayed with the other schedulers the checkpoint saved (``timeline_story``), when they explain
+    every logged lr of the whole run; else None (and, when they explain the rows after the checkpoint, a
+    note on ``t`` saying so)."""
+    from plateau_forensics import narrative, timeline_story
+    from plateau_forensics.report import g
+    from plateau_forensics.stories import Verdict
+
+    a = t.alignment
+    anchor = a.index if a is not None and len(t) == len(log) else None
+    fit = timeline_story.explain_with_saved_schedulers(ck, log, anchor)
+    if fit is None or not fit.complete:
+        return None
+    writers = ", ".join(fit.writers)
+    made = [c for c in fit.changes]
+    shown = "; ".join(f"epoch {g(e)}: {g(b)} -> {g(v)}" for e, _, _, b, v in made[:12]) + ("; ..." if len(made) > 12
+                                                                                         else "")
+    if not fit.whole_run:
+        first = "; ".join(f"epoch {g(e)}: {g(b)} -> {g(v)}" for e, _, _, b, v in made[:4])
+        t.notes.append(f"the checkpoint also holds {writers}: restored and stepped after the plateau every epoch, "
+                       f"it reproduces all {fit.logged} logged lrs after the checkpoint ({len(made)} changes: "
+                       f"{first}{'; ...' if len(made) > 4 else ''}); the rows before it are not checked (its "
+                       "saved state does not hold every constructor argument)")
+        return None
+    c = fit.trace
+    c.checkpoint, c.log, c.alignment = ck, log, a
+    story = ("lr-logged-after-step",) if fit.lr_after else ()
+    c.verdict = Verdict(story=story, alternatives=(), decide="",
+                        explained=("the checkpoint's counters and its other schedulers' states",
+                                   f"{fit.explained} of {fit.logged} logged lrs with {writers}"),
+                        unexplained=())
+    extra = [diagnose.Finding(
+        "another-scheduler", "info", made[0][0] if made else None,
+        f"{writers} steps the same optimizer after the plateau scheduler every epoch (rebuilt from its saved state "
+        f"and replayed from the first row, it reproduces the checkpoint and all {fit.logged} logged lrs); it made "
+        f"the lr changes at {shown or 'no epoch'}",
+        {"schedulers": list(fit.writers), "changes": [list(map(_plain_number, ch)) for ch in made[:1000]]},
+        "nothing to fix if both schedulers are meant to act; the plateau scheduler's reductions are listed "
+        "under reductions")]
+    if fit.lr_after:
+        extra.append(diagnose.Finding(
+            "lr-logged-after-step", "info", None,
+            "the lr column holds the lr after each epoch's scheduler steps, not the lr the epoch trained with",
+            {}, narrative.FIXES["lr-logged-after-step"]))
+    c.notes.append(f"replayed with {writers} stepping after the plateau scheduler every epoch (as PyTorch's "
+                   "compound scheduler tests do)")
+    c.findings = diagnose.diagnose(c, expect=expect, full_log=log, replayed_log=log, extra=extra)
+    return c
+
+
+def _plain_number(v: Any) -> Any:
+    return float(v) if isinstance(v, float) else v
 
 
 def _alignment(ev: Any, e: Any, t: Trace) -> Any:

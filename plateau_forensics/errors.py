@@ -46,6 +46,16 @@ class CheckpointLimitError(CheckpointError):
     """The checkpoint exceeds a reader limit (nesting, size, objects): far above what schedulers need."""
 
 
+class RemoteError(ForensicsError):
+    """A checkpoint or log URL (``s3://``, ``https://``, ...) cannot be read: no such bucket or object, not a
+    file, a scheme no installed fsspec filesystem serves, or the ``[s3]`` extra missing (exit 1)."""
+
+
+class RemoteUnavailable(RemoteError):
+    """The object store could not be asked: network failure, timeout, no credentials, access denied (exit 4;
+    the object itself may be fine: retry, or fix the credentials)."""
+
+
 class RecordingError(LossLogError):
     """A recording written by ``plateau_forensics.record`` cannot be read: a bad line, or no header."""
 

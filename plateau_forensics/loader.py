@@ -24,6 +24,7 @@ from plateau_forensics.errors import (
     ConfigError,
     SchedulerStateNotFound,
 )
+from plateau_forensics.remote import is_url
 from plateau_forensics.safepickle import check_depth
 from plateau_forensics.state import PlateauConfig, PlateauState, from_state_dict, is_plateau_shaped
 from plateau_forensics.torchfile import Opaque, TensorRef, TorchFile, short_repr
@@ -60,6 +61,7 @@ class Checkpoint:
             calls it refused (not part of equality; empty for ``loader="torch"``).
         integrity: structural anomalies of the file, and what was not verified (lines starting with
             ``"not verified: "``); not part of equality.
+        schedulers: the other torch LRScheduler states in the checkpoint (StepLR, a warm-up, ...).
     """
 
     path: str
@@ -81,6 +83,12 @@ class Checkpoint:
     log_history: tuple[Mapping[str, Any], ...] | None = field(default=None, compare=False, repr=False)
     neutralised: tuple[str, ...] = field(default=(), compare=False)
     integrity: tuple[str, ...] = field(default=(), compare=False)
+    #: other LRScheduler states saved beside the plateau one (``schedules.checkpoints.FoundScheduler``:
+    #: key path, torch class, state), in tree order
+    schedulers: tuple[Any, ...] = field(default=(), compare=False, repr=False)
+    #: the optimizer's param groups' other numeric settings (``initial_lr``, ``max_lr``, ``momentum``,
+    #: ``betas``, ...): what a resumed optimizer hands its schedulers
+    optimizer_groups: tuple[Mapping[str, Any], ...] = field(default=(), compare=False, repr=False)
 
     @property
     def partial(self) -> bool:
@@ -223,6 +231,11 @@ def read_file(path: str | os.PathLike[str], loader: Loader = "builtin") -> Torch
     """
     from plateau_forensics.torchfile import read_torch_archive
 
+    if is_url(path):  # s3://, https://, ...: read by byte ranges (plateau_forensics.remote)
+        if loader == "torch":
+            raise ConfigError("--loader torch reads local files only (torch.load would fetch every weight): "
+                              "use the built-in reader for a URL, or download the file")
+        return read_torch_archive(str(path))
     p = Path(path)
     if not p.exists():
         raise CheckpointError(f"{p}: no such file")
@@ -291,6 +304,38 @@ def walk(obj: Any) -> Iterator[tuple[str, Any]]:
                 seen.add(id(child))
                 kids.append((path + suffix, child, depth + 1))
         stack.extend(reversed(kids))
+
+
+def _group_numbers(group: Mapping[str, Any]) -> dict[str, Any]:
+    """A param group's plain numeric settings (numbers and tuples of numbers; tensors as their value)."""
+    out: dict[str, Any] = {}
+    for k, v in group.items():
+        if k == "params" or not isinstance(k, str):
+            continue
+        if isinstance(v, TensorRef):
+            continue
+        if isinstance(v, bool) or v is None:
+            out[k] = v
+        elif isinstance(v, (int, float)):
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and len(v) <= 8 and all(isinstance(x, (int, float)) for x in v):
+            out[k] = tuple(v)
+    return out
+
+
+def other_schedulers(tree: Any) -> tuple[Any, ...]:
+    """The torch LRScheduler states in ``tree`` besides the plateau one (``schedules.find_schedulers``); the
+    scheduler engines are imported only when the tree holds a state shaped like one (``base_lrs`` and
+    ``last_epoch``)."""
+    for _, node in walk(tree):
+        m = as_mapping(node)
+        if m is not None and "base_lrs" in m and "last_epoch" in m:
+            break
+    else:
+        return ()
+    from plateau_forensics.schedules.checkpoints import find_schedulers
+
+    return tuple(find_schedulers(tree))
 
 
 def _is_tensor(v: Any) -> bool:
@@ -480,6 +525,7 @@ def checkpoint_from_tree(
     n_groups = len(state.last_lr) if state.last_lr is not None else len(state.min_lrs)
     picked = _pick_optimizer(_optimizers(opt_source), key_path, n_groups)
     optimizer_lrs = initial_lrs = None
+    group_extras: tuple[Mapping[str, Any], ...] = ()
     lr_dtypes: tuple[str | None, ...] = ()
     opt_path = None
     if picked is not None:
@@ -487,6 +533,7 @@ def checkpoint_from_tree(
         pairs = [_number(g["lr"], f"{path}:{opt_path}.param_groups[{i}].lr") for i, g in enumerate(groups)]
         optimizer_lrs = tuple(float(v) for v, _ in pairs)
         lr_dtypes = tuple(d for _, d in pairs)
+        group_extras = tuple(_group_numbers(g) for g in groups)
         if all("initial_lr" in g for g in groups):
             initial_lrs = tuple(
                 float(_number(g["initial_lr"], f"{path}:{opt_path}.param_groups[{i}].initial_lr")[0])
@@ -497,6 +544,7 @@ def checkpoint_from_tree(
     from plateau_forensics import stacks
 
     stack = stacks.tree_stack(tree, key_path) or stacks.TORCH
+    others = other_schedulers(tree)
     ck = Checkpoint(
         path=path,
         key_path=key_path,
@@ -516,6 +564,8 @@ def checkpoint_from_tree(
         loader=loader,
         neutralised=neutralised,
         integrity=integrity,
+        schedulers=others,
+        optimizer_groups=group_extras,
     )
     return stack.adapt(ck, tree) if stack.adapt is not None else ck
 
@@ -544,6 +594,10 @@ def load_checkpoint(
         >>> ck = load_checkpoint("sample_checkpoints/seed000.pt")  # doctest: +SKIP
         >>> ck.state.num_bad_epochs, ck.key_path                    # doctest: +SKIP
     """
+    if is_url(path):  # one object at a URL: a torch.save file (a checkpoint-N/ folder there is not read)
+        tf = read_file(path, loader)
+        return checkpoint_from_tree(tf.obj, str(path), scheduler=scheduler, loader=loader,
+                                    neutralised=tf.neutralised, integrity=tf.integrity)
     p = Path(path)
     if p.is_dir():
         from plateau_forensics import stacks

@@ -493,6 +493,10 @@ def _from_frame(pd: Any, frame: pd.DataFrame) -> LogTable:
 def read_bytes(path: str) -> bytes:
     """The file's bytes, if it is a regular file within ``MAX_LOG_BYTES``. It is opened with ``O_NONBLOCK``
     (opening a FIFO returns at once) and checked with ``fstat`` before anything is read."""
+    from plateau_forensics.remote import is_url, read_limited
+
+    if is_url(path):  # s3://, https://, ...: its size is checked against the same limit before a byte is fetched
+        return read_limited(path, MAX_LOG_BYTES, LossLogError, "a loss log")
     flags = os.O_RDONLY
     for extra in ("O_NONBLOCK", "O_CLOEXEC", "O_BINARY"):
         flags |= getattr(os, extra, 0)

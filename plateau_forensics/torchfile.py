@@ -24,6 +24,7 @@ from functools import lru_cache
 from typing import IO, Any, ClassVar
 
 from plateau_forensics.errors import CheckpointError
+from plateau_forensics.remote import is_url
 from plateau_forensics.safepickle import Limits, PickleLimitError, PickleMachine, foreign_opcodes
 
 __all__ = ["Opaque", "TensorRef", "TorchFile", "read_torch_archive", "read_torch_file", "short_repr"]
@@ -80,7 +81,12 @@ def short_repr(value: Any, limit: int = 80) -> str:
 
 
 def _open_binary(path: str, buffering: int = -1) -> IO[bytes]:
-    """Open ``path`` for reading: every byte this module reads from disk comes through here."""
+    """Open ``path`` for reading: every byte this module reads comes through here (a URL: by byte ranges,
+    ``plateau_forensics.remote``)."""
+    if is_url(path):
+        from plateau_forensics.remote import open_url
+
+        return open_url(path)  # type: ignore[return-value]
     return open(path, "rb", buffering=buffering)
 
 
@@ -607,9 +613,13 @@ def _check_end_record(fh: IO[bytes], size: int) -> tuple[int, int, int] | None:
         (members on this disk, members in all, central directory bytes) as the end record gives them, or None
         if none was found.
     """
-    tail_len = min(size, 65536 + 22)
+    tail_len = min(size, 20 + 22)  # without a comment: the end record and a zip64 locator, as torch writes
     fh.seek(size - tail_len)
     tail = fh.read(tail_len)
+    if tail.rfind(b"PK\x05\x06") != len(tail) - 22:  # a comment or damage: search as zipfile does
+        tail_len = min(size, 65536 + 22)
+        fh.seek(size - tail_len)
+        tail = fh.read(tail_len)
     at = tail.rfind(b"PK\x05\x06")
     if at < 0 or len(tail) - at < 22:
         return None  # zipfile reports the damage
@@ -717,6 +727,10 @@ def _read_zip(path: str, fh: IO[bytes]) -> TorchFile:
             pkl = members.get(prefix + "data.pkl")
             if pkl is None:
                 raise CheckpointError("not a torch.save file (a zip archive without <prefix>/data.pkl)")
+            prefetch = getattr(fh, "prefetch_zip", None)
+            if prefetch is not None:  # a URL: the headers, descriptors and records in two batched requests
+                prefetch(infos, [i for i in infos if i is pkl and i.file_size <= Limits.pickle_bytes or (
+                    i.file_size <= SMALL_MEMBER_BYTES and not i.filename.startswith(prefix + "data/"))])
             version_info = members.get(prefix + ".data/version") or members.get(prefix + "version")
             if version_info is None:
                 raise CheckpointError("no version record (torch.load refuses such archives)")
@@ -949,7 +963,7 @@ def read_torch_archive(path: str | os.PathLike[str]) -> TorchFile:
     """
     name = os.fspath(path)
     try:
-        mode = os.stat(name).st_mode
+        mode = stat.S_IFREG if is_url(name) else os.stat(name).st_mode  # a URL: remote.py checks it is a file
         if stat.S_ISDIR(mode):
             raise IsADirectoryError(name)
         if not stat.S_ISREG(mode):  # a FIFO would block, /dev/zero would never end

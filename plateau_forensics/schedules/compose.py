@@ -7,7 +7,7 @@ be added between epochs. PyTorch's ``test_compound_reduce_lr_on_plateau*`` setup
 from __future__ import annotations
 
 import math
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Collection, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
@@ -109,6 +109,7 @@ def replay_composed(
     plateau_epochs: Collection[int] | None = None,
     momentum: float = 0.0,
     betas: tuple[float, float] | None = None,
+    group_extras: Sequence[Mapping[str, Any]] | None = None,
 ) -> ComposedTrace:
     """Replay a ReduceLROnPlateau and other schedulers on one optimizer, as a training loop runs them.
 
@@ -130,6 +131,9 @@ def replay_composed(
         plateau_epochs: the 0-based epochs in which the plateau steps (None: all), e.g. ``range(5, n)`` after
             a warm-up that stepped alone.
         momentum, betas: the optimizer's (betas: an Adam-like optimizer).
+        group_extras: per param group, other keys a resumed optimizer's groups hold (``initial_lr``,
+            ``max_lr``, ``min_lr``, ``momentum``, ...: what schedulers wrote there before the save), set on the
+            groups before the schedulers are built.
 
     Returns:
         A ``ComposedTrace``; when torch raises, it holds the epochs before and ``error`` says what torch
@@ -152,6 +156,8 @@ def replay_composed(
         raise ScheduleConfigError(f"{len(values)} metrics but {len(step_epochs)} step_epochs")
     lrs0 = list(lrs) if lrs is not None else [1.0]
     opt = Optimizer(lrs0, lr_dtypes=lr_dtypes, momentum=momentum, betas=betas)
+    for group, extra in zip(opt.param_groups, group_extras or (), strict=False):
+        group.update({k: v for k, v in extra.items() if k not in ("lr", "params")})
     plateau = state if state is not None else PlateauState.fresh(cfg, opt.lrs)
     plans = [s if isinstance(s, Stepped) else Stepped(s) for s in with_schedulers]
     for p in plans:
