@@ -13,7 +13,8 @@ This module imports neither keras, torch nor numpy: float32 rounding is done wit
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+import warnings
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
@@ -32,9 +33,28 @@ KerasMode = Literal["auto", "min", "max"]
 Direction = Literal["min", "max"]
 
 __all__ = [
-    "KerasConfig", "KerasState", "KerasStep", "KerasTrace", "first_divergence", "float32", "from_torch",
-    "legacy_auto_mode", "render_side_by_side", "resolve_mode", "rules_runner", "run_keras",
+    "METRIC_DIRECTIONS", "KerasConfig", "KerasState", "KerasStep", "KerasTrace", "configure", "first_divergence",
+    "float32", "from_torch", "legacy_auto_mode", "render_side_by_side", "replay", "resolve_mode", "rules_runner",
+    "run_keras",
 ]
+
+#: The ``_direction`` of every Keras 3.15 built-in metric, by the name it logs under (compiled from its
+#: string, e.g. ``metrics=["acc"]``, or from its class with the default name). ``mode="auto"`` on
+#: ``val_<name>`` resolves through it when the metric was compiled; tests/test_keras_rules.py checks every
+#: entry against real Keras. Metrics without a direction (``mean``, ``true_positives``, ...) are absent.
+METRIC_DIRECTIONS: dict[str, str] = {
+    "acc": "up", "accuracy": "up", "auc": "up", "binary_accuracy": "up", "binary_io_u": "up",
+    "categorical_accuracy": "up", "concordance_correlation": "up", "cosine_similarity": "up", "f1_score": "up",
+    "f_beta_score": "up", "fbeta_score": "up", "pearson_correlation": "up", "precision": "up", "r2_score": "up",
+    "recall": "up", "sparse_categorical_accuracy": "up", "sparse_top_k_categorical_accuracy": "up",
+    "top_k_categorical_accuracy": "up",
+    "bce": "down", "binary_crossentropy": "down", "categorical_crossentropy": "down", "categorical_hinge": "down",
+    "hinge": "down", "kl_divergence": "down", "log_cosh_error": "down", "logcosh": "down", "mae": "down",
+    "mape": "down", "mean_absolute_error": "down", "mean_absolute_percentage_error": "down",
+    "mean_squared_error": "down", "mean_squared_logarithmic_error": "down", "mse": "down", "msle": "down",
+    "poisson": "down", "root_mean_squared_error": "down", "sparse_categorical_crossentropy": "down",
+    "squared_hinge": "down",
+}
 
 
 def resolve_mode(monitor: str, mode: str = "auto", *, metric_direction: str | None = None) -> Direction:
@@ -95,10 +115,14 @@ class KerasConfig:
         min_delta: absolute improvement needed; Keras uses ``abs(min_delta)``.
         cooldown: set into ``cooldown_counter`` after a reduction (``cooldown=1`` mutes nothing).
         min_lr: lower bound of the lr.
+        metric_direction: the ``_direction`` (``"up"``/``"down"``) of the compiled Keras metric named like
+            ``monitor`` without ``val_``, when there is one; it resolves ``mode="auto"`` as Keras does. Not a
+            constructor argument: Keras reads it from the model.
 
     Raises:
-        ConfigError: ``factor >= 1.0`` (Keras: ValueError), an unknown ``mode`` (Keras warns and falls
-            back to ``auto``; here you say what you mean), or an ``auto`` mode Keras cannot resolve.
+        ConfigError: ``factor >= 1.0`` (Keras: ValueError), or an ``auto`` mode Keras cannot resolve (Keras
+            raises ValueError on the first epoch; here at construction). An unknown ``mode`` warns, with
+            Keras's words, and falls back to ``auto``, as Keras does.
 
     Example:
         >>> KerasConfig(patience=2, min_delta=-0.01).direction, KerasConfig(min_delta=-0.01).delta
@@ -112,20 +136,26 @@ class KerasConfig:
     min_delta: float = 1e-4
     cooldown: int = 0
     min_lr: float = 0.0
+    metric_direction: str | None = None
 
     def __post_init__(self) -> None:
+        if self.mode not in ("auto", "min", "max"):
+            # MonitorCallback.__init__ runs before ReduceLROnPlateau's factor check, and says this
+            warnings.warn(f"ReduceLROnPlateau mode '{self.mode}' is unknown, fallback to auto mode.",
+                          UserWarning, stacklevel=3)
+            object.__setattr__(self, "mode", "auto")
         if self.factor >= 1.0:
             raise ConfigError(
                 f"ReduceLROnPlateau does not support a factor >= 1.0. Received factor={self.factor}"
             )
-        if self.mode not in ("auto", "min", "max"):
-            raise ConfigError(f"mode {self.mode!r} is unknown (Keras would warn and fall back to 'auto')")
-        resolve_mode(self.monitor, self.mode)  # fail now, not on the first epoch as Keras does
+        if self.metric_direction not in (None, "up", "down"):
+            raise ConfigError(f"metric_direction {self.metric_direction!r}: Keras metrics have 'up' or 'down'")
+        self.direction  # noqa: B018  # fail now, not on the first epoch as Keras does
 
     @property
     def direction(self) -> Direction:
         """``"min"`` or ``"max"``: ``mode`` resolved as Keras 3.15 does."""
-        return resolve_mode(self.monitor, self.mode)
+        return resolve_mode(self.monitor, self.mode, metric_direction=self.metric_direction)
 
     @property
     def delta(self) -> float:
@@ -280,6 +310,7 @@ class KerasTrace:
     final: KerasState
     # columns: best, wait, cooldown_counter, lr, event code after each step
     _rows: list[tuple[float, int, int, float, int]] = field(default_factory=list, repr=False)
+    notes: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -412,6 +443,79 @@ def run_keras(
         add((best, wait, cooldown_counter, lr, ev))  # type: ignore[arg-type]  # the first epoch sets best
     final = KerasState(best=best, wait=wait, cooldown_counter=cooldown_counter, lr=lr)
     return KerasTrace(config=config, epochs=labels, metrics=values, start=start, final=final, _rows=rows)
+
+
+# -- the rule-set protocol (rulesets.py) -------------------------------------------------------------------
+_NATIVE: dict[str, Callable[[str], Any]] = {
+    "factor": float, "patience": int, "mode": str, "min_delta": float, "cooldown": int, "min_lr": float,
+    "metric_direction": str,
+}
+
+
+def configure(given: Mapping[str, Any], options: Mapping[str, str], *, monitor: str) -> KerasConfig:
+    """The Keras callback for torch-named ``given`` values and Keras-named ``options`` (which win).
+
+    What is not given keeps Keras's default, ``mode="auto"`` included: resolved from ``monitor`` as Keras
+    3.15 does (``loss``/``val_loss`` -> min), else from ``options["metric_direction"]``, else from the
+    direction of the Keras built-in metric of that name (``METRIC_DIRECTIONS``: ``val_accuracy`` -> max),
+    which is what Keras finds when the logged column is that compiled metric. ``threshold`` becomes
+    ``min_delta`` only when absolute (``threshold_mode="abs"``) or 0.
+
+    Raises:
+        ConfigError: a relative threshold, ``eps`` (Keras has none), per-group ``min_lr``, an ``auto`` mode
+            nothing resolves, an unknown option, or a value that is not a number.
+    """
+    out: dict[str, Any] = {}
+    if "eps" in given:
+        raise ConfigError("Keras's ReduceLROnPlateau has no eps (its guard is lr > float32(min_lr))")
+    for k in ("mode", "factor", "patience", "cooldown"):
+        if k in given:
+            out[k] = given[k]
+    if "threshold" in given or "threshold_mode" in given:
+        threshold = given.get("threshold", 1e-4)
+        if given.get("threshold_mode", "rel") == "rel" and threshold != 0:
+            raise ConfigError(f"torch's threshold {threshold} is relative (threshold_mode='rel'); Keras only has an "
+                              "absolute min_delta: give --min-delta, or --threshold-mode abs")
+        out["min_delta"] = threshold
+    if "min_lr" in given:
+        min_lr = given["min_lr"]
+        if isinstance(min_lr, tuple):
+            if len(set(min_lr)) != 1:
+                raise ConfigError(f"Keras has one lr and one min_lr; got per-group min_lrs {list(min_lr)}")
+            min_lr = min_lr[0]
+        out["min_lr"] = float(min_lr)
+    for k, v in options.items():
+        if k not in _NATIVE:
+            raise ConfigError(f"Keras's ReduceLROnPlateau has no argument {k!r}: it takes {', '.join(_NATIVE)}")
+        try:
+            out[k] = _NATIVE[k](v)
+        except ValueError:
+            raise ConfigError(f"--rule-option {k}={v!r}: not {'an integer' if _NATIVE[k] is int else 'a number'}") \
+                from None
+    if out.get("mode", "auto") == "auto" and "metric_direction" not in out:
+        name = monitor.removeprefix("val_")
+        if name != "loss" and name in METRIC_DIRECTIONS:
+            out["metric_direction"] = METRIC_DIRECTIONS[name]
+    return KerasConfig(monitor=monitor, **out)
+
+
+def replay(config: KerasConfig, log: Any, lrs: Sequence[float]) -> KerasTrace:
+    """``run_keras`` over a log's metrics, labelled with its epochs (Keras has one lr).
+
+    Raises:
+        ConfigError: param groups with different lrs.
+    """
+    values = [float(v) for v in lrs]
+    if not values or len(set(values)) != 1:
+        raise ConfigError(f"Keras has one optimizer lr; got param-group lrs {values}")
+    t = run_keras(config, [float(m) for m in log.metrics], values[0], epochs=list(log.epochs))
+    if config.mode == "auto":
+        how = ("its name" if config.metric_direction is None else
+               f"the compiled Keras metric {config.monitor.removeprefix('val_')!r} (_direction "
+               f"{config.metric_direction!r}; assumed to be the one logged)")
+        t.notes.append(f"mode auto: {config.monitor!r} is {'minimized' if config.direction == 'min' else 'maximized'}"
+                       f", resolved by Keras 3.15 from {how}")
+    return t
 
 
 def rules_runner(

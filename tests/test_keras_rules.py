@@ -10,6 +10,7 @@ import functools  # noqa: E402
 import math  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
+import warnings  # noqa: E402
 from typing import Any  # noqa: E402
 
 import keras  # noqa: E402
@@ -21,13 +22,16 @@ from torch_oracle import make_scheduler, same  # noqa: E402
 from plateau_forensics.engine import Event, run  # noqa: E402
 from plateau_forensics.errors import ConfigError  # noqa: E402
 from plateau_forensics.keras_rules import (  # noqa: E402
+    METRIC_DIRECTIONS,
     KerasConfig,
     KerasTrace,
+    configure,
     first_divergence,
     float32,
     from_torch,
     legacy_auto_mode,
     render_side_by_side,
+    replay,
     resolve_mode,
     rules_runner,
     run_keras,
@@ -367,11 +371,15 @@ class TestConfig:
         assert legacy_auto_mode("val_my_loss") == "min"
 
     def test_unknown_mode_and_big_factor(self) -> None:
-        """An unknown mode (Keras warns, uses auto) and ``factor >= 1`` (Keras raises) are ConfigErrors."""
-        with pytest.raises(ConfigError, match="mode 'foo' is unknown"):
-            KerasConfig(mode="foo")  # type: ignore[arg-type]
-        with pytest.warns(UserWarning, match="mode 'foo' is unknown, fallback to auto mode"):
-            keras.callbacks.ReduceLROnPlateau(mode="foo")
+        """An unknown mode warns with Keras's words and falls back to auto; ``factor >= 1`` is a ConfigError."""
+        with pytest.warns(UserWarning, match="mode 'foo' is unknown, fallback to auto mode") as mine:
+            cfg = KerasConfig(mode="foo")  # type: ignore[arg-type]
+        with pytest.warns(UserWarning, match="mode 'foo' is unknown, fallback to auto mode") as theirs:
+            real = keras.callbacks.ReduceLROnPlateau(mode="foo")
+        assert str(theirs[0].message) == str(mine[0].message)
+        assert (real.mode, "min") == (cfg.mode, cfg.direction)
+        with pytest.warns(UserWarning, match="unknown"), pytest.raises(ConfigError, match="pass mode 'min'"):
+            KerasConfig(monitor="val_my_score", mode="up")  # type: ignore[arg-type]  # auto, then unresolvable
         with pytest.raises(ConfigError, match="factor >= 1.0"):
             KerasConfig(factor=1.0)
         with pytest.raises(ValueError, match="factor >= 1.0"):
@@ -406,6 +414,92 @@ class TestConfig:
 
 
 # -- the records ---------------------------------------------------------------------------------------------
+def _compiled(metric: str) -> keras.Model:
+    """A tiny model compiled with ``metrics=[metric]`` and evaluated once, so its metrics are built."""
+    np = pytest.importorskip("numpy")
+    model = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(learning_rate=0.1), loss="mse", metrics=[metric])
+    with warnings.catch_warnings():  # shape advice from metrics built on a 1-unit output
+        warnings.simplefilter("ignore")
+        model.evaluate(np.zeros((2, 1)), np.zeros((2, 1)), verbose=0)
+    return model
+
+
+class TestAutoMode:
+    """``mode='auto'`` resolved as real Keras 3.15 resolves it on a model that compiled the metric."""
+
+    def test_directions_table_is_keras(self) -> None:
+        """``METRIC_DIRECTIONS`` is every built-in metric's ``_direction`` by its logged name, read from Keras."""
+        import inspect
+
+        from keras.src.metrics import ALL_OBJECTS_DICT
+
+        real: dict[str, str] = {}
+        for name in [*sorted(k for k in ALL_OBJECTS_DICT if k == k.lower()), "acc"]:
+            try:
+                model = _compiled(name)
+            except (ValueError, TypeError, NotImplementedError, RuntimeError):  # needs arguments or shapes
+                continue
+            for group in model.metrics:
+                for m in getattr(group, "metrics", []):
+                    if getattr(m, "_direction", None):
+                        real[m.name] = m._direction
+        for obj in vars(keras.metrics).values():
+            if inspect.isclass(obj) and issubclass(obj, keras.metrics.Metric):
+                try:
+                    m = obj()
+                except (ValueError, TypeError):
+                    continue
+                if getattr(m, "_direction", None) and m.name.rpartition("_")[2] != "1":  # auc_1: a 2nd auc
+                    real[m.name] = m._direction
+        assert real == METRIC_DIRECTIONS
+
+    @pytest.mark.parametrize(("monitor", "metric", "mode"), [
+        ("val_accuracy", "accuracy", "max"), ("val_acc", "acc", "max"), ("val_mae", "mae", "min"),
+        ("auc", "auc", "max"), ("val_loss", "accuracy", "min"),
+    ], ids=["val_accuracy", "val_acc", "val_mae", "auc", "val_loss"])
+    def test_configure_resolves_like_keras(self, monitor: str, metric: str, mode: str) -> None:
+        """``configure`` with no mode gives Keras's auto and the same replay as the real callback on a
+        model that compiled ``metric``."""
+        metrics = [0.5, 0.6, 0.6, 0.4, 0.4, 0.4, 0.7, 0.7]
+        cfg = configure({"patience": 1}, {}, monitor=monitor)
+        assert ("auto", mode) == (cfg.mode, cfg.direction)
+        model = _compiled(metric)
+        cb = keras.callbacks.ReduceLROnPlateau(monitor=monitor, patience=1)
+        cb.set_model(model)
+        cb.on_train_begin()
+        log = type("Log", (), {"metrics": metrics, "epochs": list(range(len(metrics)))})()
+        t = replay(cfg, log, [0.1])
+        for i, (m, s) in enumerate(zip(metrics, t.steps, strict=True)):
+            cb.on_epoch_end(i, {monitor: m})
+            assert (cb.wait, model.optimizer.learning_rate.value.item()) == (s.wait, s.lr[0]), i
+        assert ("min" if cb.monitor_op is keras.ops.less else "max") == mode
+        assert any("mode auto" in n for n in t.notes)
+
+    def test_unresolvable_auto(self) -> None:
+        """A name Keras cannot classify is a ConfigError (Keras: ValueError at the first epoch)."""
+        with pytest.raises(ConfigError, match="pass mode 'min' or 'max'"):
+            configure({}, {}, monitor="val_my_score")
+        with pytest.raises(ValueError, match="isn't able to automatically determine"):
+            keras_replay({}, [1.0], 0.1, monitor="val_my_score")
+        assert "max" == configure({}, {"metric_direction": "up"}, monitor="val_my_score").direction
+
+    def test_configure_maps_and_refuses(self) -> None:
+        """torch names map 1:1; a relative threshold, eps and an unknown option are ConfigErrors."""
+        cfg = configure({"factor": 0.5, "patience": 3, "cooldown": 2, "min_lr": (1e-3,), "threshold": 0.01,
+                         "threshold_mode": "abs", "mode": "min"}, {}, monitor="val_loss")
+        assert (0.5, 3, 2, 1e-3, 0.01, "min") == (cfg.factor, cfg.patience, cfg.cooldown, cfg.min_lr,
+                                                  cfg.min_delta, cfg.mode)
+        assert 1e-4 == configure({}, {}, monitor="val_loss").min_delta  # Keras's default
+        assert 0.3 == configure({"threshold": 0.01, "threshold_mode": "abs"}, {"min_delta": "0.3"},
+                                monitor="loss").min_delta
+        for given, opts, words in (({"threshold": 0.01}, {}, "relative"), ({"eps": 0.0}, {}, "no eps"),
+                                   ({}, {"warmup": "1"}, "no argument 'warmup'"),
+                                   ({}, {"patience": "x"}, "not an integer")):
+            with pytest.raises(ConfigError, match=words):
+                configure(given, opts, monitor="val_loss")
+
+
 class TestTrace:
     """The shape of ``KerasTrace`` and its steps."""
 
