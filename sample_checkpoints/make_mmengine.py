@@ -38,8 +38,6 @@ import _pin_cpu  # noqa: F401 - must run before torch loads (see _pin_cpu.py)
 # isort: split
 
 import importlib.util
-import json
-import logging
 import shutil
 import sys
 import types
@@ -55,9 +53,12 @@ def _cv2_stub() -> None:
 
     class _Missing(types.ModuleType):
         def __getattr__(self, name: str) -> Any:
-            if name.startswith("__"):
+            if name.startswith("__") and name != "__version__":
                 raise AttributeError(name)
-            raise RuntimeError(f"cv2.{name}: OpenCV is not installed (make_mmengine.py's stand-in)")
+            # an ImportError: MMEngine wraps its optional uses of OpenCV (``cv2.setNumThreads`` in
+            # ``set_multi_processing``, ``cv2.__version__`` in ``collect_env``) in ``try: import cv2 ...
+            # except ImportError``, so they behave as without OpenCV; any other use fails loudly
+            raise ImportError(f"cv2.{name}: OpenCV is not installed (make_mmengine.py's stand-in)")
 
     sys.modules["cv2"] = _Missing("cv2")
 
@@ -69,9 +70,8 @@ from torch import nn  # noqa: E402
 from torch.utils.data import DataLoader, Dataset  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _truth import Recorder, dumps  # noqa: E402 - the sibling module
-
 import mmengine  # noqa: E402
+from _truth import Recorder, dumps  # noqa: E402 - the sibling module
 from mmengine.evaluator import BaseMetric  # noqa: E402
 from mmengine.model import BaseModel  # noqa: E402
 from mmengine.optim.scheduler import ReduceOnPlateauLR  # noqa: E402

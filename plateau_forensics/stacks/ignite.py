@@ -9,7 +9,8 @@ ignite assigns its own bound method to the torch scheduler's ``_reduce_lr``, so 
 holds it and ``torch.save`` pickles the ignite scheduler object with its optimizer and the model's parameters;
 ``torch.load(weights_only=True)`` refuses the file, and the built-in reader keeps all of it inert. With
 ``param_group_index=None`` ignite passes ``min_lr=0`` to torch whatever ``min_lr`` it was given (0.5.5); with an
-index only that group is reduced, with its floor.
+index only that group is reduced, and its floor is ``min_lrs[0]``: the given ``min_lr`` for index 0, but 0 for
+an index above 0 (``_reduce_lr`` reads ``min_lrs`` by the group's position in its one-group list).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from plateau_forensics.torchfile import Opaque
 if TYPE_CHECKING:
     from plateau_forensics.diagnose import Finding
     from plateau_forensics.engine import Trace
+    from plateau_forensics.losses import LossLog
 
 #: Keys of ``ReduceLROnPlateauScheduler.state_dict()`` around the torch state under ``scheduler``.
 WRAPPER_KEYS = frozenset({"event_index", "param_name", "param_group_index", "metric_name"})
@@ -71,12 +73,15 @@ def adapt(ck: Checkpoint, tree: Any) -> Checkpoint:
     lrs = ck.optimizer_lrs
     if isinstance(index, int) and not isinstance(index, bool) and lrs is not None and 0 <= index < len(lrs) \
             and len(lrs) > 1 and len(ck.state.min_lrs) == len(lrs):
-        # only that group is ever reduced (ReduceLROnPlateauScheduler._reduce_lr): replay it alone
+        # only that group is ever reduced (ReduceLROnPlateauScheduler._reduce_lr): replay it alone. Its floor
+        # is min_lrs[0], not min_lrs[index]: _reduce_lr enumerates the one-group list optimizer_param_groups
+        # and reads scheduler.min_lrs[i] with i == 0 (0.5.5), so for index > 0 the user's min_lr is unused
         st = ck.state
         last = st.last_lr
-        state = replace(st, min_lrs=(st.min_lrs[index],), default_min_lr=None,
+        floor = st.min_lrs[0]
+        state = replace(st, min_lrs=(floor,), default_min_lr=None,
                         last_lr=(last[index],) if last is not None and len(last) == len(lrs) else None)
-        out = replace(out, state=state, config=replace(ck.config, min_lr=(st.min_lrs[index],)),
+        out = replace(out, state=state, config=replace(ck.config, min_lr=(floor,)),
                       optimizer_lrs=(lrs[index],), lr_dtypes=(ck.lr_dtypes[index],) if ck.lr_dtypes else (None,),
                       initial_lrs=(ck.initial_lrs[index],) if ck.initial_lrs else None)
     engine = _engine_state(tree)
@@ -87,6 +92,32 @@ def adapt(ck: Checkpoint, tree: Any) -> Checkpoint:
         elif isinstance(it, int) and isinstance(length, int) and length > 0 and it % length == 0:
             out = replace(out, epoch=it // length, global_step=it if ck.global_step is None else ck.global_step)
     return out
+
+
+def _reduced_group(ck: Checkpoint) -> tuple[int, int] | None:
+    """(``param_group_index``, the optimizer's group count) when ``adapt`` kept only that group, else None."""
+    floors = ck.raw.get("min_lrs")
+    if ck.framework != "ignite" or not isinstance(floors, (list, tuple)) or len(floors) < 2 \
+            or ck.optimizer_lrs is None or len(ck.optimizer_lrs) != 1:
+        return None
+    from plateau_forensics.loader import read_tree
+
+    index = (_wrapper(read_tree(ck.path, ck.loader), ck.key_path) or {}).get("param_group_index")
+    if not isinstance(index, int) or isinstance(index, bool) or not 0 <= index < len(floors):
+        return None
+    return index, len(floors)
+
+
+def plateau_log(ck: Checkpoint, log: LossLog) -> tuple[Checkpoint, LossLog]:
+    """The log as the reduced group saw it: with ``param_group_index`` set, only that group's lr column (a
+    log of every group's lr, in group order), as ``adapt`` kept only that group of the optimizer."""
+    reduced = _reduced_group(ck)
+    if reduced is None or len(log.lr_columns) != reduced[1]:
+        return ck, log
+    index = reduced[0]
+    lrs = None if log.lrs is None else tuple(
+        None if row is None else ((row[index] if index < len(row) else None),) for row in log.lrs)
+    return ck, replace(log, lr_columns=(log.lr_columns[index],), lrs=lrs)
 
 
 def findings(trace: Trace) -> list[Finding]:
@@ -111,6 +142,18 @@ def findings(trace: Trace) -> list[Finding]:
             {"min_lrs": floors, "default_min_lr": raw.get("default_min_lr"), "param_group_index": None},
             "pass param_group_index=0 (ignite then keeps min_lr for that group), or set "
             "scheduler.scheduler.min_lrs after construction; --expect min_lr=... checks what you meant"))
+    index = wrapper.get("param_group_index")
+    if isinstance(index, int) and not isinstance(index, bool) and 0 < index < len(floors) \
+            and floors[index] != floors[0]:
+        out.append(Finding(
+            "ignite-min-lr-dropped", "info", None,
+            f"param_group_index={index}: ignite's ReduceLROnPlateauScheduler floors that group at min_lrs[0] = "
+            f"{floors[0]!r}, not at the min_lr it was given (min_lrs[{index}] = {floors[index]!r}): its _reduce_lr "
+            "reads min_lrs by the group's position in its one-group list; the floor in effect is "
+            f"{floors[0]!r}",
+            {"min_lrs": floors, "param_group_index": index, "floor_in_effect": floors[0]},
+            f"set scheduler.scheduler.min_lrs[0] = {floors[index]!r} after construction (ignite 0.5.5 reads it "
+            "for the group it reduces)"))
     bound = raw.get("_reduce_lr")
     if isinstance(bound, Opaque) and type(bound).name == "builtins.getattr":
         obj = bound.args[0] if bound.args else None
@@ -134,4 +177,5 @@ STACK = Stack(
     findings=findings,
     order="the evaluator's COMPLETED event steps ReduceLROnPlateauScheduler; a Checkpoint handler at the trainer's "
           "EPOCH_COMPLETED saves after that step when the evaluation handler was added first",
+    plateau_log=plateau_log,
 )
