@@ -148,6 +148,7 @@ def trace(
     loader: Loader = "builtin",
     expect: Mapping[str, Any] | None = None,
     full_search: bool = False,
+    run: str | None = None,
 ) -> Trace:
     """What ``plateau-trace`` runs: place the checkpoint in the log, replay, and collect findings.
 
@@ -169,6 +170,7 @@ def trace(
             differ become ``hyperparameters-overridden`` findings.
         full_search: simulate every story even for a long log (``longlog.LONG_LOG_ROWS`` rows and more, where
             only the plain story is checked by default).
+        run: the run (id or name) of an MLflow store given as ``losses`` (``mlflow.db`` or ``mlruns/``).
 
     Raises:
         ForensicsError: any unusable input (see the error classes).
@@ -177,7 +179,7 @@ def trace(
         checkpoint, scheduler, loader=loader)
     log = None
     if losses is not None:
-        log = _read_log(losses, metric=metric, epoch_column=epoch_column, lr_columns=lr_columns)
+        log = _read_log(losses, metric=metric, epoch_column=epoch_column, lr_columns=lr_columns, run=run)
     elif ck is not None and ck.log_history:
         log = _hf_log(ck, metric=metric, epoch_column=epoch_column, lr_columns=lr_columns)
     if ck is None:

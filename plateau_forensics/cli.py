@@ -64,15 +64,16 @@ def _classify(paths: tuple[str, ...]) -> tuple[str | None, list[str]]:
         return paths[0], list(paths[1:])
     if len(paths) == 1 or first.is_dir():
         if first.is_dir() and not _is_log_dir(first):
-            raise click.ClickException(f"{first}: a directory with neither {'scheduler.pt'} nor TensorBoard events")
+            raise click.ClickException(f"{first}: a directory with neither {'scheduler.pt'} nor TensorBoard events nor MLflow runs")
         return None, list(paths)
     return paths[0], list(paths[1:])
 
 
 def _is_log_dir(path: Path) -> bool:
+    from plateau_forensics.mlflow_log import is_mlflow
     from plateau_forensics.tensorboard_log import is_tensorboard
 
-    return is_tensorboard(path)
+    return is_tensorboard(path) or is_mlflow(path)
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -81,6 +82,7 @@ def _is_log_dir(path: Path) -> bool:
 @click.option("--loader", type=click.Choice(["builtin", "torch"]), default="builtin", show_default=True,
               help="Checkpoint reader: torch-free restricted unpickler, or torch.load(weights_only=True).")
 @click.option("--metric", metavar="COLUMN", help="Log column fed to step() (default: auto-detected val loss).")
+@click.option("--run", metavar="ID-OR-NAME", help="MLflow store (mlflow.db, mlruns/): the run to read, by id or name.")
 @click.option("--epoch-column", metavar="COLUMN", help="Log column holding the epoch (default: auto-detected).")
 @click.option("--lr-column", "lr_columns", multiple=True, metavar="COLUMN",
               help="Log column holding the lr used during each epoch; repeat per param group.")
@@ -136,7 +138,8 @@ def _is_log_dir(path: Path) -> bool:
 @click.option("--epochs", type=click.IntRange(min=1), help="--schedule without a log: epochs to show (default 100).")
 @click.version_option(package_name="plateau-forensics")
 def main(
-    paths: tuple[str, ...], scheduler_key: str | None, loader: str, metric: str | None, epoch_column: str | None,
+    paths: tuple[str, ...], scheduler_key: str | None, loader: str, metric: str | None, run: str | None,
+    epoch_column: str | None,
     lr_columns: tuple[str, ...], lrs: tuple[float, ...], min_lrs: tuple[float, ...], fmt: str, style: str,
     explain: bool, width: int | None, rules: str, min_delta: float | None, compare_rules: str | None,
     plot_path: Path | None, what_ifs: tuple[str, ...], expects: tuple[str, ...], check: bool,
@@ -156,7 +159,8 @@ def main(
     plateau-trace --schedule 'CosineAnnealingWarmRestarts(T_0=10, T_mult=2)' --epochs 100   an lr timeline
 
     CKPT is a torch.save file (read without running pickled code) or an HF checkpoint-N/ directory.
-    LOSSES is a CSV or JSON Lines log or a TensorBoard run; metric, epoch and lr columns are auto-detected.
+    LOSSES is a CSV or JSON Lines log, a TensorBoard run or an MLflow store (mlflow.db, mlruns/: --run picks
+    the run, --metric the key); metric, epoch and lr columns are auto-detected.
 
     \b
     Example:
@@ -167,7 +171,7 @@ def main(
     if schedules or epochs is not None:
         return _schedule_command(paths, schedules, epochs=epochs, lrs=lrs, given=given, min_lrs=min_lrs, fmt=fmt,
                                  style=style, width=width, plot_path=plot_path,
-                                 log_opts={"metric": metric, "epoch_column": epoch_column})
+                                 log_opts={"metric": metric, "epoch_column": epoch_column, "run": run})
     if not paths:
         raise click.UsageError("Missing argument '[CKPT] [LOSSES...]'.")
     if paths[0] == "scan":  # ./scan names a file of that name
@@ -178,7 +182,7 @@ def main(
         return _sweep_or_fit(paths, given=given, min_lrs=min_lrs, lrs=lrs, sweeps=sweeps, sort_by=sort_by,
                              fit_lr=fit_lr, fmt=fmt, style=style, plot_path=plot_path, check=check,
                              log_opts={"metric": metric, "epoch_column": epoch_column,
-                                       "lr_columns": lr_columns or None},
+                                       "lr_columns": lr_columns or None, "run": run},
                              scheduler_key=scheduler_key, loader=loader)
     from plateau_forensics import api, report
     from plateau_forensics.state import PlateauConfig
@@ -192,7 +196,7 @@ def main(
         if min_lrs:
             given["min_lr"] = min_lrs[0] if len(min_lrs) == 1 else tuple(min_lrs)
         config = PlateauConfig(**given)  # type: ignore[arg-type]
-        log_opts = {"metric": metric, "epoch_column": epoch_column, "lr_columns": lr_columns or None}
+        log_opts = {"metric": metric, "epoch_column": epoch_column, "lr_columns": lr_columns or None, "run": run}
         if rules == "mmengine" and not compare_rules:  # torch's machine from MMEngine's best (mmengine_rules)
             if ckpt is not None:
                 raise click.UsageError("an MMEngine checkpoint is replayed under MMEngine's rules by itself: drop --rules")
@@ -237,7 +241,7 @@ def main(
             source, (logs if len(logs) > 1 else logs[0]) if logs else None, scheduler=scheduler_key, metric=metric, epoch_column=epoch_column,
             lr_columns=lr_columns or None, lr=lrs or None, config=config if given else None,
             loader=loader,  # type: ignore[arg-type]
-            expect=expect, full_search=full_search,
+            expect=expect, full_search=full_search, run=run,
         )
         if what_ifs:
             from plateau_forensics import whatif
@@ -297,7 +301,7 @@ def _schedule_command(paths: tuple[str, ...], schedules: tuple[str, ...], *, epo
         raise click.UsageError("--epochs needs --schedule")
     allowed = {"schedules", "epochs", "lrs", "fmt", "style", "width", "plot_path"}
     if paths:
-        allowed |= {"metric", "epoch_column", "min_lrs", *HPARAMS}
+        allowed |= {"metric", "epoch_column", "run", "min_lrs", *HPARAMS}
     extra = _used_options(allowed)
     if extra:
         raise click.UsageError(f"--schedule does not combine with {', '.join(extra)}")
@@ -401,7 +405,7 @@ def _sweep_or_fit(paths: tuple[str, ...], *, given: dict[str, object], min_lrs: 
     if sweeps and fit_lr:
         raise click.UsageError("give either --sweep or --fit")
     allowed = {"sweeps", "sort_by", "fit_lr", "fmt", "style", "plot_path", "lrs", "min_lrs", "metric", "epoch_column",
-               "lr_columns", "scheduler_key", "loader", *HPARAMS} | ({"check"} if fit_lr else set())
+               "lr_columns", "run", "scheduler_key", "loader", *HPARAMS} | ({"check"} if fit_lr else set())
     extra = _used_options(allowed)
     if extra:
         what = "--fit" if fit_lr else "--sweep"

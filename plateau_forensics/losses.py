@@ -261,6 +261,7 @@ def read_losses(
     epoch_column: str | None = None,
     lr_columns: Sequence[str] | None = None,
     fmt: Literal["auto", "csv", "jsonl", "text"] = "auto",
+    run: str | None = None,
 ) -> LossLog:
     """Read a loss log into a ``LossLog`` following the module's rules.
 
@@ -271,6 +272,7 @@ def read_losses(
         epoch_column: The epoch column; detected when None.
         lr_columns: The LR column of each param group, in group order; detected when None.
         fmt: Force the file format instead of guessing it from the content.
+        run: An MLflow store's run (id or name), see ``mlflow_log``; only for MLflow stores.
 
     Returns:
         The entries, their epochs, LRs, other numeric columns and the anomalies found.
@@ -283,6 +285,15 @@ def read_losses(
         >>> read_losses([0.9, 0.7, float("nan")]).epochs
         (1, 2, 3)
     """
+    if isinstance(source, (str, os.PathLike)):
+        from plateau_forensics import mlflow_log
+
+        if mlflow_log.is_mlflow(source):  # mlflow.db (SQLite) or an mlruns/ folder, by content
+            return mlflow_log.read_mlflow(source, run=run, metric=metric, epoch_column=epoch_column,
+                                          lr_columns=lr_columns)
+    if run is not None:
+        raise LossLogError(f"{source if isinstance(source, (str, os.PathLike)) else '<in-memory log>'}: --run "
+                           "selects a run of an MLflow store (mlflow.db or mlruns/), and this is not one")
     if isinstance(source, (str, os.PathLike)):
         from plateau_forensics.tensorboard_log import is_tensorboard, read_event_scalars
 
