@@ -87,6 +87,22 @@ class Stores:
         for k, c in self.clients.items():
             c.log_batch(ids[k], metrics=[Metric(key, v, ts, step) for key, v, ts, step in points])
 
+    def describe(self, ids: dict[str, str], out: Path) -> None:
+        """The run's setup as params (both stores) and as an artifact, ``setup.json`` (the file store keeps
+        artifacts in the run folder; a file-store run folder without ``params/`` and ``artifacts/`` is not a
+        run to MLflow, and git keeps no empty folder)."""
+        import json
+
+        from mlflow.entities import Param
+
+        params = {**{k: str(v) for k, v in SCHED.items()}, "lr": str(CONFIG["lr"]), "epochs": str(EPOCHS)}
+        for k, c in self.clients.items():
+            c.log_batch(ids[k], params=[Param(key, v) for key, v in params.items()])
+        setup = out / "setup.json"
+        setup.write_text(json.dumps({"config": CONFIG, "scheduler": SCHED}, sort_keys=True) + "\n")
+        self.clients["file"].log_artifact(ids["file"], str(setup))
+        setup.unlink()
+
     def finish(self, ids: dict[str, str]) -> None:
         for k, c in self.clients.items():
             c.set_terminated(ids[k])
@@ -126,6 +142,7 @@ def train(stores: Stores, out: Path, name: str) -> dict[str, Any]:
     if not messy:
         rec.watch(scheduler)
     ids = stores.start(name)
+    stores.describe(ids, out)
     logged: dict[str, list[list[Any]]] = {"train_loss": [], "val_loss": [], "lr": []}
     stepped: list[float | str] = []
     global_step = 0
