@@ -342,6 +342,9 @@ EXPECTED: dict[str, Expect] = {
     # sample_checkpoints/accelerate/ (make_accelerate.py): 2 processes; a prepared scheduler steps once per process
     "accelerate/two_processes": Expect(codes={"steps-per-row": WARNING, "accelerate-steps-per-process": WARNING}),
     "accelerate/one_step_per_eval": Expect(),
+    # sample_checkpoints/deepspeed/ (make_deepspeed.py): the checkpoint alone (its steps are its log), and the fix
+    "deepspeed/batch_size_metric": _own("deepspeed-batch-size-metric"),
+    "deepspeed/plateau_outside": Expect(),
     # sample_checkpoints/timm/ (make_timm.py): PlateauLRScheduler.state_dict() keeps only best and last_epoch
     # (partial-state, true of every timm file); train.py saves before lr_scheduler.step(epoch + 1, metric)
     "timm/defaults": Expect(codes={"partial-state": WARNING, "mode-mismatch": WARNING,
