@@ -244,7 +244,7 @@ def scenarios(draw: Any) -> dict[str, Any]:
 @example(sc={"lrs": [0.1, 0.05, 0.01], "index": None, "metrics": [1.0, 2.0, math.nan, 3.0, 0.5, 0.6],
              "kw": {"mode": "min", "factor": 0.5, "patience": 1, "threshold": 0.1, "threshold_mode": "abs",
                     "cooldown": 1, "eps": 1e-8, "min_lr": 0.02}})
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios())
 def test_replay_equals_real_ignite(sc: dict[str, Any]) -> None:
     """A checkpoint of the real scheduler after its last step, traced with the run's log (every group's lr),
