@@ -44,12 +44,24 @@ CACHE_BYTES = 16 << 20
 MAX_OBJECTS = 4
 #: Range requests in flight at once for one batch.
 CONCURRENCY = 16
+#: Ranges of one batch this close are fetched as one request (the bytes between them come too): a zip's
+#: local headers and small records sit a few dozen bytes apart, a weight is far larger than this.
+GAP_BYTES = 4096
+#: The local extra field a zip member's data is assumed to follow (torch pads data to 64 bytes with it):
+#: a guess that only saves a round trip; what it misses is fetched next.
+EXTRA_GUESS = 128
+#: An object this small is fetched whole by its first read: one request instead of a dozen round trips.
+SMALL_OBJECT_BYTES = 256 << 10
 _HTTP = ("http", "https")
+#: Environment variables that may change what a filesystem connects to (credentials, endpoint, config).
+_ENV_PREFIXES = ("AWS_", "FSSPEC_", "GOOGLE_", "GCS", "AZURE_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
+                 "http_proxy", "https_proxy", "no_proxy")
+_FILESYSTEMS: dict[Any, Any] = {}
 _S3 = ("s3", "s3a")
 
 
 def is_url(path: object) -> bool:
-    """True for ``scheme://...`` strings (``s3://b/k``, ``https://h/p``, ``memory://x``); paths are never URLs."""
+    """True for ``scheme://...`` strings (``s3://b/k``, ``https://h/p``, ``memory://x``); paths never are."""
     return isinstance(path, str) and _URL.match(path) is not None
 
 
@@ -99,8 +111,17 @@ def _translate(exc: BaseException, url: str) -> RemoteError:
     status, response = getattr(exc, "status", None), getattr(exc, "response", None)
     if status is None and isinstance(response, dict):  # botocore's ClientError
         status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    cause = exc.__cause__
+    if isinstance(exc, FileNotFoundError) and cause is not None and not isinstance(cause, FileNotFoundError) \
+            and getattr(cause, "status", None) != 404 and "nosuchbucket" not in type(cause).__name__.lower():
+        # fsspec's http info() says FileNotFoundError for any failure (refused, timed out): the cause tells
+        return _translate(cause, url)
     if isinstance(exc, FileNotFoundError) or status == 404:
-        what = "no such bucket" if "bucket" in text.lower() else "no such object"
+        # by the store's answer (s3fs: "The specified bucket does not exist", from botocore's NoSuchBucket),
+        # never by the URL: a bucket may be called "bucket"
+        said = f"{text} {type(exc.__cause__).__name__} {_one_line(exc.__cause__)}".lower()
+        bucket = ("nosuchbucket", "bucket does not exist", "headbucket operation")
+        what = "no such bucket" if any(b in said for b in bucket) else "no such object"
         return RemoteError(f"{url}: {what}")
     if name in ("NoCredentialsError", "PartialCredentialsError", "CredentialRetrievalError",
                 "NoAuthTokenError", "DefaultCredentialsError"):
@@ -116,6 +137,9 @@ def _translate(exc: BaseException, url: str) -> RemoteError:
     if isinstance(exc, (ConnectionError, OSError)) or "Connect" in name or module.startswith(
             ("aiohttp", "botocore", "urllib3")):
         return RemoteUnavailable(f"{url}: cannot reach the object store ({name}: {text})")
+    if "support range requests" in text:  # fsspec's HTTPFile: the server sent the whole object for a range
+        return RemoteError(f"{url}: the server ignores range requests (it answers with the whole object); "
+                           "download the file and give its path")
     return RemoteError(f"{url}: cannot read it ({name}: {text})")
 
 
@@ -125,7 +149,8 @@ def _filesystem(url: str) -> tuple[Any, str, str]:
         import fsspec
         import fsspec.core
     except ModuleNotFoundError:
-        raise RemoteError(f"{url}: reading URLs needs fsspec: pip install \"plateau-forensics[s3]\"") from None
+        raise RemoteError(f"{url}: reading URLs needs fsspec: pip install "
+                          "\"plateau-forensics[s3]\"") from None
     protocol = fsspec.core.split_protocol(url.split("::")[-1])[0] or "file"
     t = timeout()
     opts: dict[str, Any] = {"skip_instance_cache": True}
@@ -142,6 +167,14 @@ def _filesystem(url: str) -> tuple[Any, str, str]:
                               "\"plateau-forensics[s3]\"") from None
         opts["client_kwargs"] = {"timeout": aiohttp.ClientTimeout(sock_connect=min(t, 10.0), sock_read=t),
                                  **user.get("client_kwargs", {})}
+    # one filesystem per scheme, timeout, settings and process (a new s3fs session costs ~0.5 s): reused
+    # while none of them changes; a chained URL or one carrying options (``?versionId=``) gets its own
+    env = tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)))
+    key = None if "::" in url else (protocol, t, env, repr(user), os.getpid())
+    fs = _FILESYSTEMS.get(key) if key is not None else None
+    if fs is not None and not type(fs)._get_kwargs_from_urls(url):
+        fs.invalidate_cache()  # info() from the store, never from a listing seen earlier
+        return fs, type(fs)._strip_protocol(url), protocol
     try:
         fs, path = fsspec.core.url_to_fs(url, **opts)
     except ImportError as exc:  # fsspec knows the scheme, its package is missing ("Install s3fs to ...")
@@ -155,6 +188,10 @@ def _filesystem(url: str) -> tuple[Any, str, str]:
         raise _translate(exc, url) from None
     if protocol in _S3:
         fs.retries = 1  # s3fs's own retry loop on top of botocore's two attempts would multiply the wait
+    if key is not None and not type(fs)._get_kwargs_from_urls(url):
+        _FILESYSTEMS[key] = fs
+        while len(_FILESYSTEMS) > MAX_OBJECTS:
+            _FILESYSTEMS.pop(next(iter(_FILESYSTEMS)))
     return fs, path, protocol
 
 
@@ -192,7 +229,8 @@ class _Cache:
         return out
 
     def put(self, a: int, data: bytes) -> None:
-        """Keep ``data`` (bytes not cached yet) at offset ``a``, merged with the segments it touches."""
+        """Keep ``data`` at offset ``a``, merged with the segments it touches or overlaps (a batch's merged
+        request may carry bytes already cached: the same bytes)."""
         b = a + len(data)
         if len(data) > self.capacity // 2:
             return  # a big read (the pickle): returned to the reader, not kept
@@ -201,7 +239,10 @@ class _Cache:
         touching = [s for s in self.starts[lo:hi] if s + len(self.data[s]) >= a and s <= b]
         start = min([a, *touching])
         end = max([b, *(s + len(self.data[s]) for s in touching)])
-        if end - start > self.capacity // 2:  # kept beside its neighbours, unmerged
+        if end - start > self.capacity // 2:  # kept beside its neighbours, unmerged: the ones it overlaps go
+            for s in [s for s in touching if s < b and s + len(self.data[s]) > a]:
+                self.total -= len(self.data.pop(s))
+                self.starts.remove(s)
             touching, start, end = [], a, b
         buf = bytearray(end - start)
         for s in touching:
@@ -231,7 +272,8 @@ class _Object:
             raise RemoteError(f"{url}: not a file (a {kind}); give the URL of one checkpoint or log")
         size = info.get("size")
         if not isinstance(size, int) or size < 0:
-            raise RemoteError(f"{url}: the server does not say how large the object is (no Content-Length), so "
+            raise RemoteError(f"{url}: the server does not say how large the object is (no Content-Length), "
+                              "so "
                               "it cannot be read by ranges")
         self.size = size
         self._kw: dict[str, Any] = {}
@@ -289,7 +331,7 @@ class _Object:
                 continue
             for pa, pb, got in self.cache.pieces(a, b):
                 if got is None:
-                    if want and pa <= want[-1][1]:
+                    if want and pa <= want[-1][1] + GAP_BYTES:
                         want[-1] = (want[-1][0], max(want[-1][1], pb))
                     else:
                         want.append((pa, pb))
@@ -302,7 +344,8 @@ class _Object:
             self.stats.ranges.append((a, b))
             self.stats.bytes_fetched += len(data)
             if len(data) != b - a:
-                raise RemoteError(f"{self.url}: asked for bytes {a:,}-{b - 1:,}, got {len(data):,} bytes (the "
+                raise RemoteError(f"{self.url}: asked for bytes {a:,}-{b - 1:,}, got {len(data):,} bytes "
+                                  "(the "
                                   "object changed while it was read, or the server ignores ranges)")
             if keep:
                 self.cache.put(a, data)
@@ -314,6 +357,8 @@ class _Object:
         n = min(n, self.size - pos)
         if n <= 0:
             return b""
+        if self.size <= SMALL_OBJECT_BYTES and not self.stats.requests:
+            self.fetch([(0, self.size)])
         pieces = self.cache.pieces(pos, pos + n)
         gaps = [(a, b) for a, b, got in pieces if got is None]
         if not gaps:
@@ -416,17 +461,31 @@ class RangeFile:
     def prefetch_zip(self, infos: Sequence[Any], wanted: Sequence[Any]) -> None:
         """Fetch, in two batches, what a zip reader reads besides the central directory.
 
+        The first batch guesses from the central directory alone: each local header with its name, the data
+        descriptor before it (16 bytes, where the member before it has one), and each wanted member's data
+        (assuming an extra field of at most ``EXTRA_GUESS`` bytes). The second, from the headers read, fetches
+        only what the guesses missed: for a torch.save zip, the last descriptor. Nothing else of a member is
+        fetched.
+
         Args:
-            infos: every member's ``zipfile.ZipInfo``: their local headers with names, then (second batch)
-                their data descriptors (flag bit 3).
-            wanted: the members whose data will be read whole (the pickle, small records): their local
-                extra field and data come in the second batch. Nothing else of a member is fetched.
+            infos: every member's ``zipfile.ZipInfo``: their local headers with names and their data
+                descriptors (flag bit 3).
+            wanted: the members whose data will be read whole (the pickle, small records).
         """
         def name_len(info: Any) -> int:
             return len(info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace"))
 
-        self._obj.fetch((i.header_offset, i.header_offset + 30 + name_len(i)) for i in infos)
         whole = {id(i) for i in wanted}
+        first = []
+        by_offset = sorted(infos, key=lambda i: i.header_offset)
+        for before, info in zip([None, *by_offset[:-1]], by_offset, strict=True):
+            a, b = info.header_offset, info.header_offset + 30 + name_len(info)
+            if before is not None and before.flag_bits & 0x8 and a - 16 >= before.header_offset:
+                a -= 16  # the member before: its descriptor (signature, crc, two 4-byte sizes) ends here
+            if id(info) in whole:
+                b += EXTRA_GUESS + info.compress_size
+            first.append((a, b))
+        self._obj.fetch(first)
         second = []
         for info in infos:
             head = self._obj.cached(info.header_offset, 30)
@@ -501,6 +560,6 @@ def read_limited(url: str, limit: int, error: type[Exception], what: str) -> byt
     """
     obj = _object(url)
     if obj.size > limit:
-        mib = f"{limit / 2**20:g} MiB"
-        raise error(f"{url}: {obj.size:,} bytes, over the {mib} limit for {what}")
+        said = f"{limit >> 20} MiB" if limit >= 1 << 20 and not limit % (1 << 20) else f"{limit:,} bytes"
+        raise error(f"{url}: {obj.size:,} bytes, over the {said} limit for {what}")  # worded as for a file
     return obj.read_at(0, obj.size) if obj.size else b""
