@@ -316,6 +316,43 @@ def test_a_constant_that_is_not_the_batch_size_is_no_finding(tmp_path: Path) -> 
     assert named(pf.trace(d), "deepspeed-batch-size-metric") is None
 
 
+def test_skipped_steps_are_not_plateau_steps(tmp_path: Path) -> None:
+    """fp16 overflows skip the scheduler step: with skipped_steps = k and global_steps raised by k the state
+    is still DeepSpeed's batch-size stepping, rebuilt as last_epoch steps counted without the skipped ones."""
+    sd = saved(DEEPSPEED, f"batch_size_metric/{TAGS[0]}")
+    sd["global_steps"] += 3
+    sd["skipped_steps"] = 3
+    d = tmp_path / "tag"
+    d.mkdir()
+    torch.save(sd, d / STATES)
+    ck = pf.load_checkpoint(d)
+    steps = sd["lr_scheduler"]["last_epoch"]
+    assert (ck.batch_size_steps, len(ck.log_history)) == (steps, steps)
+    assert all("global_step" not in row for row in ck.log_history)  # which steps overflowed is not saved
+    f = named(pf.trace(d), "deepspeed-batch-size-metric")
+    assert f is not None and (f.evidence["global_steps"], f.evidence["skipped_steps"]) == (steps + 3, 3)
+
+
+@pytest.mark.parametrize(
+    ("ds_config", "dp", "expected_size"),
+    [
+        ({"train_batch_size": 32, "train_micro_batch_size_per_gpu": 4}, 2, 32),
+        ({"train_micro_batch_size_per_gpu": 4, "gradient_accumulation_steps": 2}, 3, 24),
+        ({"train_micro_batch_size_per_gpu": 4}, 2, 8),
+        ({"train_micro_batch_size_per_gpu": 4}, None, None),
+        ({}, 1, None),
+        (None, 1, None),
+    ],
+    ids=["given", "micro-x-gas-x-dp", "gas-default-1", "no-dp-size", "nothing", "no-config"],
+)
+def test_train_batch_size_as_deepspeed_derives_it(ds_config: Any, dp: Any, expected_size: Any) -> None:
+    """ds_config's train_batch_size, else micro batch x gradient accumulation x data-parallel size
+    (DeepSpeed's own rule when the config leaves it out); unknown when a factor is missing."""
+    from plateau_forensics.stacks.deepspeed import train_batch_size
+
+    assert train_batch_size(ds_config, dp) == expected_size
+
+
 # ------------------------------------------------------------------------------ the story, through the CLI
 
 
