@@ -10,6 +10,7 @@ comes out of training is asserted.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import math
@@ -18,7 +19,7 @@ import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,32 +59,43 @@ REGENERATE_TIMEOUT = 300
 
 def _start_regeneration() -> tuple[subprocess.Popen[str], Path] | None:
     """Start ``make_deepspeed.py`` at collection: importing DeepSpeed takes most of its time, and it runs
-    beside the committed-fixture tests."""
+    beside the committed-fixture tests; killed and removed at exit, also when no selected test used it."""
     if not HAVE_DEEPSPEED:
         return None
     out = Path(tempfile.mkdtemp(prefix="pf-deepspeed-"))
-    cmd = [sys.executable, str(SAMPLES / "make_deepspeed.py"), str(out)]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True), out
+    cmd = [sys.executable, str(SAMPLES / "make_deepspeed.py"), str(out / "run")]
+    with open(out / "stderr.txt", "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+
+    def cleanup() -> None:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        shutil.rmtree(out, ignore_errors=True)
+
+    atexit.register(cleanup)
+    return proc, out
 
 
 _REGEN = _start_regeneration()
 
 
 @pytest.fixture(scope="module")
-def regenerated() -> Iterator[Path]:
+def regenerated() -> Path:
     """A fresh ``make_deepspeed.py`` run on this machine (real DeepSpeed 0.19.8, CPU accelerator, gloo)."""
     if _REGEN is None:
-        pytest.skip("deepspeed is not installed: regenerating needs `pip install deepspeed==0.19.8`")
+        pytest.skip(
+            "deepspeed is not installed: regenerating needs `pip install deepspeed==0.19.8` (test extra)"
+        )
     proc, out = _REGEN
     try:
-        _, err = proc.communicate(timeout=REGENERATE_TIMEOUT)
+        proc.wait(timeout=REGENERATE_TIMEOUT)
     except subprocess.TimeoutExpired:
         proc.kill()
-        proc.communicate()
+        proc.wait()
         pytest.fail(f"make_deepspeed.py did not finish in {REGENERATE_TIMEOUT} s")
-    assert proc.returncode == 0, err[-4000:]
-    yield out
-    shutil.rmtree(out, ignore_errors=True)
+    assert proc.returncode == 0, (out / "stderr.txt").read_text()[-4000:]
+    return out / "run"
 
 
 @pytest.fixture(scope="module", params=["committed", "regenerated"])
