@@ -13,8 +13,9 @@ The log is a CSV the script writes from the evaluator's metrics (``epoch,val_los
 
 Scenarios (one sub-folder each; the ground truth is in ``<scenario>/truth.json``):
 
-* ``plain``: 12 epochs, ``patience=1, factor=0.5, cooldown=1`` and the user's ``min_lr=0.02`` with the default
-  ``param_group_index=None``: ignite replaces that ``min_lr`` by 0 (the lr goes below 0.02).
+* ``plain``: 16 epochs, ``patience=1, factor=0.5, cooldown=1, threshold=0.02`` and the user's ``min_lr=0.02``
+  with the default ``param_group_index=None``: ignite replaces that ``min_lr`` by 0 (the lr goes below 0.02);
+  ``checkpoint_8.pt`` and ``checkpoint_16.pt`` kept.
 * ``group_index``: ``param_group_index=0`` with ``min_lr=0.02``: the floor is kept.
 
 ignite's ``ReduceLROnPlateauScheduler`` assigns its own bound method to the torch scheduler's ``_reduce_lr``

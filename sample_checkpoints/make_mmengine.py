@@ -12,7 +12,8 @@ The Runner sets the scheduler's ``end`` to ``max_epochs``: the last epoch's vali
 
 Scenarios (one sub-folder each; the ground truth is in ``<scenario>/truth.json``):
 
-* ``plain``: 12 epochs, ``patience=1, factor=0.5, cooldown=1``; ``epoch_6.pth`` and ``epoch_12.pth`` kept.
+* ``plain``: 16 epochs, ``patience=1, factor=0.5, cooldown=1, threshold=0.02``; ``epoch_8.pth`` and ``epoch_16.pth``
+  kept.
 * ``begin``: as ``plain`` with ``begin=3``: the first two validations are not plateau steps.
 
 ``truth.json`` holds ``live``, recorded from the live objects (``_truth.py``'s format): every plateau step of

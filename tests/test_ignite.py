@@ -183,6 +183,16 @@ class TestPickledSchedulerObject:
             torch.load(IGNITE / ckpt, weights_only=True)
         assert "Weights only load failed" in str(info.value)
 
+    @NEEDS_IGNITE
+    def test_loader_torch_is_refused_in_one_line(self) -> None:
+        """``--loader torch`` (torch.load with weights_only=True) cannot read it: exit 1, one ``Error:`` line."""
+        ckpt = IGNITE / CKPTS[0]
+        r = CliRunner().invoke(main, [str(ckpt), str(IGNITE / CKPTS[0].split("/")[0] / "log.csv"),
+                                      "--loader", "torch"])
+        assert 1 == r.exit_code and isinstance(r.exception, SystemExit)
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"Error: {ckpt}: torch.load(weights_only=True) refused it")
+
     @pytest.mark.parametrize("ckpt", CKPTS, ids=CKPTS)
     def test_read_inert(self, ckpt: str) -> None:
         """The built-in reader keeps the ignite scheduler object and the bound method as inert records."""
