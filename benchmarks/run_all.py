@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SCRIPTS = ("bench_start.py", "bench_replay.py", "bench_checkpoint.py", "bench_recorder.py", "bench_sweep.py",
-           "bench_fit.py", "bench_logs.py", "bench_longlog.py", "bench_scan.py")
+           "bench_fit.py", "bench_logs.py", "bench_longlog.py", "bench_scan.py", "bench_remote.py")
 SLOW = ("bench_longlog.py", "bench_scan.py")
 
 
