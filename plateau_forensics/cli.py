@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 
+from plateau_forensics import rulesets
 from plateau_forensics.errors import ConfigError, ForensicsError, RemoteUnavailable
 
 
@@ -32,6 +33,11 @@ HPARAMS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldow
 
 
 EXPECT_KEYS = ("mode", "factor", "patience", "threshold", "threshold_mode", "cooldown", "min_lr", "eps")
+
+#: ``--rules`` choices: the registered rule sets (rulesets.py) and MMEngine's teaching mode.
+RULES = (*rulesets.names()[:2], "mmengine", *rulesets.names()[2:])
+#: The rule sets whose library has a mode 'auto'.
+AUTO_MODE = ("keras", "fastai")
 
 
 def _parse_expect(items: tuple[str, ...]) -> dict[str, str]:
@@ -88,7 +94,9 @@ def _is_log_dir(path: Path) -> bool:
               help="Log column holding the lr used during each epoch; repeat per param group.")
 @click.option("--lr", "lrs", type=float, multiple=True, help="Initial lr; repeat per param group.")
 @click.option("--min-lr", "min_lrs", type=float, multiple=True, help="Teaching mode: min_lr; repeat per group.")
-@click.option("--mode", type=click.Choice(["min", "max"]), help="Teaching mode: torch's mode (default min).")
+@click.option("--mode", type=click.Choice(["min", "max", "auto"]),
+              help="Teaching mode: mode (default min; with --rules keras/fastai the library's own default, auto: "
+                   "the direction from the metric's name, as that library decides it).")
 @click.option("--factor", type=float, help="Teaching mode: factor (default 0.1).")
 @click.option("--patience", type=int, help="Teaching mode: patience (default 10).")
 @click.option("--threshold", type=float, help="Teaching mode: threshold (default 1e-4).")
@@ -105,12 +113,16 @@ def _is_log_dir(path: Path) -> bool:
 @click.option("--width", type=int, help="Grid width in characters (default: the terminal's).")
 @click.option("--full-search", is_flag=True,
               help="Simulate every story even on a long log (over 5,000 rows only the plain story is checked).")
-@click.option("--rules", type=click.Choice(["torch", "keras", "mmengine"]), default="torch", show_default=True,
-              help="Whose ReduceLROnPlateau to replay: torch's scheduler, Keras 3's callback or MMEngine's "
-                   "ReduceOnPlateauLR (no checkpoint).")
-@click.option("--min-delta", type=float, help="Keras rules: the callback's min_delta (absolute threshold).")
-@click.option("--compare", "compare_rules", metavar="torch,keras",
-              help="Replay under both rule sets side by side and show the first epoch where they diverge.")
+@click.option("--rules", type=click.Choice(RULES), default="torch", show_default=True,
+              help="Whose plateau rules to replay a log under (no checkpoint): torch's scheduler, Keras 3's or "
+                   "fastai's callback, MMEngine's ReduceOnPlateauLR or optax's contrib.reduce_on_plateau.")
+@click.option("--rule-option", "rule_options", multiple=True, metavar="KEY=VALUE",
+              help="--rules/--compare: an argument of that library by its own name (e.g. accumulation_size=4 for "
+                   "optax, factor=10 for fastai); NAME.KEY=VALUE for one rule set of --compare. Repeatable.")
+@click.option("--min-delta", type=float, help="Keras/fastai rules: the callback's min_delta (absolute threshold).")
+@click.option("--compare", "compare_rules", metavar="torch,keras,...",
+              help="Replay the log under two or more rule sets (of --rules, except mmengine) side by side and show "
+                   "the first epoch where each diverges from the first.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False, path_type=Path), metavar="FILE",
               help="Also draw the trace to FILE (.png, .svg or .pdf; needs the [plot] extra).")
 @click.option("--what-if", "what_ifs", multiple=True, metavar="KEY=V1,V2,...",
@@ -141,7 +153,8 @@ def main(
     paths: tuple[str, ...], scheduler_key: str | None, loader: str, metric: str | None, run: str | None,
     epoch_column: str | None,
     lr_columns: tuple[str, ...], lrs: tuple[float, ...], min_lrs: tuple[float, ...], fmt: str, style: str,
-    explain: bool, width: int | None, rules: str, min_delta: float | None, compare_rules: str | None,
+    explain: bool, width: int | None, rules: str, rule_options: tuple[str, ...], min_delta: float | None,
+    compare_rules: str | None,
     plot_path: Path | None, what_ifs: tuple[str, ...], expects: tuple[str, ...], check: bool,
     write_state: Path | None, sweeps: tuple[str, ...], sort_by: str | None, fit_lr: bool, jobs: int | None,
     schedules: tuple[str, ...], epochs: int | None, full_search: bool, **hparams: object,
@@ -195,7 +208,10 @@ def main(
         ckpt, logs = _classify(paths)
         if min_lrs:
             given["min_lr"] = min_lrs[0] if len(min_lrs) == 1 else tuple(min_lrs)
-        config = PlateauConfig(**given)  # type: ignore[arg-type]
+        if given.get("mode") == "auto" and not (compare_rules or rules in rulesets.RULESETS and rules != "torch"):
+            raise click.UsageError(f"--mode auto is the rule of {', '.join(AUTO_MODE)} (the direction from the "
+                                   f"metric's name); torch's ReduceLROnPlateau takes min or max")
+        config = PlateauConfig(**{k: v for k, v in given.items() if k != "mode" or v != "auto"})  # type: ignore[arg-type]
         log_opts = {"metric": metric, "epoch_column": epoch_column, "lr_columns": lr_columns or None, "run": run}
         if rules == "mmengine" and not compare_rules:  # torch's machine from MMEngine's best (mmengine_rules)
             if ckpt is not None:
@@ -209,29 +225,14 @@ def main(
             return
         if rules != "torch" or compare_rules:
             if ckpt is not None:
-                raise click.UsageError("Keras callbacks save no scheduler state: use --rules/--compare with a log only")
-            losses = logs if len(logs) > 1 else logs[0]
-            if "threshold" not in given and "threshold_mode" not in given:
-                # Keras only has an absolute min_delta: compare like with like unless told otherwise
-                delta = min_delta if min_delta is not None else 1e-4
-                config = PlateauConfig(**{**given, "threshold": delta, "threshold_mode": "abs"})  # type: ignore[arg-type]
-                min_delta = delta
-            if compare_rules:
-                if {r.strip() for r in compare_rules.split(",")} != {"torch", "keras"}:
-                    raise click.BadParameter("only 'torch,keras' can be compared", param_hint="--compare")
-                from plateau_forensics.keras_rules import render_side_by_side
-
-                pair = api.compare_rules(losses, config, lr=lrs or None, min_delta=min_delta, **log_opts)
-                click.echo(render_side_by_side(*pair, fmt=style))
-                return
-            kt = api.replay_keras(losses, config, lr=lrs or None, min_delta=min_delta, **log_opts)
-            click.echo(report.render(kt, "explain" if explain else fmt,  # type: ignore[arg-type]
-                                     width=width or shutil.get_terminal_size((100, 24)).columns, style=style))
-            if plot_path is not None:
-                from plateau_forensics.plot import plot_trace
-
-                plot_trace(kt, plot_path)
+                raise click.UsageError("--rules/--compare replay a log from a fresh start under another library's "
+                                       "rules (none of them saves torch's scheduler state): give the log alone")
+            _rule_sets(logs if len(logs) > 1 else logs[0], rules, compare_rules, given=given,
+                       options=_parse_rule_options(rule_options), min_delta=min_delta, lrs=lrs, log_opts=log_opts,
+                       fmt=fmt, style=style, explain=explain, width=width, plot_path=plot_path)
             return
+        if rule_options:
+            raise click.UsageError("--rule-option is for --rules keras/fastai/optax or --compare")
         source = None
         if ckpt is not None:
             source = api.load_checkpoint(ckpt, scheduler_key, loader=loader)  # type: ignore[arg-type]
@@ -291,6 +292,40 @@ def main(
     if check and any(f.severity == "warning" for f in trace.findings):
         ctx = click.get_current_context()
         ctx.exit(ExitStatus.FINDINGS)
+
+
+def _parse_rule_options(items: tuple[str, ...]) -> dict[str, str]:
+    """``("accumulation_size=4",)`` -> ``{"accumulation_size": "4"}``; ``KEY`` without ``=VALUE`` is a usage error."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip():
+            raise click.BadParameter(f"{item!r}: use KEY=VALUE (the library's own argument name)",
+                                     param_hint="--rule-option")
+        out[key.strip()] = value.strip()
+    return out
+
+
+def _rule_sets(losses: object, rules: str, compare_rules: str | None, *, given: dict[str, object],
+               options: dict[str, str], min_delta: float | None, lrs: tuple[float, ...], log_opts: dict[str, object],
+               fmt: str, style: str, explain: bool, width: int | None, plot_path: Path | None) -> None:
+    """``--rules keras/optax/fastai`` (one replay under that library's rules) and ``--compare A,B,...``."""
+    if compare_rules:
+        names = rulesets.parse_names(compare_rules)
+        pairs = rulesets.compare_log(names, losses, given=given, options=options, min_delta=min_delta,
+                                     lr=lrs or None, **log_opts)
+        click.echo(rulesets.render_compare(pairs, fmt="github" if fmt == "markdown" else style))
+        return
+    t = rulesets.replay_log(rules, losses, given=given, options=options, min_delta=min_delta, lr=lrs or None,
+                            **log_opts)
+    if plot_path is not None and rules != "keras":
+        raise click.UsageError(f"--plot draws torch's and Keras's replays; not --rules {rules}")
+    cols = width or shutil.get_terminal_size((100, 24)).columns
+    click.echo(rulesets.render(t, "explain" if explain else fmt, width=cols, style=style))
+    if plot_path is not None:
+        from plateau_forensics.plot import plot_trace
+
+        plot_trace(t, plot_path)
 
 
 def _schedule_command(paths: tuple[str, ...], schedules: tuple[str, ...], *, epochs: int | None,

@@ -484,6 +484,43 @@ class TestAutoMode:
             keras_replay({}, [1.0], 0.1, monitor="val_my_score")
         assert "max" == configure({}, {"metric_direction": "up"}, monitor="val_my_score").direction
 
+    def test_cli_mode_auto(self, tmp_path: Any) -> None:
+        """``--rules keras --mode auto`` on a val_accuracy log: maximised, the real callback's lrs; torch refuses."""
+        import json
+
+        from click.testing import CliRunner
+
+        from plateau_forensics.cli import ExitStatus, main
+
+        metrics = [0.5, 0.6, 0.6, 0.55, 0.7, 0.7, 0.7]
+        log = tmp_path / "acc.csv"
+        log.write_text("epoch,val_accuracy\n" + "".join(f"{i + 1},{m!r}\n" for i, m in enumerate(metrics)))
+        args = [str(log), "--metric", "val_accuracy", "--lr", "0.1", "--patience", "1", "--mode", "auto"]
+        r = CliRunner().invoke(main, [*args, "--rules", "keras", "--format", "json"])
+        assert ExitStatus.OK == r.exit_code, r.output
+        model = _compiled("accuracy")
+        model.optimizer.learning_rate = 0.1
+        cb = keras.callbacks.ReduceLROnPlateau(monitor="val_accuracy", patience=1)
+        cb.set_model(model)
+        cb.on_train_begin()
+        real = []
+        for i, m in enumerate(metrics):
+            cb.on_epoch_end(i, {"val_accuracy": m})
+            real.append(model.optimizer.learning_rate.value.item())
+        assert real == [s["lr"][0] for s in json.loads(r.stdout)["steps"]]
+        assert ("auto", "max") == (json.loads(r.stdout)["config"]["mode"], "max" if cb.monitor_op is keras.ops.greater
+                                   else "min")
+        r = CliRunner().invoke(main, args)
+        assert ExitStatus.USAGE == r.exit_code and "--mode auto is the rule of keras, fastai" in r.stderr
+        other = tmp_path / "score.csv"
+        other.write_text(log.read_text().replace("val_accuracy", "val_my_score"))
+        r = CliRunner().invoke(main, [str(other), "--metric", "val_my_score", "--rules", "keras"])
+        assert ExitStatus.USAGE == r.exit_code and "pass mode 'min' or 'max'" in r.stderr  # Keras: ValueError
+        r = CliRunner().invoke(main, [str(other), "--metric", "val_my_score", "--rules", "keras", "--rule-option",
+                                      "metric_direction=up", "--format", "json"])
+        assert ExitStatus.OK == r.exit_code and "max" == KerasConfig(**{
+            k: v for k, v in json.loads(r.stdout)["config"].items()}, metric_direction="up").direction
+
     def test_configure_maps_and_refuses(self) -> None:
         """torch names map 1:1; a relative threshold, eps and an unknown option are ConfigErrors."""
         cfg = configure({"factor": 0.5, "patience": 3, "cooldown": 2, "min_lr": (1e-3,), "threshold": 0.01,
