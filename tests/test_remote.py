@@ -252,6 +252,24 @@ class TestSameAsLocal:
         assert got.exit_code == 0, got.stderr
         assert got.stdout.replace(ul, log) == local.stdout
 
+    def test_json_lines_log(self, runner: CliRunner, in_root: Path, tmp_path: Path,
+                            s3: dict[str, str]) -> None:
+        """A JSON Lines log at a URL reads as the same file on disk."""
+        import csv
+
+        ckpt, log = SAMPLES[0]
+        with open(ROOT / log) as fh:
+            rows = [{k: int(v) if k == "epoch" else float(v) for k, v in r.items()}
+                    for r in csv.DictReader(fh)]
+        body = "".join(json.dumps(r) + "\n" for r in rows).encode()
+        local = tmp_path / "log.jsonl"
+        local.write_bytes(body)
+        url = s3_put(s3, "jsonl/log.jsonl", body)
+        a = runner.invoke(main, [ckpt, str(local), "--format", "json"])
+        b = runner.invoke(main, [ckpt, url, "--format", "json"])
+        assert a.exit_code == b.exit_code == 0, b.stderr
+        assert b.stdout.replace(url, str(local)) == a.stdout
+
     @pytest.mark.parametrize(("ckpt", "log"), [SAMPLES[0], SAMPLES[3], SAMPLES[4]],
                              ids=["zip", "legacy", "lightning"])
     def test_api(self, in_root: Path, s3: dict[str, str], ckpt: str, log: str) -> None:
@@ -457,6 +475,19 @@ class TestErrors:
         line = one_error_line(r)
         assert r.exit_code == 4, line
         assert line.startswith(f"Error: {url}: access denied"), line
+
+    def test_no_credentials(self, runner: CliRunner, in_root: Path, s3: dict[str, str],
+                            monkeypatch: pytest.MonkeyPatch) -> None:
+        """No credentials anywhere (the instance metadata lookup is off: no traffic leaves the machine):
+        exit 4, naming the variables to set."""
+        monkeypatch.delenv("AWS_ACCESS_KEY_ID")
+        monkeypatch.delenv("AWS_SECRET_ACCESS_KEY")
+        url = url_for(f"s3://{BUCKET}/", SAMPLES[0][0])
+        r = runner.invoke(main, [url, SAMPLES[0][1]])
+        line = one_error_line(r)
+        assert r.exit_code == 4, line
+        assert line.startswith(f"Error: {url}: no credentials for the object store"), line
+        assert "AWS_ACCESS_KEY_ID" in line
 
     def test_http_server_ignoring_ranges(self, runner: CliRunner, in_root: Path,
                                          http_server: http.server.ThreadingHTTPServer) -> None:
