@@ -293,7 +293,7 @@ def _is_better(cfg: MMEngineConfig, a: Any, best: Any, f32_mode: bool, rel_less:
     else:
         t = f32(cfg.threshold)
         bar = _sub32(best, t) if cfg.rule == "less" else _add32(best, t)
-    return a < bar if cfg.rule == "less" else a > bar
+    return bool(a < bar) if cfg.rule == "less" else bool(a > bar)
 
 
 # -- onto the package's engine ---------------------------------------------------------------------------
@@ -481,7 +481,7 @@ def rule_trace(config: MMEngineConfig, metrics: Sequence[Any], lrs: Sequence[flo
                               {"num_bad_epochs": s.num_bad_epochs, "cooldown_counter": s.cooldown_counter,
                                "last_step": s.last_step, "_global_step": s.global_step}))
         prev = MMEngineState(s.best, s.num_bad_epochs, s.cooldown_counter, s.last_step, s.global_step)
-    notes = ()
+    notes: tuple[str, ...] = ()
     if skipped:
         notes = (f"validations at {', '.join(map(_word, skipped))} are outside begin <= _global_step < end "
                  f"({config.begin}, {config.end}): MMEngine does not step on them",)

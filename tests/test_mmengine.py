@@ -386,3 +386,46 @@ class TestCli:
         r = CliRunner().invoke(main, [str(log), "--lr", "0.1", "--rules", "mmengine", "--mode", "auto"])
         assert r.exit_code == 2 and isinstance(r.exception, SystemExit)
         assert "Error: --mode auto" in r.output and "Traceback" not in r.output
+
+
+class TestFloat32Metric:
+    """A metric handed over as a float32 tensor is compared in float32 by MMEngine (no float cast)."""
+
+    def test_float32_best_is_named_where_it_decides(self, mmengine_scheduler: type, tmp_path: Path) -> None:
+        """Real objects: the same values as float32 tensors and as Python floats part at the bar 1 * (1 - 1e-4);
+        a checkpoint in the Runner's layout (MessageHub state, scheduler state) gets ``mmengine-float32`` at
+        the epoch where the two real schedulers part."""
+        import struct
+
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from mmengine.logging import MessageHub
+        just_below = struct.unpack("<f", struct.pack("<f", 0.9999))[0]  # float32(0.9999) < 0.9999 in float64
+        values = [1.0, just_below, 0.5]
+        runs = {}
+        for kind in ("tensor-float32", "python"):
+            opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+            sched = mmengine_scheduler(opt, monitor="m", patience=0, factor=0.5, threshold=1e-4)
+            runs[kind] = (sched, _drive(sched, values, [1] * len(values), kind))
+        parts = [i + 1 for i, (a, b) in enumerate(zip(runs["tensor-float32"][1], runs["python"][1], strict=True))
+                 if a[1:] != b[1:]]
+        assert parts  # the oracle: the real class decides differently for float32 tensors
+        sched = runs["tensor-float32"][0]
+        hub = MessageHub.get_instance("pf-test-float32")
+        for v in values:
+            hub.update_scalar("val/m", torch.tensor(v, dtype=torch.float32))
+        path = tmp_path / "epoch_3.pth"
+        torch.save({"meta": {"epoch": 3}, "message_hub": hub.state_dict(), "optimizer": sched.optimizer.state_dict(),
+                    "param_schedulers": [sched.state_dict()]}, path)
+        t = pf.trace(path)
+        assert t.checkpoint.framework == "mmengine" and t.checkpoint.state.best_dtype == "float32"
+        f = next(f for f in t.findings if f.code == "mmengine-float32")
+        assert f.severity == "warning" and f.epoch == parts[0]
+
+    def test_python_floats_are_not_named(self) -> None:
+        """The committed Runner fixtures hand over Python floats: no float32 finding."""
+        t = pf.trace(MMENGINE / "plain" / "epoch_16.pth")
+        assert t.checkpoint.state.best_dtype is None
+        assert "mmengine-float32" not in {f.code for f in t.findings}

@@ -260,8 +260,9 @@ def _rules_findings(trace: Trace, cfg: mm.MMEngineConfig, st: mm.MMEngineState) 
     epochs = sorted(raw)
     lrs = [e.get("lr") for e in ck.log_history]
     lr0 = lrs[0] if lrs and lrs[0] is not None else 1.0
-    a = mm.simulate(cfg, [raw[e] for e in epochs], [lr0], global_steps=epochs, metric_type="float32")
-    b = mm.simulate(cfg, [raw[e] for e in epochs], [lr0], global_steps=epochs, metric_type="python")
+    steps = [int(e) for e in epochs]  # the validation after epoch e runs at _global_step e
+    a = mm.simulate(cfg, [raw[e] for e in epochs], [lr0], global_steps=steps, metric_type="float32")
+    b = mm.simulate(cfg, [raw[e] for e in epochs], [lr0], global_steps=steps, metric_type="python")
     part = next((x.epoch for x, y in zip(a.steps, b.steps, strict=True)
                  if (x.num_bad_epochs, x.cooldown_counter, x.lr) != (y.num_bad_epochs, y.cooldown_counter, y.lr)),
                 None)
