@@ -225,7 +225,7 @@ def _ignite() -> tuple[type, type]:
     """ignite's ``Engine`` and ``ReduceLROnPlateauScheduler`` (importing ignite warns about torch.jit.script
     under torch 2.13)."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore")  # imports only: a framework's own deprecation noise
         from ignite.engine import Engine
         from ignite.handlers.param_scheduler import ReduceLROnPlateauScheduler
     return Engine, ReduceLROnPlateauScheduler

@@ -110,7 +110,7 @@ def mmengine_scheduler() -> type:
     if not HAVE_MMENGINE:
         pytest.skip("mmengine is not installed (pip install mmengine-lite)")
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore")  # imports only: a framework's own deprecation noise
         from mmengine.optim.scheduler import ReduceOnPlateauLR
     return ReduceOnPlateauLR
 
@@ -400,7 +400,7 @@ class TestFloat32Metric:
         import torch
 
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)
+            warnings.simplefilter("ignore")  # imports only: a framework's own deprecation noise
             from mmengine.logging import MessageHub
         just_below = struct.unpack("<f", struct.pack("<f", 0.9999))[0]  # float32(0.9999) < 0.9999 in float64
         values = [1.0, just_below, 0.5]
