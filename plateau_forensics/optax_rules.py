@@ -18,9 +18,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from plateau_forensics.engine import Event
+from plateau_forensics.engine import Event, _round_float32
 from plateau_forensics.engine import _num as _fmt
-from plateau_forensics.engine import _round_float32
 from plateau_forensics.errors import ConfigError
 from plateau_forensics.rulesets import RuleStep, RuleTrace
 from plateau_forensics.state import PlateauConfig

@@ -423,9 +423,17 @@ def _counters(name: str) -> tuple[str, ...]:
     return RULESETS[name].counters if name in RULESETS else ()
 
 
+def _config_text(config: Any) -> str:
+    """``k=v ...`` of ``config.to_dict()``, a mode ``auto`` followed by the direction it resolved to."""
+    text = " ".join(f"{k}={v}" for k, v in config.to_dict().items())
+    if getattr(config, "mode", None) == "auto" and hasattr(config, "direction"):
+        text = text.replace("mode=auto", f"mode=auto({config.direction})", 1)
+    return text
+
+
 def _summary(t: Any) -> list[tuple[str, str]]:
     lines = [("rules", f"{t.rules}: {RULESETS[t.rules].summary if t.rules in RULESETS else t.rules}"),
-             ("config", " ".join(f"{k}={v}" for k, v in t.config.to_dict().items()))]
+             ("config", _config_text(t.config))]
     reds = [s for s in t.steps if _event(s) in ("reduced", "suppressed")]
     if len(t):
         if reds:
@@ -490,8 +498,8 @@ def render(t: Any, fmt: str = "grid", *, width: int = 100, style: str = "simple"
         return "\n".join(out)
     tablefmt = style if fmt == "table" else "simple"
     body = tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True) if rows else ""
-    w = max((len(k) for k, _ in summary), default=0)
-    tail = "\n".join(f"{k.ljust(w)}  {v}" for k, v in summary)
+    pad = max((len(k) for k, _ in summary), default=0)
+    tail = "\n".join(f"{k.ljust(pad)}  {v}" for k, v in summary)
     return (body + "\n\n" if body else "") + tail
 
 
@@ -542,7 +550,7 @@ def render_compare(pairs: Sequence[tuple[str, Any]], fmt: str = "simple") -> str
     Returns:
         The table, a blank line, then for two rule sets ``first divergence: epoch N (...)`` or
         ``no divergence ...``; for more, one such line per rule set after the first, prefixed with
-        ``NAME vs FIRST:``.
+        ``NAME vs FIRST:``; then each rule set's configuration, one line each (``NAME  key=value ...``).
     """
     from tabulate import tabulate
 
@@ -576,4 +584,7 @@ def render_compare(pairs: Sequence[tuple[str, Any]], fmt: str = "simple") -> str
             line = (f"first divergence: epoch {_fmt(a.epoch)} ({ref_name} lr {_lr_text(a.lr_in)}->{_lr_text(a.lr)} "
                     f"[{_event(a)}], {name} lr {_lr_text(b.lr_in)}->{_lr_text(b.lr)} [{_event(b)}])")
         tails.append(line if len(pairs) == 2 else f"{name} vs {ref_name}: {line}")
+    w = max(len(name) for name, _ in pairs)
+    for name, t in pairs:  # what each library ran with: its own defaults fill what was not given
+        tails.append(f"{name.ljust(w)}  {_config_text(t.config)}")
     return body + "\n\n" + "\n".join(tails)

@@ -301,12 +301,12 @@ class TestConfig:
                          "min_lr": (0.001,)}, {}, monitor="valid_loss")
         assert (2.0, 3, 0.01, "max", 0.001) == (cfg.factor, cfg.patience, cfg.min_delta, cfg.mode, cfg.min_lr)
         assert 10.0 == configure({"factor": 0.5}, {"factor": "10"}, monitor="valid_loss").factor
-        for given, opts, words in (({"cooldown": 2}, {}, "no cooldown"), ({"eps": 1e-8}, {}, "no eps"),
+        for typed, opts, words in (({"cooldown": 2}, {}, "no cooldown"), ({"eps": 1e-8}, {}, "no eps"),
                                    ({"threshold": 0.01}, {}, "relative"), ({}, {"cooldown": "1"}, "no argument"),
                                    ({}, {"reset_on_fit": "maybe"}, "true or false"),
                                    ({"min_lr": (0.1, 0.2)}, {}, "one min_lr")):
             with pytest.raises(ConfigError, match=words):
-                configure(given, opts, monitor="valid_loss")
+                configure(typed, opts, monitor="valid_loss")
 
     def test_division_not_multiplication(self) -> None:
         """The lr is divided: 0.2 / 10 is 0.02, where torch's 0.2 * 0.1 is 0.020000000000000004."""

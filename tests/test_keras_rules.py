@@ -530,11 +530,11 @@ class TestAutoMode:
         assert 1e-4 == configure({}, {}, monitor="val_loss").min_delta  # Keras's default
         assert 0.3 == configure({"threshold": 0.01, "threshold_mode": "abs"}, {"min_delta": "0.3"},
                                 monitor="loss").min_delta
-        for given, opts, words in (({"threshold": 0.01}, {}, "relative"), ({"eps": 0.0}, {}, "no eps"),
+        for typed, opts, words in (({"threshold": 0.01}, {}, "relative"), ({"eps": 0.0}, {}, "no eps"),
                                    ({}, {"warmup": "1"}, "no argument 'warmup'"),
                                    ({}, {"patience": "x"}, "not an integer")):
             with pytest.raises(ConfigError, match=words):
-                configure(given, opts, monitor="val_loss")
+                configure(typed, opts, monitor="val_loss")
 
 
 class TestTrace:

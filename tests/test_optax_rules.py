@@ -269,6 +269,9 @@ class TestCli:
         header = r.stdout.splitlines()[0]
         assert all(f"{n} lr" in header for n in ("torch", "keras", "optax", "fastai"))
         assert 3 == sum(line.startswith(("keras vs", "optax vs", "fastai vs")) for line in r.stdout.splitlines())
+        # each library's own defaults fill what was not typed, and a mode auto shows what it resolved to
+        assert "fastai  monitor=val_loss mode=auto(min) min_delta=0.0 patience=2 factor=10.0" in r.stdout
+        assert "optax   factor=0.1 patience=2 rtol=0.0001" in r.stdout
 
     @pytest.mark.parametrize(("args", "words"), [
         (["--compare", "torch"], "two or more"), (["--compare", "torch,torch"], "two or more"),
