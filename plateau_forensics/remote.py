@@ -45,8 +45,9 @@ MAX_OBJECTS = 4
 #: Range requests in flight at once for one batch.
 CONCURRENCY = 16
 #: Ranges of one batch this close are fetched as one request (the bytes between them come too): a zip's
-#: local headers and small records sit a few dozen bytes apart, a weight is far larger than this.
-GAP_BYTES = 4096
+#: local headers and small records sit a few dozen bytes apart; a storage smaller than this between two of
+#: them (an optimizer's 0-dim ``step``) may come along, a weight matrix or a bias of 128 floats never does.
+GAP_BYTES = 512
 #: The local extra field a zip member's data is assumed to follow (torch pads data to 64 bytes with it):
 #: a guess that only saves a round trip; what it misses is fetched next.
 EXTRA_GUESS = 128
