@@ -1,11 +1,12 @@
-"""pytorch-ignite: ``ReduceLROnPlateauScheduler`` checkpoints against their truth, and the ignite replay against
-the real class.
+"""pytorch-ignite: ``ReduceLROnPlateauScheduler`` checkpoints against their truth, and the ignite replay
+against the real class.
 
-The fixtures in ``sample_checkpoints/ignite/`` (``make_ignite.py``: a real ``Engine`` trainer and evaluator, a
-real ``ReduceLROnPlateauScheduler``, ignite's own ``Checkpoint`` handler) are judged by the truth their generator
-recorded from the live scheduler, through the API and the CLI, committed and freshly regenerated alike; no number
-from training is asserted. The replay of an ignite state (``stacks/ignite.py``'s view: the reduced group, its
-floor, ``min_lr`` replaced by 0) is differential-tested with Hypothesis against ignite 0.5.5's own scheduler.
+The fixtures in ``sample_checkpoints/ignite/`` (``make_ignite.py``: a real ``Engine`` trainer and evaluator,
+a real ``ReduceLROnPlateauScheduler``, ignite's own ``Checkpoint`` handler) are judged by the truth their
+generator recorded from the live scheduler, through the API and the CLI, committed and freshly regenerated
+alike; no number from training is asserted. The replay of an ignite state (``stacks/ignite.py``'s view: the
+reduced group, its floor, ``min_lr`` replaced by 0) is differential-tested with Hypothesis against ignite
+0.5.5's own scheduler.
 """
 
 from __future__ import annotations
@@ -50,8 +51,8 @@ NEEDS_IGNITE = pytest.mark.skipif(not HAVE_IGNITE, reason="pytorch-ignite is not
 
 
 def _start_regeneration() -> tuple[subprocess.Popen[str], Path] | None:
-    """Start ``make_ignite.py`` at collection: it spends most of its ~10 s importing torch and ignite, and runs
-    beside the tests that do not need it."""
+    """Start ``make_ignite.py`` at collection: it spends most of its ~10 s importing torch and ignite, and
+    runs beside the tests that do not need it."""
     if not HAVE_IGNITE:
         return None
     out = Path(tempfile.mkdtemp(prefix="pf-ignite-"))
@@ -90,9 +91,10 @@ def cli_view(d: dict[str, Any]) -> ToolView:
     before = tuple(d["alignment"]["initial_lrs"] or ())
     for s in d["steps"]:
         lr = tuple(s["lr"])
-        steps.append(ToolStep(epoch=s["epoch"], steps_taken=s["last_epoch"], metric=s["metric"], best=s["best"],
-                              num_bad_epochs=s["num_bad_epochs"], cooldown_counter=s["cooldown_counter"],
-                              lr_in=before, lr=lr, known=True, lr_known=None not in lr))
+        steps.append(ToolStep(epoch=s["epoch"], steps_taken=s["last_epoch"], metric=s["metric"],
+                              best=s["best"], num_bad_epochs=s["num_bad_epochs"],
+                              cooldown_counter=s["cooldown_counter"], lr_in=before, lr=lr, known=True,
+                              lr_known=None not in lr))
         before = lr
     epoch = d["alignment"]["epoch"]
     index = next((i for i, s in enumerate(d["steps"]) if s["epoch"] == epoch), None)
@@ -153,7 +155,8 @@ class TestFixtures:
         kept = read_truth(IGNITE / "group_index" / "truth.json")
         floor = kept["setup"]["scheduler"]["min_lr"]
         assert min(lr for s in Live.of(kept).steps for lr in s.lr) == floor  # the run reached its floor
-        t = pf.trace(IGNITE / "group_index" / "checkpoints" / "checkpoint_16.pt", IGNITE / "group_index" / "log.csv")
+        folder = IGNITE / "group_index"
+        t = pf.trace(folder / "checkpoints" / "checkpoint_16.pt", folder / "log.csv")
         assert "ignite-min-lr-dropped" not in {f.code for f in t.findings}
         assert t.config.min_lr in (floor, (floor,))
 
@@ -185,13 +188,14 @@ class TestPickledSchedulerObject:
 
     @NEEDS_IGNITE
     def test_loader_torch_is_refused_in_one_line(self) -> None:
-        """``--loader torch`` (torch.load with weights_only=True) cannot read it: exit 1, one ``Error:`` line."""
+        """``--loader torch`` (torch.load, weights_only=True) cannot read it: exit 1, one ``Error:`` line."""
         ckpt = IGNITE / CKPTS[0]
         r = CliRunner().invoke(main, [str(ckpt), str(IGNITE / CKPTS[0].split("/")[0] / "log.csv"),
                                       "--loader", "torch"])
         assert 1 == r.exit_code and isinstance(r.exception, SystemExit)
         lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith(f"Error: {ckpt}: torch.load(weights_only=True) refused it")
+        assert len(lines) == 1
+        assert lines[0].startswith(f"Error: {ckpt}: torch.load(weights_only=True) refused it")
 
     @pytest.mark.parametrize("ckpt", CKPTS, ids=CKPTS)
     def test_read_inert(self, ckpt: str) -> None:
@@ -205,7 +209,7 @@ class TestPickledSchedulerObject:
         assert f.severity == "info" and "weights_only=True" in f.message
 
     def test_nothing_runs(self) -> None:
-        """A fresh interpreter traces a fixture without importing ignite or torch (nothing in the pickle ran)."""
+        """A fresh interpreter traces a fixture without importing ignite or torch (nothing in it ran)."""
         code = ("import sys, plateau_forensics as pf; "
                 f"t = pf.trace({str(IGNITE / 'plain/checkpoints/checkpoint_8.pt')!r}, "
                 f"{str(IGNITE / 'plain/log.csv')!r}); "
@@ -292,8 +296,8 @@ def test_replay_equals_real_ignite(sc: dict[str, Any]) -> None:
     for i, (s, (best, nb, cd, lrs)) in enumerate(zip(t.steps, real, strict=True)):
         group_lrs = lrs if index is None else (lrs[index],)
         mine = (s.best, s.num_bad_epochs, s.cooldown_counter, tuple(s.lr))
-        assert (mine[1:] == (nb, cd, group_lrs)) and (s.best == best or math.isnan(s.best) and math.isnan(best)), (
-            i, mine, (best, nb, cd, group_lrs))
+        same_best = s.best == best or (math.isnan(s.best) and math.isnan(best))
+        assert mine[1:] == (nb, cd, group_lrs) and same_best, (i, mine, (best, nb, cd, group_lrs))
 
 
 @NEEDS_IGNITE

@@ -3,8 +3,9 @@
 The rules (``plateau_forensics.mmengine_rules.simulate``) are differential-tested against mmengine's own
 scheduler with Hypothesis: random configurations and metric sequences (NaN, +-inf, values around int(1e9),
 ints), as Python floats, numpy float32 and float32 tensors, with ``begin``/``end`` windows. The fixtures in
-``sample_checkpoints/mmengine/`` (``make_mmengine.py``: a real ``Runner``) are judged by the truth their generator
-recorded from the live scheduler, committed and freshly regenerated alike; no number from training is asserted.
+``sample_checkpoints/mmengine/`` (``make_mmengine.py``: a real ``Runner``) are judged by the truth their
+generator recorded from the live scheduler, committed and freshly regenerated alike; no number from training
+is asserted.
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ def cli_view(d: dict[str, Any]) -> ToolView:
     before = tuple(d["alignment"]["initial_lrs"] or ())
     for s in d["steps"]:
         lr = tuple(s["lr"])
-        steps.append(ToolStep(epoch=s["epoch"], steps_taken=s["last_epoch"], metric=s["metric"], best=s["best"],
-                              num_bad_epochs=s["num_bad_epochs"], cooldown_counter=s["cooldown_counter"],
-                              lr_in=before, lr=lr, known=True, lr_known=None not in lr))
+        steps.append(ToolStep(epoch=s["epoch"], steps_taken=s["last_epoch"], metric=s["metric"],
+                              best=s["best"], num_bad_epochs=s["num_bad_epochs"],
+                              cooldown_counter=s["cooldown_counter"], lr_in=before, lr=lr, known=True,
+                              lr_known=None not in lr))
         before = lr
     epoch = d["alignment"]["epoch"]
     index = next((i for i, s in enumerate(d["steps"]) if s["epoch"] == epoch), None)
@@ -129,12 +131,13 @@ class TestFixtures:
         """API: every committed checkpoint, each step, the placement and the expected findings."""
         scenario, file = ckpt.split("/", 1)
         folder = MMENGINE / scenario
-        t = assert_tool_tells_the_truth(folder, read_truth(folder / "truth.json"), file, f"mmengine/{scenario}")
+        truth = read_truth(folder / "truth.json")
+        t = assert_tool_tells_the_truth(folder, truth, file, f"mmengine/{scenario}")
         assert t.checkpoint.framework == "mmengine"
 
     @pytest.mark.parametrize("ckpt", CKPTS, ids=CKPTS)
     def test_committed_checkpoint_through_the_cli(self, ckpt: str) -> None:
-        """CLI: ``plateau-trace epoch_N.pth --format json`` (no log: the message hub is it), the same judge."""
+        """CLI: ``plateau-trace epoch_N.pth --format json`` (no log: the message hub is it), same judge."""
         scenario, file = ckpt.split("/", 1)
         folder = MMENGINE / scenario
         truth = read_truth(folder / "truth.json")
@@ -185,8 +188,8 @@ class TestFixtures:
         assert "reached end" in window.message
 
     def test_scalars_json_as_the_metric_is_a_warning(self) -> None:
-        """scalars.json's val_loss is a window-10 mean: fed as the log (API and CLI), the tool warns and counts
-        the rows that are the mean and not the raw value, as json and the truth's raw values count them."""
+        """scalars.json's val_loss is a window-10 mean: fed as the log (API and CLI), the tool warns and
+        counts the rows that are the mean and not the raw value, as json and the truth's raw values do."""
         folder = MMENGINE / "plain"
         truth = read_truth(folder / "truth.json")
         raw = {s.epoch: s.metric for s in Live.of(truth).steps}
@@ -200,7 +203,8 @@ class TestFixtures:
         assert means > 0  # the file really is smoothed
         t = pf.trace(folder / "epoch_16.pth", folder / "scalars.json", epoch_column="step")  # val rows: step
         f = next(f for f in t.findings if f.code == "smoothed-metric")
-        assert f.severity == "warning" and (f.evidence["smoothed"], f.evidence["rows"]) == (means, len(epochs))
+        assert f.severity == "warning"
+        assert (f.evidence["smoothed"], f.evidence["rows"]) == (means, len(epochs))
         r = CliRunner().invoke(main, [str(folder / "epoch_16.pth"), str(folder / "scalars.json"),
                                       "--epoch-column", "step", "--format", "json"])
         assert r.exit_code == 0, r.output
@@ -237,7 +241,8 @@ class TestFixtures:
 
 #: around MMEngine's initial best: int(1e9), its rel bars 1e9 * (1 -+ threshold), ints and floats alike
 NEAR_INF = [10**9, 10**9 - 1, 10**9 + 1, 1e9, math.nextafter(1e9, 0), math.nextafter(1e9, math.inf),
-            999_900_000, 999_900_000.0, math.nextafter(999_900_000.0, 0), math.nextafter(999_900_000.0, math.inf),
+            999_900_000, 999_900_000.0, math.nextafter(999_900_000.0, 0),
+            math.nextafter(999_900_000.0, math.inf),
             1_000_100_000.0, 2e9, -1e9, -(10**9), -999_900_000.0, -1_000_100_000.0]
 VALUES = st.one_of(
     st.floats(-3, 3, allow_nan=False, width=64),
@@ -282,13 +287,15 @@ class TestRulesAgainstMMEngine:
     @settings(max_examples=150, deadline=None,
               suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
     @given(cfg=CONFIGS, data=st.data(), kind=st.sampled_from(["python", "numpy-float32", "tensor-float32"]))
-    def test_differential(self, mmengine_scheduler: type, cfg: mm.MMEngineConfig, data: Any, kind: str) -> None:
+    def test_differential(self, mmengine_scheduler: type, cfg: mm.MMEngineConfig, data: Any,
+                          kind: str) -> None:
         """best, num_bad_epochs, cooldown_counter, last_step, _global_step and the lr, call by call, with
         validations every epoch or every other one, inside and outside ``[begin, end)``."""
         import torch
 
         values = data.draw(st.lists(VALUES, min_size=1, max_size=12), label="values")
-        gaps = data.draw(st.lists(st.integers(1, 2), min_size=len(values), max_size=len(values)), label="gaps")
+        n = len(values)
+        gaps = data.draw(st.lists(st.integers(1, 2), min_size=n, max_size=n), label="gaps")
         opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
         real = _drive(mmengine_scheduler(opt, **cfg.to_dict()), values, gaps, kind)
         global_steps = [sum(gaps[: i + 1]) for i in range(len(gaps))]
@@ -317,7 +324,8 @@ class TestRulesAgainstMMEngine:
                                   patience=cfg.patience, threshold=cfg.threshold,
                                   threshold_mode=cfg.threshold_rule, cooldown=cfg.cooldown,
                                   min_lr=cfg.min_value, eps=cfg.eps)
-        t = api.replay_mmengine({"epoch": list(range(1, len(values) + 1)), "val_loss": values}, config, lr=[0.1])
+        log = {"epoch": list(range(1, len(values) + 1)), "val_loss": values}
+        t = api.replay_mmengine(log, config, lr=[0.1])
         mine = [(e.best, e.num_bad_epochs, e.cooldown_counter, e.last_epoch - 1, i + 1, e.lr[0])
                 for i, e in enumerate(t.steps)]
         for i, (r, s) in enumerate(zip(real, mine, strict=True)):
@@ -392,9 +400,9 @@ class TestFloat32Metric:
     """A metric handed over as a float32 tensor is compared in float32 by MMEngine (no float cast)."""
 
     def test_float32_best_is_named_where_it_decides(self, mmengine_scheduler: type, tmp_path: Path) -> None:
-        """Real objects: the same values as float32 tensors and as Python floats part at the bar 1 * (1 - 1e-4);
-        a checkpoint in the Runner's layout (MessageHub state, scheduler state) gets ``mmengine-float32`` at
-        the epoch where the two real schedulers part."""
+        """Real objects: the same values as float32 tensors and as Python floats part at the bar
+        1 * (1 - 1e-4); a checkpoint in the Runner's layout (MessageHub state, scheduler state) gets
+        ``mmengine-float32`` at the epoch where the two real schedulers part."""
         import struct
 
         import torch
@@ -409,16 +417,17 @@ class TestFloat32Metric:
             opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
             sched = mmengine_scheduler(opt, monitor="m", patience=0, factor=0.5, threshold=1e-4)
             runs[kind] = (sched, _drive(sched, values, [1] * len(values), kind))
-        parts = [i + 1 for i, (a, b) in enumerate(zip(runs["tensor-float32"][1], runs["python"][1], strict=True))
-                 if a[1:] != b[1:]]
+        pairs = zip(runs["tensor-float32"][1], runs["python"][1], strict=True)
+        parts = [i + 1 for i, (a, b) in enumerate(pairs) if a[1:] != b[1:]]
         assert parts  # the oracle: the real class decides differently for float32 tensors
         sched = runs["tensor-float32"][0]
         hub = MessageHub.get_instance("pf-test-float32")
         for v in values:
             hub.update_scalar("val/m", torch.tensor(v, dtype=torch.float32))
         path = tmp_path / "epoch_3.pth"
-        torch.save({"meta": {"epoch": 3}, "message_hub": hub.state_dict(), "optimizer": sched.optimizer.state_dict(),
-                    "param_schedulers": [sched.state_dict()]}, path)
+        state = {"meta": {"epoch": 3}, "message_hub": hub.state_dict(),
+                 "optimizer": sched.optimizer.state_dict(), "param_schedulers": [sched.state_dict()]}
+        torch.save(state, path)
         t = pf.trace(path)
         assert t.checkpoint.framework == "mmengine" and t.checkpoint.state.best_dtype == "float32"
         f = next(f for f in t.findings if f.code == "mmengine-float32")
