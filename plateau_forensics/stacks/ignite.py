@@ -8,9 +8,9 @@ holds the state after that epoch's step when the evaluation handler was added fi
 ignite assigns its own bound method to the torch scheduler's ``_reduce_lr``, so ``state_dict()['scheduler']``
 holds it and ``torch.save`` pickles the ignite scheduler object with its optimizer and the model's parameters;
 ``torch.load(weights_only=True)`` refuses the file, and the built-in reader keeps all of it inert. With
-``param_group_index=None`` ignite passes ``min_lr=0`` to torch whatever ``min_lr`` it was given (0.5.5); with an
-index only that group is reduced, and its floor is ``min_lrs[0]``: the given ``min_lr`` for index 0, but 0 for
-an index above 0 (``_reduce_lr`` reads ``min_lrs`` by the group's position in its one-group list).
+``param_group_index=None`` ignite passes ``min_lr=0`` to torch whatever ``min_lr`` it was given (0.5.5); with
+an index only that group is reduced, and its floor is ``min_lrs[0]``: the given ``min_lr`` for index 0, but 0
+for an index above 0 (``_reduce_lr`` reads ``min_lrs`` by the group's position in its one-group list).
 """
 
 from __future__ import annotations
@@ -82,7 +82,8 @@ def adapt(ck: Checkpoint, tree: Any) -> Checkpoint:
         state = replace(st, min_lrs=(floor,), default_min_lr=None,
                         last_lr=(last[index],) if last is not None and len(last) == len(lrs) else None)
         out = replace(out, state=state, config=replace(ck.config, min_lr=(floor,)),
-                      optimizer_lrs=(lrs[index],), lr_dtypes=(ck.lr_dtypes[index],) if ck.lr_dtypes else (None,),
+                      optimizer_lrs=(lrs[index],),
+                      lr_dtypes=(ck.lr_dtypes[index],) if ck.lr_dtypes else (None,),
                       initial_lrs=(ck.initial_lrs[index],) if ck.initial_lrs else None)
     engine = _engine_state(tree)
     if engine is not None and ck.epoch is None:
@@ -90,7 +91,8 @@ def adapt(ck: Checkpoint, tree: Any) -> Checkpoint:
         if isinstance(epoch, int) and not isinstance(epoch, bool):
             out = replace(out, epoch=epoch)
         elif isinstance(it, int) and isinstance(length, int) and length > 0 and it % length == 0:
-            out = replace(out, epoch=it // length, global_step=it if ck.global_step is None else ck.global_step)
+            step = it if ck.global_step is None else ck.global_step
+            out = replace(out, epoch=it // length, global_step=step)
     return out
 
 
@@ -133,39 +135,43 @@ def findings(trace: Trace) -> list[Finding]:
     index_none = "param_group_index" in wrapper and wrapper["param_group_index"] is None
     floors = list(raw.get("min_lrs") or ())
     # ignite writes min_lr = 0 (an int) for torch; a min_lr given to torch as 0.0 would be saved as a float
-    ints = floors and all(type(v) is int and v == 0 for v in floors) and type(raw.get("default_min_lr")) is int
+    ints = floors and all(type(v) is int and v == 0 for v in floors) \
+        and type(raw.get("default_min_lr")) is int
     if index_none and ints:
         out.append(Finding(
             "ignite-min-lr-dropped", "info", None,
-            "param_group_index=None: ignite's ReduceLROnPlateauScheduler passed min_lr=0 to torch's scheduler "
-            "(the saved min_lrs are the int 0 it writes), whatever min_lr was given; the floor in effect is 0",
+            "param_group_index=None: ignite's ReduceLROnPlateauScheduler passed min_lr=0 to torch's "
+            "scheduler (the saved min_lrs are the int 0 it writes), whatever min_lr was given; the floor in "
+            "effect is 0",
             {"min_lrs": floors, "default_min_lr": raw.get("default_min_lr"), "param_group_index": None},
-            "pass param_group_index=0 (ignite then keeps min_lr for that group), or set "
-            "scheduler.scheduler.min_lrs after construction; --expect min_lr=... checks what you meant"))
+            "set scheduler.scheduler.min_lrs = [min_lr] * len(optimizer.param_groups) after construction "
+            "(ignite's _reduce_lr reads them); param_group_index=0 keeps min_lr too, but then only group 0 "
+            "is reduced; --expect min_lr=... checks what you meant"))
     index = wrapper.get("param_group_index")
     if isinstance(index, int) and not isinstance(index, bool) and 0 < index < len(floors) \
             and floors[index] != floors[0]:
         out.append(Finding(
             "ignite-min-lr-dropped", "info", None,
-            f"param_group_index={index}: ignite's ReduceLROnPlateauScheduler floors that group at min_lrs[0] = "
-            f"{floors[0]!r}, not at the min_lr it was given (min_lrs[{index}] = {floors[index]!r}): its _reduce_lr "
-            "reads min_lrs by the group's position in its one-group list; the floor in effect is "
+            f"param_group_index={index}: ignite's ReduceLROnPlateauScheduler floors that group at min_lrs[0] "
+            f"= {floors[0]!r}, not at the min_lr it was given (min_lrs[{index}] = {floors[index]!r}): its "
+            "_reduce_lr reads min_lrs by the group's position in its one-group list; the floor in effect is "
             f"{floors[0]!r}",
             {"min_lrs": floors, "param_group_index": index, "floor_in_effect": floors[0]},
-            f"set scheduler.scheduler.min_lrs[0] = {floors[index]!r} after construction (ignite 0.5.5 reads it "
-            "for the group it reduces)"))
+            f"set scheduler.scheduler.min_lrs[0] = {floors[index]!r} after construction (ignite 0.5.5 reads "
+            "it for the group it reduces)"))
     bound = raw.get("_reduce_lr")
     if isinstance(bound, Opaque) and type(bound).name == "builtins.getattr":
         obj = bound.args[0] if bound.args else None
         what = type(obj).name if isinstance(obj, Opaque) else "an object"
         out.append(Finding(
             "pickled-scheduler-object", "info", None,
-            f"the torch state's _reduce_lr is a bound method of {what}: ignite's ReduceLROnPlateauScheduler sets "
-            "it, so torch.save pickled that scheduler object with its optimizer and parameters into this "
-            "checkpoint; torch.load(weights_only=True) refuses the file (read here without running any of it)",
+            f"the torch state's _reduce_lr is a bound method of {what}: ignite's ReduceLROnPlateauScheduler "
+            "sets it, so torch.save pickled that scheduler object with its optimizer and parameters into "
+            "this checkpoint; torch.load(weights_only=True) refuses the file (read here without running any "
+            "of it)",
             {"_reduce_lr": f"getattr({what}, '_reduce_lr')"},
-            "save a copy of the state without scheduler['_reduce_lr'] (ignite binds it again when the scheduler "
-            "is built), so the file loads with weights_only=True"))
+            "save a copy of the state without scheduler['_reduce_lr'] (ignite binds it again when the "
+            "scheduler is built), so the file loads with weights_only=True"))
     return out
 
 
@@ -175,7 +181,7 @@ STACK = Stack(
     owns_tree=owns_tree,
     adapt=adapt,
     findings=findings,
-    order="the evaluator's COMPLETED event steps ReduceLROnPlateauScheduler; a Checkpoint handler at the trainer's "
-          "EPOCH_COMPLETED saves after that step when the evaluation handler was added first",
+    order="the evaluator's COMPLETED event steps ReduceLROnPlateauScheduler; a Checkpoint handler at the "
+          "trainer's EPOCH_COMPLETED saves after that step when the evaluation handler was added first",
     plateau_log=plateau_log,
 )
