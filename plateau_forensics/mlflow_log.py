@@ -2,25 +2,26 @@
 (``mlruns/``), recognised by their content; the result is a ``LossLog`` like every other log.
 
 Rules:
-    * The sqlite store is opened read-only (``file:...?mode=ro`` URI, ``query_only``, ``trusted_schema`` off):
-      a hostile database cannot be written, and its views or triggers are never run. Its ``metrics`` table
-      (``key, value, timestamp, run_uuid, step, is_nan``) is read with the standard library's ``sqlite3``;
-      runs and names come from ``runs`` (``name``) and ``tags`` (``mlflow.runName``), experiment names from
-      ``experiments``. MLflow stores a NaN as ``value 0, is_nan 1`` and ±inf as ±1.7976931348623157e308:
-      both are read back as NaN / ±inf, and the latter is reported (``mlflow-inf``: a logged ±1.797e308
-      cannot be told apart).
+    * The sqlite store is opened read-only (``file:...?mode=ro`` URI, ``query_only``, ``trusted_schema``
+      off): a hostile database cannot be written, and its views or triggers are never run. Its ``metrics``
+      table (``key, value, timestamp, run_uuid, step, is_nan``) is read with the standard library's
+      ``sqlite3``; runs and names come from ``runs`` (``name``) and ``tags`` (``mlflow.runName``),
+      experiment names from ``experiments``. MLflow stores a NaN as ``value 0, is_nan 1`` and ±inf as
+      ±1.7976931348623157e308: both are read back as NaN / ±inf, and the latter is reported (``mlflow-inf``:
+      a logged ±1.797e308 cannot be told apart).
     * The file store: a run folder holds ``meta.yaml`` (``run_id``, ``run_name``, ``lifecycle_stage``) and
       ``metrics/<key>`` files of ``timestamp value step`` lines (a key with ``/`` is a sub-folder); the path
       given may be the store, an experiment folder or a run folder. A symlink loop, a metric that is not a
       regular file, or a bad line is an error naming it.
-    * A run is chosen with ``run=`` (``--run``): its id, or its name. Deleted runs are left out unless named by
-      id. Several runs and no ``run=``, a name that several runs share, or no such run: an error listing them.
-    * Order: MLflow's (the sqlite store's ``get_metric_history`` sorts by timestamp, step, value; the file store
-      keeps each file's lines in order, files merged by timestamp).
+    * A run is chosen with ``run=`` (``--run``): its id, or its name. Deleted runs are left out unless named
+      by id. Several runs and no ``run=``, a name that several runs share, or no such run: an error listing
+      them.
+    * Order: MLflow's (the sqlite store's ``get_metric_history`` sorts by timestamp, step, value; the file
+      store keeps each file's lines in order, files merged by timestamp).
     * Entries: one per value of the metric key (``--metric``; detected like a log column, e.g. ``val_loss``),
-      labelled by MLflow's ``step``. Other keys are joined to it by step, as MLflow's charts do: the k-th value
-      a key logged at a step goes with the k-th value the metric logged there. ``lr`` / ``lr-<group>`` keys
-      become the lr columns.
+      labelled by MLflow's ``step``. Other keys are joined to it by step, as MLflow's charts do: the k-th
+      value a key logged at a step goes with the k-th value the metric logged there. ``lr`` / ``lr-<group>``
+      keys become the lr columns.
     * Anomalies, never repaired: a key logged twice at the same step (``mlflow-duplicate-step``; the metric's
       also as ``duplicate-epochs``), NaN values (``non-finite-metric``, ``mlflow-nan`` for other keys), steps
       missing from the metric's stride (``mlflow-step-gap``), and a key logged at other steps than the metric
@@ -40,7 +41,7 @@ import stat
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from plateau_forensics.errors import LossLogError
 
@@ -74,8 +75,9 @@ class MlflowRun:
         return f"{self.name!r} ({self.run_id}{exp})" if self.name else f"{self.run_id}{exp}"
 
 
-@dataclass(frozen=True)
-class _Point:
+class _Point(NamedTuple):
+    """One logged value (a tuple: a long run has millions)."""
+
     key: str
     value: float
     step: int
@@ -110,7 +112,7 @@ def is_sqlite(path: str | os.PathLike[str]) -> bool:
 
 
 def is_mlflow(path: str | os.PathLike[str]) -> bool:
-    """An SQLite database (MLflow's sqlite store, checked when read) or a folder holding MLflow run folders."""
+    """An SQLite database (MLflow's sqlite store, checked when read) or a folder holding MLflow runs."""
     p = Path(path)
     if p.is_dir():
         try:
@@ -264,10 +266,11 @@ def _file_points(run: MlflowRun) -> list[tuple[int, int, _Point]]:
                 count += 1
                 if count > MAX_POINTS:
                     raise _err(metrics, f"over {MAX_POINTS:,} logged values")
+                # MLflow before 0.9 wrote 'timestamp value' (step 0)
                 ts = _strict_int(parts[0]) if len(parts) in (2, 3) else None
                 value = _strict_float(parts[1]) if ts is not None else None
                 step = (_strict_int(parts[2]) if len(parts) == 3 else 0) if value is not None else None
-                if step is None:
+                if ts is None or value is None or step is None:
                     shown = line.strip()[:80]
                     raise _err(p, f"line {n}: {shown!r} is not 'timestamp value step'")
                 pts.append((ts, order, _Point(key, value, step, math.isnan(value), False)))
@@ -343,6 +346,8 @@ def _sqlite_runs(path: Path, con: Any, tables: dict[str, set[str]]) -> list[Mlfl
 
 
 def _sqlite_points(path: Path, con: Any, run: MlflowRun, tables: dict[str, set[str]]) -> list[_Point]:
+    import sqlite3
+
     has_nan = "is_nan" in tables["metrics"]
     where = "FROM metrics WHERE run_uuid = ?"
     (n,) = con.execute(f"SELECT COUNT(*) {where}", (run.run_id,)).fetchone()
@@ -356,7 +361,8 @@ def _sqlite_points(path: Path, con: Any, run: MlflowRun, tables: dict[str, set[s
     if bad is not None:
         key, tkey, lkey, tval, val, tstep, step = bad
         if tkey != "text" or lkey > MAX_KEY:
-            what = f"a metric key of type {tkey}" if tkey != "text" else f"a metric key of {lkey:,} characters"
+            what = (f"a metric key of type {tkey}" if tkey != "text" else
+                    f"a metric key of {lkey:,} characters")
         elif tval not in ("real", "integer"):
             what = f"metric {key!r}: a value of type {tval} ({val!r}), not a number"
         else:
@@ -364,26 +370,17 @@ def _sqlite_points(path: Path, con: Any, run: MlflowRun, tables: dict[str, set[s
         raise _err(path, f"run {run.run_id}: {what}")
     # MLflow's own order (SqlAlchemyStore.get_metric_history), then the order rows were written in
     order = "timestamp, step, value, rowid" if "timestamp" in tables["metrics"] else "step, value, rowid"
-    nan = "is_nan" if has_nan else "0"
+    flag_column = "is_nan" if has_nan else "0"
+    select = f"SELECT key, value, step, {flag_column} {where} ORDER BY "
     try:
-        rows = con.execute(f"SELECT key, value, step, {nan} {where} ORDER BY {order}", (run.run_id,)).fetchall()
-    except Exception as exc:  # noqa: BLE001 - a WITHOUT ROWID table has no rowid: file order is then unknown
-        import sqlite3
-
-        if not isinstance(exc, sqlite3.OperationalError):
-            raise
-        rows = con.execute(f"SELECT key, value, step, {nan} {where} ORDER BY {order.replace(', rowid', '')}",
-                           (run.run_id,)).fetchall()
-    out = []
-    for key, value, step, is_nan in rows:
-        v = float(value)
-        flagged = bool(is_nan)
-        if flagged:
-            v = math.nan
-        clamped = abs(v) == DBL_MAX
-        if clamped:
-            v = math.copysign(math.inf, v)
-        out.append(_Point(key, v, int(step), flagged or math.isnan(v), clamped))
+        rows = con.execute(select + order, (run.run_id,)).fetchall()
+    except sqlite3.OperationalError:  # a WITHOUT ROWID table has no rowid: MLflow's order alone
+        rows = con.execute(select + order.replace(", rowid", ""), (run.run_id,)).fetchall()
+    nan, inf, ninf = math.nan, math.inf, -math.inf
+    out = [_Point(k, nan, n, True, False) if flag else
+           _Point(k, float(v), n, False, False) if -DBL_MAX < v < DBL_MAX else
+           _Point(k, inf if v > 0 else ninf, n, False, abs(v) == DBL_MAX)
+           for k, v, n, flag in rows]  # a REAL column cannot hold NaN: only is_nan says so
     return out
 
 
@@ -487,84 +484,114 @@ def read_mlflow(
 
     src = os.fspath(path)
     chosen, points = read_points(path, run)
+    where = f"{src} (run {chosen.run_id})"
     if not points:
         raise _err(path, f"run {chosen.label()} logged no metrics")
-    keys = list(dict.fromkeys(pt.key for pt in points))
-    if STEP in keys:
-        raise _err(path, f"run {chosen.run_id} logs a metric named {STEP!r}, which is MLflow's step column here")
-    try:
-        mkey = _metric_column(f"{src} (run {chosen.run_id})", keys, metric)
-    except LossLogError as exc:
-        raise LossLogError(str(exc).replace("columns are", "metric keys are")) from None
-    # rows: the k-th value of a key at a step joins the metric's row (step, k); a value with no such row is a
-    # row of its own; rows in logging order (a metric row where the metric's value was logged)
-    seen: dict[tuple[str, int], list[float]] = {}
-    where_: list[tuple[str, int, int]] = []
+    by_key: dict[str, dict[int, list[float]]] = {}
     for pt in points:
-        values = seen.setdefault((pt.key, pt.step), [])
-        where_.append((pt.key, pt.step, len(values)))
-        values.append(pt.value)
-    metric_rows = {(s, k) for key, s, k in where_ if key == mkey}
-    rows: dict[tuple[Any, ...], dict[str, Any]] = {}
-    for i, ((key, s, k), pt) in enumerate(zip(where_, points, strict=True)):
-        joined = (s, k) in metric_rows
-        rows.setdefault(("m", s, k) if joined else ("o", i), {"pos": None, STEP: s})
-        row = rows[("m", s, k) if joined else ("o", i)]
-        row[key] = pt.value
-        if key == mkey or not joined:
-            row["pos"] = i
-    ordered = [{k: v for k, v in r.items() if k != "pos"} for r in sorted(rows.values(), key=lambda r: r["pos"])]
+        by_key.setdefault(pt.key, {}).setdefault(pt.step, []).append(pt.value)
+    if STEP in by_key:
+        raise _err(path, f"run {chosen.run_id} logs a metric named {STEP!r}, which is MLflow's step column "
+                         "here")
     try:
-        log = read_losses(ordered, metric=mkey, epoch_column=epoch_column or STEP,
+        mkey = _metric_column(where, list(by_key), metric)
+        log = read_losses(_columns(points, mkey), metric=mkey, epoch_column=epoch_column or STEP,
                           lr_columns=lr_columns)
     except LossLogError as exc:
-        text = str(exc).replace("<records>", f"{src} (run {chosen.run_id})")
+        text = str(exc).replace("<mapping>", where)
         raise LossLogError(text.replace("columns are", "metric keys are")) from None
-    extra: list[tuple[str, str]] = []
-    for key in keys:
-        dups = sorted(s for (k, s), v in seen.items() if k == key and len(v) > 1)
+    named = tuple(replace(a, message=a.message.replace("<mapping>", where)) for a in log.anomalies)
+    mine = tuple(LogAnomaly(kind, (), (), f"{where}: {text}")
+                 for kind, text in _store_anomalies(points, by_key, mkey, log.lr_columns))
+    return replace(log, source=src, anomalies=named + mine)
+
+
+def _columns(points: Sequence[_Point], mkey: str) -> dict[str, list[Any]]:
+    """Columns for ``read_losses`` (None: not logged on a row): the k-th value a key logged at a step joins
+    the metric's k-th value at that step (one row); a value with no such metric value is a row of its own.
+    Rows keep logging order: a metric row where its metric value was logged, any other where its value was."""
+    count: dict[tuple[str, int], int] = {}
+    slots = []
+    for key, _, step, _, _ in points:
+        k = count.get((key, step), 0)
+        count[(key, step)] = k + 1
+        slots.append((step, k))
+    metric_slots = {slot for p, slot in zip(points, slots, strict=True) if p[0] == mkey}
+    row_of: dict[Any, int] = {}
+    pos: list[int] = []
+    steps: list[int] = []
+    cells = []
+    for i, (p, slot) in enumerate(zip(points, slots, strict=True)):
+        at: Any = slot if slot in metric_slots else i
+        r = row_of.get(at)
+        if r is None:
+            r = row_of[at] = len(pos)
+            pos.append(i)
+            steps.append(p[2])
+        elif p[0] == mkey:
+            pos[r] = i
+        cells.append((r, p[0], p[1]))
+    order = sorted(range(len(pos)), key=pos.__getitem__)
+    rank = [0] * len(pos)
+    for new, old in enumerate(order):
+        rank[old] = new
+    columns: dict[str, list[Any]] = {STEP: [steps[o] for o in order]}
+    for r, key, value in cells:
+        col = columns.get(key)
+        if col is None:
+            col = columns[key] = [None] * len(pos)
+        col[rank[r]] = value
+    return columns
+
+
+def _store_anomalies(points: Sequence[_Point], by_key: dict[str, dict[int, list[float]]], mkey: str,
+                     lr_columns: Sequence[str]) -> list[tuple[str, str]]:
+    """(kind, text) of what the store shows about how the run was logged: see the module's rules."""
+    out: list[tuple[str, str]] = []
+    for key, steps in by_key.items():
+        dups = sorted(s for s, v in steps.items() if len(v) > 1)
         if dups:
-            n = max(len(seen[(key, s)]) for s in dups)
-            differ = [s for s in dups if len(set(map(repr, seen[(key, s)]))) > 1]
+            n = max(len(steps[s]) for s in dups)
+            differ = [s for s in dups if len(set(map(repr, steps[s]))) > 1]
             how = f"different values at {_steps_text(differ)}" if differ else "the same value each time"
-            extra.append(("mlflow-duplicate-step", f"{key!r} is logged up to {n} times at the same step "
-                          f"(steps {_steps_text(dups)}; {how})"))
-    msteps = sorted({s for (k, s) in seen if k == mkey})
+            out.append(("mlflow-duplicate-step", f"{key!r} is logged up to {n} times at the same step "
+                        f"(steps {_steps_text(dups)}; {how})"))
+    msteps = sorted(by_key[mkey])
     diffs = [b - a for a, b in zip(msteps, msteps[1:], strict=False)]
     if diffs:
-        stride = max(set(diffs), key=lambda d: (diffs.count(d), -d))
+        counts: dict[int, int] = {}
+        for d in diffs:
+            counts[d] = counts.get(d, 0) + 1
+        stride = max(counts, key=lambda d: (counts[d], -d))  # the most common stride, the smaller on a tie
         gaps = [(a, b) for a, b in zip(msteps, msteps[1:], strict=False) if b - a > stride]
         if gaps:
-            shown = ", ".join(f"{a} to {b}" for a, b in gaps[:8]) + (f" and {len(gaps) - 8} more"
-                                                                        if len(gaps) > 8 else "")
+            shown = ", ".join(f"{a} to {b}" for a, b in gaps[:8]) + (
+                f" and {len(gaps) - 8} more" if len(gaps) > 8 else "")
             per = "" if stride == 1 else f" (it logs every {stride} steps)"
-            extra.append(("mlflow-step-gap", f"{mkey!r} skips steps{per}: {shown}"))
+            out.append(("mlflow-step-gap", f"{mkey!r} skips steps{per}: {shown}"))
     mset = set(msteps)
-    for key in keys:
+    for key, steps in by_key.items():
         if key == mkey:
             continue
-        ksteps = {s for (k, s) in seen if k == key}
+        ksteps = set(steps)
         if ksteps != mset:
             parts = []
-            for what, steps in ((f"without {mkey!r}", sorted(ksteps - mset)), (f"of {mkey!r} without it",
-                                                                             sorted(mset - ksteps))):
-                if steps:
-                    parts.append(f"{len(steps)} step{'s' if len(steps) > 1 else ''} {what} "
-                                 f"({_steps_text(steps)})")
+            for what, only in ((f"without {mkey!r}", sorted(ksteps - mset)),
+                               (f"of {mkey!r} without it", sorted(mset - ksteps))):
+                if only:
+                    plural = "s" if len(only) > 1 else ""
+                    parts.append(f"{len(only)} step{plural} {what} ({_steps_text(only)})")
             hint = (f"; joined by step number: if the two count different things (batches, epochs), the "
-                    f"{key} at a {mkey} step is not the lr of that epoch") if key in log.lr_columns else ""
-            extra.append(("mlflow-different-steps", f"{key!r} is logged at {len(ksteps)} steps and {mkey!r} at "
-                          f"{len(mset)}: {', '.join(parts)}{hint}"))
-        nan_steps = sorted({pt.step for pt in points if pt.key == key and pt.is_nan})
+                    f"{key} at a {mkey} step is not the lr of that epoch") if key in lr_columns else ""
+            out.append(("mlflow-different-steps", f"{key!r} is logged at {len(ksteps)} steps and {mkey!r} at "
+                        f"{len(mset)}: {', '.join(parts)}{hint}"))
+        nan_steps = sorted(s for s, v in steps.items() if any(x != x for x in v))  # NaN != NaN
         if nan_steps:
-            extra.append(("mlflow-nan", f"{key!r} is NaN at step{'s' if len(nan_steps) > 1 else ''} "
-                          f"{_steps_text(nan_steps)}"))
-    inf_steps = sorted({(pt.key, pt.step) for pt in points if pt.clamped})
-    if inf_steps:
-        shown = ", ".join(f"{k!r} at step {s}" for k, s in inf_steps[:8])
-        extra.append(("mlflow-inf", f"±1.7976931348623157e308 (how MLflow's sqlite store keeps ±inf) read as "
-                      f"±inf: {shown}"))
-    where = f"{src} (run {chosen.run_id})"
-    named = tuple(replace(a, message=a.message.replace("<records>", where)) for a in log.anomalies)
-    mine = tuple(LogAnomaly(kind, (), (), f"{where}: {text}") for kind, text in extra)
-    return replace(log, source=src, anomalies=named + mine)
+            out.append(("mlflow-nan", f"{key!r} is NaN at step{'s' if len(nan_steps) > 1 else ''} "
+                        f"{_steps_text(nan_steps)}"))
+    clamped = sorted({(pt.key, pt.step) for pt in points if pt.clamped})
+    if clamped:
+        shown = ", ".join(f"{k!r} at step {s}" for k, s in clamped[:8])
+        out.append(("mlflow-inf", "±1.7976931348623157e308 (how MLflow's sqlite store keeps ±inf) read as "
+                    f"±inf: {shown}"))
+    return out

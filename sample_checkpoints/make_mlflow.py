@@ -38,7 +38,8 @@ from pathlib import Path
 from typing import Any
 
 os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # MLflow 3 refuses the file store without it
-os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///unused.db")  # never the cwd's mlruns/: clients are explicit
+# never the cwd's mlruns/: the clients name their stores
+os.environ.setdefault("MLFLOW_TRACKING_URI", "sqlite:///unused.db")
 os.environ["GIT_PYTHON_REFRESH"] = "quiet"  # MLflow probes git for source tags; the fixture needs none
 
 import torch
@@ -74,7 +75,8 @@ class Stores:
         self.experiments = {k: c.create_experiment("plateau") for k, c in self.clients.items()}
 
     def start(self, name: str) -> dict[str, str]:
-        return {k: c.create_run(self.experiments[k], run_name=name).info.run_id for k, c in self.clients.items()}
+        return {k: c.create_run(self.experiments[k], run_name=name).info.run_id
+                for k, c in self.clients.items()}
 
     def log(self, ids: dict[str, str], step: int, **metrics: float) -> None:
         """``log_metrics(metrics, step=step)`` on both stores."""
@@ -154,7 +156,8 @@ def train(stores: Stores, out: Path, name: str) -> dict[str, Any]:
             total += part
             global_step += 1
             if messy:
-                per_batch.append(("lr", optimizer.param_groups[0]["lr"], int(time.time() * 1000), global_step))
+                now = int(time.time() * 1000)
+                per_batch.append(("lr", optimizer.param_groups[0]["lr"], now, global_step))
                 logged["lr"].append([global_step, optimizer.param_groups[0]["lr"]])
         if per_batch:
             stores.log_points(ids, per_batch)

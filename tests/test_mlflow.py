@@ -1,5 +1,5 @@
-"""MLflow stores as a log source: the sqlite store (mlflow.db) and the file store (mlruns/), written by the real
-MLflow client (make_mlflow.py) and judged by the truth it recorded, plus hostile stores.
+"""MLflow stores as a log source: the sqlite store (mlflow.db) and the file store (mlruns/), written by the
+real MLflow client (make_mlflow.py) and judged by the truth it recorded, plus hostile stores.
 
 Each run's truth holds what the generator logged, what MLflow's own client read back, and (``plain``) the live
 scheduler record. Tests on the fixtures run on the committed files and on a fresh regeneration alike.
@@ -21,10 +21,9 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
+from fixture_truth import SAMPLES, Expect, decode, problems, read_truth, regenerate
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from fixture_truth import SAMPLES, Expect, decode, problems, read_truth, regenerate
 
 import plateau_forensics as pf
 from plateau_forensics import mlflow_log
@@ -76,7 +75,9 @@ def one_line_error(result: Any) -> str:
 
 def same_values(a: list[float], b: list[float]) -> bool:
     """Equal floats, NaN equal to NaN."""
-    return len(a) == len(b) and all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b))
+    if len(a) != len(b):
+        return False
+    return all((math.isnan(x) and math.isnan(y)) or x == y for x, y in zip(a, b, strict=True))
 
 
 # ------------------------------------------------------------------------------ the fixture
@@ -86,10 +87,13 @@ def test_regenerated_layout_is_the_committed_one(regenerated: Path) -> None:
     """make_mlflow.py writes the committed files: one db, a file store of one experiment with two runs."""
     def shape(root: Path) -> list[str]:
         def part(x: str) -> str:  # run ids and experiment ids are new in every regeneration
-            return "<run>" if re.fullmatch(r"[0-9a-f]{32}", x) else "<exp>" if re.fullmatch(r"\d{6,}", x) else x
+            if re.fullmatch(r"[0-9a-f]{32}", x):
+                return "<run>"
+            return "<exp>" if re.fullmatch(r"\d{6,}", x) else x
 
         # files only: git keeps no empty folder (mlruns/.trash, a run's artifacts/ and params/)
-        return sorted({"/".join(map(part, p.relative_to(root).parts)) for p in root.rglob("*") if p.is_file()})
+        files = [p.relative_to(root).parts for p in root.rglob("*") if p.is_file()]
+        return sorted({"/".join(map(part, f)) for f in files})
 
     assert shape(regenerated) == shape(ML)
     assert {p.name for p in ML.iterdir()} == {"mlflow.db", "mlruns", "plain_epoch15.pt", "truth.json"}
@@ -151,8 +155,8 @@ def test_messy_run_reports_every_anomaly(folder: Path, kind: str) -> None:
     assert list(log.epochs) == steps and same_values(list(log.metrics), values)
     assert steps.count(m["twice_epoch"]) == 2 and m["unlogged_epoch"] not in steps
     by_kind = {a.kind: a for a in log.anomalies}
-    assert set(by_kind) >= {"non-finite-metric", "duplicate-epochs", "mlflow-duplicate-step", "mlflow-step-gap",
-                            "mlflow-different-steps"}
+    assert set(by_kind) >= {"non-finite-metric", "duplicate-epochs", "mlflow-duplicate-step",
+                            "mlflow-step-gap", "mlflow-different-steps"}
     nan_rows = [i for i, v in enumerate(log.metrics) if math.isnan(v)]
     assert list(by_kind["non-finite-metric"].rows) == nan_rows and [log.epochs[i] for i in nan_rows] == [
         m["nan_epoch"]]
@@ -162,7 +166,8 @@ def test_messy_run_reports_every_anomaly(folder: Path, kind: str) -> None:
     lr_steps = len(t["runs"]["messy"]["logged"]["lr"])
     assert lr_steps == t["epochs"] * m["batches_per_epoch"]
     different = [a.message for a in log.anomalies if a.kind == "mlflow-different-steps"]
-    assert any(f"'lr' is logged at {lr_steps} steps and 'val_loss' at {len(set(steps))}" in x for x in different)
+    said = f"'lr' is logged at {lr_steps} steps and 'val_loss' at {len(set(steps))}"
+    assert any(said in x for x in different)
 
 
 @pytest.mark.parametrize("kind", STORES)
@@ -217,8 +222,8 @@ def test_cli_checkpoint_and_store(folder: Path, kind: str) -> None:
     out = json.loads(r.stdout)
     saved = run["checkpoint"]["scheduler"]["last_epoch"]
     assert out["alignment"]["epoch"] == saved and out["alignment"]["scheduler_step"] == saved
-    assert out["log"] == {"source": str(store(folder, kind)), "metric_column": "val_loss", "epoch_column": "step",
-                          "lr_columns": ["lr"]}
+    assert out["log"] == {"source": str(store(folder, kind)), "metric_column": "val_loss",
+                          "epoch_column": "step", "lr_columns": ["lr"]}
     assert [f for f in out["findings"] if f["severity"] == "warning"] == []
 
 
@@ -258,7 +263,7 @@ def live_stores(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
     root = tmp_path_factory.mktemp("live")
     out: dict[str, Any] = {"root": root}
-    shutil.copyfile(ML / "mlflow.db", root / "mlflow.db")  # MLflow's schema already made: no migrations to run
+    shutil.copyfile(ML / "mlflow.db", root / "mlflow.db")  # MLflow's schema made: no migrations to run
     for kind, uri, path in (("sqlite", f"sqlite:///{root / 'mlflow.db'}", root / "mlflow.db"),
                             ("file", (root / "mlruns").as_uri(), root / "mlruns")):
         client = MlflowClient(tracking_uri=uri)
@@ -273,7 +278,7 @@ POINT = st.tuples(st.sampled_from(["val_loss", "lr"]),
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(points=st.lists(POINT, min_size=1, max_size=12).filter(lambda ps: any(k == "val_loss" for k, _, _ in ps)))
+@given(points=st.lists(POINT, min_size=1, max_size=12).filter(lambda ps: any(p[0] == "val_loss" for p in ps)))
 def test_reader_equals_mlflows_own_history(live_stores: dict[str, Any], points: list[Any]) -> None:
     """For random points (NaN, inf, repeated and missing steps), the log's entries are MLflow's val_loss
     history (steps and values, in MLflow's order, inf as inf) and the lr at each entry is the lr MLflow logged
@@ -288,7 +293,7 @@ def test_reader_equals_mlflows_own_history(live_stores: dict[str, Any], points: 
         hist = client.get_metric_history(rid, "val_loss")
         # the sqlite store keeps inf as +-float max; MLflow reads that back as is, the tool as inf (reported)
         # (the file store writes repr text: a logged float max stays float max there)
-        def seen(v: float) -> float:
+        def seen(v: float, kind: str = kind) -> float:
             return math.copysign(math.inf, v) if kind == "sqlite" and abs(v) == mlflow_log.DBL_MAX else v
 
         clamp = [seen(m.value) for m in hist]
@@ -438,7 +443,7 @@ def test_shared_name_needs_the_id(tmp_path: Path) -> None:
 
 
 def test_float_max_is_mlflows_inf(tmp_path: Path) -> None:
-    """±1.797e308 (how the sqlite store keeps ±inf) is read as inf and reported; is_nan wins over the value."""
+    """±1.797e308 (the sqlite store's ±inf) is read as inf and reported; is_nan wins over the value."""
     db = copy_db(tmp_path)
     con = sqlite3.connect(db)
     con.execute("UPDATE metrics SET value = 1.7976931348623157e308 WHERE key = 'val_loss' AND step = 3 "
