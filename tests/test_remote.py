@@ -34,7 +34,9 @@ from plateau_forensics import remote
 from plateau_forensics.cli import main
 from plateau_forensics.errors import CheckpointError, RemoteError, RemoteUnavailable
 
-sys.path.insert(0, str(Path(__file__).parent / "hostile"))
+_HOSTILE_DIR = str(Path(__file__).parent / "hostile")
+if _HOSTILE_DIR not in sys.path:
+    sys.path.append(_HOSTILE_DIR)  # appended, as tests/hostile/conftest.py does: no name there shadows tests/
 import payloads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
