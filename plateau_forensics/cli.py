@@ -316,8 +316,14 @@ def _rule_sets(losses: object, rules: str, compare_rules: str | None, *, given: 
                                      lr=lrs or None, **log_opts)
         click.echo(rulesets.render_compare(pairs, fmt="github" if fmt == "markdown" else style))
         return
-    t = rulesets.replay_log(rules, losses, given=given, options=options, min_delta=min_delta, lr=lrs or None,
-                            **log_opts)
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:  # a library's own warning (Keras: unknown mode)
+        warnings.simplefilter("always", UserWarning)
+        t = rulesets.replay_log(rules, losses, given=given, options=options, min_delta=min_delta, lr=lrs or None,
+                                **log_opts)
+    for w in caught:
+        click.echo(f"Warning: {w.message}", err=True)
     if plot_path is not None and rules != "keras":
         raise click.UsageError(f"--plot draws torch's and Keras's replays; not --rules {rules}")
     cols = width or shutil.get_terminal_size((100, 24)).columns

@@ -523,6 +523,19 @@ class TestAutoMode:
         assert ExitStatus.OK == r.exit_code and "max" == KerasConfig(**{
             k: v for k, v in json.loads(r.stdout)["config"].items()}, metric_direction="up").direction
 
+    def test_cli_unknown_mode_warns(self, tmp_path: Any) -> None:
+        """``--rule-option mode=foo`` under Keras: one ``Warning:`` line in Keras's words, then the auto replay."""
+        from click.testing import CliRunner
+
+        from plateau_forensics.cli import ExitStatus, main
+
+        log = tmp_path / "l.csv"
+        log.write_text("epoch,val_loss\n1,1.0\n2,1.0\n")
+        r = CliRunner().invoke(main, [str(log), "--rules", "keras", "--rule-option", "mode=foo"])
+        assert ExitStatus.OK == r.exit_code, r.output
+        assert "Warning: ReduceLROnPlateau mode 'foo' is unknown, fallback to auto mode.\n" == r.stderr
+        assert "mode=auto(min)" in r.stdout
+
     def test_configure_maps_and_refuses(self) -> None:
         """torch names map 1:1; a relative threshold, eps and an unknown option are ConfigErrors."""
         cfg = configure({"factor": 0.5, "patience": 3, "cooldown": 2, "min_lr": (1e-3,), "threshold": 0.01,
