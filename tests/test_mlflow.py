@@ -471,3 +471,17 @@ def test_import_pulls_in_neither_sqlite3_nor_mlflow() -> None:
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"
+
+
+def test_deleted_runs_are_left_out_unless_named_by_id(tmp_path: Path) -> None:
+    """A deleted run neither counts among the runs nor matches a name; its id still selects it."""
+    db = copy_db(tmp_path)
+    con = sqlite3.connect(db)
+    con.execute("UPDATE runs SET lifecycle_stage = 'deleted' WHERE name = 'messy'")
+    con.commit()
+    con.close()
+    t = truth(ML)
+    assert pf.read_losses(db).epochs == tuple(logged(t, "plain", "val_loss")[0])  # the one run left
+    assert "no run with id or name 'messy'" in one_line_error(invoke(db, "--run", "messy"))
+    rid = t["runs"]["messy"]["run_ids"]["sqlite"]
+    assert pf.read_losses(db, run=rid).epochs == tuple(logged(t, "messy", "val_loss")[0])
