@@ -572,6 +572,25 @@ def test_import_does_not_load_fsspec() -> None:
     assert not loaded & {"fsspec", "s3fs", "botocore", "aiobotocore", "aiohttp", "boto3"}
 
 
+def test_extra_missing() -> None:
+    """Without s3fs, or without fsspec, a URL is one exit-1 line naming the ``[s3]`` extra."""
+    code = (
+        "import sys\nsys.modules['s3fs'] = None\n"
+        "from click.testing import CliRunner\nfrom plateau_forensics.cli import main\n"
+        "def run():\n    r = CliRunner().invoke(main, ['s3://bucket/run/ckpt.pt', 'log.csv'])\n"
+        "    print(r.exit_code, r.stderr.strip())\n"
+        "run()\n"
+        "for k in [m for m in sys.modules if m == 'fsspec' or m.startswith('fsspec.')]:\n"
+        "    sys.modules[k] = None\n"
+        "run()\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=ROOT)
+    hint = 'pip install "plateau-forensics[s3]"'
+    assert out.stdout.splitlines() == [
+        f"1 Error: s3://bucket/run/ckpt.pt: no filesystem for s3:// is installed ({hint})",
+        f"1 Error: s3://bucket/run/ckpt.pt: reading URLs needs fsspec: {hint}",
+    ], out.stdout + out.stderr
+
+
 def test_json_is_json(runner: CliRunner, in_root: Path) -> None:
     """The URL path keeps --format json machine-readable (nothing else printed on stdout)."""
     ckpt, log = SAMPLES[0]
