@@ -426,6 +426,15 @@ class TestErrors:
         r = runner.invoke(main, [url_for(f"s3://{BUCKET}/", SAMPLES[0][0]), ul])
         assert (r.exit_code, one_error_line(r)) == (1, f"Error: {ul}: no such object")
 
+    def test_loader_torch_refused(self, runner: CliRunner, in_root: Path) -> None:
+        """``--loader torch`` at a URL is a usage error (exit 2): torch.load would fetch every weight."""
+        url = memory_put("/loader/ck.pt", (ROOT / SAMPLES[0][0]).read_bytes())
+        r = runner.invoke(main, [url, SAMPLES[0][1], "--loader", "torch"])
+        assert r.exit_code == 2, r.stderr
+        assert "Traceback" not in r.stderr
+        assert r.stderr.splitlines()[-1].startswith("Error: --loader torch reads local files only")
+        assert remote.stats(url).bytes_fetched <= 4  # at most the first bytes that told it is a checkpoint
+
     def test_api_types(self, s3: dict[str, str]) -> None:
         """The library raises the typed errors; RemoteUnavailable is a RemoteError."""
         with pytest.raises(RemoteError, match="no such object") as info:
