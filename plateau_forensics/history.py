@@ -208,8 +208,42 @@ def _lrs_in(ev: Evidence, e: Evaluation, lineage: list[int], p: int,
     if lrs[p] is not None and e.sim.event(i) not in (REDUCED, None):
         return lrs[p]
     if lrs[p] is not None and e.sim.event(i) == REDUCED and ev.config.factor > 0:
-        return tuple(v / ev.config.factor for v in lrs[p])  # type: ignore[union-attr]
+        return undo_reduction(lrs[p], ev.config.factor, _min_lrs(ev, len(lrs[p])), ev.config.eps)
     return None
+
+
+def _min_lrs(ev: Evidence, n: int) -> tuple[float, ...]:
+    """Each param group's floor: the checkpoint's saved ``min_lrs`` (what torch applied), else the config's."""
+    if ev.ck is not None and len(ev.ck.state.min_lrs) == n:
+        return tuple(float(v) for v in ev.ck.state.min_lrs)
+    m = ev.config.min_lr
+    return tuple(float(v) for v in m) if isinstance(m, tuple) and len(m) == n else (float(m if not isinstance(
+        m, tuple) else m[0]),) * n
+
+
+def undo_reduction(after: Sequence[float], factor: float, min_lrs: Sequence[float], eps: float
+                   ) -> tuple[float, ...] | None:
+    """The lrs before a reduction that left ``after``: for each group the one float ``x`` with
+    ``max(x * factor, min_lr) == after`` that torch would have reduced (``x - after > eps``), or a group that
+    was not reduced (``x - after <= eps`` keeps ``x``: then ``x == after``); None when that is not one
+    value: the lr sat at its floor (any ``x`` down to it gives the floor), or no float gives ``after``."""
+    out = []
+    for v, floor in zip(after, min_lrs, strict=True):
+        if v <= floor:
+            return None  # floored: every x with x * factor <= floor gives it
+        x0 = v / factor
+        cands = set()
+        x = x0
+        for _ in range(4):
+            x = math.nextafter(x, -math.inf)
+        for _ in range(9):
+            if x * factor == v and x - v > eps:
+                cands.add(x)
+            x = math.nextafter(x, math.inf)
+        if len(cands) != 1:
+            return None
+        out.append(cands.pop())
+    return tuple(out)
 
 
 def _lrs(ev: Evidence, e: Evaluation, lineage: list[int], worlds: list[World | None]
@@ -229,7 +263,9 @@ def _lrs(ev: Evidence, e: Evaluation, lineage: list[int], worlds: list[World | N
         if event is None:
             continue
         if event == REDUCED:
-            out[p] = tuple(v / factor for v in out[p + 1])  # type: ignore[union-attr]
+            nxt_lrs = out[p + 1]
+            assert nxt_lrs is not None
+            out[p] = undo_reduction(nxt_lrs, factor, _min_lrs(ev, len(nxt_lrs)), ev.config.eps)
         else:
             out[p] = out[p + 1]
     return out

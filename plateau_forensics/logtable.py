@@ -254,6 +254,8 @@ class LogTable:
         self._lines: list[Any] = []
         self._line_array: Any = None
         self.notes: list[tuple[str, str]] = []
+        #: file lines (1-based) that say the run resumed from a checkpoint (printed logs, ``textlog``)
+        self.restart_lines: list[int] = []
         self.limits = limits
         #: reads the texts of a column at some rows when the cells were not kept as text (plain CSV)
         self.text_reader: Callable[[LogTable, str, Any], list[str | None]] | None = None
@@ -743,6 +745,7 @@ def _read_text(path: str, data: bytes, start: int) -> LogTable:
     if not t.n_rows:
         raise LossLogError(f"{path}: no line of this printed log has 'key: number' pairs")
     t.header = parser.header()  # epoch first when a line named one
+    t.restart_lines = parser.restarts
     return t
 
 

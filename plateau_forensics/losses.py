@@ -163,7 +163,8 @@ class LossLog:
     columns: Mapping[str, tuple[float | None, ...]]
     anomalies: tuple[LogAnomaly, ...]
     skipped_lines: tuple[int, ...] = ()
-    #: for a stitched log, the entry index where each later log begins (a resume each)
+    #: entry indexes where a resume shows in the log itself: each later log of a stitched log, and the entry
+    #: after a printed ``Resuming from ...`` line (``textlog``)
     boundaries: tuple[int, ...] = ()
     #: how precisely each column was written (metric, lr and other columns), aligned to the entries;
     #: a column absent here is exact
@@ -401,6 +402,9 @@ def _build(t: LogTable, metric: str | None, epoch_column: str | None,
     rows_of = {c: sources.get(c, entries) for c in (mcol, *lcols, *(c for c, _, _ in other_rows))}
     precisions = {c: p for c, p in _precisions(t, rows_of, lcols).items() if not p.exact}
     metrics, entry_lines, skipped = mvals[entries], lines[entries], lines[~mpresent]
+    # a printed "Resuming from ..." line before an entry: the log shows a resume there (not before the first)
+    restarts = tuple(sorted({int(i) for i in np.searchsorted(entry_lines, t.restart_lines)
+                             if 0 < int(i) < len(entries)}))
     del labels, sources, rows_of, mvals, mpresent
     t.release()  # the file's bytes and the columns: what the log keeps is taken out above
     epochs = tuple(range(1, len(entries) + 1)) if e is None else tuple(_epoch_labels(np, e))
@@ -411,7 +415,7 @@ def _build(t: LogTable, metric: str | None, epoch_column: str | None,
         lines=tuple(entry_lines.tolist()),
         columns=MappingProxyType({c: _values_at(v, r) for c, v, r in other_rows}),
         anomalies=(), skipped_lines=tuple(skipped.tolist()),
-        precision=MappingProxyType(precisions),
+        precision=MappingProxyType(precisions), boundaries=restarts,
     )
     return replace(log, anomalies=_anomalies(log) + tuple(LogAnomaly(k, (), (), m) for k, m in t.notes))
 
@@ -750,7 +754,9 @@ def stitch(logs: Sequence[LossLog]) -> LossLog:
         lrs=lrs, lines=tuple(chain.from_iterable(log.lines for log in logs)),
         columns=MappingProxyType(columns),
         anomalies=(), skipped_lines=(),
-        boundaries=tuple(sum(len(x) for x in logs[:i]) for i in range(1, len(logs))),
+        boundaries=tuple(sorted({*(sum(len(x) for x in logs[:i]) for i in range(1, len(logs))),
+                                 *(sum(len(x) for x in logs[:i]) + b for i, x in enumerate(logs)
+                                   for b in x.boundaries)})),
     )
 
     def part(x: LossLog, own: str | None) -> tuple[Precision, int]:

@@ -1131,9 +1131,12 @@ def explain(ev: Evidence) -> Verdict:
     alts: dict[tuple[str, ...], Evaluation] = {}
     unverifiable: dict[tuple[str, ...], Evaluation] = {}
     win_row = win.ops[win.anchor_op].row if win.anchor_op is not None and win.anchor_op >= 0 else None
+    # the same story read another way as well (another resume row, ...); not one that adds resumes nothing
+    # shows where the winner needs none (a printed "Resuming from" line places the resume)
     equals = [e for e in evaluations[1:] if e.story == win.story and e is not win
               and abs(e.evidence_penalty - win.evidence_penalty) <= 1e-9 and e.score <= win.score + ALTERNATIVE_MARGIN
-              and e.anchor_op is not None and e.anchor_op >= 0 and e.ops[e.anchor_op].row == win_row]
+              and e.anchor_op is not None and e.anchor_op >= 0 and e.ops[e.anchor_op].row == win_row
+              and (silent_resumes(e.plan) <= silent_resumes(win.plan) or not ev.file_starts)]
     for e in evaluations[1:]:
         if e.story == win.story or e.story in alts:
             continue
@@ -1152,6 +1155,13 @@ def explain(ev: Evidence) -> Verdict:
         unverifiable=tuple(s for s in unverifiable if s not in alts),
         explained=tuple(_explained(ev, win)), unexplained=tuple(f"{k}" for k in win.penalties),
         evaluation=win, others=tuple(alts.values()), evidence=ev, equals=tuple(equals[:8]))
+
+
+def silent_resumes(plan: Plan) -> int:
+    """The resumes ``plan`` assumes that the log does not show (no new file, no restart line, no epoch going
+    back)."""
+    return sum(1 for b in plan.boundaries if not b.structural and not b.implied
+               and not (b.speculative and b.opt != "carry"))
 
 
 def _admissible(ev: Evidence, e: Evaluation, all_evals: Sequence[Evaluation]) -> bool:

@@ -6,7 +6,10 @@ Lines such as ``Epoch 12/50 - loss: 0.51 - val_loss: 0.4321 - lr: 0.001``,
 with the epoch taken from the line itself or from the last ``Epoch N`` line above it. Every ``key: number``
 or ``key=number`` pair is a cell, kept as text so that its printed precision is known. Lines without
 pairs (banners, "Saving checkpoint...", a bare progress bar) are not rows; a carriage return ends a line
-(progress bars rewrite themselves with ``\\r``). A value written with digit separators (``1_000``) or
+(progress bars rewrite themselves with ``\\r``). A line without pairs that says the run was resumed
+(``Resuming from ckpt.pt``, Lightning's ``Restoring states from the checkpoint path at ...``, HF's
+``Continuing training from checkpoint``, ``=> loading checkpoint 'x'``, ``Loading weights from ...``) is kept
+as a restart: the log itself shows a resume before the next row (``TextLogParser.restarts``). A value written with digit separators (``1_000``) or
 non-ASCII digits is captured as it is, so that the reader refuses it as a number instead of skipping it.
 """
 
@@ -27,6 +30,12 @@ _KV = re.compile(r"(?<![\w./-])([A-Za-z_][\w./-]*)\s*[:=]\s*(" + _NUM + r")(?![\
 _EPOCH = re.compile(r"(?<![A-Za-z_])[Ee]poch\s*[:=#]?\s*(\d+)(?:\s*/\s*\d+)?")
 _EPOCH_KEY = re.compile(r"epoch", re.IGNORECASE)
 _NAME = re.compile(r"[^\W\d][\w./\- \[\]]{0,63}|\d+")  # a column name: no parentheses, no prose
+#: a line saying the process resumed from (or loaded) a checkpoint: a restart the log itself shows
+_RESTART = re.compile(
+    r"\bresum(?:ed|ing)(?: (?:training|the run|run))?\s+(?:from|at)\b|\b(?:training|run) resumed\b|\bresuming training\b"
+    r"|\brestor(?:ed|ing) (?:all )?(?:training )?states?\b|\bcontinu(?:e|ing) training from\b"
+    r"|\bload(?:ing|ed) (?:the )?(?:weights|checkpoint|state)s? (?:from|at)\b|=>\s*load(?:ing|ed) checkpoint\b",
+    re.IGNORECASE)
 _SHOWN = 80  # characters of a key or value quoted in an error
 
 
@@ -69,7 +78,8 @@ class TextLogParser:
     """Turns the lines of a printed log into rows one line at a time (so a long log is never held whole).
 
     ``feed`` returns a line's cells (``epoch`` included when a line named one) or None for a line without
-    pairs; ``header`` is every key seen, ``epoch`` first when any line named an epoch.
+    pairs; ``header`` is every key seen, ``epoch`` first when any line named an epoch; ``restarts`` the line
+    numbers of lines without pairs that say the run resumed from a checkpoint.
     """
 
     def __init__(self, source: str) -> None:
@@ -77,6 +87,7 @@ class TextLogParser:
         self._keys: dict[str, object] = {}  # every key seen, in first-seen order
         self._epoch: str | None = None
         self._any_epoch = False
+        self.restarts: list[int] = []
 
     def feed(self, n: int, line: str) -> dict[str, str] | None:
         """The cells of line ``n``.
@@ -90,6 +101,8 @@ class TextLogParser:
             self._any_epoch = True
         pairs = _KV.findall(line)
         if not pairs:
+            if _RESTART.search(line[:500]):
+                self.restarts.append(n)
             return None
         cells = dict(pairs)
         if _EPOCH_KEY.search(line):  # an ``epoch=3`` pair sets the epoch and is not a cell

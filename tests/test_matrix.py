@@ -47,11 +47,8 @@ SPEC_STORIES = {
 }
 #: Targets not met yet, with what stands between (``python benchmarks/confusion.py`` prints the numbers).
 NOT_YET_95 = pytest.mark.xfail(
-    reason="about 69% right on the quick matrix, none wrong: most of the rest are ambiguities the inputs leave "
+    reason="about 70% right on the quick matrix, none wrong: most of the rest are ambiguities the inputs leave "
     "open (the verdict names them) where the generator declares one story", strict=False)
-NOT_YET_STEPS = pytest.mark.xfail(
-    reason="a resume shown only by a 'Resuming from ...' line of a printed log: the reader does not use such "
-    "lines yet, so the resume point stays open there", strict=False)
 
 
 def _has(module: str) -> bool:
@@ -396,7 +393,6 @@ def test_no_confident_wrong_story(scores: list[score.CellScore]) -> None:
     assert not wrong, wrong[:10]
 
 
-@NOT_YET_STEPS
 def test_every_step_after_the_checkpoint_is_exact_where_determinable(scores: list[score.CellScore]) -> None:
     """After the checkpoint, every value the tool shows is right, and it shows every determinable one."""
     bad = [

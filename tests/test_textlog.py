@@ -79,3 +79,52 @@ def test_printed_log_read_in_small_runs(tmp_path: Path, monkeypatch: pytest.Monk
     small = pf.read_losses(tmp_path / "t.log")
     assert (whole.epochs, whole.metrics, whole.lrs, whole.lines, whole.anomalies) == (
         small.epochs, small.metrics, small.lrs, small.lines, small.anomalies)
+
+
+RESTART_LINES = [
+    "Resuming from ckpt_e5.pt",
+    "Restoring states from the checkpoint path at /runs/x/epoch=4.ckpt",
+    "Restored all states from the checkpoint at /runs/x/epoch=4.ckpt",
+    "Continuing training from checkpoint, will skip to saved global_step",
+    "=> loading checkpoint 'model_best.pth.tar'",
+    "Loading weights from ckpt_e5.pt",
+    "Training resumed at epoch 6",
+]
+NOT_RESTART_LINES = [
+    "Restoring model weights from the end of the best epoch: 12.",  # Keras EarlyStopping, not a resume
+    "Saving checkpoint to ckpt_e5.pt",
+    "resume=None",
+    "Resume: False",
+    "We resume the discussion later",
+]
+
+
+@pytest.mark.parametrize("line", RESTART_LINES)
+def test_a_printed_resume_line_is_a_restart(tmp_path: Path, line: str) -> None:
+    """A line saying the process resumed from a checkpoint marks a resume before the next row; the same line
+    before the first row or after the last marks nothing (there is no row it separates)."""
+    rows = [f"Epoch {i}/9 - loss: 0.5 - val_loss: {0.5 - i / 100:.4f} - lr: 0.001" for i in range(1, 9)]
+    text = "\n".join([line, *rows[:5], line, line, *rows[5:], line]) + "\n"
+    (tmp_path / "t.log").write_text(text)
+    log = pf.read_losses(tmp_path / "t.log")
+    assert log.epochs == tuple(range(1, 9))
+    assert log.boundaries == (5,)
+
+
+@pytest.mark.parametrize("line", NOT_RESTART_LINES)
+def test_other_lines_are_not_restarts(tmp_path: Path, line: str) -> None:
+    rows = [f"Epoch {i}/9 - loss: 0.5 - val_loss: {0.5 - i / 100:.4f}" for i in range(1, 9)]
+    (tmp_path / "t.log").write_text("\n".join([*rows[:4], line, *rows[4:]]) + "\n")
+    assert pf.read_losses(tmp_path / "t.log").boundaries == ()
+
+
+def test_stitched_logs_keep_their_own_restarts(tmp_path: Path) -> None:
+    """Two printed logs given in order: the second file's start and the restart printed inside the first are
+    both resumes."""
+    a = [f"Epoch {i}/9 - val_loss: {0.5 - i / 100:.4f}" for i in range(1, 7)]
+    (tmp_path / "a.log").write_text("\n".join([*a[:3], "Resuming from ckpt_e3.pt", *a[3:]]) + "\n")
+    (tmp_path / "b.log").write_text("".join(f"Epoch {i}/9 - val_loss: {0.5 - i / 100:.4f}\n" for i in (7, 8)))
+    from plateau_forensics.losses import stitch
+
+    log = stitch([pf.read_losses(tmp_path / "a.log"), pf.read_losses(tmp_path / "b.log")])
+    assert log.boundaries == (3, 6)
