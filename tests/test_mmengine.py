@@ -438,3 +438,40 @@ class TestFloat32Metric:
         t = pf.trace(MMENGINE / "plain" / "epoch_16.pth")
         assert t.checkpoint.state.best_dtype is None
         assert "mmengine-float32" not in {f.code for f in t.findings}
+
+
+class TestOtherParams:
+    """MMEngine's plateau machine also schedules other values (``ReduceOnPlateauMomentum``)."""
+
+    def test_momentum_scheduler_is_not_replayed_as_the_lr(self, mmengine_scheduler: type,
+                                                          tmp_path: Path) -> None:
+        """A real ``ReduceOnPlateauMomentum`` state is refused (one line, naming it); beside a
+        ``ReduceOnPlateauLR`` the lr one is chosen with ``--scheduler`` and replays as the real one went."""
+        import torch
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # imports only: a framework's own deprecation noise
+            from mmengine.optim.scheduler import ReduceOnPlateauMomentum
+        opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+        momentum = ReduceOnPlateauMomentum(opt, monitor="m", patience=0)
+        lr = mmengine_scheduler(opt, monitor="m", patience=1)
+        for v in (1.0, 2.0, 3.0, 4.0):
+            for s in (momentum, lr):
+                s.step()
+            for s in (momentum, lr):
+                s.step({"m": v})
+        only = tmp_path / "momentum.pth"
+        torch.save({"meta": {"epoch": 4}, "optimizer": opt.state_dict(),
+                    "param_schedulers": [momentum.state_dict()]}, only)
+        r = CliRunner().invoke(main, [str(only)])
+        assert 1 == r.exit_code
+        assert r.stderr.strip().splitlines() == [
+            f"Error: {only}:param_schedulers[0]: MMEngine's plateau scheduler of 'momentum' (param_name), "
+            "not of the lr; plateau-forensics replays lr schedulers (ReduceOnPlateauLR)"]
+        both = tmp_path / "both.pth"
+        torch.save({"meta": {"epoch": 4}, "optimizer": opt.state_dict(),
+                    "param_schedulers": [momentum.state_dict(), lr.state_dict()]}, both)
+        t = pf.trace(both, scheduler="param_schedulers[1]")
+        assert t.checkpoint.framework == "mmengine"
+        assert (t.checkpoint.state.best, t.checkpoint.state.num_bad_epochs, t.checkpoint.optimizer_lrs) == (
+            lr.best, lr.num_bad_epochs, (opt.param_groups[0]["lr"],))

@@ -136,6 +136,11 @@ def adapt(ck: Checkpoint, tree: Any) -> Checkpoint:
     """MMEngine's names onto torch's: ``rule`` -> mode, ``threshold_rule`` -> threshold_mode, ``min_values``
     -> min_lrs, ``last_step + 1`` -> last_epoch (plateau steps taken); the run's log from the message hub."""
     where = f"{ck.path}:{ck.key_path or '<root>'}"
+    param = ck.raw.get("param_name", "lr")
+    if param != "lr":  # ReduceOnPlateauMomentum / ReduceOnPlateauParamScheduler: the same machine on another value
+        raise CheckpointValueError(
+            f"{where}: MMEngine's plateau scheduler of {str(param)[:40]!r} (param_name), not of the lr; "
+            "plateau-forensics replays lr schedulers (ReduceOnPlateauLR)")
     try:
         cfg, st = mm.from_state_dict(ck.raw)
     except ConfigError as exc:
