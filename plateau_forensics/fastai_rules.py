@@ -83,7 +83,8 @@ class FastaiConfig:
             raise ConfigError(f"fastai's mode is its comp: 'auto' (comp=None), 'min' (np.less) or 'max' "
                               f"(np.greater); got {self.mode!r}")
         if self.factor == 0:
-            raise ConfigError("factor 0: fastai divides the lr by factor (ZeroDivisionError at the first reduction)")
+            raise ConfigError("factor 0: fastai divides the lr by factor (ZeroDivisionError at the first "
+                              "reduction)")
 
     @property
     def direction(self) -> Literal["min", "max"]:
@@ -94,8 +95,9 @@ class FastaiConfig:
 
     def to_dict(self) -> dict[str, Any]:
         """The arguments, ``mode`` for ``comp``; ``comp=None`` is ``mode="auto"``."""
-        out = {"monitor": self.monitor, "mode": self.mode, "min_delta": self.min_delta, "patience": self.patience,
-               "factor": self.factor, "min_lr": self.min_lr, "reset_on_fit": self.reset_on_fit}
+        out = {"monitor": self.monitor, "mode": self.mode, "min_delta": self.min_delta,
+               "patience": self.patience, "factor": self.factor, "min_lr": self.min_lr,
+               "reset_on_fit": self.reset_on_fit}
         if self.fit_lrs is not None:
             out["fit_lrs"] = ",".join(_fmt(v) for v in self.fit_lrs)
         return out
@@ -163,13 +165,14 @@ def run_fastai(config: FastaiConfig, metrics: Sequence[float], lrs: Sequence[flo
                 wait = 0
                 event = Event.REDUCED if cur != lr_in else Event.SUPPRESSED
         reason = _reason(c, val, probe, best0, wait0, lr_in, cur, event, fit, lr_fit)
-        steps.append(RuleStep(index=i, epoch=labels[i], metric=val, best=best, lr=cur, lr_in=lr_in, event=event,
-                              reason=reason, state={"fit": fit, "wait": wait}))
-    notes = [f"fastai divides the lr by factor {_fmt(c.factor)} (lr / factor, rounded as a division) and has no "
-             "cooldown and no eps; wait resets at every reduction, even one min_lr stops"]
+        steps.append(RuleStep(index=i, epoch=labels[i], metric=val, best=best, lr=cur, lr_in=lr_in,
+                              event=event, reason=reason, state={"fit": fit, "wait": wait}))
+    notes = [f"fastai divides the lr by factor {_fmt(c.factor)} (lr / factor, rounded as a division) and has "
+             "no cooldown and no eps; wait resets at every reduction, even one min_lr stops"]
     if starts:
         notes.append(f"{len(starts) + 1} fit() calls: each zeroes wait"
-                     + (" and resets best (reset_on_fit=True)" if c.reset_on_fit else " (best kept: reset_on_fit=False)")
+                     + (" and resets best (reset_on_fit=True)" if c.reset_on_fit
+                        else " (best kept: reset_on_fit=False)")
                      + "; fit() sets the lr to its lr argument: each fit is replayed from "
                      + ("the given lrs" if fit_lrs is not None else f"lr {'/'.join(_fmt(v) for v in base)}")
                      + " (history.csv does not record the lr)")
@@ -187,8 +190,8 @@ def _reason(c: FastaiConfig, val: float, probe: float, best0: float, w0: int, lr
     if lr_fit is not None:
         parts.append(f"fit {fit} begins (wait 0, best {_fmt(best0)}, lr {'/'.join(_fmt(v) for v in lr_fit)})")
     op = "<" if c.direction == "min" else ">"
-    lhs = _fmt(val) if probe == val or math.isnan(val) else f"{_fmt(val)} {'+' if c.direction == 'min' else '-'} " \
-        f"{_fmt(abs(c.min_delta))}"
+    sign = "+" if c.direction == "min" else "-"
+    lhs = _fmt(val) if probe == val or math.isnan(val) else f"{_fmt(val)} {sign} {_fmt(abs(c.min_delta))}"
     if event is Event.IMPROVED:
         parts.append(f"improved ({lhs} {op} {_fmt(best0)}), best {_fmt(best0)}->{_fmt(val)}, wait {w0}->0")
     else:
@@ -269,7 +272,8 @@ def read_history(path: str | os.PathLike[str], *, metric: str | None = None) -> 
 
 
 def read_log(path: Any, **log_options: Any) -> LossLog | None:
-    """``read_history`` when ``path`` is a local file in fastai's history.csv shape (by its first line), else None.
+    """``read_history`` when ``path`` is a local file in fastai's history.csv shape (by its first line), else
+    None.
 
     Only ``metric`` is taken from ``log_options``; an epoch or lr column is not fastai's.
     """
@@ -332,14 +336,14 @@ def configure(given: Mapping[str, Any], options: Mapping[str, str], *, monitor: 
     if "factor" in given:
         f = float(given["factor"])
         if not 0 < f < 1:
-            raise ConfigError(f"factor {f}: torch's factor multiplies the lr (0 < factor < 1); fastai's divides "
-                              "it (--rule-option factor=10)")
+            raise ConfigError(f"factor {f}: torch's factor multiplies the lr (0 < factor < 1); fastai's "
+                              "divides it (--rule-option factor=10)")
         out["factor"] = 1.0 / f
     if "threshold" in given or "threshold_mode" in given:
         threshold = given.get("threshold", 1e-4)
         if given.get("threshold_mode", "rel") == "rel" and threshold != 0:
-            raise ConfigError(f"torch's threshold {threshold} is relative (threshold_mode='rel'); fastai only has "
-                              "an absolute min_delta: give --min-delta, or --threshold-mode abs")
+            raise ConfigError(f"torch's threshold {threshold} is relative (threshold_mode='rel'); fastai "
+                              "only has an absolute min_delta: give --min-delta, or --threshold-mode abs")
         out["min_delta"] = threshold
     if "min_lr" in given:
         min_lr = given["min_lr"]
@@ -350,12 +354,13 @@ def configure(given: Mapping[str, Any], options: Mapping[str, str], *, monitor: 
         out["min_lr"] = float(min_lr)
     for k, v in options.items():
         if k not in _NATIVE:
-            raise ConfigError(f"fastai's ReduceLROnPlateau has no argument {k!r}: it takes {', '.join(_NATIVE)}")
+            raise ConfigError(f"fastai's ReduceLROnPlateau has no argument {k!r}: it takes "
+                              f"{', '.join(_NATIVE)}")
         try:
             out[k] = _NATIVE[k](v)
         except ValueError:
-            raise ConfigError(f"--rule-option {k}={v!r}: not {'an integer' if _NATIVE[k] is int else 'a number'}"
-                              if _NATIVE[k] is not _bool else f"--rule-option {k}={v!r}: true or false") from None
+            kind = {_bool: "true or false", int: "an integer"}.get(_NATIVE[k], "a number")
+            raise ConfigError(f"--rule-option {k}={v!r}: not {kind}") from None
     return FastaiConfig(monitor=monitor, **out)
 
 
@@ -369,14 +374,16 @@ def replay(config: FastaiConfig, log: LossLog, lrs: Sequence[float]) -> RuleTrac
     fit_lrs = None
     if config.fit_lrs is not None:
         if len(config.fit_lrs) != len(fits) + 1:
-            raise ConfigError(f"fit_lrs gives {len(config.fit_lrs)} lrs; the log has {len(fits) + 1} fit() calls")
+            raise ConfigError(f"fit_lrs gives {len(config.fit_lrs)} lrs; the log has {len(fits) + 1} fit() "
+                              "calls")
         lrs = (config.fit_lrs[0],) * len(lrs)
         fit_lrs = [(v,) * len(lrs) for v in config.fit_lrs[1:]]
     return run_fastai(config, log.metrics, lrs, epochs=log.epochs, fits=fits, fit_lrs=fit_lrs)
 
 
-def rules_runner(**options: str) -> Callable[[Sequence[float], Sequence[float], PlateauConfig, Sequence[float]],
-                                             RuleTrace]:
+def rules_runner(
+    **options: str,
+) -> Callable[[Sequence[float], Sequence[float], PlateauConfig, Sequence[float]], RuleTrace]:
     """A ``whatif.RulesRunner``: each torch ``PlateauConfig`` runs under fastai's rules (one fit)."""
 
     def runner(metrics: Sequence[float], epochs: Sequence[float], config: PlateauConfig,

@@ -34,7 +34,8 @@ _F32_TINY = 2.0**-126
 
 
 def f32(x: float) -> float:
-    """A float32 result as XLA's CPU backend gives it: rounded to float32, a subnormal flushed to (signed) zero.
+    """A float32 result as XLA's CPU backend gives it: rounded to float32, a subnormal flushed to (signed)
+    zero.
 
     XLA runs with flush-to-zero and denormals-are-zero, so a value below 2**-126 in magnitude is 0 in
     every jax computation (``jnp.astype`` of the value included).
@@ -184,7 +185,8 @@ def run_optax(config: OptaxConfig, metrics: Sequence[float], lrs: Sequence[float
                 cool = _int32(c.cooldown) if hit else 0
             count, avg = 0, 0.0
             event = _event(improved, hit, cool0 > 0, scale0, scale)
-            reason = _reason(c, avg_fed, bar, improved, best0, plateau0, curr, cool0, cool, hit, scale0, scale)
+            reason = _reason(c, avg_fed, bar, improved, best0, plateau0, curr, cool0, cool, hit, scale0,
+                             scale)
         lr_in = tuple(b * scale0 for b in base)
         lr = tuple(b * scale for b in base)
         steps.append(RuleStep(
@@ -240,19 +242,22 @@ def _parse(options: Mapping[str, str]) -> dict[str, Any]:
             raise ConfigError("optax has no min_delta: its tolerances are rtol and atol "
                               "(--rule-option atol=VALUE, or --threshold with --threshold-mode abs)")
         if k not in _NATIVE:
-            raise ConfigError(f"optax's reduce_on_plateau has no argument {k!r}: it takes {', '.join(_NATIVE)}")
+            raise ConfigError(f"optax's reduce_on_plateau has no argument {k!r}: it takes "
+                              f"{', '.join(_NATIVE)}")
         try:
             out[k] = _NATIVE[k](v)
         except ValueError:
-            raise ConfigError(f"--rule-option {k}={v!r}: not {'an integer' if _NATIVE[k] is int else 'a number'}") \
-                from None
+            kind = "an integer" if _NATIVE[k] is int else "a number"
+            raise ConfigError(f"--rule-option {k}={v!r}: not {kind}") from None
     return out
 
 
 def from_torch(given: Mapping[str, Any]) -> dict[str, Any]:
-    """optax arguments for the torch-named hyperparameters ``given`` (only those; the rest keep optax's defaults).
+    """optax arguments for the torch-named hyperparameters ``given`` (only those; the rest keep optax's
+    defaults).
 
-    ``factor``, ``patience``, ``cooldown`` map 1:1; ``threshold`` is ``rtol`` (``threshold_mode="rel"``, torch's
+    ``factor``, ``patience``, ``cooldown`` map 1:1; ``threshold`` is ``rtol`` (``threshold_mode="rel"``,
+    torch's
     default) or ``atol`` (``"abs"``, with ``rtol=0``).
 
     Raises:
@@ -291,8 +296,9 @@ def replay(config: OptaxConfig, log: LossLog, lrs: Sequence[float]) -> RuleTrace
     return run_optax(config, log.metrics, lrs, epochs=log.epochs)
 
 
-def rules_runner(**options: str) -> Callable[[Sequence[float], Sequence[float], PlateauConfig, Sequence[float]],
-                                             RuleTrace]:
+def rules_runner(
+    **options: str,
+) -> Callable[[Sequence[float], Sequence[float], PlateauConfig, Sequence[float]], RuleTrace]:
     """A ``whatif.RulesRunner``: each torch ``PlateauConfig`` runs under optax's rules (``from_torch``)."""
 
     def runner(metrics: Sequence[float], epochs: Sequence[float], config: PlateauConfig,

@@ -40,8 +40,8 @@ if TYPE_CHECKING:
     from plateau_forensics.engine import Event
     from plateau_forensics.losses import LossLog
 
-__all__ = ["MIN_DELTA", "RULESETS", "RuleSet", "RuleStep", "RuleTrace", "compare_log", "first_divergence", "get",
-           "names", "parse_names", "register", "render", "render_compare", "replay_log"]
+__all__ = ["MIN_DELTA", "RULESETS", "RuleSet", "RuleStep", "RuleTrace", "compare_log", "first_divergence",
+           "get", "names", "parse_names", "register", "render", "render_compare", "replay_log"]
 
 
 @dataclass(frozen=True)
@@ -128,8 +128,8 @@ class _TorchRules:
         from plateau_forensics.state import PlateauConfig
 
         if given.get("mode") == "auto":
-            raise ConfigError("torch's ReduceLROnPlateau has no mode 'auto' (min or max); 'auto' is Keras's and "
-                              "fastai's rule")
+            raise ConfigError("torch's ReduceLROnPlateau has no mode 'auto' (min or max); 'auto' is Keras's "
+                              "and fastai's rule")
         return PlateauConfig(**given)
 
     @staticmethod
@@ -203,7 +203,8 @@ class RuleStep:
     def as_dict(self) -> dict[str, Any]:
         """The step as a JSON-ready dict: common fields, then the library's state by its names."""
         return {"epoch": self.epoch, "metric": self.metric, "best": self.best, **self.state,
-                "lr": list(self.lr), "lr_in": list(self.lr_in), "event": self.event_name, "reason": self.reason}
+                "lr": list(self.lr), "lr_in": list(self.lr_in), "event": self.event_name,
+                "reason": self.reason}
 
 
 @dataclass
@@ -305,7 +306,7 @@ def replay_log(name: str, losses: Any, *, given: Mapping[str, Any] | None = None
         LossLogError: the log cannot be read.
 
     Example:
-        >>> t = replay_log("fastai", [1.0, 1.0, 0.5], lr=[0.1])
+        >>> t = replay_log("fastai", [1.0, 1.0, 0.5], given={"mode": "min"}, lr=[0.1])  # 'metric': max
         >>> [s.event.value for s in t.steps], t.lrs
         (['improved', 'reduced', 'improved'], (0.01,))
     """
@@ -325,7 +326,8 @@ def _options_for(name: str, options: Mapping[str, str], names: Sequence[str]) ->
         prefix, dot, key = k.partition(".")
         if dot:
             if prefix not in names:
-                raise ConfigError(f"--rule-option {k}: {prefix!r} is not among the rule sets {', '.join(names)}")
+                raise ConfigError(f"--rule-option {k}: {prefix!r} is not among the rule sets "
+                                  f"{', '.join(names)}")
             if prefix == name:
                 out[key] = v
         elif name != "torch":
@@ -368,9 +370,8 @@ def compare_log(rule_names: Sequence[str], losses: Any, *, given: Mapping[str, A
         opts = _options_for(rs.name, options, names)
         if rs.name == "torch":
             if opts:
-                raise ConfigError(f"torch's hyperparameters are its options (--patience, ...), not --rule-option "
-                                  f"{', '.join(opts)}" + (" (prefix another rule set's: NAME.KEY=VALUE)"
-                                                          if len(names) > 1 else ""))
+                raise ConfigError(f"torch's hyperparameters are its options (--patience, ...), not "
+                                  f"--rule-option {', '.join(opts)}")
             if "keras" in names and "threshold" not in mine and "threshold_mode" not in mine:
                 delta = min_delta if min_delta is not None else float(options.get("keras.min_delta", 1e-4))
                 mine["threshold"], mine["threshold_mode"] = delta, "abs"
@@ -494,7 +495,8 @@ def render(t: Any, fmt: str = "grid", *, width: int = 100, style: str = "simple"
         out = ["**plateau-trace**", "", "| | |", "|---|---|"]
         out += [f"| {k} | {v.replace('|', chr(92) + '|')} |" for k, v in summary]
         if rows:
-            out += ["", "**Steps**", "", tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)]
+            out += ["", "**Steps**", "",
+                    tabulate(rows, headers=headers, tablefmt="github", disable_numparse=True)]
         return "\n".join(out)
     tablefmt = style if fmt == "table" else "simple"
     body = tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True) if rows else ""
@@ -514,7 +516,8 @@ def _cell(v: Any) -> str:
 
 
 def _differ(a: float, b: float) -> bool:
-    """Different beyond float32 rounding (Keras and optax keep lrs in float32, torch and fastai in float64)."""
+    """Different beyond float32 rounding (Keras and optax keep lrs in float32, torch and fastai in
+    float64)."""
     if a == b or (math.isnan(a) and math.isnan(b)):
         return False
     from plateau_forensics.engine import _round_float32 as f32
@@ -570,7 +573,8 @@ def render_compare(pairs: Sequence[tuple[str, Any]], fmt: str = "simple") -> str
             d = s.as_dict()
             row += [_lr_text(s.lr), *(_fmt(d.get(c)) for c in _counters(name)), _MARK[_event(s)]]
         marks = [name for name, k in divs.items() if k == i]
-        row.append(("<< diverge" + ("" if len(pairs) == 2 else " (" + ", ".join(marks) + ")")) if marks else "")
+        which = "" if len(pairs) == 2 else " (" + ", ".join(marks) + ")"
+        row.append("<< diverge" + which if marks else "")
         rows.append(row)
     style = {"table": "simple", "markdown": "github"}.get(fmt, fmt)
     body = tabulate(rows, headers=headers, tablefmt=style, disable_numparse=True)
@@ -581,8 +585,9 @@ def render_compare(pairs: Sequence[tuple[str, Any]], fmt: str = "simple") -> str
             line = f"no divergence: the lr agrees after every one of {n} epochs"
         else:
             a, b = ref.steps[k], t.steps[k]
-            line = (f"first divergence: epoch {_fmt(a.epoch)} ({ref_name} lr {_lr_text(a.lr_in)}->{_lr_text(a.lr)} "
-                    f"[{_event(a)}], {name} lr {_lr_text(b.lr_in)}->{_lr_text(b.lr)} [{_event(b)}])")
+            line = (f"first divergence: epoch {_fmt(a.epoch)} ({ref_name} lr "
+                    f"{_lr_text(a.lr_in)}->{_lr_text(a.lr)} [{_event(a)}], {name} lr "
+                    f"{_lr_text(b.lr_in)}->{_lr_text(b.lr)} [{_event(b)}])")
         tails.append(line if len(pairs) == 2 else f"{name} vs {ref_name}: {line}")
     w = max(len(name) for name, _ in pairs)
     for name, t in pairs:  # what each library ran with: its own defaults fill what was not given

@@ -20,15 +20,19 @@ Scenarios (one sub-folder each, ``history.csv`` + ``truth.json``):
 ``truth.json`` holds what the live objects held, read by a callback that runs right after fastai's (order 63,
 after ``after_epoch`` of ``ReduceLROnPlateau`` at 62): per epoch, in time order, the fit (0-based), fastai's
 epoch counter, the value the callback read (``recorder.values[-1][idx]``), its ``best`` and ``wait`` after the
-epoch, every param group's lr before and after (``opt.hypers``), and per fit the lr ``fit()`` set. Nothing in it
+epoch, every param group's lr before and after (``opt.hypers``), and per fit the lr ``fit()`` set. Nothing in
+it
 is computed by replaying. JSON numbers are ``repr``; inf / -inf / nan are the strings "inf" / "-inf" / "nan".
 
-fastai is installed with ``pip install --no-deps fastai==2.8.12`` (its requirements pull torchvision and spaCy,
+fastai is installed with ``pip install --no-deps fastai==2.8.12`` (its requirements pull torchvision and
+spaCy,
 and with them another torch; see README "Rule sets"); only ``fastai.learner``, ``fastai.data.core``,
 ``fastai.optimizer`` and ``fastai.callback`` are used, none of which imports torchvision.
 
-Determinism: the CPU kernels are pinned before torch is imported (``_pin_cpu.py``), one thread, seeded data and
-weights: a rerun on the same machine writes the same numbers; another CPU trains to other last bits, so no test
+Determinism: the CPU kernels are pinned before torch is imported (``_pin_cpu.py``), one thread, seeded data
+and
+weights: a rerun on the same machine writes the same numbers; another CPU trains to other last bits, so no
+test
 compares two runs' numbers.
 """
 
@@ -117,12 +121,10 @@ def run(name: str, out: Path) -> dict[str, Any]:
             learn.fit(n, lr)
     import fastai
 
-    truth = {"fastai": fastai.__version__, "callback": {**{"monitor": plateau.monitor,
-                                                          "comp": plateau.comp.__name__,
-                                                          "min_delta": plateau.min_delta,
-                                                          "patience": plateau.patience, "factor": plateau.factor,
-                                                          "min_lr": plateau.min_lr,
-                                                          "reset_on_fit": plateau.reset_on_fit}},
+    callback = {"monitor": plateau.monitor, "comp": plateau.comp.__name__, "min_delta": plateau.min_delta,
+                "patience": plateau.patience, "factor": plateau.factor, "min_lr": plateau.min_lr,
+                "reset_on_fit": plateau.reset_on_fit}
+    truth = {"fastai": fastai.__version__, "callback": callback,
              "given": spec["callback"], "fit_calls": [list(f) for f in spec["fits"]], "fits": fits,
              "epochs": epochs, "precision": "float64"}
     (out / "truth.json").write_text(json.dumps(_enc(truth), indent=1) + "\n")

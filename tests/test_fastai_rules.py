@@ -1,4 +1,5 @@
-"""The fastai rule set against real fastai 2.8.12: its ``ReduceLROnPlateau`` inside a real ``Learner``, and the
+"""The fastai rule set against real fastai 2.8.12: its ``ReduceLROnPlateau`` inside a real ``Learner``, and
+the
 ``history.csv`` fixtures that real fastai training wrote (``sample_checkpoints/make_fastai.py``).
 
 fastai cannot be a pinned test requirement: ``pip install fastai==2.8.12`` pulls torchvision and spaCy, and
@@ -6,7 +7,8 @@ with them torch 2.14.1 and CUDA (``pip install --dry-run``); it installs with ``
 requirements the test extra pins (see README "Rule sets"). Without it the tests that need the real library
 skip, and the committed fixtures are still judged by their recorded truth.
 
-The oracle runs fastai's own callback in a real ``Learner`` (real ``Recorder``, real fastai ``Optimizer``): the
+The oracle runs fastai's own callback in a real ``Learner`` (real ``Recorder``, real fastai ``Optimizer``):
+the
 Hypothesis test calls the callback's ``before_fit``/``after_epoch`` the way ``Learner.fit`` does, with the
 metric put where the Recorder puts it (``recorder.values[-1]``), because a trained model cannot produce
 chosen metric sequences; ``test_full_fit_loop`` shows on scripted metrics that a real ``learn.fit`` gives the
@@ -89,7 +91,8 @@ def fastai_learner() -> Any:
 
 def fastai_replay(learn: Any, kwargs: dict[str, Any], fits: list[tuple[list[float], float]],
                   monitor: str = "valid_loss") -> list[dict[str, Any]]:
-    """Real ``ReduceLROnPlateau(**kwargs)``: per fit ``(metrics, lr)``, ``Learner.fit``'s ``set_hypers(lr=...)``
+    """Real ``ReduceLROnPlateau(**kwargs)``: per fit ``(metrics, lr)``, ``Learner.fit``'s
+    ``set_hypers(lr=...)``
     and ``before_fit``, then per epoch the Recorder's ``values`` row and the callback's ``after_epoch``."""
     import contextlib
     import io
