@@ -476,7 +476,9 @@ class RangeFile:
         def name_len(info: Any) -> int:
             return len(info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437", "replace"))
 
-        whole = {id(i) for i in wanted}
+        # a record or pickle too big to be kept would be fetched here and again by the reader: the reader
+        # fetches it (once); so does a member whose declared compressed size is out of proportion
+        whole = {id(i) for i in wanted if i.compress_size <= self._obj.cache.capacity // 4}
         first = []
         by_offset = sorted(infos, key=lambda i: i.header_offset)
         for before, info in zip([None, *by_offset[:-1]], by_offset, strict=True):

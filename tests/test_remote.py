@@ -365,6 +365,24 @@ class TestBytesFetched:
 
         fsspec.filesystem("memory").rm("/big/ckpt.pt")
 
+    @pytest.mark.parametrize("cache", [16 << 20, 3000], ids=["default-cache", "pickle-over-half-the-cache"])
+    def test_pickle_fetched_once(self, in_root: Path, monkeypatch: pytest.MonkeyPatch, cache: int) -> None:
+        """The pickle's bytes arrive once, whether the cache keeps it (prefetched) or not (read directly)."""
+        monkeypatch.setattr(remote, "SMALL_OBJECT_BYTES", 0)
+        monkeypatch.setattr(remote, "CACHE_BYTES", cache)
+        path = ROOT / SAMPLES[0][0]
+        with open(path, "rb") as fh, zipfile.ZipFile(fh) as zf:
+            info = next(i for i in zf.infolist() if i.filename.endswith("/data.pkl"))
+            fh.seek(info.header_offset)
+            n_name, n_extra = struct.unpack("<26xHH", fh.read(30))
+        a = info.header_offset + 30 + n_name + n_extra
+        b = a + info.compress_size
+        assert (b - a > cache // 2) == (cache == 3000)
+        url = memory_put("/once/ck.pt", path.read_bytes())
+        assert pf.load_checkpoint(url).state == pf.load_checkpoint(str(path)).state
+        covered = [max(0, min(b, rb) - max(a, ra)) for ra, rb in remote.stats(url).ranges]
+        assert sum(covered) == b - a
+
     def test_small_object_in_one_request(self, in_root: Path) -> None:
         """A checkpoint of a few KB is fetched whole by its first read: one request."""
         ckpt = SAMPLES[0][0]
