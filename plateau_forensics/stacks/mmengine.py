@@ -197,7 +197,8 @@ def findings(trace: Trace) -> list[Finding]:
         cfg, st = mm.from_state_dict(ck.raw)
     except ConfigError:
         return out
-    window = f"{cfg.begin} <= _global_step < {cfg.end}"
+    window = (f"{cfg.begin} <= _global_step < {cfg.end}" if cfg.end != mm.INF
+              else f"{cfg.begin} <= _global_step (end = INF, MMEngine's int(1e9): no end)")
     done = st.global_step >= cfg.end
     out.append(Finding(
         "mmengine-window", "info", ck.epoch,
@@ -206,7 +207,8 @@ def findings(trace: Trace) -> list[Finding]:
         f"{window}"
         + (" (the Runner sets end = max_epochs: the validation after the last epoch never is one)"
            if cfg.end != mm.INF else "")
-        + ("; this run reached end: later validations change nothing" if done else ""),
+        + ("; this run reached end: later validations change nothing (the forecast assumes plateau steps "
+           "this scheduler will not take)" if done else ""),
         {"last_step": st.last_step, "_global_step": st.global_step, "begin": cfg.begin, "end": cfg.end},
         "nothing to fix: MMEngine's own counting"))
     log = trace.log
