@@ -251,6 +251,25 @@ def test_fixtures_cover_the_rules() -> None:
                e["value"] != e["best"] for e in k["epochs"])
 
 
+def test_compare_on_fixture() -> None:
+    """``--compare fastai,torch`` on the committed history.csv: the first divergence is the first epoch where
+    real fastai's lr (the truth) and a real torch scheduler stepped on the same values (no reset per fit) differ."""
+    from torch_oracle import make_scheduler
+
+    truth = _decode(json.loads((SAMPLES / "defaults" / "truth.json").read_text()))
+    lr0 = truth["fits"][0]["lr"][0]
+    r = CliRunner().invoke(main, [str(SAMPLES / "defaults" / "history.csv"), "--lr", repr(lr0), "--patience", "1",
+                                  "--compare", "fastai,torch"])
+    assert ExitStatus.OK == r.exit_code, r.output
+    opt, sched = make_scheduler([lr0], {"patience": 1})
+    first = None
+    for i, e in enumerate(truth["epochs"]):
+        sched.step(e["value"])
+        if first is None and not math.isclose(opt.param_groups[0]["lr"], e["lr"][0], rel_tol=1e-5):
+            first = e["epoch"]
+    assert first is not None and f"first divergence: epoch {first} (fastai lr " in r.stdout
+
+
 def test_regenerated_fixture(tmp_path: Path) -> None:
     """``make_fastai.py`` run again writes files that the judge accepts by their own fresh truth.
 
@@ -330,6 +349,14 @@ class TestHistory:
         assert ((0, 1, 0), (0.5, 0.6, 0.7), (2,), (2, 3, 5)) == (log.epochs, log.metrics, log.boundaries, log.lines)
         t = replay_log("fastai", str(p), lr=[0.1])
         assert [0, 0, 1] == [s.state["fit"] for s in t.steps] and t.steps[2].lr == (0.1,)
+
+    def test_one_fit(self, tmp_path: Path) -> None:
+        """``CSVLogger()`` without ``append`` writes one header: one fit, no boundaries."""
+        p = tmp_path / "h.csv"
+        p.write_text("epoch,train_loss,valid_loss,accuracy,time\n0,1.0,0.5,0.7,00:00\n1,1.0,0.6,0.8,00:00\n")
+        log = read_history(p, metric="accuracy")
+        assert ((), (0.7, 0.8), "accuracy") == (log.boundaries, log.metrics, log.metric_column)
+        assert "max" == configure({}, {}, monitor=log.metric_column).direction
 
     def test_not_fastai(self, tmp_path: Path) -> None:
         """A CSV whose first line is not the Recorder's header is left to the ordinary reader."""
