@@ -535,7 +535,7 @@ class TestErrors:
 
 # -- the reader's limits hold at a URL -----------------------------------------------------------------------
 HOSTILE = ["os.system@zip-embedded", "subprocess.Popen-reduce@legacy-root", "byteorder-bomb", "mark-flood",
-           "quoted-10kb-mode"]
+           "quoted-10kb-mode", "trailing-gigabyte-data-pkl"]
 
 
 @pytest.mark.parametrize("name", HOSTILE)
@@ -567,6 +567,34 @@ def test_hostile_file_at_url(runner: CliRunner, in_root: Path, tmp_path: Path, n
             pf.load_checkpoint(url)
     else:
         assert pf.load_checkpoint(url).neutralised == pf.load_checkpoint(local).neutralised != ()
+    assert not any(canary.rglob("*")), list(canary.rglob("*"))
+
+
+def test_every_classic_payload_at_url(tmp_path: Path) -> None:
+    """Each code-running payload of the hostile suite, in each of its six containers (zip and legacy), read
+    from ``memory://``: the same error or the same neutralised load as the local file, and nothing runs."""
+    from plateau_forensics.errors import ForensicsError
+
+    canary = tmp_path / "canary"
+    canary.mkdir()
+    local = tmp_path / "x.pt"
+
+    def outcome(path: str) -> tuple[str, object]:
+        try:
+            return "loaded", pf.load_checkpoint(path).neutralised
+        except ForensicsError as exc:
+            return type(exc).__name__, str(exc).replace(path, "<file>")
+
+    n = 0
+    for cname, wrap in payloads.CONTAINERS.items():
+        for pname, payload in payloads.classic_payloads(canary / cname).items():
+            body = wrap(payload)
+            local.write_bytes(body)
+            url = memory_put("/classic/x.pt", body)
+            remote.forget(url)
+            assert outcome(url) == outcome(str(local)), (pname, cname)
+            n += 1
+    assert n > 300
     assert not any(canary.rglob("*")), list(canary.rglob("*"))
 
 
