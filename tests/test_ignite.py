@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import atexit
 import importlib.util
+import io
 import json
 import math
 import shutil
@@ -247,22 +248,24 @@ def scenarios(draw: Any) -> dict[str, Any]:
     min_lr = draw(st.one_of(st.none(), st.sampled_from([0.0, 1e-3, 0.02, 0.05])))
     if min_lr is not None:
         kw["min_lr"] = min_lr
+    metrics = draw(st.lists(METRICS, min_size=1, max_size=10))
     return {"lrs": draw(st.lists(st.sampled_from([0.1, 0.05, 0.01]), min_size=n, max_size=n)), "index": index,
-            "kw": kw, "metrics": draw(st.lists(METRICS, min_size=1, max_size=10))}
+            "kw": kw, "metrics": metrics, "save_after": draw(st.integers(1, len(metrics)))}
 
 
 @NEEDS_IGNITE
-@example(sc={"lrs": [0.1, 0.1], "index": 1, "metrics": [1.0, 2.0, 3.0, 4.0],
+@example(sc={"lrs": [0.1, 0.1], "index": 1, "metrics": [1.0, 2.0, 3.0, 4.0], "save_after": 4,
              "kw": {"mode": "min", "factor": 0.1, "patience": 0, "threshold": 1e-4, "threshold_mode": "rel",
                     "cooldown": 0, "eps": 1e-8, "min_lr": 0.05}})
 @example(sc={"lrs": [0.1, 0.05, 0.01], "index": None, "metrics": [1.0, 2.0, math.nan, 3.0, 0.5, 0.6],
+             "save_after": 3,
              "kw": {"mode": "min", "factor": 0.5, "patience": 1, "threshold": 0.1, "threshold_mode": "abs",
                     "cooldown": 1, "eps": 1e-8, "min_lr": 0.02}})
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(sc=scenarios())
 def test_replay_equals_real_ignite(sc: dict[str, Any]) -> None:
-    """A checkpoint of the real scheduler after its last step, traced with the run's log (every group's lr),
-    replays each step as ignite took it: best, counters and the lr of the group(s) ignite reduces."""
+    """A checkpoint of the real scheduler saved after one of its steps, traced with the run's log (every
+    group's lr), replays each step as ignite took it: best, counters and the lr of the group(s) it reduces."""
     import torch
 
     Engine, ReduceLROnPlateauScheduler = _ignite()  # noqa: N806 - the classes under test
@@ -275,6 +278,7 @@ def test_replay_equals_real_ignite(sc: dict[str, Any]) -> None:
         sched = ReduceLROnPlateauScheduler(opt, metric_name="val_loss", param_group_index=index, **sc["kw"])
     evaluator = Engine(lambda engine, batch: None)
     rows, real = [], []
+    saved = io.BytesIO()
     for v in sc["metrics"]:
         rows.append([g["lr"] for g in opt.param_groups])
         evaluator.state.metrics = {"val_loss": v}
@@ -282,6 +286,8 @@ def test_replay_equals_real_ignite(sc: dict[str, Any]) -> None:
         torch_sched = sched.scheduler
         real.append((float(torch_sched.best), torch_sched.num_bad_epochs, torch_sched.cooldown_counter,
                      tuple(g["lr"] for g in opt.param_groups)))
+        if len(real) == sc["save_after"]:  # what a Checkpoint handler after the evaluation writes
+            torch.save({"lr_scheduler": sched.state_dict(), "optimizer": opt.state_dict()}, saved)
     if index is not None:  # the oracle itself: the other groups are never touched
         assert all(r[3][g] == sc["lrs"][g] for r in real for g in range(n) if g != index)
     log: dict[str, list[Any]] = {"epoch": list(range(1, len(rows) + 1)), "val_loss": list(sc["metrics"])}
@@ -289,7 +295,7 @@ def test_replay_equals_real_ignite(sc: dict[str, Any]) -> None:
         log[f"lr_{g}"] = [r[g] for r in rows]
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "checkpoint.pt"
-        torch.save({"lr_scheduler": sched.state_dict(), "optimizer": opt.state_dict()}, path)
+        path.write_bytes(saved.getvalue())
         t = pf.trace(path, log)
     assert t.checkpoint.framework == "ignite"
     assert len(t.steps) == len(real), [f.message for f in t.findings]
