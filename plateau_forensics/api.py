@@ -193,8 +193,18 @@ def trace(
             t.notes.append(f"forecast epochs count from the checkpoint's epoch field ({ck.epoch}), assuming it "
                            "was saved after that epoch's step; give the loss log to place it exactly")
         t.findings = diagnose.diagnose(t, expect=expect)
-        return t
-    return _trace_checkpoint_in_log(ck, log, lr, expect, full_search)
+        return _with_schedule_findings(ck, None, t)
+    return _with_schedule_findings(ck, log, _trace_checkpoint_in_log(ck, log, lr, expect, full_search))
+
+
+def _with_schedule_findings(ck: Checkpoint, log: LossLog | None, t: Trace) -> Trace:
+    """``t`` with the resume findings of the other schedulers ``ck`` saves (``schedule_resume``)."""
+    if ck.schedulers:
+        from plateau_forensics import schedule_resume
+
+        have = {f.code for f in t.findings}
+        t.findings = [*t.findings, *(f for f in schedule_resume.findings(ck, log, t) if f.code not in have)]
+    return t
 
 
 def _surviving(log: LossLog) -> LossLog:

@@ -86,8 +86,11 @@ def _fresh(kind: str, state: Any) -> Any | None:
     args = {k: saved[k] for k in keys}
     if kind == "MultiStepLR":
         ms = args["milestones"]
-        args["milestones"] = sorted(int(k) for k, n in (ms.items() if hasattr(ms, "items") else ((m, 1) for m in ms))
-                                    for _ in range(int(n)))
+        args["milestones"] = sorted(
+            int(k)
+            for k, n in (ms.items() if hasattr(ms, "items") else ((m, 1) for m in ms))
+            for _ in range(int(n))
+        )
     return scheduler_classes()[kind](**args)
 
 
@@ -117,8 +120,11 @@ def _matches(log: LossLog, rows: Sequence[int], predicted: Sequence[tuple[float,
 def _same_state(step: Any, ck: Checkpoint) -> bool:
     st = ck.state
     same_best = step.best == st.best or (math.isnan(step.best) and math.isnan(st.best))
-    return same_best and (st.partial or (step.num_bad_epochs, step.cooldown_counter, step.last_epoch)
-                          == (st.num_bad_epochs, st.cooldown_counter, st.last_epoch))
+    return same_best and (
+        st.partial
+        or (step.num_bad_epochs, step.cooldown_counter, step.last_epoch)
+        == (st.num_bad_epochs, st.cooldown_counter, st.last_epoch)
+    )
 
 
 def _saved_matches(states: Sequence[dict[str, Any]], found: Sequence[Any]) -> bool:
@@ -161,7 +167,9 @@ def explain_with_saved_schedulers(ck: Checkpoint, log: LossLog, anchor_row: int 
     from plateau_forensics.schedules.checkpoints import plain, restore
     from plateau_forensics.schedules.errors import ScheduleConfigError
 
-    found = [f for f in ck.schedulers if f.kind != "LambdaLR or MultiplicativeLR"]  # a lambda cannot be replayed
+    found = [
+        f for f in ck.schedulers if f.kind != "LambdaLR or MultiplicativeLR"
+    ]  # a lambda cannot be replayed
     if not found or log.lrs is None or not len(log):
         return None
     writers = tuple(f"{f.kind} (key {f.key_path or '<root>'})" for f in found)
@@ -170,13 +178,18 @@ def explain_with_saved_schedulers(ck: Checkpoint, log: LossLog, anchor_row: int 
     if all(s is not None for s in fresh):
         base = plain(found[0].state).get("base_lrs")
         try:
-            t = replay_composed(metrics, ck.config, lrs=[float(v) for v in base], with_schedulers=fresh,
-                                epochs=labels)
+            t = replay_composed(
+                metrics, ck.config, lrs=[float(v) for v in base], with_schedulers=fresh, epochs=labels
+            )
         except (ScheduleConfigError, TorchRaises, TypeError, ValueError):
             t = None
         if t is not None and len(t) == len(metrics):
-            placed = (anchor_row is not None and anchor_row < len(t) and _same_state(t.steps[anchor_row], ck)
-                      and _saved_matches(t.scheduler_states[anchor_row], found))
+            placed = (
+                anchor_row is not None
+                and anchor_row < len(t)
+                and _same_state(t.steps[anchor_row], ck)
+                and _saved_matches(t.scheduler_states[anchor_row], found)
+            )
             if placed:
                 fit = _best_reading(t, log, range(len(metrics)), writers, True, 0, labels)
                 if fit is not None:
@@ -186,22 +199,36 @@ def explain_with_saved_schedulers(ck: Checkpoint, log: LossLog, anchor_row: int 
     try:
         restored = [restore(f.kind, f.state) for f in found]
         first = anchor_row + 1
-        t = replay_composed(metrics[first:], ck.config, lrs=list(ck.lrs or ()), with_schedulers=restored,
-                            state=ck.state, epochs=labels[first:], group_extras=ck.optimizer_groups or None)
+        t = replay_composed(
+            metrics[first:],
+            ck.config,
+            lrs=list(ck.lrs or ()),
+            with_schedulers=restored,
+            state=ck.state,
+            epochs=labels[first:],
+            group_extras=ck.optimizer_groups or None,
+        )
     except (ScheduleConfigError, TorchRaises, TypeError, ValueError):
         return None
     return _best_reading(t, log, range(first, len(metrics)), writers, False, first, labels[first:])
 
 
-def _best_reading(t: Any, log: LossLog, rows: range, writers: tuple[str, ...], whole: bool, first: int,
-                  labels: Sequence[Any]) -> TimelineFit | None:
+def _best_reading(
+    t: Any,
+    log: LossLog,
+    rows: range,
+    writers: tuple[str, ...],
+    whole: bool,
+    first: int,
+    labels: Sequence[Any],
+) -> TimelineFit | None:
     lrs = t.timeline.lrs
     n = len(rows)
     if len(lrs) < n + 1:
         return None
     best = None
     for after in (False, True):
-        predicted = lrs[1:n + 1] if after else lrs[:n]
+        predicted = lrs[1 : n + 1] if after else lrs[:n]
         logged, explained = _matches(log, list(rows), predicted)
         fit = TimelineFit(t, writers, whole, first, after, logged, explained, tuple(_changes(t, labels)))
         if best is None or fit.explained > best.explained:

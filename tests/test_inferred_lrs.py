@@ -22,8 +22,9 @@ import plateau_forensics as pf  # noqa: E402
 from plateau_forensics.history import undo_reduction  # noqa: E402
 
 
-def _live(lr: float, factor: float, min_lr: float, patience: int, metrics: list[float], folder: Path
-          ) -> list[float]:
+def _live(
+    lr: float, factor: float, min_lr: float, patience: int, metrics: list[float], folder: Path
+) -> list[float]:
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=lr)
     sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=factor, patience=patience, min_lr=min_lr)
@@ -32,7 +33,9 @@ def _live(lr: float, factor: float, min_lr: float, patience: int, metrics: list[
         sched.step(m)
         after.append(opt.param_groups[0]["lr"])
     torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, folder / "ck.pt")
-    (folder / "log.csv").write_text("epoch,val_loss\n" + "".join(f"{i},{m!r}\n" for i, m in enumerate(metrics, 1)))
+    (folder / "log.csv").write_text(
+        "epoch,val_loss\n" + "".join(f"{i},{m!r}\n" for i, m in enumerate(metrics, 1))
+    )
     return after
 
 
@@ -48,13 +51,21 @@ def test_the_floor_is_not_worked_back(tmp_path: Path) -> None:
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(lr=st.sampled_from([0.1, 0.01, 3e-4, 1.0, 0.7, 1e-3]),
-       factor=st.sampled_from([0.1, 0.5, 0.3, 0.9, 0.2]),
-       floor=st.sampled_from([0.0, 1e-4, 1e-3, 0.05]),
-       patience=st.integers(0, 2),
-       metrics=st.lists(st.sampled_from([1.0, 0.9, 0.8, 1.1, 0.5, math.inf, math.nan]), min_size=3, max_size=14))
-def test_inferred_lrs_are_torch_lrs_or_unknown(tmp_path_factory: pytest.TempPathFactory, lr: float, factor: float,
-                                               floor: float, patience: int, metrics: list[float]) -> None:
+@given(
+    lr=st.sampled_from([0.1, 0.01, 3e-4, 1.0, 0.7, 1e-3]),
+    factor=st.sampled_from([0.1, 0.5, 0.3, 0.9, 0.2]),
+    floor=st.sampled_from([0.0, 1e-4, 1e-3, 0.05]),
+    patience=st.integers(0, 2),
+    metrics=st.lists(st.sampled_from([1.0, 0.9, 0.8, 1.1, 0.5, math.inf, math.nan]), min_size=3, max_size=14),
+)
+def test_inferred_lrs_are_torch_lrs_or_unknown(
+    tmp_path_factory: pytest.TempPathFactory,
+    lr: float,
+    factor: float,
+    floor: float,
+    patience: int,
+    metrics: list[float],
+) -> None:
     folder = tmp_path_factory.mktemp("run")
     live = _live(lr, factor, floor, patience, metrics, folder)
     records = pf.trace(folder / "ck.pt", folder / "log.csv").to_records()

@@ -19,9 +19,38 @@ torch = pytest.importorskip("torch")
 import plateau_forensics as pf  # noqa: E402
 
 # a metric that improves, plateaus and improves again: reductions before and after the resume
-METRICS = [1.2564, 0.982, 0.6879, 0.4382, 0.3302, 0.3498, 0.3251, 0.2999, 0.293, 0.2955, 0.2873, 0.2821,
-           0.2933, 0.2941, 0.2945, 0.2797, 0.2756, 0.2798, 0.2807, 0.2849, 0.2828, 0.2821, 0.2806, 0.2813,
-           0.2816, 0.2795, 0.2809, 0.283, 0.2833, 0.2832]
+METRICS = [
+    1.2564,
+    0.982,
+    0.6879,
+    0.4382,
+    0.3302,
+    0.3498,
+    0.3251,
+    0.2999,
+    0.293,
+    0.2955,
+    0.2873,
+    0.2821,
+    0.2933,
+    0.2941,
+    0.2945,
+    0.2797,
+    0.2756,
+    0.2798,
+    0.2807,
+    0.2849,
+    0.2828,
+    0.2821,
+    0.2806,
+    0.2813,
+    0.2816,
+    0.2795,
+    0.2809,
+    0.283,
+    0.2833,
+    0.2832,
+]
 RESUME = 20  # the checkpoint is saved after epoch 20's step; the second process runs epochs 21..30
 
 
@@ -44,14 +73,24 @@ def _run(folder: Path, restore: bool, marker: bool) -> list[dict]:
             if marker:
                 lines.append("Resuming from ckpt.pt")
         lr = opt.param_groups[0]["lr"]
-        lines += [f"Epoch {epoch}/30", f"16/16 - 0s 2ms/step - loss: 0.5000 - val_loss: {m:.4f} - "
-                  f"learning_rate: {lr:.4f}"]
+        lines += [
+            f"Epoch {epoch}/30",
+            f"16/16 - 0s 2ms/step - loss: 0.5000 - val_loss: {m:.4f} - learning_rate: {lr:.4f}",
+        ]
         sched.step(m)
-        truth.append({"best": sched.best, "num_bad_epochs": sched.num_bad_epochs,
-                      "cooldown_counter": sched.cooldown_counter, "lr": opt.param_groups[0]["lr"]})
+        truth.append(
+            {
+                "best": sched.best,
+                "num_bad_epochs": sched.num_bad_epochs,
+                "cooldown_counter": sched.cooldown_counter,
+                "lr": opt.param_groups[0]["lr"],
+            }
+        )
         if epoch == RESUME:
-            torch.save({"epoch": epoch, "optimizer": opt.state_dict(), "lr_scheduler": sched.state_dict()},
-                       folder / "ckpt.pt")
+            torch.save(
+                {"epoch": epoch, "optimizer": opt.state_dict(), "lr_scheduler": sched.state_dict()},
+                folder / "ckpt.pt",
+            )
             lines.append("Saving checkpoint to ckpt.pt")
     (folder / "train.log").write_text("\n".join(lines) + "\n")
     return truth
@@ -72,8 +111,9 @@ def test_a_resume_shown_by_a_line_is_placed_there(tmp_path: Path, restore: bool)
         assert rec["num_bad_epochs"] == live["num_bad_epochs"], epoch
         assert rec["cooldown_counter"] == live["cooldown_counter"], epoch
         assert rec["best"] is not None and f"{rec['best']:.4f}" == f"{live['best']:.4f}", epoch
-        assert math.isclose(rec["lr"][0] if isinstance(rec["lr"], list) else rec["lr"], live["lr"],
-                            rel_tol=0, abs_tol=0), epoch
+        assert math.isclose(
+            rec["lr"][0] if isinstance(rec["lr"], list) else rec["lr"], live["lr"], rel_tol=0, abs_tol=0
+        ), epoch
 
 
 def test_without_the_line_the_resume_point_is_open(tmp_path: Path) -> None:
@@ -81,7 +121,9 @@ def test_without_the_line_the_resume_point_is_open(tmp_path: Path) -> None:
     happened is not decided by anything, so the rows it leaves open are unknown (no made-up state)."""
     _run(tmp_path, False, marker=False)
     t = pf.trace(tmp_path / "ckpt.pt", tmp_path / "train.log")
-    assert "scheduler-not-restored" in {s for story in (t.verdict.story, *t.verdict.alternatives) for s in story}
+    assert "scheduler-not-restored" in {
+        s for story in (t.verdict.story, *t.verdict.alternatives) for s in story
+    }
     records = t.to_records()
     open_rows = [r["epoch"] for r in records if r["best"] is None]
     assert open_rows and all(e > RESUME for e in open_rows)  # the rows a resume anywhere there would explain
