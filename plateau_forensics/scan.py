@@ -104,7 +104,7 @@ def _looks_like_log(path: str) -> bool:
     if not head or b"\x00" in head:
         return False
     text = head.decode("utf-8", errors="replace")
-    if "loss" not in text.lower():
+    if "loss" not in text.lower() and not text.lstrip().startswith('{"plateau_recording"'):
         return False
     lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
     first = lines[0] if lines else ""
@@ -113,6 +113,8 @@ def _looks_like_log(path: str) -> bool:
             record = json.loads(first)
         except ValueError:
             return False
+        if isinstance(record, dict) and "plateau_recording" in record:  # pf.record's file: its steps are the log
+            return True
         return isinstance(record, dict) and any("loss" in str(k).lower() for k in record)
     for sep in (",", "\t"):
         fields = [f.strip().strip('"') for f in first.split(sep)]

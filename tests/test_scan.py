@@ -246,3 +246,23 @@ class TestCli:
         r = CliRunner().invoke(main, args)
         assert code == r.exit_code, r.output
         assert message in r.stderr
+
+
+def test_a_recording_is_a_runs_log(tmp_path: Path) -> None:
+    """A folder with a checkpoint and the ``pf.record`` file of the same real loop: the file opens with the
+    recording's header line (no loss key in it), and the scan still finds it as the run's log."""
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, patience=1)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pf.record(sched, opt, path=run / "plateau.jsonl"):
+        for loss in [0.5, 0.4, 0.4, 0.45, 0.42, 0.3, 0.31, 0.32]:
+            sched.step(loss)
+    torch.save({"optimizer": opt.state_dict(), "scheduler": sched.state_dict()}, run / "ckpt.pt")
+    assert (run / "plateau.jsonl").read_text().startswith('{"plateau_recording"')
+    runs = find_runs(tmp_path)
+    assert [Path(r.path) for r in runs] == [run]
+    row = scan_run(runs[0])
+    assert row["error"] is None and row["logs"] == [str(run / "plateau.jsonl")]
+    t = pf.trace(run / "ckpt.pt", run / "plateau.jsonl")
+    assert row["verdict"] == ("+".join(t.verdict.story) or "clean") and not row["warnings"]
