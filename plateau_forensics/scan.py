@@ -395,7 +395,7 @@ def scan(
     if jobs is None:
         jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     jobs = max(1, min(jobs, len(runs) or 1))
-    from plateau_forensics import api  # noqa: F401 - imported before the pool forks, so workers start warm
+    from plateau_forensics import api  # noqa: F401 - warm for jobs=1 (the pool's workers preload it)
 
     out: list[dict[str, Any]] = []
     if jobs == 1:
@@ -407,12 +407,25 @@ def scan(
     from concurrent.futures import ProcessPoolExecutor
 
     chunk = max(1, min(16, len(runs) // (jobs * 8)))
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=_pool_context()) as pool:
         for row in pool.map(_scan_one, [(r, loader) for r in runs], chunksize=chunk):
             out.append(row)
             if progress is not None:
                 progress(len(out))
     return out
+
+
+def _pool_context() -> Any:
+    """The workers' start method: a fork server where there is one (workers forked from a clean process that
+    imported the API, so they start warm), never a fork of this process: it may run threads (torch's, JAX's,
+    a notebook's), and forking a threaded process can deadlock the child."""
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["plateau_forensics.api", "plateau_forensics.scan"])
+        return ctx
+    return mp.get_context("spawn")
 
 
 # -- output ------------------------------------------------------------------------------------------------
