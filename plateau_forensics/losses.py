@@ -339,6 +339,12 @@ def _build(t: LogTable, metric: str | None, epoch_column: str | None,
         bad = t.bad(col)
         if bad is not None:
             row, cell, hint = bad
+            if isinstance(cell, str) and cell.strip() == col and where == "line":
+                raise LossLogError(f"{src}: line {lines[row]} repeats the header (column '{clip(col)}' holds its own "
+                                   "name): the file is several logs appended one after another, each run writing "
+                                   "its header again; split it there and give the parts in order (plateau-trace "
+                                   "CKPT part1.csv part2.csv: each part's start is a resume), or --rules fastai "
+                                   "for fastai's history.csv")
             raise LossLogError(f"{src}: {where} {lines[row]}, column '{clip(col)}': {quote(cell)} is not a "
                                f"number{hint}")
         return col

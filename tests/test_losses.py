@@ -912,3 +912,15 @@ def test_line_endings_and_small_runs_read_alike(
             dict(log.columns),
             log.skipped_lines,
         )
+
+
+def test_a_repeated_header_is_named(tmp_path: Path) -> None:
+    """A CSV appended by a second run that wrote its header again (fastai's history.csv, ``open(..., "a")``):
+    the error names the line as a repeated header and what to do, not a cell that "is not a number"."""
+    p = tmp_path / "log.csv"
+    p.write_text("epoch,val_loss,lr\n1,0.5,0.1\n2,0.4,0.1\nepoch,val_loss,lr\n3,0.3,0.1\n")
+    with pytest.raises(LossLogError, match=r"line 4 repeats the header .*split it there"):
+        read_losses(p)
+    p.write_text("epoch,val_loss,lr\n1,0.5,0.1\n2,oops,0.1\n")
+    with pytest.raises(LossLogError, match=r"line 3, column 'val_loss': 'oops' is not a number"):
+        read_losses(p)
