@@ -418,7 +418,8 @@ def _with_saved_schedulers(ck: Checkpoint, log: LossLog, t: Trace, expect: Mappi
         return None
     c = fit.trace
     c.checkpoint, c.log, c.alignment = ck, log, a
-    story = ("lr-logged-after-step",) if fit.lr_after else ()
+    story = ("lr-logged-after-step",) if fit.lr_after else ("scheduler-stepped-before-optimizer",) \
+        if fit.stepped_first else ()
     c.verdict = Verdict(story=story, alternatives=(), decide="",
                         explained=("the checkpoint's counters and its other schedulers' states",
                                    f"{fit.explained} of {fit.logged} logged lrs with {writers}"),
@@ -432,11 +433,28 @@ def _with_saved_schedulers(ck: Checkpoint, log: LossLog, t: Trace, expect: Mappi
         "nothing to fix if both schedulers are meant to act; the plateau scheduler's reductions are listed "
         "under reductions")]
     if fit.lr_after:
+        both = (f"; or {writers} is stepped at the start of each epoch, before optimizer.step() (torch warns "
+                "'Detected call of `lr_scheduler.step()` before `optimizer.step()`' and its first value is never "
+                "trained with): with no plateau reduction to tell them apart, both give this log; the loop's "
+                "order decides") if fit.also_stepped_first else ""
         extra.append(diagnose.Finding(
             "lr-logged-after-step", "info", None,
-            "the lr column holds the lr after each epoch's scheduler steps, not the lr the epoch trained with",
-            {}, narrative.FIXES["lr-logged-after-step"]))
-    c.notes.append(f"replayed with {writers} stepping after the plateau scheduler every epoch (as PyTorch's "
+            "the lr column holds the lr after each epoch's scheduler steps, not the lr the epoch trained with"
+            + both, {"or_stepped_before_optimizer": fit.also_stepped_first}, narrative.FIXES["lr-logged-after-step"]))
+    if fit.stepped_first:
+        lr0 = fit.trace.timeline.lrs[0]
+        extra.append(diagnose.Finding(
+            "scheduler-stepped-before-optimizer", "warning", log.epochs[0],
+            f"{writers} is stepped at the start of each epoch, before optimizer.step(): replayed that way (one step "
+            f"before the first epoch, the plateau's after it), it reproduces the checkpoint and all {fit.logged} "
+            f"logged lrs, and no other order does; torch warns 'Detected call of `lr_scheduler.step()` before "
+            f"`optimizer.step()`', and the schedule's first value ({', '.join(f'{v:.6g}' for v in lr0)}) was never "
+            "trained with: every epoch runs one step ahead of its schedule",
+            {"schedulers": list(fit.writers), "skipped_lrs": list(lr0)},
+            "call scheduler.step() after optimizer.step(), at the end of the epoch (after the plateau's step)"))
+    c.notes.append(f"replayed with {writers} stepped at the start of each epoch (once before the first), the "
+                   "plateau scheduler at its end" if fit.stepped_first else
+                   f"replayed with {writers} stepping after the plateau scheduler every epoch (as PyTorch's "
                    "compound scheduler tests do)")
     c.findings = diagnose.diagnose(c, expect=expect, full_log=log, replayed_log=log, extra=extra)
     return c

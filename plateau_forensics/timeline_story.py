@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -56,6 +56,7 @@ class TimelineFit:
         logged: logged lrs compared; explained: how many of them the replay reproduces.
         changes: ``(epoch, writer, group, lr_before, lr_after)`` for every lr change a saved scheduler made
             (at the end of that epoch, after the plateau's step).
+        stepped_first, also_stepped_first: see the fields.
     """
 
     trace: Trace
@@ -66,6 +67,11 @@ class TimelineFit:
     logged: int
     explained: int
     changes: tuple[tuple[Any, ...], ...]
+    #: the schedulers were stepped at the start of each epoch, before ``optimizer.step()``
+    stepped_first: bool = False
+    #: the lr-after-the-step reading and the stepped-first one give this same log (no plateau reduction in it
+    #: tells them apart)
+    also_stepped_first: bool = False
 
     @property
     def complete(self) -> bool:
@@ -190,10 +196,19 @@ def explain_with_saved_schedulers(ck: Checkpoint, log: LossLog, anchor_row: int 
                 and _same_state(t.steps[anchor_row], ck)
                 and _saved_matches(t.scheduler_states[anchor_row], found)
             )
+            fit = None
             if placed:
                 fit = _best_reading(t, log, range(len(metrics)), writers, True, 0, labels)
-                if fit is not None:
-                    return fit
+            if fit is None or not fit.complete or fit.lr_after:
+                first_fit = _stepped_first(
+                    ck, log, anchor_row, found, fresh, [float(v) for v in base], writers
+                )
+                if first_fit is not None and first_fit.complete:
+                    if fit is not None and fit.complete:  # the lr after the step, or stepped first: same log
+                        return replace(fit, also_stepped_first=True)
+                    return first_fit
+            if fit is not None:
+                return fit
     if anchor_row is None or anchor_row + 1 >= len(metrics):
         return None
     try:
@@ -211,6 +226,59 @@ def explain_with_saved_schedulers(ck: Checkpoint, log: LossLog, anchor_row: int 
     except (ScheduleConfigError, TorchRaises, TypeError, ValueError):
         return None
     return _best_reading(t, log, range(first, len(metrics)), writers, False, first, labels[first:])
+
+
+def _stepped_first(
+    ck: Checkpoint,
+    log: LossLog,
+    anchor_row: int | None,
+    found: Sequence[Any],
+    fresh: Sequence[Any],
+    base: list[float],
+    writers: tuple[str, ...],
+) -> TimelineFit | None:
+    """The saved schedulers stepped at the start of each epoch, before ``optimizer.step()`` (torch warns, and
+    their first value is never trained with): replayed as one step of theirs before the first epoch, then
+    after each plateau step; the lr column read as the lr each epoch trained with. The checkpoint, saved after
+    the plateau's step, holds their state from the start of that epoch."""
+    from plateau_forensics.schedules import TorchRaises, replay_composed
+    from plateau_forensics.schedules.errors import ScheduleConfigError
+
+    metrics, labels = list(log.metrics), list(log.epochs)
+    n = len(metrics)
+    if anchor_row is None or not 1 <= anchor_row < n or not isinstance(labels[0], (int, float)):
+        return None
+    first_label = labels[0] - 1
+    try:
+        t = replay_composed(
+            [metrics[0], *metrics],
+            ck.config,
+            lrs=base,
+            with_schedulers=list(fresh),
+            plateau_epochs=range(1, n + 1),
+            epochs=[first_label, *labels],
+        )
+    except (ScheduleConfigError, TorchRaises, TypeError, ValueError):
+        return None
+    if len(t) != n or not (
+        _same_state(t.steps[anchor_row], ck) and _saved_matches(t.scheduler_states[anchor_row - 1], found)
+    ):
+        return None
+    lrs = t.timeline.lrs
+    if len(lrs) < n + 1:
+        return None
+    logged, explained = _matches(log, list(range(n)), lrs[1 : n + 1])
+    return TimelineFit(
+        t,
+        writers,
+        True,
+        0,
+        False,
+        logged,
+        explained,
+        tuple(_changes(t, [first_label, *labels])),
+        stepped_first=True,
+    )
 
 
 def _best_reading(

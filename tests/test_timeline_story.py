@@ -19,8 +19,16 @@ import plateau_forensics as pf
 T = torch.optim.lr_scheduler
 
 
-def run(tmp: Path, make_other: Any, *, save_at: int = 9, n: int = 30, lr_after: bool = False, seed: int = 1,
-        log_other: Any = None) -> dict[str, Any]:
+def run(
+    tmp: Path,
+    make_other: Any,
+    *,
+    save_at: int = 9,
+    n: int = 30,
+    lr_after: bool = False,
+    seed: int = 1,
+    log_other: Any = None,
+) -> dict[str, Any]:
     """A real run; ``log_other`` (when given) is the scheduler whose lrs the log shows instead (another run)."""
     rng = random.Random(seed)
     metrics = [1.0 / (1 + i * 0.1) + rng.random() * 0.05 for i in range(n)]
@@ -38,10 +46,19 @@ def run(tmp: Path, make_other: Any, *, save_at: int = 9, n: int = 30, lr_after: 
         if after != mid:
             other_changes.append(i)
         rows.append((i, m, after if lr_after else before))
-        states.append((float(plateau.best), plateau.num_bad_epochs, plateau.cooldown_counter, plateau.last_epoch))
+        states.append(
+            (float(plateau.best), plateau.num_bad_epochs, plateau.cooldown_counter, plateau.last_epoch)
+        )
         if i == save_at:
-            torch.save({"epoch": i, "optimizer": opt.state_dict(), "scheduler": plateau.state_dict(),
-                        "warmup_or_decay": other.state_dict()}, tmp / "ck.pt")
+            torch.save(
+                {
+                    "epoch": i,
+                    "optimizer": opt.state_dict(),
+                    "scheduler": plateau.state_dict(),
+                    "warmup_or_decay": other.state_dict(),
+                },
+                tmp / "ck.pt",
+            )
     (tmp / "log.csv").write_text("epoch,val_loss,lr\n" + "".join(f"{e},{m!r},{lr!r}\n" for e, m, lr in rows))
     return {"states": states, "other_changes": other_changes}
 
@@ -66,9 +83,62 @@ def test_saved_scheduler_explains_the_whole_run(tmp_path: Path, case: str, lr_af
     codes = [f.code for f in t.findings]
     assert "external-lr-change" not in codes and not t.verdict.ambiguous, (codes, t.verdict)
     assert t.verdict.story == (("lr-logged-after-step",) if lr_after else ())
+    assert "scheduler-stepped-before-optimizer" not in codes
     (f,) = [f for f in t.findings if f.code == "another-scheduler"]
     made = sorted({c[0] for c in f.evidence["changes"]})
     assert made == truth["other_changes"]
+    got = [(s.best, s.num_bad_epochs, s.cooldown_counter, s.last_epoch) for s in t.steps]
+    assert got == truth["states"]
+
+
+def _step_first_run(tmp: Path, make_other: Any, n: int = 30, save_at: int = 9) -> dict[str, Any]:
+    """The other scheduler stepped at the start of each epoch, before optimizer.step() (torch warns); the lr
+    logged is the one the epoch trains with; the plateau steps at the end."""
+    rng = random.Random(3)
+    metrics = [1.0 / (1 + i * 0.1) + rng.random() * 0.05 for i in range(n)]
+    opt = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=0.1, momentum=0.9)
+    plateau = T.ReduceLROnPlateau(opt, patience=2, factor=0.5)
+    other = make_other(opt)
+    rows, states, reductions = [], [], 0
+    for i, m in enumerate(metrics):
+        if i == 0:
+            with pytest.warns(UserWarning, match="before `optimizer.step"):
+                other.step()
+        else:
+            other.step()
+        rows.append((i, m, opt.param_groups[0]["lr"]))
+        opt.step()
+        before = opt.param_groups[0]["lr"]
+        plateau.step(m)
+        reductions += opt.param_groups[0]["lr"] != before
+        states.append(
+            (float(plateau.best), plateau.num_bad_epochs, plateau.cooldown_counter, plateau.last_epoch)
+        )
+        if i == save_at:
+            torch.save(
+                {
+                    "epoch": i,
+                    "optimizer": opt.state_dict(),
+                    "scheduler": plateau.state_dict(),
+                    "other": other.state_dict(),
+                },
+                tmp / "ck.pt",
+            )
+    (tmp / "log.csv").write_text("epoch,val_loss,lr\n" + "".join(f"{e},{m!r},{lr!r}\n" for e, m, lr in rows))
+    return {"states": states, "reductions": reductions}
+
+
+@pytest.mark.parametrize("case", ["steplr", "cosine", "linear-warmup"])
+def test_a_scheduler_stepped_before_the_optimizer(tmp_path: Path, case: str) -> None:
+    """Stepped before optimizer.step(): with plateau reductions in the run only that order explains the log:
+    a warning naming it, no external-lr-change, the plateau's counters torch's at every step."""
+    truth = _step_first_run(tmp_path, CASES[case])
+    assert truth["reductions"] > 0  # what tells this order from the lr logged after the step
+    t = pf.trace(tmp_path / "ck.pt", tmp_path / "log.csv")
+    codes = {f.code: f.severity for f in t.findings}
+    assert codes.get("scheduler-stepped-before-optimizer") == "warning", codes
+    assert "external-lr-change" not in codes and "lr-logged-after-step" not in codes
+    assert t.verdict.story == ("scheduler-stepped-before-optimizer",)
     got = [(s.best, s.num_bad_epochs, s.cooldown_counter, s.last_epoch) for s in t.steps]
     assert got == truth["states"]
 
