@@ -223,10 +223,11 @@ def _min_lrs(ev: Evidence, n: int) -> tuple[float, ...]:
 
 def undo_reduction(after: Sequence[float], factor: float, min_lrs: Sequence[float], eps: float
                    ) -> tuple[float, ...] | None:
-    """The lrs before a reduction that left ``after``: for each group the one float ``x`` with
-    ``max(x * factor, min_lr) == after`` that torch would have reduced (``x - after > eps``), or a group that
-    was not reduced (``x - after <= eps`` keeps ``x``: then ``x == after``); None when that is not one
-    value: the lr sat at its floor (any ``x`` down to it gives the floor), or no float gives ``after``."""
+    """The lrs before a reduction step that left ``after``: for each group the one float ``x`` with
+    ``max(x * factor, min_lr) == after`` that torch would have reduced (``x - after > eps``), or ``after``
+    itself when a reduction from it would have been under ``eps`` (torch keeps the lr); None when that is not
+    one value: both readings fit, the lr sat at its floor (any ``x`` down to it gives the floor), or no float
+    gives ``after``."""
     out = []
     for v, floor in zip(after, min_lrs, strict=True):
         if v <= floor:
@@ -240,9 +241,11 @@ def undo_reduction(after: Sequence[float], factor: float, min_lrs: Sequence[floa
             if x * factor == v and x - v > eps:
                 cands.add(x)
             x = math.nextafter(x, math.inf)
-        if len(cands) != 1:
+        # torch skips a reduction smaller than eps: an lr of ``v`` then stays ``v``, the same step's other reading
+        stays = v - max(v * factor, floor) <= eps
+        if len(cands) + stays != 1:
             return None
-        out.append(cands.pop())
+        out.append(cands.pop() if cands else v)
     return tuple(out)
 
 

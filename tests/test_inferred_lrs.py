@@ -10,6 +10,7 @@ The oracle is a real torch ``ReduceLROnPlateau`` whose lr is read after every st
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -50,9 +51,10 @@ def test_the_floor_is_not_worked_back(tmp_path: Path) -> None:
     assert shown[:2] == [None, None]  # not 0.24 / 0.12: the real lrs were 0.1 and 0.05
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=int(os.environ.get("PF_LR_EXAMPLES", "40")), deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
-    lr=st.sampled_from([0.1, 0.01, 3e-4, 1.0, 0.7, 1e-3]),
+    lr=st.sampled_from([0.1, 0.01, 3e-4, 1.0, 0.7, 1e-3, 2e-7, 3e-8]),
     factor=st.sampled_from([0.1, 0.5, 0.3, 0.9, 0.2]),
     floor=st.sampled_from([0.0, 1e-4, 1e-3, 0.05]),
     patience=st.integers(0, 2),
