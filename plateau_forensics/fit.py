@@ -616,7 +616,9 @@ class Fit:
     def render(self, fmt: str = "text") -> str:
         """What ``plateau-trace LOG --fit`` prints (``text``, or ``json``)."""
         if fmt == "json":
-            return json.dumps(_jsonable(self.as_dict()), indent=1, allow_nan=False)
+            from plateau_forensics.report import jsonable
+
+            return json.dumps(jsonable(self.as_dict()), indent=1, allow_nan=False)
         from plateau_forensics.report import g
 
         how = {"during": "the lr each epoch trained with", "after": "the lr after each step"}[self.semantics]
@@ -706,20 +708,6 @@ class Fit:
 
 def _plain(x: Any) -> Any:
     return x.item() if hasattr(x, "item") else x
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float):
-        if math.isnan(x):
-            return "nan"
-        if math.isinf(x):
-            return "inf" if x > 0 else "-inf"
-        return x
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 def _pair_text(lo: float, hi: float) -> tuple[str, str]:

@@ -43,7 +43,9 @@ def _lr_cell(lrs: Sequence[float]) -> str:
     return g(lrs[0]) if len(lrs) == 1 else "/".join(g(v) for v in lrs)
 
 
-def _jsonable(x: Any) -> Any:
+def jsonable(x: Any) -> Any:
+    """``x`` with non-finite floats as the strings ``"nan"``, ``"inf"``, ``"-inf"`` (standard JSON), dict keys as
+    strings and tuples as lists, nested."""
     if isinstance(x, float):
         if math.isnan(x):
             return "nan"
@@ -51,9 +53,9 @@ def _jsonable(x: Any) -> Any:
             return "inf" if x > 0 else "-inf"
         return x
     if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
+        return {str(k): jsonable(v) for k, v in x.items()}
     if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
+        return [jsonable(v) for v in x]
     return x
 
 
@@ -536,17 +538,17 @@ def _step_json(d: dict[str, Any]) -> dict[str, Any]:
     for k in ("metric", "best", "epoch", "last_epoch"):
         v = d[k]
         if isinstance(v, float) and not math.isfinite(v):
-            d[k] = _jsonable(v)
+            d[k] = jsonable(v)
     lr = d["lr"]
     if lr is not None and any(isinstance(v, float) and not math.isfinite(v) for v in lr):
-        d["lr"] = _jsonable(lr)
+        d["lr"] = jsonable(lr)
     return d
 
 
 def to_json_obj(t: Trace, *, with_steps: bool = True) -> dict[str, Any]:
     """The JSON contract as a Python object (non-finite floats already turned into strings)."""
     if getattr(t, "rules", "torch") != "torch":  # another rule set: no checkpoint, alignment or torch state
-        return _jsonable({"rules": t.rules, "config": t.config.to_dict(), "checkpoint": None, "alignment": None,
+        return jsonable({"rules": t.rules, "config": t.config.to_dict(), "checkpoint": None, "alignment": None,
                           "findings": [], "steps": t.to_records()})
     ck = t.checkpoint
     checkpoint = None
@@ -578,7 +580,7 @@ def to_json_obj(t: Trace, *, with_steps: bool = True) -> dict[str, Any]:
     }
     if with_steps:
         obj["steps"] = [_step_json(d) for d in _rows(t)]
-    return _jsonable(obj)
+    return jsonable(obj)
 
 
 def to_json(t: Trace) -> str:

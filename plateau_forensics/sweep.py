@@ -601,7 +601,9 @@ class Sweep:
                    "initial_lrs": list(self.initial_lrs), "steps": len(self.metrics),
                    "first_epoch": self.epochs[0] if self.epochs else None,
                    "last_epoch": self.epochs[-1] if self.epochs else None, "configs": rows}
-            return json.dumps(_jsonable(obj), indent=1, allow_nan=False)
+            from plateau_forensics.report import jsonable
+
+            return json.dumps(jsonable(obj), indent=1, allow_nan=False)
         if fmt == "csv":
             buf = io.StringIO()
             w = csv.writer(buf, lineterminator="\n")
@@ -854,20 +856,6 @@ def _spans_text(spans: Sequence[tuple[Any, int]], most: int = 4) -> str:
     if len(spans) > most:
         parts.append(f"... ({len(spans)} lrs)")
     return " ".join(parts)
-
-
-def _jsonable(x: Any) -> Any:
-    if isinstance(x, float):
-        if math.isnan(x):
-            return "nan"
-        if math.isinf(x):
-            return "inf" if x > 0 else "-inf"
-        return x
-    if isinstance(x, dict):
-        return {str(k): _jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_jsonable(v) for v in x]
-    return x
 
 
 # -- the entry point --------------------------------------------------------------------------------------

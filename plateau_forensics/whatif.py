@@ -429,7 +429,7 @@ def render_comparison(cmp: Comparison, fmt: ComparisonFormat = "table", *, style
     Raises:
         ConfigError: an unknown ``fmt``.
     """
-    from plateau_forensics.report import _jsonable, g
+    from plateau_forensics.report import g, jsonable
 
     if fmt == "json":
         obj = {
@@ -442,7 +442,7 @@ def render_comparison(cmp: Comparison, fmt: ComparisonFormat = "table", *, style
             "metrics": list(cmp.metrics),
             "lrs": {lab: [list(v) for v in cmp.lr_timeline(k)] for k, lab in enumerate(cmp.labels)},
         }
-        return json.dumps(_jsonable(obj), indent=1, allow_nan=False)
+        return json.dumps(jsonable(obj), indent=1, allow_nan=False)
     if fmt == "csv":
         buf = io.StringIO()
         w = csv.writer(buf, lineterminator="\n")
