@@ -102,7 +102,7 @@ def _subscript(ck: Checkpoint) -> str:
 
     stack = stack_of(ck.framework)
     if stack.state_file is not None:
-        return f'torch.load("{stack.state_file}")'
+        return f'torch.load("{stack.state_file}", weights_only=True)'
     if not path:
         return "checkpoint"
     out = "checkpoint"
@@ -116,7 +116,7 @@ def _optimizer_subscript(ck: Checkpoint) -> str:
 
     stack = stack_of(ck.framework)
     if stack.optimizer_file is not None:
-        return f'torch.load("{stack.optimizer_file}")'
+        return f'torch.load("{stack.optimizer_file}", weights_only=True)'
     path = ck.optimizer_key_path
     if path is None:
         return 'checkpoint["optimizer"]'

@@ -288,7 +288,8 @@ class TestLongRuns:
 
 
 def test_readme_plot_script(tmp_path: Path) -> None:
-    """scripts/make_readme_plot.py writes a small PNG, the same bytes twice, matching the committed one."""
+    """scripts/make_readme_plot.py writes a small PNG, the same bytes twice on one machine (committed inputs,
+    no training; not compared with the committed file, whose bytes may differ on another machine)."""
     root = Path(__file__).resolve().parent.parent
     script = root / "scripts" / "make_readme_plot.py"
     a, b = tmp_path / "a.png", tmp_path / "b.png"
