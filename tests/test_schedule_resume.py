@@ -35,22 +35,37 @@ def _codes(t: Any) -> dict[str, str]:
     return {f.code: f.severity for f in t.findings}
 
 
+def _epochs(opt: Any, plateau: Any, epochs: range, rows: list[tuple[int, float, float]], *after: Any) -> None:
+    """Train ``epochs`` (1-based) as the loop does: log the lr the epoch trains with, ``optimizer.step()``,
+def _epochs(opt: Any, plateau: Any, epochs: range, rows: list[tuple[int, float, float]], *after: Any
+            ) -> None:
+    for e in epochs:
+        rows.append((e, METRICS[e - 1], opt.param_groups[0]["lr"]))
+        opt.step()
+        plateau.step(METRICS[e - 1])
+        for s in after:
+            if s.optimizer is not opt:
+                s.optimizer.step()
+            s.step()
+
+
+def _save(folder: Path, opt: Any, plateau: Any, **others: Any) -> Path:
+    """``torch.save`` of the optimizer, the plateau scheduler and ``others`` by key, as ``ck.pt``."""
+    path = folder / "ck.pt"
+    state = {"optimizer": opt.state_dict(), "plateau": plateau.state_dict()}
+    torch.save({**state, **{k: s.state_dict() for k, s in others.items()}}, path)
+    return path
+
+
 def _one_cycle_run(folder: Path, epochs: int, extended_by: int) -> tuple[Path, Path, bool]:
     """OneCycleLR over ``epochs`` per-epoch steps beside the plateau; the checkpoint at the end; a resume that
     extends the run by ``extended_by`` epochs (rows logged until torch raises)."""
     opt = _opt()
     plateau = lrs_mod.ReduceLROnPlateau(opt, patience=2)
     cycle = lrs_mod.OneCycleLR(opt, max_lr=0.1, total_steps=epochs)
-    rows = []
-    for e in range(1, epochs + 1):
-        rows.append((e, METRICS[e - 1], opt.param_groups[0]["lr"]))
-        opt.step()
-        plateau.step(METRICS[e - 1])
-        cycle.step()  # after the last epoch: last_epoch == total_steps, the most torch allows
-    torch.save(
-        {"optimizer": opt.state_dict(), "plateau": plateau.state_dict(), "cycle": cycle.state_dict()},
-        folder / "ck.pt",
-    )
+    rows: list[tuple[int, float, float]] = []
+    _epochs(opt, plateau, range(1, epochs + 1), rows, cycle)  # then last_epoch == total_steps: torch's most
+    _save(folder, opt, plateau, cycle=cycle)
     raised = False
     if extended_by:
         ck = torch.load(folder / "ck.pt", weights_only=True)
@@ -88,17 +103,9 @@ def test_one_cycle_with_steps_left_raises_nothing(tmp_path: Path) -> None:
     opt = _opt()
     plateau = lrs_mod.ReduceLROnPlateau(opt, patience=2)
     cycle = lrs_mod.OneCycleLR(opt, max_lr=0.1, total_steps=30)
-    rows = []
-    for e in range(1, 11):
-        rows.append((e, METRICS[e - 1], opt.param_groups[0]["lr"]))
-        opt.step()
-        plateau.step(METRICS[e - 1])
-        cycle.step()
-    torch.save(
-        {"optimizer": opt.state_dict(), "plateau": plateau.state_dict(), "cycle": cycle.state_dict()},
-        tmp_path / "ck.pt",
-    )
-    t = pf.trace(tmp_path / "ck.pt", _write_log(tmp_path, rows))
+    rows: list[tuple[int, float, float]] = []
+    _epochs(opt, plateau, range(1, 11), rows, cycle)
+    t = pf.trace(_save(tmp_path, opt, plateau, cycle=cycle), _write_log(tmp_path, rows))
     assert "scheduler-will-raise" not in _codes(t)
 
 
@@ -107,11 +114,8 @@ def _built_after_reduction(folder: Path, correct: bool) -> tuple[Path, Path, flo
     optimizer (base_lrs take the reduced lr) or, correctly, from the original lr."""
     opt = _opt()
     plateau = lrs_mod.ReduceLROnPlateau(opt, patience=1, factor=0.5)
-    rows = []
-    for e in range(1, 9):
-        rows.append((e, METRICS[e - 1], opt.param_groups[0]["lr"]))
-        opt.step()
-        plateau.step(METRICS[e - 1])
+    rows: list[tuple[int, float, float]] = []
+    _epochs(opt, plateau, range(1, 9), rows)
     saved_opt, saved_plateau = opt.state_dict(), plateau.state_dict()
     opt2 = _opt()
     if correct:
@@ -122,16 +126,8 @@ def _built_after_reduction(folder: Path, correct: bool) -> tuple[Path, Path, flo
         step = lrs_mod.StepLR(opt2, step_size=50, gamma=0.5)  # initial_lr = the reduced lr
     plateau2 = lrs_mod.ReduceLROnPlateau(opt2, patience=1, factor=0.5)
     plateau2.load_state_dict(saved_plateau)
-    for e in range(9, 13):
-        rows.append((e, METRICS[e - 1], opt2.param_groups[0]["lr"]))
-        opt2.step()
-        plateau2.step(METRICS[e - 1])
-        step.step()
-    torch.save(
-        {"optimizer": opt2.state_dict(), "plateau": plateau2.state_dict(), "step": step.state_dict()},
-        folder / "ck.pt",
-    )
-    return folder / "ck.pt", _write_log(folder, rows), step.base_lrs[0]
+    _epochs(opt2, plateau2, range(9, 13), rows, step)
+    return _save(folder, opt2, plateau2, step=step), _write_log(folder, rows), step.base_lrs[0]
 
 
 @pytest.mark.parametrize("correct", [False, True], ids=["built-after-loading", "built-first"])
@@ -154,11 +150,7 @@ def test_a_scheduler_stepped_per_batch(tmp_path: Path, per_batch: int) -> None:
             opt.step()
             cosine.step()
         plateau.step(METRICS[e - 1])
-    torch.save(
-        {"optimizer": opt.state_dict(), "plateau": plateau.state_dict(), "cosine": cosine.state_dict()},
-        tmp_path / "ck.pt",
-    )
-    t = pf.trace(tmp_path / "ck.pt", _write_log(tmp_path, rows))
+    t = pf.trace(_save(tmp_path, opt, plateau, cosine=cosine), _write_log(tmp_path, rows))
     got = [f for f in t.findings if f.code == "scheduler-steps-per-row"]
     if per_batch == 1:
         assert not got
@@ -173,12 +165,8 @@ def test_warm_restarts_rebuilt_at_a_resume(tmp_path: Path, restored: bool) -> No
     opt = _opt()
     plateau = lrs_mod.ReduceLROnPlateau(opt, patience=3)
     warm = lrs_mod.CosineAnnealingWarmRestarts(opt, T_0=3, T_mult=2)
-    rows = []
-    for e in range(1, 8):
-        rows.append((e, METRICS[e - 1], opt.param_groups[0]["lr"]))
-        opt.step()
-        plateau.step(METRICS[e - 1])
-        warm.step()
+    rows: list[tuple[int, float, float]] = []
+    _epochs(opt, plateau, range(1, 8), rows, warm)
     saved = {"optimizer": opt.state_dict(), "plateau": plateau.state_dict(), "warm": warm.state_dict()}
     opt2 = _opt()
     opt2.load_state_dict(saved["optimizer"])
@@ -189,21 +177,14 @@ def test_warm_restarts_rebuilt_at_a_resume(tmp_path: Path, restored: bool) -> No
         warm2.load_state_dict(saved["warm"])
     else:
         warm2 = lrs_mod.CosineAnnealingWarmRestarts(opt2, T_0=3, T_mult=2, last_epoch=warm.last_epoch - 1)
-    for e in range(8, 11):
-        rows.append((e, METRICS[e - 1], opt2.param_groups[0]["lr"]))
-        opt2.step()
-        plateau2.step(METRICS[e - 1])
-        warm2.step()
-    torch.save(
-        {"optimizer": opt2.state_dict(), "plateau": plateau2.state_dict(), "warm": warm2.state_dict()},
-        tmp_path / "ck.pt",
-    )
+    _epochs(opt2, plateau2, range(8, 11), rows, warm2)
+    ck = _save(tmp_path, opt2, plateau2, warm=warm2)
     fresh = lrs_mod.CosineAnnealingWarmRestarts(_opt(), T_0=3, T_mult=2)
     for _ in range(warm2.last_epoch):
         fresh.optimizer.step()
         fresh.step()
     assert ((fresh.T_cur, fresh.T_i) == (warm2.T_cur, warm2.T_i)) == restored  # torch's own objects
-    t = pf.trace(tmp_path / "ck.pt", _write_log(tmp_path, rows))
+    t = pf.trace(ck, _write_log(tmp_path, rows))
     assert ("warm-restarts-t-cur-reset" in _codes(t)) == (not restored)
 
 
@@ -213,22 +194,14 @@ def test_optimizer_state_without_initial_lr(tmp_path: Path) -> None:
     opt = _opt()
     plateau = lrs_mod.ReduceLROnPlateau(opt, patience=2)
     step = lrs_mod.StepLR(_opt(), step_size=3)
-    rows = []
-    for e in range(1, 7):
-        rows.append((e, METRICS[e - 1], opt.param_groups[0]["lr"]))
-        opt.step()
-        plateau.step(METRICS[e - 1])
-        step.optimizer.step()
-        step.step()
-    torch.save(
-        {"optimizer": opt.state_dict(), "plateau": plateau.state_dict(), "step": step.state_dict()},
-        tmp_path / "ck.pt",
-    )
+    rows: list[tuple[int, float, float]] = []
+    _epochs(opt, plateau, range(1, 7), rows, step)
+    ck = _save(tmp_path, opt, plateau, step=step)
     resumed = _opt()
-    resumed.load_state_dict(torch.load(tmp_path / "ck.pt", weights_only=True)["optimizer"])
+    resumed.load_state_dict(torch.load(ck, weights_only=True)["optimizer"])
     with pytest.raises(KeyError, match="initial_lr"):
         lrs_mod.StepLR(resumed, step_size=3, last_epoch=step.last_epoch)
-    t = pf.trace(tmp_path / "ck.pt", _write_log(tmp_path, rows))
+    t = pf.trace(ck, _write_log(tmp_path, rows))
     assert "initial-lr-missing" in _codes(t)
 
 
@@ -236,17 +209,9 @@ def test_a_clean_composed_run_has_none_of_these(tmp_path: Path) -> None:
     opt = _opt()
     plateau = lrs_mod.ReduceLROnPlateau(opt, patience=2)
     step = lrs_mod.StepLR(opt, step_size=4, gamma=0.5)
-    rows = []
-    for e in range(1, 13):
-        rows.append((e, METRICS[e - 1], opt.param_groups[0]["lr"]))
-        opt.step()
-        plateau.step(METRICS[e - 1])
-        step.step()
-    torch.save(
-        {"optimizer": opt.state_dict(), "plateau": plateau.state_dict(), "step": step.state_dict()},
-        tmp_path / "ck.pt",
-    )
-    t = pf.trace(tmp_path / "ck.pt", _write_log(tmp_path, rows))
+    rows: list[tuple[int, float, float]] = []
+    _epochs(opt, plateau, range(1, 13), rows, step)
+    t = pf.trace(_save(tmp_path, opt, plateau, step=step), _write_log(tmp_path, rows))
     ours = {
         "scheduler-will-raise",
         "base-lrs-below-logged-lr",
