@@ -35,10 +35,10 @@ def _codes(t: Any) -> dict[str, str]:
     return {f.code: f.severity for f in t.findings}
 
 
-def _epochs(opt: Any, plateau: Any, epochs: range, rows: list[tuple[int, float, float]], *after: Any) -> None:
-    """Train ``epochs`` (1-based) as the loop does: log the lr the epoch trains with, ``optimizer.step()``,
 def _epochs(opt: Any, plateau: Any, epochs: range, rows: list[tuple[int, float, float]], *after: Any
             ) -> None:
+    """Train ``epochs`` (1-based) as the loop does: log the lr the epoch trains with, ``optimizer.step()``,
+    ``plateau.step(metric)``, then each scheduler of ``after`` (after its own optimizer's step, if another)."""
     for e in epochs:
         rows.append((e, METRICS[e - 1], opt.param_groups[0]["lr"]))
         opt.step()
