@@ -504,3 +504,64 @@ def regenerate(script: str, out: Path, timeout: float = 600) -> Path:
                        timeout=timeout, env=dict(os.environ))
     assert r.returncode == 0, f"{script} failed:\n{r.stdout[-2000:]}\n{r.stderr[-4000:]}"
     return out
+
+
+class Background:
+    """A generator started in the background at collection (``sample_checkpoints/<script> OUT/run ARGS``): it
+    spends most of its time importing its framework, and runs beside the tests that do not need it. It is
+    killed and its folder removed at exit, also when no selected test asked for it."""
+
+    def __init__(self, script: str, *args: str) -> None:
+        import atexit
+        import shutil
+        import tempfile
+
+        self.script = script
+        self.out = Path(tempfile.mkdtemp(prefix=f"pf-{Path(script).stem}-"))
+        with open(self.out / "stderr.txt", "w") as err:
+            self.proc = subprocess.Popen([sys.executable, str(SAMPLES / script), str(self.out / "run"), *args],
+                                         stdout=subprocess.DEVNULL, stderr=err)
+
+        def cleanup() -> None:
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait()
+            shutil.rmtree(self.out, ignore_errors=True)
+
+        atexit.register(cleanup)
+
+    def result(self, timeout: float = 300) -> Path:
+        """The generated folder, once the generator finished (a test failure naming its stderr if it failed,
+        or did not finish within ``timeout`` seconds)."""
+        import pytest
+
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"{self.script} did not finish in {timeout:g} s")
+        assert self.proc.returncode == 0, (self.out / "stderr.txt").read_text()[-4000:]
+        return self.out / "run"
+
+
+def json_view(d: Mapping[str, Any]) -> ToolView:
+    """``plateau-trace --format json``'s report in the judge's terms (the lr before a step is the lr after the
+    previous one; the first step's is the replay's initial lrs)."""
+    steps = []
+    before = tuple(d["alignment"]["initial_lrs"] or ())
+    for s in d["steps"]:
+        lr = tuple(s["lr"])
+        steps.append(ToolStep(epoch=s["epoch"], steps_taken=s["last_epoch"], metric=s["metric"],
+                              best=s["best"], num_bad_epochs=s["num_bad_epochs"],
+                              cooldown_counter=s["cooldown_counter"], lr_in=before, lr=lr, known=True,
+                              lr_known=None not in lr))
+        before = lr
+    epoch = d["alignment"]["epoch"]
+    index = next((i for i, s in enumerate(d["steps"]) if s["epoch"] == epoch), None)
+    findings = tuple(
+        ToolFinding(f["code"], f["severity"], f["epoch"], f["message"],
+                    (f["code"],) if f["code"] != "ambiguous" else tuple(dict.fromkeys(
+                        c for story in f["evidence"].get("stories", ()) for c in story)), f["evidence"])
+        for f in d["findings"])
+    return ToolView(tuple(steps), index, epoch, findings)

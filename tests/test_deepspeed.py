@@ -10,14 +10,10 @@ comes out of training is asserted.
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import json
 import math
 import shutil
-import subprocess
-import sys
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -30,6 +26,7 @@ torch = pytest.importorskip("torch")
 from click.testing import CliRunner  # noqa: E402
 from fixture_truth import (  # noqa: E402 - after importorskip
     SAMPLES,
+    Background,
     Live,
     ToolFinding,
     ToolStep,
@@ -57,27 +54,8 @@ HAVE_DEEPSPEED = importlib.util.find_spec("deepspeed") is not None
 REGENERATE_TIMEOUT = 300
 
 
-def _start_regeneration() -> tuple[subprocess.Popen[str], Path] | None:
-    """Start ``make_deepspeed.py`` at collection: importing DeepSpeed takes most of its time, and it runs
-    beside the committed-fixture tests; killed and removed at exit, also when no selected test used it."""
-    if not HAVE_DEEPSPEED:
-        return None
-    out = Path(tempfile.mkdtemp(prefix="pf-deepspeed-"))
-    cmd = [sys.executable, str(SAMPLES / "make_deepspeed.py"), str(out / "run")]
-    with open(out / "stderr.txt", "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
-
-    def cleanup() -> None:
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        shutil.rmtree(out, ignore_errors=True)
-
-    atexit.register(cleanup)
-    return proc, out
-
-
-_REGEN = _start_regeneration()
+#: make_deepspeed.py, started now: importing DeepSpeed takes most of its time
+_REGEN = Background("make_deepspeed.py") if HAVE_DEEPSPEED else None
 
 
 @pytest.fixture(scope="module")
@@ -87,15 +65,7 @@ def regenerated() -> Path:
         pytest.skip(
             "deepspeed is not installed: regenerating needs `pip install deepspeed==0.19.8` (test extra)"
         )
-    proc, out = _REGEN
-    try:
-        proc.wait(timeout=REGENERATE_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        pytest.fail(f"make_deepspeed.py did not finish in {REGENERATE_TIMEOUT} s")
-    assert proc.returncode == 0, (out / "stderr.txt").read_text()[-4000:]
-    return out / "run"
+    return _REGEN.result(REGENERATE_TIMEOUT)
 
 
 @pytest.fixture(scope="module", params=["committed", "regenerated"])

@@ -11,7 +11,6 @@ reduced group, its floor, ``min_lr`` replaced by 0) is differential-tested with 
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import io
 import json
@@ -28,12 +27,11 @@ import pytest
 from click.testing import CliRunner
 from fixture_truth import (
     SAMPLES,
+    Background,
     Live,
-    ToolFinding,
-    ToolStep,
-    ToolView,
     assert_tool_tells_the_truth,
     expected,
+    json_view,
     judge,
     read_truth,
 )
@@ -51,27 +49,8 @@ HAVE_IGNITE = importlib.util.find_spec("ignite") is not None and importlib.util.
 NEEDS_IGNITE = pytest.mark.skipif(not HAVE_IGNITE, reason="pytorch-ignite is not installed (the test extra)")
 
 
-def _start_regeneration() -> tuple[subprocess.Popen[str], Path] | None:
-    """Start ``make_ignite.py`` at collection: it spends most of its ~10 s importing torch and ignite, and
-    runs beside the tests that do not need it."""
-    if not HAVE_IGNITE:
-        return None
-    out = Path(tempfile.mkdtemp(prefix="pf-ignite-"))
-    cmd = [sys.executable, str(SAMPLES / "make_ignite.py"), str(out / "run")]
-    with open(out / "stderr.txt", "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-
-    def cleanup() -> None:  # also when no selected test asked for it
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        shutil.rmtree(out, ignore_errors=True)
-
-    atexit.register(cleanup)
-    return proc, out
-
-
-_REGEN = _start_regeneration()
+#: make_ignite.py, started now: it spends most of its ~10 s importing torch and ignite
+_REGEN = Background("make_ignite.py") if HAVE_IGNITE else None
 
 
 @pytest.fixture(scope="module")
@@ -79,32 +58,9 @@ def regenerated() -> Path:
     """A fresh ``make_ignite.py`` run (every scenario) in a temporary directory."""
     if _REGEN is None:
         pytest.skip("pytorch-ignite is not installed (the test extra)")
-    proc, out = _REGEN
-    proc.wait(timeout=300)
-    assert proc.returncode == 0, (out / "stderr.txt").read_text()[-3000:]
-    return out / "run"
+    return _REGEN.result()
 
 
-def cli_view(d: dict[str, Any]) -> ToolView:
-    """``plateau-trace --format json``'s report in the judge's terms (the lr before a step is the lr after the
-    previous one; the first step's is the replay's initial lrs)."""
-    steps = []
-    before = tuple(d["alignment"]["initial_lrs"] or ())
-    for s in d["steps"]:
-        lr = tuple(s["lr"])
-        steps.append(ToolStep(epoch=s["epoch"], steps_taken=s["last_epoch"], metric=s["metric"],
-                              best=s["best"], num_bad_epochs=s["num_bad_epochs"],
-                              cooldown_counter=s["cooldown_counter"], lr_in=before, lr=lr, known=True,
-                              lr_known=None not in lr))
-        before = lr
-    epoch = d["alignment"]["epoch"]
-    index = next((i for i, s in enumerate(d["steps"]) if s["epoch"] == epoch), None)
-    findings = tuple(
-        ToolFinding(f["code"], f["severity"], f["epoch"], f["message"],
-                    (f["code"],) if f["code"] != "ambiguous" else tuple(dict.fromkeys(
-                        c for story in f["evidence"].get("stories", ()) for c in story)), f["evidence"])
-        for f in d["findings"])
-    return ToolView(tuple(steps), index, epoch, findings)
 
 
 def _fixture(ckpt: str) -> tuple[Path, dict[str, Any], str, str]:
@@ -128,7 +84,7 @@ class TestFixtures:
         folder, truth, file, key = _fixture(ckpt)
         r = CliRunner().invoke(main, [str(folder / file), str(folder / truth["log"]), "--format", "json"])
         assert r.exit_code == 0, r.output
-        found = judge(cli_view(json.loads(r.stdout)), truth, file, expected(key, file))
+        found = judge(json_view(json.loads(r.stdout)), truth, file, expected(key, file))
         assert not found, "\n".join(found)
 
     def test_regenerated_runs_tell_the_truth(self, regenerated: Path) -> None:

@@ -10,14 +10,10 @@ is asserted.
 
 from __future__ import annotations
 
-import atexit
 import importlib.util
 import json
 import math
 import shutil
-import subprocess
-import sys
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -26,12 +22,11 @@ import pytest
 from click.testing import CliRunner
 from fixture_truth import (
     SAMPLES,
+    Background,
     Live,
-    ToolFinding,
-    ToolStep,
-    ToolView,
     assert_tool_tells_the_truth,
     expected,
+    json_view,
     judge,
     read_truth,
 )
@@ -50,27 +45,9 @@ CKPTS = sorted(p.relative_to(MMENGINE).as_posix() for p in MMENGINE.rglob("epoch
 HAVE_MMENGINE = importlib.util.find_spec("mmengine") is not None
 
 
-def _start_regeneration() -> tuple[subprocess.Popen[bytes], Path] | None:
-    """Start ``make_mmengine.py --only plain`` now, at collection: a real Runner spends most of its ~20 s
-    importing, and runs beside the tests that do not need it (2 cores)."""
-    if not HAVE_MMENGINE or importlib.util.find_spec("torch") is None:
-        return None
-    out = Path(tempfile.mkdtemp(prefix="pf-mmengine-"))
-    cmd = [sys.executable, str(SAMPLES / "make_mmengine.py"), str(out / "run"), "--only", "plain"]
-    with open(out / "stderr.txt", "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-
-    def cleanup() -> None:  # also when no selected test asked for it
-        if proc.poll() is None:
-            proc.kill()
-        proc.wait()
-        shutil.rmtree(out, ignore_errors=True)
-
-    atexit.register(cleanup)
-    return proc, out
-
-
-_REGEN = _start_regeneration()
+#: make_mmengine.py --only plain, started now: a real Runner spends most of its ~20 s importing (2 cores)
+_REGEN = Background("make_mmengine.py", "--only", "plain") if HAVE_MMENGINE and importlib.util.find_spec(
+    "torch") is not None else None
 
 
 @pytest.fixture(scope="module")
@@ -78,32 +55,9 @@ def regenerated() -> Path:
     """A fresh ``make_mmengine.py --only plain`` run (a real MMEngine Runner; OpenCV may be absent)."""
     if _REGEN is None:
         pytest.skip("mmengine is not installed (pip install mmengine-lite)")
-    proc, out = _REGEN
-    proc.wait(timeout=300)
-    assert proc.returncode == 0, (out / "stderr.txt").read_text()[-3000:]
-    return out / "run"
+    return _REGEN.result()
 
 
-def cli_view(d: dict[str, Any]) -> ToolView:
-    """``plateau-trace --format json``'s report in the judge's terms (the lr before a step is the lr after the
-    previous one; the first step's is the replay's initial lrs)."""
-    steps = []
-    before = tuple(d["alignment"]["initial_lrs"] or ())
-    for s in d["steps"]:
-        lr = tuple(s["lr"])
-        steps.append(ToolStep(epoch=s["epoch"], steps_taken=s["last_epoch"], metric=s["metric"],
-                              best=s["best"], num_bad_epochs=s["num_bad_epochs"],
-                              cooldown_counter=s["cooldown_counter"], lr_in=before, lr=lr, known=True,
-                              lr_known=None not in lr))
-        before = lr
-    epoch = d["alignment"]["epoch"]
-    index = next((i for i, s in enumerate(d["steps"]) if s["epoch"] == epoch), None)
-    findings = tuple(
-        ToolFinding(f["code"], f["severity"], f["epoch"], f["message"],
-                    (f["code"],) if f["code"] != "ambiguous" else tuple(dict.fromkeys(
-                        c for story in f["evidence"].get("stories", ()) for c in story)), f["evidence"])
-        for f in d["findings"])
-    return ToolView(tuple(steps), index, epoch, findings)
 
 
 @pytest.fixture(scope="module")
@@ -145,7 +99,7 @@ class TestFixtures:
         assert r.exit_code == 0, r.output
         d = json.loads(r.stdout)
         assert d["log"]["source"].endswith("message_hub.log_scalars['val/val_loss']")
-        found = judge(cli_view(d), truth, file, expected(f"mmengine/{scenario}", file))
+        found = judge(json_view(d), truth, file, expected(f"mmengine/{scenario}", file))
         assert not found, "\n".join(found)
 
     def test_regenerated_run_tells_the_truth(self, regenerated: Path) -> None:
