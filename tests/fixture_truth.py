@@ -19,7 +19,7 @@ import os
 import struct
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -565,3 +565,33 @@ def json_view(d: Mapping[str, Any]) -> ToolView:
                         c for story in f["evidence"].get("stories", ()) for c in story)), f["evidence"])
         for f in d["findings"])
     return ToolView(tuple(steps), index, epoch, findings)
+
+
+def spy_on_opens(monkeypatch: Any, forbidden: Collection[str]) -> list[str]:
+    """Record the base name of every file opened from Python (``open``, ``io.open``, ``os.open``) in the
+    returned list; opening a file whose base name is in ``forbidden`` fails the test."""
+    import builtins
+    import io
+
+    names: list[str] = []
+    real_open, real_os_open = builtins.open, os.open
+
+    def check(file: Any) -> None:
+        if isinstance(file, (str, bytes, os.PathLike)):
+            name = os.path.basename(os.fsdecode(file))
+            names.append(name)
+            if name in forbidden:
+                raise AssertionError(f"{file} was opened")
+
+    def spy_open(file: Any, *args: Any, **kwargs: Any) -> Any:
+        check(file)
+        return real_open(file, *args, **kwargs)
+
+    def spy_os_open(path: Any, *args: Any, **kwargs: Any) -> Any:
+        check(path)
+        return real_os_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy_open)
+    monkeypatch.setattr(io, "open", spy_open)
+    monkeypatch.setattr(os, "open", spy_os_open)
+    return names

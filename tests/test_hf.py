@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import builtins
 import importlib.util
-import io
 import json
-import os
 import pickle
 import shutil
 from pathlib import Path
@@ -21,13 +19,14 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from fixture_truth import (  # noqa: E402 - after importorskip
+from fixture_truth import (
     SAMPLES,
     Live,
     assert_tool_tells_the_truth,
     named,
     read_truth,
     regenerate,
+    spy_on_opens,  # noqa: E402 - after importorskip
     warnings,
 )
 
@@ -144,28 +143,7 @@ def test_load_checkpoint_reads_the_folder(folder: Path, ckpt: str, loader: str) 
 @pytest.fixture
 def opened(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the base name of every file opened from Python; opening a pickle of PICKLES fails the test."""
-    names: list[str] = []
-    real_open, real_os_open = builtins.open, os.open
-
-    def check(file: Any) -> None:
-        if isinstance(file, (str, bytes, os.PathLike)):
-            name = os.path.basename(os.fsdecode(file))
-            names.append(name)
-            if name in PICKLES:
-                raise AssertionError(f"{file} was opened")
-
-    def spy_open(file: Any, *args: Any, **kwargs: Any) -> Any:
-        check(file)
-        return real_open(file, *args, **kwargs)
-
-    def spy_os_open(path: Any, *args: Any, **kwargs: Any) -> Any:
-        check(path)
-        return real_os_open(path, *args, **kwargs)
-
-    monkeypatch.setattr(builtins, "open", spy_open)
-    monkeypatch.setattr(io, "open", spy_open)
-    monkeypatch.setattr(os, "open", spy_os_open)
-    return names
+    return spy_on_opens(monkeypatch, PICKLES)
 
 
 @pytest.mark.parametrize("loader", ["builtin", "torch"])
