@@ -27,19 +27,8 @@ if TYPE_CHECKING:
     from plateau_forensics.loader import Checkpoint
     from plateau_forensics.losses import LossLog
 
-__all__ = ["REBUILDABLE", "TimelineFit", "explain_with_saved_schedulers"]
+__all__ = ["TimelineFit", "explain_with_saved_schedulers"]
 
-#: Saved states that hold every constructor argument (besides the optimizer): rebuilt fresh for the whole run.
-REBUILDABLE = {
-    "StepLR": ("step_size", "gamma"),
-    "MultiStepLR": ("milestones", "gamma"),
-    "ConstantLR": ("factor", "total_iters"),
-    "LinearLR": ("start_factor", "end_factor", "total_iters"),
-    "ExponentialLR": ("gamma",),
-    "PolynomialLR": ("total_iters", "power"),
-    "CosineAnnealingLR": ("T_max", "eta_min"),
-    "CosineAnnealingWarmRestarts": ("T_0", "T_mult", "eta_min"),
-}
 
 
 @dataclass(frozen=True)
@@ -77,27 +66,6 @@ class TimelineFit:
     def complete(self) -> bool:
         """Every logged lr the replay covers is reproduced."""
         return self.logged > 0 and self.explained == self.logged
-
-
-def _fresh(kind: str, state: Any) -> Any | None:
-    from plateau_forensics.schedules.checkpoints import plain
-    from plateau_forensics.schedules.spec import scheduler_classes
-
-    keys = REBUILDABLE.get(kind)
-    if keys is None:
-        return None
-    saved = plain(state)
-    if any(k not in saved for k in keys):
-        return None
-    args = {k: saved[k] for k in keys}
-    if kind == "MultiStepLR":
-        ms = args["milestones"]
-        args["milestones"] = sorted(
-            int(k)
-            for k, n in (ms.items() if hasattr(ms, "items") else ((m, 1) for m in ms))
-            for _ in range(int(n))
-        )
-    return scheduler_classes()[kind](**args)
 
 
 def _matches(log: LossLog, rows: Sequence[int], predicted: Sequence[tuple[float, ...]]) -> tuple[int, int]:
@@ -170,7 +138,7 @@ def explain_with_saved_schedulers(ck: Checkpoint, log: LossLog, anchor_row: int 
         anchor_row: the log row the checkpoint was saved after, when the stories placed it.
     """
     from plateau_forensics.schedules import TorchRaises, replay_composed
-    from plateau_forensics.schedules.checkpoints import plain, restore
+    from plateau_forensics.schedules.checkpoints import plain, rebuild, restore
     from plateau_forensics.schedules.errors import ScheduleConfigError
 
     found = [
@@ -180,7 +148,7 @@ def explain_with_saved_schedulers(ck: Checkpoint, log: LossLog, anchor_row: int 
         return None
     writers = tuple(f"{f.kind} (key {f.key_path or '<root>'})" for f in found)
     metrics, labels = list(log.metrics), list(log.epochs)
-    fresh = [_fresh(f.kind, f.state) for f in found]
+    fresh = [rebuild(f.kind, f.state) for f in found]
     if all(s is not None for s in fresh):
         base = plain(found[0].state).get("base_lrs")
         try:

@@ -196,7 +196,8 @@ class _MissingLambda:
         )
 
 
-_SPEC_KEYS = {
+#: Saved states that hold every constructor argument besides the optimizer: ``rebuild`` makes a fresh one.
+CONSTRUCTOR_KEYS = {
     "StepLR": ("step_size", "gamma"),
     "MultiStepLR": ("milestones", "gamma"),
     "ConstantLR": ("factor", "total_iters"),
@@ -205,9 +206,35 @@ _SPEC_KEYS = {
     "PolynomialLR": ("total_iters", "power"),
     "CosineAnnealingLR": ("T_max", "eta_min"),
     "CosineAnnealingWarmRestarts": ("T_0", "T_mult", "eta_min"),
-    "OneCycleLR": ("total_steps",),
-    "CyclicLR": ("mode", "gamma"),
 }
+#: The constructor arguments a restored scheduler is set up with (OneCycleLR and CyclicLR save only these).
+_SPEC_KEYS = {**CONSTRUCTOR_KEYS, "OneCycleLR": ("total_steps",), "CyclicLR": ("mode", "gamma")}
+
+
+def _spec(kind: str, saved: Mapping[str, Any]) -> dict[str, Any]:
+    """The constructor arguments of ``kind`` that the plain saved state holds (a MultiStepLR's ``milestones``
+    Counter, or the dict torch.load hands back for it, as the sorted list with repeats)."""
+    spec = {}
+    for key in _SPEC_KEYS.get(kind, ()):
+        if key in saved:
+            value = saved[key]
+            if kind == "MultiStepLR" and key == "milestones" and isinstance(value, Mapping):
+                value = sorted(Counter(value).elements())
+            spec[key] = value
+    return spec
+
+
+def rebuild(kind: str, state: Mapping[str, Any]) -> LRScheduler | None:
+    """A fresh, unbound scheduler built from the constructor arguments ``state`` saved (``CONSTRUCTOR_KEYS``),
+    as the run built it before its first step; None for a kind whose state lacks some of them (LambdaLR's
+    function, OneCycleLR's and CyclicLR's other arguments)."""
+    from plateau_forensics.schedules.spec import scheduler_classes
+
+    keys = CONSTRUCTOR_KEYS.get(kind)
+    saved = plain(state)
+    if keys is None or not isinstance(saved, Mapping) or any(k not in saved for k in keys):
+        return None
+    return scheduler_classes()[kind](**_spec(kind, saved))
 
 
 def restore(
@@ -237,12 +264,7 @@ def restore(
         saved["milestones"] = Counter(saved["milestones"])  # torch.load hands a Counter back as a dict
     cls = classes[kind]
     obj = cls.__new__(cls)
-    spec = {}
-    for key in _SPEC_KEYS.get(kind, ()):
-        if key in saved:
-            value = saved[key]
-            spec[key] = sorted(value.elements()) if isinstance(value, Counter) else value
-    obj._setup(None, **spec)
+    obj._setup(None, **_spec(kind, saved))
     obj._restore = {"kind": kind, "state": saved, "lr_lambda": lr_lambda, "scale_fn": scale_fn}
     return obj
 
