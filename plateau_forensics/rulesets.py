@@ -394,14 +394,11 @@ def compare_log(rule_names: Sequence[str], losses: Any, *, given: Mapping[str, A
 
 # -- rendering --------------------------------------------------------------------------------------------
 def _fmt(x: Any) -> str:
-    if x is None:
-        return ""
-    if isinstance(x, bool):
-        return str(x)
-    if isinstance(x, int) or (isinstance(x, float) and math.isfinite(x) and x.is_integer() and abs(x) < 1e15):
-        return str(int(x))
-    if isinstance(x, float):
-        return f"{x:.4g}"
+    """Numbers as every table shows them (``report.g``), anything else as its text."""
+    if x is None or isinstance(x, (int, float)):
+        from plateau_forensics.report import g
+
+        return g(x)
     return str(x)
 
 
