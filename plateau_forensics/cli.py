@@ -5,7 +5,9 @@ Module level imports only the standard library and click, so ``--help`` never lo
 
 from __future__ import annotations
 
+import gc
 import shutil
+import sys
 from enum import IntEnum
 from pathlib import Path
 
@@ -197,6 +199,9 @@ def main(
                              log_opts={"metric": metric, "epoch_column": epoch_column,
                                        "lr_columns": lr_columns or None, "run": run},
                              scheduler_key=scheduler_key, loader=loader)
+    # one run is analysed and printed, then the process ends: on a long log the cyclic collector's passes over
+    # millions of row objects cost about a tenth of the run (benchmarks/bench_longlog.py) and free nothing
+    gc.disable()
     from plateau_forensics import api, report
     from plateau_forensics.state import PlateauConfig
 
@@ -269,9 +274,11 @@ def main(
         from plateau_forensics.progress import bar as progress_bar
 
         with progress_bar(len(trace), "row", "writing") as bar:
-            for piece in out:
-                click.echo(piece, nl=False)
-                bar.update(piece.count("\n"))
+            counting = getattr(bar, "shown", True)
+            for piece in out:  # written as it is: no ANSI codes to strip (click.echo would scan every piece)
+                sys.stdout.write(piece)
+                if counting:
+                    bar.update(piece.count("\n"))
         click.echo()
     try:
         if plot_path is not None:
@@ -411,8 +418,6 @@ def _used_options(allowed: set[str]) -> list[str]:
 def _scan_command(folders: tuple[str, ...], *, fmt: str, style: str, check: bool, loader: str,
                   jobs: int | None) -> None:
     """``plateau-trace scan DIR...``: one row per run below the folders; ``--check`` exits 3 on a warning."""
-    import sys
-
     from plateau_forensics.scan import find_runs, has_warning, render_scan, scan
 
     extra = _used_options({"fmt", "style", "check", "loader", "jobs"})

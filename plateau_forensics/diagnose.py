@@ -8,6 +8,7 @@ what its author most likely meant; ``info`` explains behaviour that is by design
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -229,7 +230,8 @@ def rel_threshold_findings(trace: Trace) -> list[Finding]:
         return []
     rows = []
     bests = trace._cols.best
-    if all(not (math.isfinite(b) and b <= 0) for b in bests) and not (
+    # (``0.0 >= b`` at C speed first: no best <= 0 at all is the common case)
+    if (not any(map((0.0).__ge__, bests)) or all(not (math.isfinite(b) and b <= 0) for b in bests)) and not (
             trace.starts and math.isfinite(trace.starts[0].state.best) and trace.starts[0].state.best <= 0):
         return []  # no best <= 0 anywhere: nothing to judge (checked on the columns, without building steps)
     for s in trace.steps:
@@ -257,15 +259,21 @@ def floor_findings(trace: Trace) -> list[Finding]:
     out = []
     floor_rows, eps_rows, groups = [], [], set()
     cfg, c = trace.config, trace._cols
-    for i, e in enumerate(c.events):
-        if e not in (_REDUCED, _SUPPRESSED) or i in trace.unknown:  # not determined: no claim about its floor
+    acted = {_REDUCED, _SUPPRESSED}
+    judged: dict[tuple[tuple[float, ...], tuple[float, ...]], tuple[list[int], bool]] = {}  # by (lrs in, out)
+    for i in itertools.compress(range(len(c.events)), map(acted.__contains__, c.events)):
+        if i in trace.unknown:  # not determined: no claim about its floor
             continue
-        lr_in, lr_out = trace.lr_before(i), c.lrs[i]
-        held = [g for g, (a, b) in enumerate(zip(lr_in, lr_out)) if a == b]
-        if held:
+        key = (trace.lr_before(i), c.lrs[i])
+        if key not in judged:
+            lr_in, lr_out = key
+            held = [g for g, (a, b) in enumerate(zip(lr_in, lr_out, strict=False)) if a == b]
             min_lrs = trace.min_lrs_for(len(lr_in))
             # held above its floor: the change was no larger than eps (as the step's reason says)
-            by_eps = any(lr_in[g] * cfg.factor > (min_lrs[g] if g < len(min_lrs) else math.nan) for g in held)
+            judged[key] = held, any(lr_in[g] * cfg.factor > (min_lrs[g] if g < len(min_lrs) else math.nan)
+                                    for g in held)
+        held, by_eps = judged[key]
+        if held:
             (eps_rows if by_eps else floor_rows).append(trace.epochs[i])
             groups.update(held)
     if floor_rows:
@@ -289,7 +297,7 @@ def mode_findings(trace: Trace, column: str | None = None) -> list[Finding]:
     column that was fed to ``step()`` (``column``, else the log's metric column)."""
     log, cfg = trace.log, trace.config
     name = (column or (log.metric_column if log is not None else "")).lower()
-    vals = [m for m in trace.metrics if math.isfinite(m)]
+    vals = list(filter(math.isfinite, trace.metrics))
     if len(vals) < 6:
         return []
     q = max(2, len(vals) // 4)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from enum import Enum
 from typing import TYPE_CHECKING, Any, TypeVar, overload
@@ -371,25 +371,56 @@ class Trace:
         else:
             last_epoch = start.state.last_epoch + (i - start.index) + 1
         known = i not in self.unknown
-        if not explain:
-            reason = ""
-        elif not known:
-            reason = "not determined by the inputs (several states of the scheduler fit the evidence here)"
-        elif i in self.undecided and self.intervals is not None:
-            lo, hi = self.intervals[i]
-            reason = (f"the log's precision cannot decide this comparison ({_num(lo, 6)}..{_num(hi, 6)} against "
-                      f"{_num(bar, 6)}); the rest of the evidence does: "
-                      + _reason(cfg, metric, bar, event is Event.IMPROVED, event, b0, nb0, cd0, lr0, c, i,
-                                self.min_lrs_for(len(lr0))))
+        if i in self.undecided and self.intervals is not None and known:
             improved = event is Event.IMPROVED
-        else:
-            reason = _reason(cfg, metric, bar, improved, event, b0, nb0, cd0, lr0, c, i, self.min_lrs_for(len(lr0)))
+        reason = self._reason_of(i, b0, nb0, cd0, lr0, {}) if explain else ""
         return Step(
             index=i, epoch=self.epochs[i], last_epoch=last_epoch, metric=metric, best=c.best[i],
             num_bad_epochs=c.num_bad[i], cooldown_counter=c.cooldown[i], lr=c.lrs[i], event=event,
             reason=reason, lr_in=lr0, best_before=b0, num_bad_before=nb0, cooldown_before=cd0, bar=bar,
             improved=improved, known=known, lr_known=i not in self.lr_unknown,
         )
+
+    def reasons(self, indices: Iterable[int]) -> list[str]:
+        """``step(i).reason`` for each of ``indices``, without building the steps (a long trace's csv and json
+        rows need the reasons of thousands of reductions and suppressed ones)."""
+        c, starts = self._cols, {s.index: s for s in self.starts}
+        suppressions: dict[tuple[float, ...], str] = {}
+        out = []
+        lr_ins = self.lr_ins
+        for i in indices:
+            start = starts.get(i)
+            if start is not None:
+                st = start.state
+                b0, nb0, cd0, lr0 = st.best, st.num_bad_epochs, st.cooldown_counter, start.lrs
+            else:
+                b0, nb0, cd0, lr0 = c.best[i - 1], c.num_bad[i - 1], c.cooldown[i - 1], c.lrs[i - 1]
+            if lr_ins is not None and lr_ins[i] is not None:
+                lr0 = lr_ins[i]  # type: ignore[assignment]
+            out.append(self._reason_of(i, b0, nb0, cd0, lr0, suppressions))
+        return out
+
+    def _reason_of(self, i: int, b0: float, nb0: int, cd0: int, lr0: tuple[float, ...],
+                   suppressions: dict[tuple[float, ...], str]) -> str:
+        """Step ``i``'s reason from the state it started in (its lrs after any logged override);
+        ``suppressions`` caches the suppression clause by those lrs."""
+        if i in self.unknown:
+            return "not determined by the inputs (several states of the scheduler fit the evidence here)"
+        c, cfg = self._cols, self.config
+        metric = self.metrics[i]
+        bar = cfg.bar(b0)
+        event = _EVENTS[c.events[i]]
+        why = None
+        if event is Event.SUPPRESSED:
+            why = suppressions.get(lr0)
+            if why is None:
+                why = suppressions[lr0] = _suppression(cfg, lr0, self.min_lrs_for(len(lr0)))
+        if i in self.undecided and self.intervals is not None:
+            lo, hi = self.intervals[i]
+            return (f"the log's precision cannot decide this comparison ({_num(lo, 6)}..{_num(hi, 6)} "
+                    f"against {_num(bar, 6)}); the rest of the evidence does: "
+                    + _reason(cfg, metric, bar, event is Event.IMPROVED, event, b0, nb0, cd0, lr0, c, i, why))
+        return _reason(cfg, metric, bar, cfg.is_better(metric, b0), event, b0, nb0, cd0, lr0, c, i, why)
 
     def lr_before(self, i: int) -> tuple[float, ...]:
         """The lrs step ``i`` started from (what ``step(i).lr_in`` says), without building the step."""
@@ -549,7 +580,7 @@ class StepsView(Sequence[S]):
 
 def _reason(
     cfg: PlateauConfig, metric: float, bar: float, improved: bool, event: Event,
-    b0: float, nb0: int, cd0: int, lr0: tuple[float, ...], c: _Columns, i: int, min_lrs: tuple[float, ...],
+    b0: float, nb0: int, cd0: int, lr0: tuple[float, ...], c: _Columns, i: int, suppressed: str | None,
 ) -> str:
     """The transition in words; the same text is the JSON ``reason`` and the ``--explain`` line."""
     cmp_bad, cmp_good = (">=", "<") if cfg.mode == "min" else ("<=", ">")
@@ -579,7 +610,7 @@ def _reason(
             if held:
                 text += f" (group {', '.join(map(str, held))} held at its floor)"
         else:
-            text += f"reduction due but suppressed ({_suppression(cfg, lr0, min_lrs)})"
+            text += f"reduction due but suppressed ({suppressed})"
         cd_before = cd0 - 1 if cd0 > 0 else cd0
         text += f", cooldown {cd_before}->{c.cooldown[i]}, num_bad {nb_after_cd}->0"
     elif cd0 <= 0:

@@ -481,6 +481,11 @@ def _values_at(values: Any, rows: Any) -> tuple[float | None, ...]:
 def _lr_rows(np: Any, groups: Sequence[tuple[Any, Any]]) -> tuple[tuple[float | None, ...], ...]:
     """Per entry, the lr of each group (None: not logged) from (values at entries, source rows) per group;
     rows equal bit for bit share one tuple (an lr column holds a handful of values)."""
+    if len(groups) == 1 and not (groups[0][1] < 0).any():  # one group, every row logged: its bits are the key
+        v = groups[0][0]
+        _, first, inverse = np.unique(v.view(np.int64), return_index=True, return_inverse=True)
+        rows = [(float(v[i]),) for i in first.tolist()]
+        return tuple(map(rows.__getitem__, inverse.reshape(-1).tolist()))
     key = None
     for v, r in groups:  # rank each group's bit patterns (a missing value ranks apart), then rows by ranks
         bits = v.view(np.int64)

@@ -31,6 +31,8 @@ class _Silent:
     """The bar when there is nothing to show it on."""
 
     n = 0
+    #: nothing is shown: callers may skip counting what they would report to it
+    shown = False
 
     def update(self, n: int = 1) -> None:
         self.n += n

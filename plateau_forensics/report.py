@@ -6,14 +6,16 @@ Every renderer returns a string; nothing here prints. Floats in CSV and JSON are
 
 from __future__ import annotations
 
+import bisect
 import csv
-import functools
 import io
+import itertools
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
+from plateau_forensics import fanout
 from plateau_forensics.engine import EVENTS_BY_CODE, Event, Step, Trace
 
 Format = Literal["grid", "table", "csv", "markdown", "json", "explain"]
@@ -430,10 +432,14 @@ def _rows(t: Trace) -> Iterator[dict[str, Any]]:
                "lr": list(lr) if lr_known else None, "event": event if known else None, "reason": reason}
 
 
-def _reasons(t: Trace) -> dict[int, str]:
-    """A long trace's reasons: for the steps that did something (reductions, suppressed reductions)."""
-    return {i: t.step(i).reason for i, e in enumerate(t._cols.events)
-            if e in (_REDUCED, _SUPPRESSED) and i not in t.unknown}
+def _reasons(t: Trace, a: int = 0, b: int | None = None) -> dict[int, str]:
+    """A long trace's reasons (of rows ``a`` to ``b``): for the steps that did something (reductions,
+    suppressed reductions)."""
+    acted = {_REDUCED, _SUPPRESSED}
+    unknown, events = t.unknown, t._cols.events[a:b]
+    rows = [i for i in itertools.compress(range(a, a + len(events)), map(acted.__contains__, events))
+            if i not in unknown]
+    return dict(zip(rows, t.reasons(rows), strict=True))
 
 
 #: A long trace's rows are written this many at a time, column by column (bounded memory, C-speed loops).
@@ -449,13 +455,29 @@ def _json_num(v: Any) -> str:
     return r if r[-1].isdigit() else f'"{r}"'
 
 
-def _long_columns(t: Trace, json_form: bool) -> Iterator[tuple[int, int, list[list[str]]]]:
-    """A long trace's cells as text, ``_CHUNK`` rows at a time: (first, end, columns) with columns epoch,
-    last_epoch, metric, best, num_bad_epochs, cooldown_counter, one per lr group, event, reason. Cells the
-    inputs do not determine are empty (csv) or null (json); reasons only for reductions, suppressed ones and
-    undetermined steps."""
+def _number_texts(values: Sequence[Any], json_form: bool) -> list[str]:
+    """``_json_num`` (json) or ``_csv_cell`` (csv) of each value: ``float.__repr__`` at C speed when they are
+    all floats, the non-finite ones then quoted for JSON."""
+    try:
+        texts = list(map(float.__repr__, values))
+    except TypeError:  # ints or None among them
+        return list(map(_json_num if json_form else _csv_cell, values))
+    if json_form and not all(map(math.isfinite, values)):
+        texts = [x if math.isfinite(v) else f'"{x}"' for x, v in zip(texts, values, strict=True)]
+    return texts
+
+
+def _in_chunk(rows: Sequence[int], a: int, b: int) -> Sequence[int]:
+    """The part of the sorted ``rows`` in ``[a, b)``."""
+    return rows[bisect.bisect_left(rows, a):bisect.bisect_left(rows, b)]
+
+
+def _long_columns(t: Trace, json_form: bool) -> tuple[int, Callable[[int], list[list[str]]]]:
+    """A long trace's cells as text, ``_CHUNK`` rows at a time: (the number of chunks, the columns of chunk
+    ``k``) with columns epoch, last_epoch, metric, best, num_bad_epochs, cooldown_counter, one per lr group,
+    event, reason. Cells the inputs do not determine are empty (csv) or null (json); reasons only for
+    reductions, suppressed ones and undetermined steps."""
     c, n = t._cols, len(t)
-    reasons = _reasons(t)
     names = [e.value for e in EVENTS_BY_CODE]
     fmt = _json_num if json_form else _csv_cell
     none = "null" if json_form else ""
@@ -464,35 +486,46 @@ def _long_columns(t: Trace, json_form: bool) -> Iterator[tuple[int, int, list[li
     empty_reason = '""' if json_form else ""
     unknown_reason = quote_reason(_UNKNOWN_REASON)
     n_groups = len(c.lrs[0]) if c.lrs else 1
-    held = functools.lru_cache(maxsize=4096)(fmt)  # best and the lrs repeat: their text is made once
 
-    def counts(values: list[Any]) -> list[str]:  # epochs and last_epochs are mostly ints: str is enough
-        return list(map(str, values)) if set(map(type, values)) == {int} else list(map(fmt, values))
+    def held(values: Sequence[Any]) -> list[str]:
+        """Best and the lrs repeat: each distinct value's text is made once. Values that are equal with other
+        texts (0.0 and -0.0, 1 and 1.0) each get their own."""
+        distinct = set(values)
+        if 0.0 in distinct or any(type(v) is not float for v in distinct):
+            return _number_texts(values, json_form)
+        keys = list(distinct)
+        text = dict(zip(keys, _number_texts(keys, json_form), strict=True))
+        return list(map(text.__getitem__, values))
 
-    for a in range(0, n, _CHUNK):
+    def counts(values: list[Any]) -> list[str]:  # epochs, last_epochs, counters: ints, their repr is enough
+        return list(map(int.__repr__, values)) if set(map(type, values)) == {int} else list(map(fmt, values))
+
+    unknown, lr_unknown = sorted(t.unknown), sorted(t.lr_unknown)
+
+    def chunk(k: int) -> list[list[str]]:
+        a = k * _CHUNK
         b = min(n, a + _CHUNK)
         lrs = c.lrs[a:b]
         cols = [counts(list(t.epochs[a:b])), counts(t.last_epoch_column(a, b)),
-                list(map(fmt, t.metrics[a:b])), list(map(held, c.best[a:b])), list(map(str, c.num_bad[a:b])),
-                list(map(str, c.cooldown[a:b]))]
-        cols += [list(map(held, [lr[g] for lr in lrs])) for g in range(n_groups)]
-        cols.append([events[e] for e in c.events[a:b]])
+                _number_texts(t.metrics[a:b], json_form), held(c.best[a:b]),
+                counts(c.num_bad[a:b]), counts(c.cooldown[a:b])]
+        cols += [held([lr[g] for lr in lrs]) for g in range(n_groups)]
+        cols.append(list(map(events.__getitem__, c.events[a:b])))
         reason = [empty_reason] * (b - a)
-        for i, text in reasons.items():
-            if a <= i < b:
-                reason[i - a] = quote_reason(text)
+        for i, text in _reasons(t, a, b).items():
+            reason[i - a] = quote_reason(text)
         cols.append(reason)
-        for i in t.unknown:
-            if a <= i < b:
-                k = i - a
-                for col in (3, 4, 5, 6 + n_groups):
-                    cols[col][k] = none
-                reason[k] = unknown_reason
-        for i in t.lr_unknown:
-            if a <= i < b:
-                for g in range(n_groups):
-                    cols[6 + g][i - a] = none
-        yield a, b, cols
+        for i in _in_chunk(unknown, a, b):
+            j = i - a
+            for col in (3, 4, 5, 6 + n_groups):
+                cols[col][j] = none
+            reason[j] = unknown_reason
+        for i in _in_chunk(lr_unknown, a, b):
+            for g in range(n_groups):
+                cols[6 + g][i - a] = none
+        return cols
+
+    return -(-n // _CHUNK), chunk
 
 
 def _csv_cell(v: Any) -> str:
@@ -510,27 +543,37 @@ def _csv_quote(text: str) -> str:
 
 def _long_csv_lines(t: Trace, n_groups: int) -> Iterator[str]:
     """The csv rows of a long trace (the text ``csv.writer`` writes for them), a chunk of lines at a time."""
-    for _, _, cols in _long_columns(t, json_form=False):
-        yield "\n".join(map(",".join, zip(*cols, strict=True))) + "\n"
+    n, columns = _long_columns(t, json_form=False)
+
+    def text(k: int) -> str:
+        return "\n".join(map(",".join, zip(*columns(k), strict=True))) + "\n"
+
+    yield from fanout.in_order(text, n)
 
 
 def _long_json_lines(t: Trace) -> Iterator[str]:
-    """The JSON step objects of a long trace (what ``json.dumps`` writes for them), a chunk at a time: each
-    cell gets its key, and a row is its cells joined."""
+    """The JSON step objects of a long trace (what ``json.dumps`` writes for them), a chunk at a time: a row
+    is its cells put in one template."""
     c = t._cols
     n_groups = len(c.lrs[0]) if c.lrs else 1
-    keys = ['{"epoch": ', '"last_epoch": ', '"metric": ', '"best": ', '"num_bad_epochs": ', '"cooldown_counter": ']
+    # one %-template per row: the cells are already JSON text (a % in them is an argument, never interpreted)
+    row = ('{"epoch": %s, "last_epoch": %s, "metric": %s, "best": %s, "num_bad_epochs": %s, '
+           '"cooldown_counter": %s, "lr": %s, "event": %s, "reason": %s}')
 
-    @functools.lru_cache(maxsize=4096)
     def lr_cell(*cells: str) -> str:
-        return '"lr": null' if cells[0] == "null" else '"lr": [' + ", ".join(cells) + "]"
+        return "null" if cells[0] == "null" else "[" + ", ".join(cells) + "]"
 
-    for _, _, cols in _long_columns(t, json_form=True):
-        cells = [list(map(k.__add__, col)) for k, col in zip(keys, cols[:6], strict=True)]
-        cells.append(list(map(lr_cell, *cols[6:6 + n_groups])))
-        cells.append(list(map('"event": '.__add__, cols[6 + n_groups])))
-        cells.append([f'"reason": {r}}}' for r in cols[7 + n_groups]])
-        yield ",\n  ".join(map(", ".join, zip(*cells, strict=True)))
+    n, columns = _long_columns(t, json_form=True)
+
+    def text(k: int) -> str:
+        cols = columns(k)
+        groups = list(zip(*cols[6:6 + n_groups], strict=True))  # the lr cells of a row (a handful distinct)
+        lr_text = {g: lr_cell(*g) for g in set(groups)}
+        lr = list(map(lr_text.__getitem__, groups))
+        lines = ",\n  ".join(map(row.__mod__, zip(*cols[:6], lr, *cols[6 + n_groups:], strict=True)))
+        return (",\n  " if k else "") + lines
+
+    yield from fanout.in_order(text, n)
 
 
 def _step_json(d: dict[str, Any]) -> dict[str, Any]:
@@ -604,8 +647,7 @@ def json_chunks(t: Trace) -> Iterator[str]:
         return
     yield head[:-2] + ',\n "steps": [\n  '
     if len(t) > EXPLAIN_ROWS:
-        for k, piece in enumerate(_long_json_lines(t)):
-            yield (",\n  " if k else "") + piece
+        yield from _long_json_lines(t)
     else:
         encode = json.JSONEncoder(allow_nan=False, separators=(", ", ": ")).encode
         yield ",\n  ".join(encode(_step_json(d)) for d in _rows(t))

@@ -152,3 +152,80 @@ class TestFastWriters:
         for f, s in zip(fast, slow, strict=True):
             assert {k: v for k, v in f.items() if k != "reason"} == {k: v for k, v in s.items() if k != "reason"}
             assert f["reason"] == (s["reason"] if f["event"] in ("reduced", "suppressed", None) else "")
+
+
+class TestChunkedWriters:
+    """The long writers' chunks (``report._CHUNK`` rows each) join to the same text, whatever the chunk size,
+    and the same values as the step records give; values equal with other texts (-0.0 and 0.0) keep their
+    own."""
+
+    def _trace(self) -> pf.Trace:
+        n = report.EXPLAIN_ROWS + 77
+        metrics = [(-0.0 if i % 7 == 0 else 0.0) if i % 5 < 2 else 1.0 - (i % 13) * 1e-3 for i in range(n)]
+        metrics[3] = math.nan
+        t = pf.replay(metrics, pf.PlateauConfig(patience=2, factor=0.5, min_lr=1e-4, threshold_mode="abs"),
+                      lrs=[0.1, 0.02])
+        t.unknown = frozenset(range(n - 40, n - 5))
+        t.lr_unknown = frozenset(range(n - 30, n - 5))
+        return t
+
+    def test_chunk_size_does_not_change_the_text(self, monkeypatch) -> None:
+        t = self._trace()
+        whole = report.to_csv(t), report.to_json(t)
+        monkeypatch.setattr(report, "_CHUNK", 997)  # about 21 chunks, the last one short
+        assert (report.to_csv(t), report.to_json(t)) == whole
+
+    def test_zero_signs_kept(self, monkeypatch) -> None:
+        t = self._trace()
+        assert "-0.0" in {repr(b) for b in t._cols.best}  # the trace does hold both zeros in best
+        monkeypatch.setattr(report, "_CHUNK", 997)
+        fast = list(csv.reader(io.StringIO(report.to_csv(t))))
+        monkeypatch.setattr(report, "EXPLAIN_ROWS", 10**9)
+        slow = list(csv.reader(io.StringIO(report.to_csv(t))))
+        assert [r[:-1] for r in fast] == [r[:-1] for r in slow]
+
+
+class TestReasonsInBulk:
+    """``Trace.reasons`` (what the long writers use) says what ``Trace.step(i).reason`` says, on traces with
+    several starts, logged lrs that override the replay's, undecidable comparisons and unknown rows."""
+
+    def _traces(self, tmp_path) -> list[pf.Trace]:
+        from pathlib import Path
+
+        root = Path(__file__).resolve().parent.parent / "sample_checkpoints"
+        out = []
+        for ck in sorted((root / "resumes").glob("*/ckpt.pt")):
+            logs = sorted(ck.parent.glob("*.csv"))
+            if logs:
+                out.append(pf.trace(ck, logs[0] if len(logs) == 1 else logs))
+        with (root / "seed000.csv").open(newline="") as f:
+            rows = list(csv.DictReader(f))
+        rounded = tmp_path / "rounded.csv"
+        with rounded.open("w", newline="") as f:
+            w = csv.DictWriter(f, list(rows[0]))
+            w.writeheader()
+            w.writerows({**r, "val_loss": f"{float(r['val_loss']):.3f}"} for r in rows)
+        out.append(pf.trace(root / "seed000.pt", rounded))
+        moved = tmp_path / "moved.csv"  # the lr moved by hand: reductions suppressed (eps) at two lrs
+        moved.write_text("epoch,val_loss,lr\n"
+                         + "".join(f"{i},1.0,{0.05 if i < 20 else 0.2}\n" for i in range(40)))
+        out.append(pf.trace(None, moved, config=pf.PlateauConfig(patience=1, eps=1.0), lr=[0.05]))
+        hidden = pf.trace(root / "seed000.pt", root / "seed000.csv")
+        hidden.unknown = frozenset(range(5, 12))
+        out.append(hidden)
+        return out
+
+    def test_same_as_step_reason(self, tmp_path) -> None:
+        traces = self._traces(tmp_path)
+        seen = {"starts": 0, "lr_ins": 0, "undecided": 0, "unknown": 0, "suppressed at two lrs": 0}
+        for t in traces:
+            n = len(t)
+            assert t.reasons(range(n)) == [t.step(i).reason for i in range(n)]
+            assert t.reasons([n - 1, 0]) == [t.step(n - 1).reason, t.step(0).reason]
+            seen["starts"] += len(t.starts) > 1
+            seen["lr_ins"] += t.lr_ins is not None and any(x is not None for x in t.lr_ins)
+            seen["undecided"] += bool(t.undecided)
+            seen["unknown"] += bool(t.unknown)
+            seen["suppressed at two lrs"] += len({t.lr_before(i) for i in range(n)
+                                                  if t._cols.events[i] == report._SUPPRESSED}) > 1
+        assert all(seen.values()), seen  # every kind of row was compared
