@@ -17,6 +17,7 @@ arbitrary story could be bent to fit.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -100,7 +101,7 @@ class Boundary:
     #: a resume where the checkpoint's last_epoch says its scheduler started (no assumption about where)
     implied: bool = False
 
-    @property
+    @functools.cached_property
     def components(self) -> frozenset[str]:
         out = set()
         if self.sched == "partial":
@@ -163,7 +164,7 @@ class Plan:
     #: for an unknown start: the resume before the log lost a step (it came from a checkpoint saved before it)
     start_skip: bool = False
 
-    @property
+    @functools.cached_property
     def components(self) -> frozenset[str]:
         out: set[str] = set()
         for b in self.boundaries:
@@ -200,7 +201,7 @@ class Plan:
             out.add("duplicate-epochs")
         return frozenset(out)
 
-    @property
+    @functools.cached_property
     def cost(self) -> float:
         c = sum(COSTS[x] for x in self.components)
         # an lr set by hand at a resume the log does not show explains exactly what an external change would:
@@ -334,6 +335,14 @@ class Evidence:
     framework: str = "torch"
     #: evaluations of the stories simulated so far (the search proposes some more than once)
     cache: dict[Plan, Evaluation] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    #: ``_inferred_initial`` by the rows a story steps (many stories step the same ones)
+    inferred: dict[tuple[tuple[int, ...], int], tuple[float, ...] | None] = field(
+        default_factory=dict, compare=False, hash=False, repr=False)
+    #: ``metric`` and ``logged_lr`` by row (every story reads the same rows)
+    _metrics: dict[tuple[int, str | None], tuple[float, float, float] | None] = field(
+        default_factory=dict, compare=False, hash=False, repr=False)
+    _lrs: dict[int, tuple[tuple[float, float] | None, ...] | None] = field(
+        default_factory=dict, compare=False, hash=False, repr=False)
 
     @property
     def has_lr(self) -> bool:
@@ -343,6 +352,14 @@ class Evidence:
         return self.log.epochs[row]
 
     def metric(self, row: int, column: str | None) -> tuple[float, float, float] | None:
+        """(value, lo, hi) of ``row``'s metric (``column``: another column fed to ``step()``), None if not
+        logged."""
+        key = (row, column)
+        if key not in self._metrics:
+            self._metrics[key] = self._metric(row, column)
+        return self._metrics[key]
+
+    def _metric(self, row: int, column: str | None) -> tuple[float, float, float] | None:
         if column is None:
             lo, hi = self.log.metric_interval(row)
             return self.log.metrics[row], lo, hi
@@ -353,7 +370,9 @@ class Evidence:
         return v, lo, hi
 
     def logged_lr(self, row: int) -> tuple[tuple[float, float] | None, ...] | None:
-        return self.log.lr_intervals(row)
+        if row not in self._lrs:
+            self._lrs[row] = self.log.lr_intervals(row)
+        return self._lrs[row]
 
     @property
     def groups_from_log(self) -> bool:
@@ -443,11 +462,20 @@ def _log_start_lrs(ev: Evidence, plan: Plan) -> tuple[float, ...] | None:
 
 def _inferred_initial(ev: Evidence, plan: Plan) -> tuple[float, ...] | None:
     """The lrs before the first step, undoing a clean replay's reductions from the checkpoint's optimizer lrs."""
-    from plateau_forensics.align import infer_initial_lrs
-
     ck = ev.ck
     if ck is None or ck.lrs is None:
         return None
+    key = (plan.rows, plan.start_row)
+    if key not in ev.inferred:
+        ev.inferred[key] = _inferred_from(ev, plan)
+    return ev.inferred[key]
+
+
+def _inferred_from(ev: Evidence, plan: Plan) -> tuple[float, ...]:
+    from plateau_forensics.align import infer_initial_lrs
+
+    ck = ev.ck
+    assert ck is not None and ck.lrs is not None
     rows = [plan.rows[p] for p in range(plan.start_row, len(plan.rows))]
     if ck.epoch is not None and ev.log.epoch_column is not None:
         upto = [r for r in rows if ev.label(r) <= ck.epoch]

@@ -156,7 +156,15 @@ class Simulation:
     anchor_mismatch: tuple[str, ...] = ()
     anchored: bool = False
     errors: dict[int, str] = field(default_factory=dict)
-    alive_after: list[list[bool]] = field(default_factory=list)
+    #: ``alive_after``, once something asked for it (many simulated stories are only scored, never read)
+    _alive: list[list[bool]] | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def alive_after(self) -> list[list[bool]]:
+        """Per op, which worlds after it lie on a path to a terminal op (computed on first use)."""
+        if self._alive is None:
+            self._alive = _backward(self)
+        return self._alive
 
     def determined(self, i: int) -> World | None:
         """The state after op ``i`` when every surviving world agrees on it, else None."""
@@ -218,10 +226,10 @@ def _outcomes(cfg: PlateauConfig, w: World, lo: float, hi: float) -> tuple[bool,
         better = _tensor_better(cfg, w, lo)
         if lo == hi:
             return better, not better
-    bar_lo, bar_hi = _bars(cfg, w)
     if lo == hi and w.best_lo == w.best_hi:  # exact: the very comparison torch makes
         better = cfg.is_better(lo, w.best_lo)
         return better, not better
+    bar_lo, bar_hi = _bars(cfg, w)
     if bar_lo != bar_lo or bar_hi != bar_hi:  # a NaN bar (inf * 0): torch's comparison is False
         return False, True
     if cfg.mode == "min":
@@ -408,18 +416,24 @@ def _known_prefix(logged: Sequence[tuple[float, float] | None]) -> tuple[float, 
     return tuple(out)
 
 
-def _adopt(w: World, logged: Sequence[tuple[float, float] | None] | None) -> World:
-    """Take the lrs the log shows where the world does not know them yet: unknown lrs, or groups that the
+def _adopt(ws: list[World], logged: Sequence[tuple[float, float] | None] | None) -> list[World]:
+    """Take the lrs the log shows where a world does not know them yet: unknown lrs, or groups that the
     optimizer gained since (``add_param_group``), which a log of every group shows as new columns."""
-    if logged is None:
-        return w
+    if logged is None or not ws or all(w.lrs is not None and len(w.lrs) >= len(logged) for w in ws):
+        return ws  # every world knows every group the log shows: the usual case
     prefix = _known_prefix(logged)
+    n = len(prefix)
+    if not n or all(w.lrs is not None and len(w.lrs) >= n for w in ws):  # every world knows them: the usual
+        return ws
     approx = any(iv is not None and iv[0] != iv[1] for iv in logged)
-    if w.lrs is None:
-        return replace(w, lrs=prefix, n_reduced=0, lr_approx=approx) if prefix else w
-    if len(prefix) > len(w.lrs):
-        return replace(w, lrs=w.lrs + prefix[len(w.lrs):])
-    return w
+    out = []
+    for w in ws:
+        if w.lrs is None:
+            w = replace(w, lrs=prefix, n_reduced=0, lr_approx=approx)
+        elif n > len(w.lrs):
+            w = replace(w, lrs=w.lrs + prefix[len(w.lrs):])
+        out.append(w)
+    return out
 
 
 def simulate(cfg: PlateauConfig, ops: Sequence[Op], *, anchor: Anchor | None = None,
@@ -460,7 +474,7 @@ def simulate(cfg: PlateauConfig, ops: Sequence[Op], *, anchor: Anchor | None = N
         if op.lr_set is not None:
             before = [replace(w, lrs=_set_lrs(w.lrs, op.lr_set), n_reduced=0) for w in before]
         if groups_from_log and op.lr_in is not None:
-            before = [_adopt(w, op.lr_in) for w in before]
+            before = _adopt(before, op.lr_in)
         if op.lr_in is not None and before:
             keep = [j for j, w in enumerate(before) if lrs_match(w.lrs, op.lr_in, w.lr_approx)]
             if keep:
@@ -482,7 +496,7 @@ def simulate(cfg: PlateauConfig, ops: Sequence[Op], *, anchor: Anchor | None = N
                 results.append((nw, ev, (j,)))
         after, evs, asrc = _merge(results)
         if groups_from_log and op.lr_out is not None:
-            after = [_adopt(w, op.lr_out) for w in after]
+            after = _adopt(after, op.lr_out)
         if op.lr_out is not None and after:
             keep = [j for j, w in enumerate(after) if lrs_match(w.lrs, op.lr_out, w.lr_approx)]
             if keep:
@@ -517,7 +531,6 @@ def simulate(cfg: PlateauConfig, ops: Sequence[Op], *, anchor: Anchor | None = N
         sim.after_src.append(asrc)
         sim.events.append(evs)
         sim.undecided.append(undecided)
-    _backward(sim)
     return sim
 
 
@@ -539,7 +552,7 @@ def _set_lrs(lrs: tuple[float, ...] | None, new: Sequence[float]) -> tuple[float
     return tuple(new) + lrs[len(new):]
 
 
-def _backward(sim: Simulation) -> None:
+def _backward(sim: Simulation) -> list[list[bool]]:
     """Mark the worlds on a path to a terminal op (one whose worlds no later op continues from)."""
     n = len(sim.ops)
     children: list[list[int]] = [[] for _ in range(n)]
@@ -562,4 +575,4 @@ def _backward(sim: Simulation) -> None:
                 p = sim.before_src[c][jb]
                 if ok and p >= 0:
                     alive_after[i][p] = True
-    sim.alive_after = alive_after
+    return alive_after
