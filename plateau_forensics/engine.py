@@ -152,6 +152,8 @@ class Forecast:
         """e.g. ``no improvement below 0.4311 by epoch 48 -> lr 0.000328 -> 0.000262``."""
         word = "below" if self.mode == "min" else "above"
         head = f"no improvement {word} {_num(self.improvement_threshold)} by epoch {_num(self.earliest_reduction_epoch)}"
+        if any(math.isnan(v) for v in self.lr_from):  # the lr now is not determined by the inputs
+            return f"{head} -> a reduction is due (from an lr the inputs do not determine)"
         if self.suppressed:
             return f"{head} -> reduction due but suppressed, lr stays {_lrs(self.lr_from)}"
         return f"{head} -> lr {_lrs(self.lr_from)} -> {_lrs(self.lr_to)}"

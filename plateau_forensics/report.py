@@ -321,7 +321,10 @@ def reductions_text(t: Trace) -> str:
     parts = []
     for k, i in enumerate(shown):
         s = t.step(i, explain=False)
-        parts.append(f"epoch {g(s.epoch)}: {_lr_cell(s.lr_in)} -> {_lr_cell(s.lr)}"
+        # lrs the inputs do not determine show as ? (as in the grid), never as the nan that stands for them
+        lr_in = "?" if i - 1 in t.lr_unknown or any(v != v for v in s.lr_in) else _lr_cell(s.lr_in)
+        lr_out = "?" if i in t.lr_unknown else _lr_cell(s.lr)
+        parts.append(f"epoch {g(s.epoch)}: {lr_in} -> {lr_out}"
                      + (" (suppressed)" if s.event is Event.SUPPRESSED else ""))
         if len(shown) < len(reds) and k == MAX_LISTED_REDUCTIONS - 3:
             parts.append(f"... {len(reds) - len(shown)} more (all of them in --format csv) ...")

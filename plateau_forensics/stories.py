@@ -1173,7 +1173,7 @@ def explain(ev: Evidence) -> Verdict:
         fits_better = e.evidence_penalty < win.evidence_penalty - 1e-9
         fits_as_well = abs(e.evidence_penalty - win.evidence_penalty) <= 1e-9 and (
             e.score <= win.score + ALTERNATIVE_MARGIN or _twins(win, e))
-        if (fits_better or fits_as_well) and _distinct(ev, win, e):
+        if (fits_better or fits_as_well) and _distinct(ev, win, e) and not _relabelled_external(win, e):
             if _only_speculative(win.plan, e.plan):
                 unverifiable.setdefault(e.story, e)
             else:
@@ -1224,6 +1224,19 @@ def _twins(a: Evaluation, b: Evaluation) -> bool:
         return False
     logged_op = next((op for op in (a if x.opt == "logged" else b).ops if op.lr_set is not None), None)
     return logged_op is not None and _close_lrs(logged_op.lr_set, a.initial_lrs[: len(logged_op.lr_set)])
+
+
+def _relabelled_external(win: Evaluation, alt: Evaluation) -> bool:
+    """``alt`` is ``win`` with some of its unexplained lr changes put down to an lr set by hand at resumes the
+    log does not show, while it still needs unexplained changes elsewhere: a writer of the lr outside the
+    scheduler is assumed either way, and the added resumes explain nothing that writer does not."""
+    if "external-lr-change" not in win.components or "external-lr-change" not in alt.components:
+        return False
+    if set(alt.components) ^ set(win.components) != {"lr-overwritten"}:
+        return False
+    extra = [b for b in alt.plan.boundaries if b not in win.plan.boundaries]
+    return bool(extra) and all(not b.structural and b.opt == "logged" for b in extra) and replace(
+        alt.plan, boundaries=tuple(b for b in alt.plan.boundaries if b not in extra)) == win.plan
 
 
 def _only_speculative(win: Plan, alt: Plan) -> bool:

@@ -157,6 +157,23 @@ def expected_ambiguous(stories: frozenset[str], lr_set_to: float | None) -> list
     return out
 
 
+def silent_resume_twins(cell: Cell) -> list[frozenset[str]]:
+    """Stories that read the same as the cell's because its one lr change shows nowhere else in the inputs.
+
+    An lr set by hand at a resume that the log does not show (one file, epochs going on, no crash re-logging
+    them) and an lr changed mid-run with no resume at all (a hand edit of ``param_groups``) leave the same log
+    and the same checkpoint: the scheduler state goes on in both, and only the lr moves, at the same row.
+    """
+    fam, run = cell.family, cell.run
+    if fam.stories == {"external-lr-change"} and run.knobs.external == "hand-edit":
+        return [frozenset({"lr-overwritten"})]
+    silent = cell.given == "all" and cell.style.files == "one" and run.resume is not None \
+        and not run.resume.weights_only
+    if fam.stories == {"lr-overwritten"} and silent:
+        return [frozenset({"external-lr-change"})]
+    return []
+
+
 def check(cell: Cell) -> str | None:
     """None when the cell's story shows in its inputs; else why the cell is refused.
 
@@ -303,7 +320,7 @@ def truth(cell: Cell) -> dict[str, Any]:
         "expected_ambiguous_with": sorted({
             tuple(sorted(s | (cell.stories - fam.stories)))
             for s in [*expected_ambiguous(fam.stories, params["lr_set_to"]),
-                      *cell.indistinguishable]
+                      *silent_resume_twins(cell), *cell.indistinguishable]
         }),
         "description": fam.description,
         "params": params,

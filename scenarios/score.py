@@ -4,7 +4,10 @@
 and classifies the verdict as the matrix spec says:
 
 * ``right``: the reported story is the true one, and any alternatives are ones truth declares
-  indistinguishable;
+  indistinguishable; or the reported story is one truth declares indistinguishable from the true one (by
+  construction, both ways, with as many codes: a fresh optimizer and an lr set by hand to the initial lr) and
+  the true one is among the alternatives, which are all declared: the verdict names only stories no input can
+  tell apart;
 * ``ambiguous-ok``: "ambiguous", and the true story is among the reported story and its alternatives;
 * ``wrong``: a confident (not ambiguous) story other than the true one;
 * ``missed``: ambiguous without the true story, or no verdict at all (the tool has no verdict API yet, or
@@ -146,6 +149,8 @@ def classify(
     alts = {frozenset(a) for a in alternatives}
     told = frozenset(story)
     if told == true and alts <= expected:
+        return "right"
+    if told in expected and len(told) == len(true) and true in alts and alts <= expected | {true}:
         return "right"
     if alts:
         return "ambiguous-ok" if true in alts | {told} else "missed"

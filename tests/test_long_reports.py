@@ -229,3 +229,23 @@ class TestReasonsInBulk:
             seen["suppressed at two lrs"] += len({t.lr_before(i) for i in range(n)
                                                   if t._cols.events[i] == report._SUPPRESSED}) > 1
         assert all(seen.values()), seen  # every kind of row was compared
+
+
+class TestUndeterminedLrs:
+    """An lr the inputs do not determine reads as ? in the summary, never as the nan that stands for it."""
+
+    def test_reductions_line(self) -> None:
+        t = many_reductions(12)
+        reds = [i for i, e in enumerate(t._cols.events) if e == report._REDUCED]
+        t.lr_unknown = frozenset(range(reds[2], len(t)))
+        text = report.reductions_text(t)
+        parts = text.split("; ")
+        assert "?" not in parts[1] and parts[2].endswith("-> ?") and "? -> ?" in parts[3], text
+        assert "nan" not in text
+
+    def test_forecast_sentence(self) -> None:
+        from plateau_forensics.engine import Forecast
+
+        f = Forecast(3, 12.0, 0.5, "min", (math.nan,), (math.nan,))
+        assert "nan" not in f.sentence() and "do not determine" in f.sentence()
+        assert "lr 0.1 -> 0.01" in Forecast(3, 12.0, 0.5, "min", (0.1,), (0.01,)).sentence()
