@@ -7,16 +7,19 @@ follows. The helper shares the trace with this process (fork, copy on write): no
 the text.
 
 Only where that is safe: Linux (``os.fork``), no other thread running in this process (a forked child keeps only
-the calling thread), and enough chunks to be worth it. Anywhere else, and if the helper fails for any reason,
-the chunks are rendered here, in order: the same text, only slower.
+the calling thread), and enough chunks to be worth it. Anywhere else, and if the helper fails for any reason
+(or is still running long after this process finished its share: it is then killed), the chunks are rendered
+here, in order: the same text, only slower.
 """
 
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable, Iterator
 
 __all__ = ["in_order", "can_fork"]
@@ -26,6 +29,8 @@ MIN_CHUNKS = 4
 #: The helper's share of the chunks, in percent: less than half, since this process also writes its own text
 #: and then copies the helper's, and the helper pays for the pages it touches (copy on write).
 HELPER_SHARE = 45
+#: Seconds the helper may take beyond four times what this process took for its own chunks.
+HELPER_GRACE = 30.0
 #: The helper's text is read back this many characters at a time.
 _READ = 1 << 23
 
@@ -46,8 +51,11 @@ def in_order(render: Callable[[int], str], n: int, *, parallel: bool | None = No
     half = n - n * HELPER_SHARE // 100  # the helper's chunks: the last HELPER_SHARE percent
     with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
         pid = _start(render, range(half, n), spool)
+        t0 = time.monotonic()
         yield from map(render, range(half))
-        if pid is not None and _succeeded(pid):
+        # the helper does less than this process did: one that is far slower is stuck, and is stopped
+        grace = HELPER_GRACE + 4 * (time.monotonic() - t0)
+        if pid is not None and _succeeded(pid, grace):
             spool.seek(0)
             while piece := spool.read(_READ):
                 yield piece
@@ -75,6 +83,15 @@ def _start(render: Callable[[int], str], chunks: range, spool: object) -> int | 
         os._exit(code)
 
 
-def _succeeded(pid: int) -> bool:
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+def _succeeded(pid: int, grace: float) -> bool:
+    """The helper exited cleanly within ``grace`` seconds; else it is killed (and its chunks rendered here)."""
+    deadline = time.monotonic() + grace
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status) == 0
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            return False
+        time.sleep(0.002)

@@ -55,12 +55,20 @@ SCRIPT = textwrap.dedent(
             raise RuntimeError("helper failure")
         return render(k)
 
+    def stuck(k):  # the helper never finishes; after the grace it is killed and its chunks rendered here
+        if os.getpid() != parent:
+            import time
+            time.sleep(3600)
+        return render(k)
+
     n = 11
     serial = "".join(map(render, range(n)))
     out = {
         "forked": "".join(fanout.in_order(render, n, parallel=True)) == serial,
         "helper failed": "".join(fanout.in_order(failing, n, parallel=True)) == serial,
     }
+    fanout.HELPER_GRACE = 0.5
+    out["helper stuck"] = "".join(fanout.in_order(stuck, n, parallel=True)) == serial
     metrics = [1.0 - (i % 17) * 1e-3 if i % 31 else math.nan for i in range(report.EXPLAIN_ROWS + 333)]
     t = pf.replay(metrics, pf.PlateauConfig(patience=3, factor=0.5, min_lr=1e-4), lrs=[0.1, 0.05])
     report._CHUNK = 1000
@@ -84,4 +92,4 @@ def test_forked_rendering_matches_serial() -> None:
     import json
 
     assert json.loads(p.stdout.strip().splitlines()[-1]) == {
-        "forked": True, "helper failed": True, "trace": True, "pid": True}
+        "forked": True, "helper failed": True, "helper stuck": True, "trace": True, "pid": True}
