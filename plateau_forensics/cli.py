@@ -6,6 +6,7 @@ Module level imports only the standard library and click, so ``--help`` never lo
 from __future__ import annotations
 
 import gc
+import os
 import shutil
 import sys
 from enum import IntEnum
@@ -202,6 +203,9 @@ def main(
     # one run is analysed and printed, then the process ends: on a long log the cyclic collector's passes over
     # millions of row objects cost about a tenth of the run (benchmarks/bench_longlog.py) and free nothing
     gc.disable()
+    # nothing here multiplies matrices: without BLAS's thread pool (started when numpy is imported) the process
+    # stays one thread, and a long csv/json can be rendered on two cores (fanout.can_fork)
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     from plateau_forensics import api, report
     from plateau_forensics.state import PlateauConfig
 

@@ -6,8 +6,9 @@ temporary file while this process renders, and its caller writes, the first ones
 follows. The helper shares the trace with this process (fork, copy on write): nothing is pickled or sent but
 the text.
 
-Only where that is safe: Linux (``os.fork``), no other thread running in this process (a forked child keeps only
-the calling thread), and enough chunks to be worth it. Anywhere else, and if the helper fails for any reason
+Only where that is safe: Linux (``os.fork``), no other thread in this process, native ones included (a forked
+child keeps only the calling thread: a lock another thread held stays locked in it), and enough chunks to be
+worth it. The CLI keeps numpy's BLAS from starting a thread pool (``OPENBLAS_NUM_THREADS=1`` unless set). Anywhere else, and if the helper fails for any reason
 (or is still running long after this process finished its share: it is then killed), the chunks are rendered
 here, in order: the same text, only slower.
 """
@@ -36,8 +37,14 @@ _READ = 1 << 23
 
 
 def can_fork() -> bool:
-    """Whether a forked helper may render here: Linux, and this thread the only one running."""
-    return sys.platform.startswith("linux") and hasattr(os, "fork") and threading.active_count() == 1
+    """Whether a forked helper may render here: Linux, and this thread the only one in the process, counted by
+    the kernel (a library's native threads, JAX's or a BLAS pool's, are invisible to ``threading``)."""
+    if not (sys.platform.startswith("linux") and hasattr(os, "fork")) or threading.active_count() != 1:
+        return False
+    try:
+        return len(os.listdir("/proc/self/task")) == 1
+    except OSError:  # no /proc: the threads cannot be counted
+        return False
 
 
 def in_order(render: Callable[[int], str], n: int, *, parallel: bool | None = None) -> Iterator[str]:

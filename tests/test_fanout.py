@@ -27,6 +27,18 @@ def test_serial_is_every_chunk_in_order() -> None:
     assert list(fanout.in_order(render, 0, parallel=False)) == []
 
 
+def test_no_fork_while_a_native_thread_runs() -> None:
+    """A thread ``threading`` does not know about (numpy's BLAS pool, JAX's) is counted by the kernel."""
+    code = ("import numpy, os\nfrom plateau_forensics import fanout\n"
+            "print(len(os.listdir('/proc/self/task')), fanout.can_fork())")
+    if not sys.platform.startswith("linux"):
+        return
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "2"}
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    threads, forks = p.stdout.split()
+    assert int(threads) > 1 and forks == "False", p.stdout + p.stderr
+
+
 def test_no_fork_while_another_thread_runs() -> None:
     stop = threading.Event()
     th = threading.Thread(target=stop.wait)
@@ -86,7 +98,7 @@ SCRIPT = textwrap.dedent(
 def test_forked_rendering_matches_serial() -> None:
     if not sys.platform.startswith("linux"):
         return  # no fork: in_order renders serially (the test above)
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OPENBLAS_NUM_THREADS": "1"}  # as the CLI sets it
     p = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode == 0, p.stderr[-2000:]
     import json
