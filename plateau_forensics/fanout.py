@@ -58,11 +58,16 @@ def in_order(render: Callable[[int], str], n: int, *, parallel: bool | None = No
     half = n - n * HELPER_SHARE // 100  # the helper's chunks: the last HELPER_SHARE percent
     with tempfile.TemporaryFile("w+", encoding="utf-8", newline="") as spool:
         pid = _start(render, range(half, n), spool)
-        t0 = time.monotonic()
-        yield from map(render, range(half))
-        # the helper does less than this process did: one that is far slower is stuck, and is stopped
-        grace = HELPER_GRACE + 4 * (time.monotonic() - t0)
-        if pid is not None and _succeeded(pid, grace):
+        try:
+            t0 = time.monotonic()
+            yield from map(render, range(half))
+            # the helper does less than this process did: one that is far slower is stuck, and is stopped
+            ok = pid is not None and _succeeded(pid, HELPER_GRACE + 4 * (time.monotonic() - t0))
+            pid = None  # reaped
+        finally:
+            if pid is not None:  # the caller stopped reading early (or this process failed): no helper is left
+                _stop(pid)
+        if ok:
             spool.seek(0)
             while piece := spool.read(_READ):
                 yield piece
@@ -98,7 +103,15 @@ def _succeeded(pid: int, grace: float) -> bool:
         if done:
             return os.waitstatus_to_exitcode(status) == 0
         if time.monotonic() > deadline:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
+            _stop(pid)
             return False
         time.sleep(0.002)
+
+
+def _stop(pid: int) -> None:
+    """Kill the helper and reap it."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    os.waitpid(pid, 0)

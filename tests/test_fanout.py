@@ -81,6 +81,19 @@ SCRIPT = textwrap.dedent(
     }
     fanout.HELPER_GRACE = 0.5
     out["helper stuck"] = "".join(fanout.in_order(stuck, n, parallel=True)) == serial
+
+    def has_child():  # a child, running or not yet reaped
+        try:
+            os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return False
+        return True
+
+    pieces = fanout.in_order(stuck, n, parallel=True)
+    first = next(pieces)
+    had_helper = has_child()
+    pieces.close()  # the caller stops reading early: the helper is killed and reaped, not left behind
+    out["early stop"] = first == render(0) and had_helper and not has_child()
     metrics = [1.0 - (i % 17) * 1e-3 if i % 31 else math.nan for i in range(report.EXPLAIN_ROWS + 333)]
     t = pf.replay(metrics, pf.PlateauConfig(patience=3, factor=0.5, min_lr=1e-4), lrs=[0.1, 0.05])
     report._CHUNK = 1000
@@ -104,4 +117,5 @@ def test_forked_rendering_matches_serial() -> None:
     import json
 
     assert json.loads(p.stdout.strip().splitlines()[-1]) == {
-        "forked": True, "helper failed": True, "helper stuck": True, "trace": True, "pid": True}
+        "forked": True, "helper failed": True, "helper stuck": True, "early stop": True, "trace": True,
+        "pid": True}
