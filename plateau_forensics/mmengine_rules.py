@@ -29,6 +29,7 @@ from fractions import Fraction
 from typing import Any, Literal
 
 from plateau_forensics.errors import ConfigError
+from plateau_forensics.rulesets import RuleStep, RuleTrace
 from plateau_forensics.state import PlateauConfig
 
 Rule = Literal["less", "greater"]
@@ -369,80 +370,6 @@ def from_state_dict(raw: Any) -> tuple[MMEngineConfig, MMEngineState]:
 
 
 # -- a rule set for ``--rules mmengine`` / ``--compare`` ------------------------------------------------------
-_EVENT_NAMES = ("improved", "bad", "cooldown", "reduced", "suppressed")
-
-
-@dataclass(frozen=True)
-class RuleStep:
-    """One plateau step under MMEngine's rules, with MMEngine's counter names in ``state``."""
-
-    index: int
-    epoch: float
-    metric: float
-    best: float
-    lr: tuple[float, ...]
-    lr_in: tuple[float, ...]
-    event: Any
-    reason: str
-    state: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def num_bad_epochs(self) -> int:
-        """MMEngine keeps torch's name."""
-        return int(self.state["num_bad_epochs"])
-
-    @property
-    def cooldown_counter(self) -> int:
-        """MMEngine keeps torch's name."""
-        return int(self.state["cooldown_counter"])
-
-    @property
-    def last_step(self) -> int:
-        """MMEngine's -1-based plateau step counter after this step."""
-        return int(self.state["last_step"])
-
-    def explain(self) -> str:
-        """``epoch: reason``."""
-        return f"{self.epoch:g}: {self.reason}" if isinstance(self.epoch, float) else f"{self.epoch}: {self.reason}"
-
-    def as_dict(self) -> dict[str, Any]:
-        """The step as a JSON-ready dict, MMEngine's counters by their names."""
-        return {"epoch": self.epoch, "metric": self.metric, "best": self.best, **self.state, "lr": list(self.lr),
-                "lr_in": list(self.lr_in), "event": self.event.value, "reason": self.reason}
-
-
-@dataclass
-class RuleTrace:
-    """A replay under MMEngine's rules (``simulate`` over a log): configuration, steps, notes."""
-
-    config: MMEngineConfig
-    steps: list[RuleStep]
-    start_lrs: tuple[float, ...]
-    notes: tuple[str, ...] = ()
-    log: Any = None
-    rules: str = "mmengine"
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def step(self, i: int, **_: Any) -> RuleStep:
-        """The ``i``-th step record (0-based)."""
-        return self.steps[i]
-
-    @property
-    def lrs(self) -> tuple[float, ...]:
-        """The lrs after the last step."""
-        return self.steps[-1].lr if self.steps else self.start_lrs
-
-    def reductions(self) -> list[RuleStep]:
-        """The steps that reduced (or were due to and changed nothing)."""
-        return [s for s in self.steps if s.event.value in ("reduced", "suppressed")]
-
-    def to_records(self) -> list[dict[str, Any]]:
-        """Every step as a JSON-ready dict."""
-        return [s.as_dict() for s in self.steps]
-
-
 def _word(x: Any) -> str:
     return f"{x:.6g}" if isinstance(x, float) else str(x)
 
@@ -485,7 +412,7 @@ def rule_trace(config: MMEngineConfig, metrics: Sequence[Any], lrs: Sequence[flo
     if skipped:
         notes = (f"validations at {', '.join(map(_word, skipped))} are outside begin <= _global_step < end "
                  f"({config.begin}, {config.end}): MMEngine does not step on them",)
-    return RuleTrace(config, steps, tuple(lrs), notes)
+    return RuleTrace(rules="mmengine", config=config, steps=steps, start_lrs=tuple(lrs), notes=notes)
 
 
 def configure(given: Any, options: Any, *, monitor: str) -> MMEngineConfig:
