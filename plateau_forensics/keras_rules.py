@@ -352,14 +352,9 @@ class KerasTrace:
 
     def to_frame(self) -> pd.DataFrame:
         """The steps as a pandas DataFrame, one row per step (``lr`` and ``lr_in`` as plain floats)."""
-        import pandas as pd
+        from plateau_forensics.rulesets import steps_frame
 
-        rows = []
-        for s in self.steps:
-            row = s.as_dict()
-            row["lr"], row["lr_in"] = s.lr[0], s.lr_in[0]
-            rows.append(row)
-        return pd.DataFrame(rows)
+        return steps_frame(self.steps)
 
     def __repr__(self) -> str:
         best = self.final.best

@@ -41,7 +41,7 @@ if TYPE_CHECKING:
     from plateau_forensics.losses import LossLog
 
 __all__ = ["MIN_DELTA", "RULESETS", "RuleSet", "RuleStep", "RuleTrace", "compare_log", "first_divergence",
-           "get", "names", "parse_names", "register", "render", "render_compare", "replay_log"]
+           "get", "names", "parse_names", "register", "render", "render_compare", "replay_log", "steps_frame"]
 
 
 @dataclass(frozen=True)
@@ -148,6 +148,19 @@ class _TorchRules:
 _TORCH = _TorchRules()
 
 
+def steps_frame(steps: Sequence[Any]) -> Any:
+    """Rule-set steps (anything with ``as_dict``, ``lr`` and ``lr_in``) as a pandas DataFrame, one row per step,
+    ``lr`` and ``lr_in`` of group 0 as plain floats."""
+    import pandas as pd
+
+    rows = []
+    for s in steps:
+        row = s.as_dict()
+        row["lr"], row["lr_in"] = s.lr[0], s.lr_in[0]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 # -- a generic trace for rule sets without torch's columns ----------------------------------------------
 @dataclass(frozen=True)
 class RuleStep:
@@ -240,14 +253,7 @@ class RuleTrace:
 
     def to_frame(self) -> Any:
         """The steps as a pandas DataFrame (``lr``/``lr_in`` of group 0 as plain floats)."""
-        import pandas as pd
-
-        rows = []
-        for s in self.steps:
-            row = s.as_dict()
-            row["lr"], row["lr_in"] = s.lr[0], s.lr_in[0]
-            rows.append(row)
-        return pd.DataFrame(rows)
+        return steps_frame(self.steps)
 
     def __repr__(self) -> str:
         return f"<RuleTrace {self.rules}: {len(self)} steps, {len(self.reductions())} reductions>"
