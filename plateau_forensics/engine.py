@@ -43,8 +43,10 @@ def _round_float32(x: float) -> float:
 
 
 def _round_float16(x: float) -> float:
+    # torch converts a Python float to float16 through float32 (c10::Half is built from a float): rounding the
+    # double straight to float16 differs where the float32 value lands on a float16 midpoint
     try:
-        return struct.unpack("<e", struct.pack("<e", x))[0]
+        return struct.unpack("<e", struct.pack("<e", _round_float32(x)))[0]
     except OverflowError:
         return math.copysign(math.inf, x)
 
