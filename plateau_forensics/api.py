@@ -362,7 +362,9 @@ def _trace_checkpoint_in_log(
 
     view = stack_of(ck.framework).plateau_log  # lrs the stack's own code set around the plateau (timm)
     seen_ck, seen_log = view(ck, full_log) if view else (ck, full_log)
-    ev = stories.evidence_for(seen_ck, seen_log, ck.config, lr_option=lr)
+    cut = seen_log is not full_log and len(seen_log) < len(full_log) and bool(len(seen_log)) and \
+        seen_log.epochs[0] != full_log.epochs[0]
+    ev = stories.evidence_for(seen_ck, seen_log, ck.config, lr_option=lr, front_cut=cut)
     verdict = stories.explain(ev)
     e = verdict.evaluation
     assert e is not None

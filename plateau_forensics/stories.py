@@ -159,8 +159,9 @@ class Plan:
     #: the log's first epoch is not the run's first (the epochs before are not in the log)
     mid_run: bool = False
     #: for a fresh scheduler at the start of a mid-run log: ``not-restored`` (a resume without
-    #: load_state_dict) or ``late`` (a scheduler created at that epoch)
-    fresh_reason: str = "late"
+    #: load_state_dict). A log starts mid-run where a new process started, so a scheduler created there
+    #: anew is that resume's: it is not read as one created late on purpose (``late``)
+    fresh_reason: str = "not-restored"
     #: for an unknown start: the resume before the log lost a step (it came from a checkpoint saved before it)
     start_skip: bool = False
 
@@ -169,7 +170,7 @@ class Plan:
         out: set[str] = set()
         for b in self.boundaries:
             out |= b.components
-        resumed_before = self.start == "unknown" or self.start.startswith("checkpoint")
+        resumed_before = self.start == "unknown" or self.start.startswith("checkpoint") or self.fresh_mid_run
         if resumed_before:
             out.add("log-starts-mid-run")
         if self.start == "checkpoint-fresh":
@@ -200,6 +201,11 @@ class Plan:
         if self.superseded:
             out.add("duplicate-epochs")
         return frozenset(out)
+
+    @property
+    def fresh_mid_run(self) -> bool:
+        """A fresh scheduler from the first row of a log that starts mid-run (a resume that did not restore it)."""
+        return self.start == "fresh" and self.start_row == 0 and self.mid_run and self.fresh_reason == "not-restored"
 
     @functools.cached_property
     def cost(self) -> float:
@@ -333,6 +339,9 @@ class Evidence:
     lr_option: tuple[float, ...] | None
     file_starts: tuple[int, ...]
     framework: str = "torch"
+    #: the log is a view whose first rows were left out (a stack's own lr code ran there: timm's warm-up), so
+    #: a fresh scheduler at its first row may have been created there on purpose, not by a resume
+    front_cut: bool = False
     #: evaluations of the stories simulated so far (the search proposes some more than once)
     cache: dict[Plan, Evaluation] = field(default_factory=dict, compare=False, hash=False, repr=False)
     #: ``_inferred_initial`` by the rows a story steps (many stories step the same ones)
@@ -517,13 +526,21 @@ def build(ev: Evidence, plan: Plan) -> tuple[list[Op], list[int | None], list[in
         elif pos in bounds:
             b = bounds[pos]
             src_pos = b.source
-            if src_pos is not None and src_pos in row_ops:
-                parent = row_ops[src_pos][-1] if not b.skip else ops[row_ops[src_pos][0]].parent
-                # the ops of the superseded rows between the source and this row are a dead branch
-                dead.update(i for p, idx in row_ops.items() if p > src_pos for i in idx)
-                if b.skip:
-                    dead.update(row_ops[src_pos])
-            init, le_start = _resume_init(cfg, b, init_lrs, n)
+            if src_pos is not None and src_pos < plan.start_row:
+                # it resumed from a state saved before this scheduler's first step: a scheduler that had
+                # never stepped, so the resumed process starts it afresh
+                dead.update(i for idx in row_ops.values() for i in idx)
+                parent = -1
+                init, le_start = _resume_init(cfg, replace(b, sched="fresh", opt="initial" if b.opt == "carry"
+                                                           else b.opt), init_lrs, n)
+            else:
+                if src_pos is not None and src_pos in row_ops:
+                    parent = row_ops[src_pos][-1] if not b.skip else ops[row_ops[src_pos][0]].parent
+                    # the ops of the superseded rows between the source and this row are a dead branch
+                    dead.update(i for p, idx in row_ops.items() if p > src_pos for i in idx)
+                    if b.skip:
+                        dead.update(row_ops[src_pos])
+                init, le_start = _resume_init(cfg, b, init_lrs, n)
             if b.opt == "logged" and logged is not None:
                 lr_set = _mid(logged)
             note = _boundary_note(ev, b, row)
@@ -670,8 +687,13 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
         e.penalties = _lr_penalties(base, pre)
         return e
     if plan.start.startswith("checkpoint"):
+        if _vacuous_start(ev, plan):
+            e.penalties = {"impossible": IMPOSSIBLE}
+            return e
         e.anchor_op = -1
         e.penalties = {**_lr_penalties(base, pre), **_epoch_field_penalty(ev, ck.epoch, None, plan, before_log=True)}
+        if not _start_steps_agree(ck, plan):
+            e.penalties["last_epoch"] = STEPS_MISMATCH
         return e
     anchor_state = ck.state
     # the scheduler's own lr after its last step; the optimizer's is what the run continued with (another
@@ -748,6 +770,16 @@ def _vacuous(plan: Plan, ops: Sequence[Op], sim: Simulation, init_lrs: tuple[flo
         if op.init is not None and op.row not in firsts:
             firsts[op.row] = i
     for b in plan.boundaries:
+        if b.skip and b.sched == "fresh" and b.source is not None:
+            # a fresh scheduler inherits nothing from the step that was lost; only a carried lr could show it
+            if b.opt != "carry":
+                return True
+            src = [i for i, op in enumerate(ops) if op.row == plan.rows[b.source]]
+            if src and ops[src[0]].parent >= 0:
+                before = {w.lrs for w in sim.after[ops[src[0]].parent]}
+                after = {w.lrs for w in sim.after[src[-1]]}
+                if before == after and len(before) == 1:
+                    return True
         if b.opt == "carry" or (b.new_run and b.opt == "initial"):
             continue
         i = firsts.get(plan.rows[b.row])
@@ -759,6 +791,39 @@ def _vacuous(plan: Plan, ops: Sequence[Op], sim: Simulation, init_lrs: tuple[flo
                 c is not None and _close_lrs(c[: len(new)], new[: len(c)]) for c in carried):
             return True
     return False
+
+
+def _start_steps_agree(ck: Checkpoint, plan: Plan) -> bool:
+    """The checkpoint's ``last_epoch`` against its ``epoch`` field, for a log that starts after it: a scheduler
+    that stepped ``k`` times every epoch holds ``k * epoch`` steps after the epoch's step (``k * (epoch + 1)``
+    if the field counts from 0), one epoch's steps fewer if it was saved before them (the resume then lost
+    them). A field or a count that is not a whole number says nothing."""
+    steps, epoch = ck.state.steps, ck.epoch
+    if not isinstance(steps, (int, float)) or not isinstance(epoch, (int, float)) or isinstance(epoch, bool) \
+            or not float(steps).is_integer() or not float(epoch).is_integer():
+        return True
+    n, k = int(epoch), plan.k
+    allowed = (k * (n - 1), k * n) if plan.start_skip else (k * n, k * (n + 1))
+    return int(steps) in allowed
+
+
+def _vacuous_start(ev: Evidence, plan: Plan) -> bool:
+    """A log that starts right after the checkpoint, read as a resume that set the lr (a fresh optimizer, or by
+    hand) to the lr the checkpoint already had: a mistake that changed nothing the evidence can see. A fresh
+    optimizer below the checkpoint's lr is impossible too: its lr is the initial one, and the plateau scheduler
+    only ever lowered the lr from there."""
+    ck = ev.ck
+    if plan.start_opt not in ("initial", "logged") or plan.lr_after or ck is None or ck.lrs is None or not plan.rows:
+        return False
+    logged = ev.logged_lr(plan.rows[plan.start_row])
+    if not logged or len(logged) < len(ck.lrs) or any(iv is None for iv in logged[: len(ck.lrs)]):
+        return False
+    ivs = logged[: len(ck.lrs)]
+    if all(lo <= v <= hi or math.isclose(v, lo, rel_tol=1e-9) or math.isclose(v, hi, rel_tol=1e-9)
+           for v, (lo, hi) in zip(ck.lrs, ivs)):
+        return True
+    return plan.start_opt == "initial" and any(hi < v and not math.isclose(v, hi, rel_tol=1e-9)
+                                               for v, (lo, hi) in zip(ck.lrs, ivs))
 
 
 def _resume_source_mismatch(plan: Plan, ops: Sequence[Op], anchor: int, before_step: bool) -> bool:
@@ -890,13 +955,14 @@ def _proposals(ev: Evidence) -> list[Plan]:
             rows[q] for b in restarts if b.source is not None and not b.new_run
             for q in range(b.source + 1, b.row))
         mid = log.epoch_column is not None and bool(rows) and log.epochs[rows[0]] > 1
+        reason = "late" if ev.front_cut else "not-restored"
         bases = [Plan(rows, boundaries=base_bounds, k=k, column=column, lr_after=lr_after, lr_at=lr_at,
-                      reordered=reordered, superseded=superseded, mid_run=mid)
+                      reordered=reordered, superseded=superseded, mid_run=mid, fresh_reason=reason)
                  for k in _k_candidates(ev, n) for column in _column_candidates(ev)
                  for lr_after in ((False, True) if ev.has_lr else (False,))
                  for lr_at in ((0, 1) if k > 1 and ev.has_lr and not lr_after else (0,))
                  ] + [Plan(rows, boundaries=base_bounds, k=k, column=None, lr_after=lr_after, stale=True,
-                           reordered=reordered, superseded=superseded, mid_run=mid)
+                           reordered=reordered, superseded=superseded, mid_run=mid, fresh_reason=reason)
                       for k in _k_candidates(ev, n) if k > 1
                       for lr_after in ((False, True) if ev.has_lr else (False,))]
         # the conventions (k, column, lr after the step) first, on the plain story: only the plain ones and
@@ -985,21 +1051,31 @@ def _start_variants(ev: Evidence, base: Plan) -> list[Plan]:
         # what happened at the resume before the log cannot be seen in it: the same simulation, other stories
         out += [replace(unknown, start_opt="initial"), replace(unknown, start_opt="logged"),
                 replace(unknown, start_skip=True)]
-    if base.mid_run and base.start == "fresh" and base.start_row == 0:
+    if base.mid_run and base.start == "fresh" and base.start_row == 0 and base.fresh_reason == "late":
         out.append(replace(base, fresh_reason="not-restored"))
+    if base.fresh_mid_run:
+        # the unseen resume that did not restore the scheduler: whether it restored the optimizer cannot be
+        # seen either (the lr the log starts with is all there is of it)
+        out += [replace(base, start_opt="initial"), replace(base, start_opt="logged")]
     if ck is not None and ((ck.epoch is not None and ck.epoch < first) or (ck.epoch is None and mid_run)):
         for start in ("checkpoint", "checkpoint-fresh"):
             for opt in ("checkpoint", "initial", "logged"):
                 if start == "checkpoint" or opt != "logged":
                     out.append(replace(base, start=start, start_opt=opt))
-        # the checkpoint held the state before its epoch's step (Lightning saves so): the resume lost that step
-        out.append(replace(base, start="checkpoint", start_opt="checkpoint", start_skip=True))
+                    # the checkpoint held the state before its epoch's step (Lightning saves so): the resume
+                    # lost that step (whatever it did to the lr)
+                    if start == "checkpoint":
+                        out.append(replace(base, start=start, start_opt=opt, start_skip=True))
     # the scheduler that wrote the checkpoint took its first step later than the log's first row
+    structural = {b.row for b in base.boundaries if b.structural}
     for b0 in _fresh_start_rows(ev, base):
-        if b0 <= 0 or b0 >= len(rows):
+        if b0 <= 0 or b0 >= len(rows) or b0 in structural or any(
+                b.row > b0 and b.source is not None and b.source < b0 for b in base.boundaries):
+            # (a fresh scheduler where a new process starts is that resume's story: not restored, a new run; one
+            # that a later resume went back past is undone by it, and that resume's fresh scheduler is the story)
             continue
         out.append(replace(base, start_row=b0, boundaries=tuple(b for b in base.boundaries if b.row > b0)))
-        if not any(b.row == b0 for b in base.boundaries):
+        if not any(b.row == b0 for b in base.boundaries) and rows[b0] not in base.superseded:
             # a resume there with a fresh scheduler (last_epoch counts from it), the optimizer restored or not
             for opt in ("carry", "initial", "logged"):
                 if opt == "carry" or _mode_ok(ev, base, b0, opt):
@@ -1064,7 +1140,8 @@ def _silent_resumes(ev: Evidence, base: Plan) -> list[Plan]:
     out = []
     items = sorted(cands.items()) + [(q, True) for q in sorted(extra_skips | both) if not cands.get(q)]
     for pos, skip in items:
-        if pos in structural or pos <= base.start_row:
+        if pos in structural or pos <= base.start_row or rows[pos] in base.superseded:
+            # (a resume inside rows that a later process logged again changes nothing that process did)
             continue
         src = pos - 1
         modes = (MODES if skip else MODES[1:]) + ((("partial", "carry"),) if ck is not None and ck.partial else ())
@@ -1106,6 +1183,8 @@ def without(plan: Plan, component: str) -> Plan | None:
             start_opt = "checkpoint"
         if plan.start == "unknown" and component in ("optimizer-not-restored", "lr-overwritten"):
             start_opt = "carry"
+        if plan.fresh_mid_run and component in ("optimizer-not-restored", "lr-overwritten"):
+            start_opt = "checkpoint"
         if plan.start == "unknown" and component == "resume-skipped-step":
             skip = False
         return replace(plan, boundaries=tuple(bounds), start=start, start_opt=start_opt, start_skip=skip)
@@ -1214,6 +1293,9 @@ def _twins(a: Evaluation, b: Evaluation) -> bool:
     if a.plan.start == b.plan.start == "unknown" and replace(a.plan, start_opt="carry", start_skip=False) == \
             replace(b.plan, start_opt="carry", start_skip=False):
         return True
+    if a.plan.fresh_mid_run and b.plan.fresh_mid_run and replace(a.plan, start_opt="checkpoint") == \
+            replace(b.plan, start_opt="checkpoint"):
+        return True
     if len(a.plan.boundaries) != len(b.plan.boundaries) or a.initial_lrs is None:
         return False
     differ = [(x, y) for x, y in zip(a.plan.boundaries, b.plan.boundaries) if x != y]
@@ -1303,7 +1385,7 @@ def _explained(ev: Evidence, e: Evaluation) -> list[str]:
 
 
 def evidence_for(ck: Checkpoint | None, log: LossLog, config: PlateauConfig, *, lr_option: Sequence[float] | None,
-                 n_groups: int | None = None) -> Evidence:
+                 n_groups: int | None = None, front_cut: bool = False) -> Evidence:
     """The evidence of a checkpoint (or None) and a log, ready for ``explain``."""
     groups = n_groups
     if groups is None:
@@ -1318,7 +1400,7 @@ def evidence_for(ck: Checkpoint | None, log: LossLog, config: PlateauConfig, *, 
     dtypes = tuple(ck.lr_dtypes) if ck is not None and ck.lr_dtypes else (None,) * groups
     return Evidence(config=config, log=log, ck=ck, n_groups=groups, lr_dtypes=dtypes,
                     lr_option=tuple(lr_option) if lr_option else None, file_starts=tuple(log.boundaries),
-                    framework=ck.framework if ck is not None else "torch")
+                    framework=ck.framework if ck is not None else "torch", front_cut=front_cut)
 
 
 def clean_replay_lrs(config: PlateauConfig, metrics: Sequence[float], lrs: Sequence[float]) -> tuple[float, ...]:

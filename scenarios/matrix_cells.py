@@ -104,6 +104,8 @@ class Cell:
     given: str = "all"  # all | last | overwritten | reversed
     #: stories with more mistakes that read the same as this one in its inputs (found by ``check``)
     indistinguishable: list[frozenset[str]] = field(default_factory=list, compare=False)
+    #: the same, as whole cell-level story sets (they need not share this cell's log-derived codes)
+    indistinguishable_cell: list[frozenset[str]] = field(default_factory=list, compare=False)
 
     @property
     def stories(self) -> frozenset[str]:
@@ -174,6 +176,32 @@ def silent_resume_twins(cell: Cell) -> list[frozenset[str]]:
     return []
 
 
+def unseen_resume_twins(cell: Cell) -> list[frozenset[str]]:
+    """Stories that differ from the cell's only in what the unseen resume did to the lr.
+
+    The given log starts at the resume (its earlier rows are not given) and the given checkpoint was saved after
+    it: nothing in the inputs comes from before the resume. What the resume did to the optimizer (restored it,
+    started a fresh one, set the lr by hand) shows only as the lr the log starts with, and a run whose initial lr
+    (or hand-set lr) was that lr reads the same in every input the forensics reads (issue 9's evidence list; the
+    optimizer's per-parameter step counts are not part of it): the scheduler decisions do not depend on the lr.
+    """
+    run = cell.run
+    if cell.given not in ("last", "overwritten") or run.resume is None or run.resume.weights_only:
+        return []
+    if cell.ckpt_key[0] == 0:  # the checkpoint is the first process's: it holds the lr before the resume
+        return []
+    lr_codes = {"optimizer-not-restored", "lr-overwritten"}
+    base = cell.stories - lr_codes
+    lr_twins = [base, base | {"optimizer-not-restored"}, base | {"lr-overwritten"}]
+    if cell.family.layout != "lr_scheduler":
+        # Whether the resume lost a step shows only in last_epoch against the epoch labels, and a log that starts
+        # mid-run does not say whether it counts epochs from 0 or from 1: read the other way, every label moves
+        # by one and a resume that lost a step reads as one that did not (a global_step could pin the count: the
+        # layout that saves one is left out)
+        lr_twins += [s ^ {"resume-skipped-step"} for s in lr_twins]
+    return [s for s in lr_twins if s != cell.stories]
+
+
 def check(cell: Cell) -> str | None:
     """None when the cell's story shows in its inputs; else why the cell is refused.
 
@@ -186,9 +214,10 @@ def check(cell: Cell) -> str | None:
     actual = ev.actual_observables(run, given, style, cell.ckpt_key)
     lr_set_to = run.resume.lr_set_to if run.resume else None
     declared = expected_ambiguous(fam.stories, lr_set_to)
+    unseen = {s - (cell.stories - fam.stories) for s in unseen_resume_twins(cell)}
     cell.indistinguishable.clear()
     for cf in ev.counterfactuals(run, fam.stories):
-        if cf.stories == fam.stories or cf.stories in declared:
+        if cf.stories == fam.stories or cf.stories in declared or cf.stories in unseen:
             continue
         sim = _simulated(run, cf)
         key = (*cell.ckpt_key[:2], cf.save) if cf.whole_run else cell.ckpt_key
@@ -199,6 +228,9 @@ def check(cell: Cell) -> str | None:
                 cell.indistinguishable.append(cf.stories)
                 continue
             return f"reads the same as {sorted(cf.stories) or 'clean'}"
+    cell.indistinguishable_cell.clear()
+    if run.knobs.per_batch and run.resume is None:
+        cell.indistinguishable_cell.extend(_current_row_twins(cell, actual))
     if style.lr == "after":
         before = ev.actual_observables(run, given, replace(style, lr="before"), cell.ckpt_key)
         if before == actual:
@@ -221,6 +253,37 @@ def check(cell: Cell) -> str | None:
         if b and b[0].epoch != 1:
             return "the new run's epochs do not restart"
     return None
+
+
+def _current_row_twins(cell: Cell, actual: tuple) -> list[frozenset[str]]:
+    """Per-batch stepping on the previous epoch's val loss, read as k steps on the row's own val loss after it.
+
+    Row e's stale steps (taken during epoch e, on epoch e-1's value) are then row e-1's own steps, so the state a
+    checkpoint saved at the end of epoch e holds reads as the one saved before epoch e's steps, and the lr logged
+    at the end of an epoch as the lr at the start of the next. A re-run of a real scheduler says whether that
+    reading leaves every input the same: with the lr read before the steps, and with it read after.
+    """
+    run, style, given = cell.run, cell.style, cell.given_rows()
+    rows = list(run.rows)
+    per = {r.epoch: len(r.steps) for r in rows}
+    k = max(per.values())
+
+    def own(run_: mt.Run, row: mt.Row) -> list[float]:  # the next row's stale steps, on this row's value
+        return [row.val_loss] * per.get(row.epoch + 1, k)
+
+    cf = ev.Counterfactual(frozenset(), own, whole_run=True, save="before")
+    sim = _simulated(run, cf)
+    key = (cell.ckpt_key[0], cell.ckpt_key[1], "before") if cell.ckpt_key[2] == "after" else None
+    if key is None or key not in sim.snaps:
+        return []
+    base = set(cell.family.stories) | {"saved-before-step"}
+    out = []
+    readings = [None] if style.lr is None else ["before", "after"]
+    for reading in readings:
+        st = style if reading is None else replace(style, lr=reading)
+        if ev.cf_observables(sim, given, st, key) == actual:
+            out.append(frozenset(base | ({"lr-logged-after-step"} if reading == "after" else set())))
+    return out
 
 
 _SIMS: dict[tuple[int, ev.Counterfactual], tuple[mt.Run, ev.SimRun]] = {}
@@ -321,6 +384,8 @@ def truth(cell: Cell) -> dict[str, Any]:
             tuple(sorted(s | (cell.stories - fam.stories)))
             for s in [*expected_ambiguous(fam.stories, params["lr_set_to"]),
                       *silent_resume_twins(cell), *cell.indistinguishable]
+        } | {
+            tuple(sorted(s)) for s in [*unseen_resume_twins(cell), *cell.indistinguishable_cell]
         }),
         "description": fam.description,
         "params": params,

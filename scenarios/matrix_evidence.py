@@ -156,7 +156,7 @@ def simulate(run: Any, cf: Counterfactual, cfg: dict, initial_lr: float) -> SimR
         snap = run.snapshots[run.processes[1].resumed_from]
         state, ckpt_lr = snap.ckpt["scheduler"], snap.opt_lr[0]
         loaded_before, skip = run.knobs.save == "before", cf.skip
-    if run.resume.weights_only:
+    if run.resume.weights_only and cf.b_sched is None:
         sim = SimScheduler(cfg, initial_lr)
     else:
         b_sched, b_lr = actual_b(run)
@@ -196,6 +196,13 @@ def counterfactuals(run: Any, family_stories: frozenset[str]) -> list[Counterfac
                     if skip:
                         stories.add("resume-skipped-step")
                     out.append(Counterfactual(frozenset(stories), live_fed, during, sched, lr, skip))
+    if run.resume is not None and run.resume.weights_only:
+        # the new run's epochs restart: it may instead have restored the scheduler (and the optimizer) and only
+        # restarted its epoch loop (a resume that forgot its start epoch)
+        rest = set(whole)
+        out.append(Counterfactual(frozenset(rest), live_fed, during, "restored", "ckpt"))
+        out.append(Counterfactual(frozenset(rest | {MISTAKES["initial"]}), live_fed, during, "restored", "initial"))
+        out.append(Counterfactual(frozenset(rest | {"weights-only-resume"}), live_fed, during, "fresh", "ckpt"))
     if kn.k > 1 or kn.per_batch:
         out.append(Counterfactual(family_stories - {"steps-per-row"}, once_val, whole_run=True, save=kn.save))
     if kn.fed != "val_loss":

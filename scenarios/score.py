@@ -3,11 +3,10 @@
 ``score_cell(folder)`` runs ``plateau_forensics.trace`` on the cell's checkpoint and logs (in the given order)
 and classifies the verdict as the matrix spec says:
 
-* ``right``: the reported story is the true one, and any alternatives are ones truth declares
-  indistinguishable; or the reported story is one truth declares indistinguishable from the true one (by
-  construction, both ways, with as many codes: a fresh optimizer and an lr set by hand to the initial lr) and
-  the true one is among the alternatives, which are all declared: the verdict names only stories no input can
-  tell apart;
+* ``right``: the true story is among the reported story and its alternatives, and every other story named
+  is one truth declares indistinguishable from it (by construction, or because a re-run of a real scheduler
+  under that story reads the same in every input): the verdict names the truth and only stories no input can
+  tell from it, in any order;
 * ``ambiguous-ok``: "ambiguous", and the true story is among the reported story and its alternatives;
 * ``wrong``: a confident (not ambiguous) story other than the true one;
 * ``missed``: ambiguous without the true story, or no verdict at all (the tool has no verdict API yet, or
@@ -148,9 +147,8 @@ def classify(
     expected = {frozenset(x) for x in truth.get("expected_ambiguous_with", [])}
     alts = {frozenset(a) for a in alternatives}
     told = frozenset(story)
-    if told == true and alts <= expected:
-        return "right"
-    if told in expected and len(told) == len(true) and true in alts and alts <= expected | {true}:
+    named = alts | {told}
+    if true in named and named <= expected | {true}:
         return "right"
     if alts:
         return "ambiguous-ok" if true in alts | {told} else "missed"

@@ -348,7 +348,7 @@ def test_each_story_shows_in_the_cells_inputs(cells: list[tuple[Path, dict]]) ->
             [["resume-skipped-step", "scheduler-not-restored"]],
             ("resume-skipped-step", "scheduler-not-restored"),
             (("scheduler-not-restored",),),
-            "ambiguous-ok",
+            "right",
         ),
         (["lr-overwritten"], [], ("lr-overwritten",), (("optimizer-not-restored",),), "ambiguous-ok"),
         (["lr-overwritten"], [], ("optimizer-not-restored",), (("lr-overwritten",),), "ambiguous-ok"),
