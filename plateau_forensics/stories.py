@@ -1289,12 +1289,11 @@ def _admissible(ev: Evidence, e: Evaluation, all_evals: Sequence[Evaluation]) ->
 
 def _twins(a: Evaluation, b: Evaluation) -> bool:
     """Stories with the same simulation that the evidence cannot tell apart: a fresh optimizer and an lr set by
-    hand to the initial lr at the same resume; the unseen resume before a log that starts mid-run."""
-    if a.plan.start == b.plan.start == "unknown" and replace(a.plan, start_opt="carry", start_skip=False) == \
+    hand to the initial lr at the same resume; what the unseen resume before a log that starts mid-run did to
+    the lr (and, from an unknown state, whether it lost a step)."""
+    unseen = [p.start == "unknown" or p.fresh_mid_run for p in (a.plan, b.plan)]
+    if all(unseen) and replace(a.plan, start_opt="carry", start_skip=False) == \
             replace(b.plan, start_opt="carry", start_skip=False):
-        return True
-    if a.plan.fresh_mid_run and b.plan.fresh_mid_run and replace(a.plan, start_opt="checkpoint") == \
-            replace(b.plan, start_opt="checkpoint"):
         return True
     if len(a.plan.boundaries) != len(b.plan.boundaries) or a.initial_lrs is None:
         return False
