@@ -735,8 +735,9 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
         sim = simulate(cfg, ops, anchor=Anchor(i, anchor_state, seen_lrs, partial=ck.partial, continue_lrs=ck.lrs),
                        lr_dtypes=ev.lr_dtypes, groups_from_log=ev.groups_from_log, prefix=base)
         pen = _lr_penalties(sim, pre + ((ops[i].row,) if moved else ()))
-        if le is None and plan.start == "unknown":
-            # a story that starts from an unknown state explains any last_epoch: it predicts none
+        if le is None and plan.start == "unknown" and not _unknown_start_steps_agree(ev, plan, ops, i, before):
+            # a story that starts from an unknown state explains any last_epoch: it predicts none (unless the
+            # checkpoint's global_step says how many epochs were trained, and its last_epoch is what they give)
             pen["last_epoch not predicted"] = UNPREDICTED_STEPS
         mismatch = _resume_source_mismatch(plan, ops, i, before)
         if mismatch:
@@ -793,17 +794,65 @@ def _vacuous(plan: Plan, ops: Sequence[Op], sim: Simulation, init_lrs: tuple[flo
     return False
 
 
+def epochs_trained(ck: Checkpoint) -> int | None:
+    """The epochs a checkpoint's run had trained when it was saved, where its ``global_step`` pins them.
+
+    Its ``epoch`` field ``E`` counts them (from 1, or the next epoch from 0) or names the last one from 0
+    (``E + 1`` trained). A run with the same number of optimizer steps in every epoch has a ``global_step``
+    that is a multiple of the count, so where exactly one of ``E`` and ``E + 1`` divides it, that is the count.
+    None where neither or both do, or a field is missing, zero or not a whole number (a checkpoint saved
+    mid-epoch: HF's fractional ``epoch``)."""
+    g, e = ck.global_step, ck.epoch
+    if not isinstance(g, int) or isinstance(g, bool) or g <= 0 or not isinstance(e, (int, float)) \
+            or isinstance(e, bool) or not math.isfinite(e) or not float(e).is_integer():
+        return None
+    fits = [t for t in (int(e), int(e) + 1) if t > 0 and g % t == 0]
+    return fits[0] if len(fits) == 1 else None
+
+
 def _start_steps_agree(ck: Checkpoint, plan: Plan) -> bool:
     """The checkpoint's ``last_epoch`` against its ``epoch`` field, for a log that starts after it: a scheduler
     that stepped ``k`` times every epoch holds ``k * epoch`` steps after the epoch's step (``k * (epoch + 1)``
     if the field counts from 0), one epoch's steps fewer if it was saved before them (the resume then lost
-    them). A field or a count that is not a whole number says nothing."""
+    them). Where ``global_step`` pins the epochs trained (``epochs_trained``), only that count is allowed. A
+    field or a count that is not a whole number says nothing."""
     steps, epoch = ck.state.steps, ck.epoch
     if not isinstance(steps, (int, float)) or not isinstance(epoch, (int, float)) or isinstance(epoch, bool) \
             or not float(steps).is_integer() or not float(epoch).is_integer():
         return True
     n, k = int(epoch), plan.k
+    trained = epochs_trained(ck)
+    if trained is not None:
+        return int(steps) == k * (trained - (1 if plan.start_skip else 0))
     allowed = (k * (n - 1), k * n) if plan.start_skip else (k * n, k * (n + 1))
+    return int(steps) in allowed
+
+
+def _unknown_start_steps_agree(ev: Evidence, plan: Plan, ops: Sequence[Op], anchor: int, before: bool) -> bool:
+    """For a log that starts mid-run (unknown state), the checkpoint placed after op ``anchor``: its
+    ``last_epoch`` is what the epochs trained give (``epochs_trained``) if the run before the log stepped
+    ``k`` times every epoch and lost only the steps the story says (a resume from before a step, before the log
+    or in it). ``before``: saved before the next epoch's step, so one epoch trained more than stepped (or,
+    outside a stack that saves before its step, an ``epoch`` field naming the next epoch). False where the
+    count is not pinned, the story's steps do not fall one row at a time (stale or split stepping), or a later
+    process starts the epochs again (its labels say the log's epochs are not one run's count)."""
+    ck = ev.ck
+    if ck is None or plan.stale or plan.lr_at or any(b.new_run for b in plan.boundaries):
+        return False
+    trained = epochs_trained(ck)
+    steps = ck.state.steps
+    if trained is None or not isinstance(steps, (int, float)) or not float(steps).is_integer():
+        return False
+    k = plan.k
+    chain = set()
+    i = anchor
+    while i >= 0:
+        chain.add(ops[i].row)
+        i = ops[i].parent
+    lost = (1 if plan.start_skip else 0) + sum(1 for b in plan.boundaries
+                                               if b.skip and plan.rows[b.row] in chain)
+    offsets = (1,) if stack_of(ev.framework).saves_before_step else (0, 1)
+    allowed = {k * (trained - lost - off) for off in (offsets if before else (0,))}
     return int(steps) in allowed
 
 
