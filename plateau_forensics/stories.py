@@ -164,6 +164,9 @@ class Plan:
     fresh_reason: str = "not-restored"
     #: for an unknown start: the resume before the log lost a step (it came from a checkpoint saved before it)
     start_skip: bool = False
+    #: for a ``checkpoint*`` start with a fresh optimizer and the lr logged after the step: the first step
+    #: reduced the lr it trained with, so the first row shows that lr times ``factor``
+    start_reduced: bool = False
 
     @functools.cached_property
     def components(self) -> frozenset[str]:
@@ -416,6 +419,15 @@ def _restarts(log: LossLog, rows: Sequence[int], file_starts: Sequence[int]) -> 
 # -- building a story's steps -----------------------------------------------------------------------------
 def _initial_lrs(ev: Evidence, plan: Plan) -> tuple[tuple[float, ...] | None, str]:
     """The lrs before the story's first step, and where they come from."""
+    lrs, source = _initial_lrs_read(ev, plan)
+    if plan.start_reduced and plan.start_opt == "initial" and plan.start.startswith("checkpoint") \
+            and lrs is not None and source == "log":
+        # the first row's lr is after its step, which reduced the lr the epoch trained with
+        return tuple(v / ev.config.factor for v in lrs), "log"
+    return lrs, source
+
+
+def _initial_lrs_read(ev: Evidence, plan: Plan) -> tuple[tuple[float, ...] | None, str]:
     if ev.lr_option is not None:
         return ev.lr_option, "option"
     if ev.ck is not None and ev.ck.initial_lrs is not None and plan.start == "fresh" and plan.start_row == 0:
@@ -862,12 +874,14 @@ def _vacuous_start(ev: Evidence, plan: Plan) -> bool:
     optimizer below the checkpoint's lr is impossible too: its lr is the initial one, and the plateau scheduler
     only ever lowered the lr from there."""
     ck = ev.ck
-    if plan.start_opt not in ("initial", "logged") or plan.lr_after or ck is None or ck.lrs is None or not plan.rows:
+    if plan.start_opt not in ("initial", "logged") or ck is None or ck.lrs is None or not plan.rows:
         return False
     logged = ev.logged_lr(plan.rows[plan.start_row])
     if not logged or len(logged) < len(ck.lrs) or any(iv is None for iv in logged[: len(ck.lrs)]):
         return False
     ivs = logged[: len(ck.lrs)]
+    if plan.start_reduced and plan.start_opt == "initial":  # the lr the first epoch trained with, before its step reduced it
+        ivs = tuple((lo / ev.config.factor, hi / ev.config.factor) for lo, hi in ivs)
     if all(lo <= v <= hi or math.isclose(v, lo, rel_tol=1e-9) or math.isclose(v, hi, rel_tol=1e-9)
            for v, (lo, hi) in zip(ck.lrs, ivs)):
         return True
@@ -1111,6 +1125,10 @@ def _start_variants(ev: Evidence, base: Plan) -> list[Plan]:
             for opt in ("checkpoint", "initial", "logged"):
                 if start == "checkpoint" or opt != "logged":
                     out.append(replace(base, start=start, start_opt=opt))
+                    if opt == "initial" and base.lr_after and ev.has_lr:
+                        # the lr column is after each step: the fresh optimizer's lr may be one the first
+                        # step reduced (the first row then shows it times factor)
+                        out.append(replace(base, start=start, start_opt=opt, start_reduced=True))
                     # the checkpoint held the state before its epoch's step (Lightning saves so): the resume
                     # lost that step (whatever it did to the lr)
                     if start == "checkpoint":

@@ -1,0 +1,73 @@
+"""A log that starts right after the checkpoint it resumed from, with the lr logged after each step (issue 9):
+what the resume did to the optimizer shows in the log's first lr against the checkpoint's.
+
+Real runs: a real ``ReduceLROnPlateau`` stepped on a chosen metric sequence, a real ``torch.save`` of the
+checkpoint the second process resumed from; only the second process's log is given, its lr read after each
+``step()``. A resume that restored the optimizer, or one that set the lr to the value it already had, reads
+the same as a clean resume, so the tool must not name a forgotten optimizer; a fresh optimizer (back at the
+initial lr, above the checkpoint's) must be named.
+"""
+
+from __future__ import annotations
+
+import csv
+import random
+from pathlib import Path
+
+import pytest
+
+torch = pytest.importorskip("torch")
+
+import plateau_forensics as pf  # noqa: E402 - after importorskip
+
+EPOCHS, RESUME_AFTER, LR = 30, 16, 0.1
+# full-precision values, as a real loss prints with repr (a fixed seed, not training output)
+METRICS = [1.0 / (1 + e) for e in range(8)] + [0.11 + 0.004 * random.Random(e).random() for e in range(8, EPOCHS)]
+
+
+def _objects() -> tuple[object, object]:
+    model = torch.nn.Linear(1, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=LR)
+    return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2, cooldown=1)
+
+
+def _run(folder: Path, *, fresh_optimizer: bool) -> tuple[Path, Path, float]:
+    opt, sched = _objects()
+    for e in range(RESUME_AFTER + 1):
+        sched.step(METRICS[e])
+    ckpt = folder / "ckpt.pt"
+    torch.save({"epoch": RESUME_AFTER, "scheduler": sched.state_dict(), "optimizer": opt.state_dict()}, ckpt)
+    saved = torch.load(ckpt, weights_only=True)
+    opt, sched = _objects()
+    sched.load_state_dict(saved["scheduler"])
+    if not fresh_optimizer:
+        opt.load_state_dict(saved["optimizer"])
+    log = folder / "log.csv"
+    with log.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "val_loss", "lr"])
+        for e in range(RESUME_AFTER + 1, EPOCHS):
+            sched.step(METRICS[e])
+            w.writerow([e, repr(METRICS[e]), repr(opt.param_groups[0]["lr"])])  # after the step
+    return ckpt, log, saved["optimizer"]["param_groups"][0]["lr"]
+
+
+def test_a_restored_optimizer_is_not_read_as_a_fresh_one(tmp_path: Path) -> None:
+    ckpt, log, ck_lr = _run(tmp_path, fresh_optimizer=False)
+    assert ck_lr < LR  # the run reduced before the checkpoint, so a fresh optimizer would show
+    v = pf.trace(ckpt, log).verdict
+    assert {"log-starts-mid-run", "lr-logged-after-step"} <= set(v.story)
+    named = [set(v.story), *map(set, v.alternatives)]
+    assert not any("optimizer-not-restored" in s or "lr-overwritten" in s for s in named), named
+
+
+def test_a_fresh_optimizer_is_named(tmp_path: Path) -> None:
+    """Its first step reduces the initial lr, so the first row (after that step) shows the checkpoint's lr: the
+    fresh optimizer shows only in the counters' reading of that reduction (found with lr-after logs, where the
+    tool had named a forgotten scheduler instead)."""
+    ckpt, log, ck_lr = _run(tmp_path, fresh_optimizer=True)
+    with log.open() as fh:
+        first_lr = float(next(csv.DictReader(fh))["lr"])
+    assert ck_lr < LR and first_lr < LR  # the first step reduced the fresh optimizer's lr
+    v = pf.trace(ckpt, log).verdict
+    assert "optimizer-not-restored" in v.story and "scheduler-not-restored" not in v.story, v.story
