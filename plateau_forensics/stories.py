@@ -842,18 +842,21 @@ def _start_steps_agree(ck: Checkpoint, plan: Plan) -> bool:
 
 def _unknown_start_steps_agree(ev: Evidence, plan: Plan, ops: Sequence[Op], anchor: int, before: bool) -> bool:
     """For a log that starts mid-run (unknown state), the checkpoint placed after op ``anchor``: its
-    ``last_epoch`` is what the epochs trained give (``epochs_trained``) if the run before the log stepped
-    ``k`` times every epoch and lost only the steps the story says (a resume from before a step, before the log
-    or in it). ``before``: saved before the next epoch's step, so one epoch trained more than stepped (or,
-    outside a stack that saves before its step, an ``epoch`` field naming the next epoch). False where the
-    count is not pinned, the story's steps do not fall one row at a time (stale or split stepping), or a later
-    process starts the epochs again (its labels say the log's epochs are not one run's count)."""
+    ``last_epoch`` is what a run that stepped ``k`` times every epoch gives, losing only the steps the story
+    says (a resume from before a step, before the log or in it).
+
+    The epochs stepped are counted from the anchor row's label, read from 0 or from 1 (a log that starts
+    mid-run does not say which). Where ``global_step`` pins the epochs trained (``epochs_trained``), only a
+    count that agrees with it is read: equal, or one less when ``before`` (saved before the next epoch's
+    step; outside a stack that saves so, an ``epoch`` field naming the next epoch, equal, counts too). False
+    where no reading agrees, the story's
+    steps do not fall one row at a time (stale or split stepping), or a later process starts the epochs again
+    (its labels say the log's epochs are not one run's count)."""
     ck = ev.ck
     if ck is None or plan.stale or plan.lr_at or any(b.new_run for b in plan.boundaries):
         return False
-    trained = epochs_trained(ck)
     steps = ck.state.steps
-    if trained is None or not isinstance(steps, (int, float)) or not float(steps).is_integer():
+    if not isinstance(steps, (int, float)) or not float(steps).is_integer():
         return False
     k = plan.k
     chain = set()
@@ -863,8 +866,19 @@ def _unknown_start_steps_agree(ev: Evidence, plan: Plan, ops: Sequence[Op], anch
         i = ops[i].parent
     lost = (1 if plan.start_skip else 0) + sum(1 for b in plan.boundaries
                                                if b.skip and plan.rows[b.row] in chain)
-    offsets = (1,) if stack_of(ev.framework).saves_before_step else (0, 1)
-    allowed = {k * (trained - lost - off) for off in (offsets if before else (0,))}
+    label = ops[anchor].label
+    if not isinstance(label, (int, float)) or not math.isfinite(label) or not float(label).is_integer():
+        return False
+    trained = epochs_trained(ck)
+    # gaps between the epochs trained and the epochs stepped that the reading allows
+    gaps = {0}
+    if before:
+        gaps = {1} if stack_of(ev.framework).saves_before_step else {0, 1}
+    allowed = set()
+    for base in (0, 1):
+        stepped = int(label) + 1 - base  # epochs up to the anchor row's, counted from the log's labels
+        if trained is None or trained - stepped in gaps:
+            allowed.add(k * (stepped - lost))
     return int(steps) in allowed
 
 
