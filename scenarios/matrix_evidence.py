@@ -153,9 +153,13 @@ def simulate(run: Any, cf: Counterfactual, cfg: dict, initial_lr: float) -> SimR
         for key, snap in run.snapshots.items():
             if key[0] == 0:
                 out.snaps[key] = snapshot_obs(snap)
-        snap = run.snapshots[run.processes[1].resumed_from]
+        key = run.processes[1].resumed_from
+        if cf.skip and run.knobs.save == "after":
+            # a run that saves after the step, resumed instead from the same epoch's state before its step
+            key = (*key[:2], "before")
+        snap = run.snapshots[key]
         state, ckpt_lr = snap.ckpt["scheduler"], snap.opt_lr[0]
-        loaded_before, skip = run.knobs.save == "before", cf.skip
+        loaded_before, skip = run.knobs.save == "before" or cf.skip, cf.skip
     if run.resume.weights_only and cf.b_sched is None:
         sim = SimScheduler(cfg, initial_lr)
     else:
@@ -184,7 +188,9 @@ def counterfactuals(run: Any, family_stories: frozenset[str]) -> list[Counterfac
     out: list[Counterfactual] = []
     if run.resume is not None and not run.resume.weights_only:
         lrs = ["ckpt", "initial"] + (["X"] if run.resume.lr_set_to is not None else [])
-        skips = [True, False] if kn.save == "before" else [False]
+        # a lost step: the resume came from a checkpoint saved before its epoch's step (for a run that saves
+        # after the step, one saved before it in the same epoch; one step per row, stepped after the epoch)
+        skips = [True, False] if kn.save == "before" or (kn.k == 1 and not kn.per_batch) else [False]
         for sched in ("restored", "fresh"):
             for lr in lrs:
                 for skip in skips:
