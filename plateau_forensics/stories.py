@@ -165,7 +165,7 @@ class Plan:
     #: for an unknown start: the resume before the log lost a step (it came from a checkpoint saved before it)
     start_skip: bool = False
     #: for a ``checkpoint*`` start with a fresh optimizer and the lr logged after the step: the first step
-    #: reduced the lr it trained with, so the first row shows that lr times ``factor``
+    #: reduced the lr it trained with, so the first row shows that lr times ``factor`` (``reduced_start``)
     start_reduced: bool = False
 
     @functools.cached_property
@@ -204,6 +204,11 @@ class Plan:
         if self.superseded:
             out.add("duplicate-epochs")
         return frozenset(out)
+
+    @property
+    def reduced_start(self) -> bool:
+        """A fresh optimizer after the checkpoint whose lr the first step reduced (``start_reduced``)."""
+        return self.start_reduced and self.start_opt == "initial" and self.start.startswith("checkpoint")
 
     @property
     def fresh_mid_run(self) -> bool:
@@ -420,8 +425,7 @@ def _restarts(log: LossLog, rows: Sequence[int], file_starts: Sequence[int]) -> 
 def _initial_lrs(ev: Evidence, plan: Plan) -> tuple[tuple[float, ...] | None, str]:
     """The lrs before the story's first step, and where they come from."""
     lrs, source = _initial_lrs_read(ev, plan)
-    if plan.start_reduced and plan.start_opt == "initial" and plan.start.startswith("checkpoint") \
-            and lrs is not None and source == "log":
+    if plan.reduced_start and lrs is not None and source == "log":
         # the first row's lr is after its step, which reduced the lr the epoch trained with
         return tuple(v / ev.config.factor for v in lrs), "log"
     return lrs, source
@@ -747,9 +751,10 @@ def _evaluate(ev: Evidence, plan: Plan) -> Evaluation:
         sim = simulate(cfg, ops, anchor=Anchor(i, anchor_state, seen_lrs, partial=ck.partial, continue_lrs=ck.lrs),
                        lr_dtypes=ev.lr_dtypes, groups_from_log=ev.groups_from_log, prefix=base)
         pen = _lr_penalties(sim, pre + ((ops[i].row,) if moved else ()))
-        if le is None and plan.start == "unknown" and not _unknown_start_steps_agree(ev, plan, ops, i, before):
+        if le is None and plan.start == "unknown" and not _unknown_start_steps_agree(
+                ev, plan, ops, i, before):
             # a story that starts from an unknown state explains any last_epoch: it predicts none (unless the
-            # checkpoint's global_step says how many epochs were trained, and its last_epoch is what they give)
+            # epochs the log's labels and the checkpoint's global_step count give that last_epoch)
             pen["last_epoch not predicted"] = UNPREDICTED_STEPS
         mismatch = _resume_source_mismatch(plan, ops, i, before)
         if mismatch:
@@ -811,7 +816,8 @@ def epochs_trained(ck: Checkpoint) -> int | None:
 
     Its ``epoch`` field ``E`` counts them (from 1, or the next epoch from 0) or names the last one from 0
     (``E + 1`` trained). A run with the same number of optimizer steps in every epoch has a ``global_step``
-    that is a multiple of the count, so where exactly one of ``E`` and ``E + 1`` divides it, that is the count.
+    that is a multiple of the count, so where exactly one of ``E`` and ``E + 1`` divides it, that is the
+    count.
     None where neither or both do, or a field is missing, zero or not a whole number (a checkpoint saved
     mid-epoch: HF's fractional ``epoch``)."""
     g, e = ck.global_step, ck.epoch
@@ -840,7 +846,8 @@ def _start_steps_agree(ck: Checkpoint, plan: Plan) -> bool:
     return int(steps) in allowed
 
 
-def _unknown_start_steps_agree(ev: Evidence, plan: Plan, ops: Sequence[Op], anchor: int, before: bool) -> bool:
+def _unknown_start_steps_agree(ev: Evidence, plan: Plan, ops: Sequence[Op], anchor: int,
+                               before: bool) -> bool:
     """For a log that starts mid-run (unknown state), the checkpoint placed after op ``anchor``: its
     ``last_epoch`` is what a run that stepped ``k`` times every epoch gives, losing only the steps the story
     says (a resume from before a step, before the log or in it).
@@ -848,10 +855,11 @@ def _unknown_start_steps_agree(ev: Evidence, plan: Plan, ops: Sequence[Op], anch
     The epochs stepped are counted from the anchor row's label, read from 0 or from 1 (a log that starts
     mid-run does not say which). Where ``global_step`` pins the epochs trained (``epochs_trained``), only a
     count that agrees with it is read: equal, or one less when ``before`` (saved before the next epoch's
-    step; outside a stack that saves so, an ``epoch`` field naming the next epoch, equal, counts too). False
-    where no reading agrees, the story's
-    steps do not fall one row at a time (stale or split stepping), or a later process starts the epochs again
-    (its labels say the log's epochs are not one run's count)."""
+    step; outside a stack that saves so, an ``epoch`` field naming the next epoch, equal, counts too).
+
+    False where no reading agrees, the story's steps do not fall one row at a time (stale or split
+    stepping), or a later process starts the epochs again (its labels say the log's epochs are not one run's
+    count)."""
     ck = ev.ck
     if ck is None or plan.stale or plan.lr_at or any(b.new_run for b in plan.boundaries):
         return False
@@ -894,7 +902,7 @@ def _vacuous_start(ev: Evidence, plan: Plan) -> bool:
     if not logged or len(logged) < len(ck.lrs) or any(iv is None for iv in logged[: len(ck.lrs)]):
         return False
     ivs = logged[: len(ck.lrs)]
-    if plan.start_reduced and plan.start_opt == "initial":  # the lr the first epoch trained with, before its step reduced it
+    if plan.reduced_start:  # the lr the first epoch trained with, before its step reduced it
         ivs = tuple((lo / ev.config.factor, hi / ev.config.factor) for lo, hi in ivs)
     if all(lo <= v <= hi or math.isclose(v, lo, rel_tol=1e-9) or math.isclose(v, hi, rel_tol=1e-9)
            for v, (lo, hi) in zip(ck.lrs, ivs)):

@@ -22,7 +22,8 @@ import plateau_forensics as pf  # noqa: E402 - after importorskip
 
 EPOCHS, RESUME_AFTER, LR = 30, 16, 0.1
 # full-precision values, as a real loss prints with repr (a fixed seed, not training output)
-METRICS = [1.0 / (1 + e) for e in range(8)] + [0.11 + 0.004 * random.Random(e).random() for e in range(8, EPOCHS)]
+METRICS = [1.0 / (1 + e) for e in range(8)]
+METRICS += [0.11 + 0.004 * random.Random(e).random() for e in range(8, EPOCHS)]
 
 
 def _objects() -> tuple[object, object]:
@@ -62,9 +63,9 @@ def test_a_restored_optimizer_is_not_read_as_a_fresh_one(tmp_path: Path) -> None
 
 
 def test_a_fresh_optimizer_is_named(tmp_path: Path) -> None:
-    """Its first step reduces the initial lr, so the first row (after that step) shows the checkpoint's lr: the
-    fresh optimizer shows only in the counters' reading of that reduction (found with lr-after logs, where the
-    tool had named a forgotten scheduler instead)."""
+    """Its first step reduces the initial lr, so the first row (after that step) shows the checkpoint's lr:
+    the fresh optimizer shows only in the counters' reading of that reduction (found with lr-after logs,
+    where the tool had named a forgotten scheduler instead)."""
     ckpt, log, ck_lr = _run(tmp_path, fresh_optimizer=True)
     with log.open() as fh:
         first_lr = float(next(csv.DictReader(fh))["lr"])
