@@ -971,18 +971,8 @@ def _k_candidates(ev: Evidence, rows: int) -> list[int]:
     # k steps per row that the checkpoint's own files point at (its stack's ``steps_per_row``), wherever it sits
     hint = stack_of(ev.framework).steps_per_row
     hinted = [k for k in dict.fromkeys(hint(ck) if hint is not None else ()) if 2 <= k <= 4096 and k <= steps]
-    # more steps than rows up to the checkpoint's own epoch (or in the whole log): several steps per row
-    if rows == 0 or steps <= min(rows, _label_rows(ev, rows)):
-        return [1, *hinted]
-    ks = {1}
-    for r in range(1, rows + 1):  # the checkpoint after row r, possibly mid-row: k(r-1) < steps <= k r
-        for k in (steps // r, -(-steps // r)):
-            if 2 <= k <= 4096 and k * (r - 1) < steps <= k * r:
-                ks.add(k)
-    # keep the few k whose row count is nearest a natural placement (the checkpoint's epoch, the last row)
-    ranked = sorted(ks - {1}, key=lambda k: abs(math.ceil(steps / k) - _label_rows(ev, rows)))
     # a checkpoint saved before the log's first row (a log that starts after it): its epoch counter says how
-    # many rows the run had then, 0- or 1-based
+    # many rows the run had then, 0- or 1-based (however few steps that is against the log's rows)
     by_epoch = []
     if ck.epoch is not None and float(ck.epoch).is_integer() and (
             ev.log.epoch_column is None or not ev.log.epochs or ck.epoch < min(ev.log.epochs)):
@@ -990,6 +980,16 @@ def _k_candidates(ev: Evidence, rows: int) -> list[int]:
             for k in (steps // r if r > 0 else 0, -(-steps // r) if r > 0 else 0):
                 if 2 <= k <= 4096 and k * (r - 1) < steps <= k * r and k not in by_epoch:
                     by_epoch.append(k)
+    # more steps than rows up to the checkpoint's own epoch (or in the whole log): several steps per row
+    if rows == 0 or steps <= min(rows, _label_rows(ev, rows)):
+        return [1, *by_epoch, *[k for k in hinted if k not in by_epoch]]
+    ks = {1}
+    for r in range(1, rows + 1):  # the checkpoint after row r, possibly mid-row: k(r-1) < steps <= k r
+        for k in (steps // r, -(-steps // r)):
+            if 2 <= k <= 4096 and k * (r - 1) < steps <= k * r:
+                ks.add(k)
+    # keep the few k whose row count is nearest a natural placement (the checkpoint's epoch, the last row)
+    ranked = sorted(ks - {1}, key=lambda k: abs(math.ceil(steps / k) - _label_rows(ev, rows)))
     chosen = [*by_epoch, *[k for k in ranked if k not in by_epoch][:3]]
     return [1, *chosen, *[k for k in hinted if k not in chosen]]
 

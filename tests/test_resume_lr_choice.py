@@ -72,3 +72,30 @@ def test_a_fresh_optimizer_is_named(tmp_path: Path) -> None:
     assert ck_lr < LR and first_lr < LR  # the first step reduced the fresh optimizer's lr
     v = pf.trace(ckpt, log).verdict
     assert "optimizer-not-restored" in v.story and "scheduler-not-restored" not in v.story, v.story
+
+
+@pytest.mark.parametrize("lr_after", [False, True], ids=["lr-before", "lr-after"])
+def test_steps_per_row_from_the_checkpoints_epoch(tmp_path: Path, lr_after: bool) -> None:
+    """Two ``step()`` calls per epoch, the log starting right after an early checkpoint: only the checkpoint's
+    ``last_epoch`` against its ``epoch`` says so (it holds fewer steps than the log has rows)."""
+    resume_after = 5
+    opt, sched = _objects()
+    for e in range(resume_after + 1):
+        for _ in range(2):
+            sched.step(METRICS[e])
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"epoch": resume_after, "scheduler": sched.state_dict(), "optimizer": opt.state_dict()}, ckpt)
+    assert sched.state_dict()["last_epoch"] < EPOCHS - resume_after - 1  # fewer steps than logged rows
+    log = tmp_path / "log.csv"
+    with log.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "val_loss", "lr"])
+        for e in range(resume_after + 1, EPOCHS):
+            before = opt.param_groups[0]["lr"]
+            for _ in range(2):
+                sched.step(METRICS[e])
+            w.writerow([e, repr(METRICS[e]), repr(opt.param_groups[0]["lr"] if lr_after else before)])
+    assert sched.state_dict()["last_epoch"] == 2 * EPOCHS  # the run really stepped twice per epoch
+    v = pf.trace(ckpt, log).verdict
+    assert "steps-per-row" in v.story, (v.story, v.alternatives)
+    assert ("lr-logged-after-step" in v.story) is lr_after
