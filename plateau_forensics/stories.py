@@ -980,6 +980,13 @@ def _k_candidates(ev: Evidence, rows: int) -> list[int]:
             for k in (steps // r if r > 0 else 0, -(-steps // r) if r > 0 else 0):
                 if 2 <= k <= 4096 and k * (r - 1) < steps <= k * r and k not in by_epoch:
                     by_epoch.append(k)
+    # a log that starts mid-run: the checkpoint's epoch counts the run's rows before it too (0- or 1-based),
+    # whole epochs of k steps each
+    if ck.epoch is not None and float(ck.epoch).is_integer() and ev.log.epoch_column is not None \
+            and ev.log.epochs and min(ev.log.epochs) > 1:
+        for r in (int(ck.epoch) + 1, int(ck.epoch)):
+            if r > 0 and steps % r == 0 and 2 <= steps // r <= 4096 and steps // r not in by_epoch:
+                by_epoch.append(steps // r)
     # more steps than rows up to the checkpoint's own epoch (or in the whole log): several steps per row
     if rows == 0 or steps <= min(rows, _label_rows(ev, rows)):
         return [1, *by_epoch, *[k for k in hinted if k not in by_epoch]]
