@@ -1059,11 +1059,12 @@ def _proposals(ev: Evidence) -> list[Plan]:
                       for lr_after in ((False, True) if ev.has_lr else (False,))]
         # the conventions (k, column, lr after the step) first, on the plain story: only the plain ones and
         # those that explain the evidence best get their variants
-        # (a log that starts mid-run, with a checkpoint: judged from the saved state too, where it may begin)
+        # (a log that starts mid-run, with a checkpoint: judged from the saved state and from an unknown one too)
         def judged(b: Plan) -> float:
             pen = evaluate(ev, b).evidence_penalty
             if b.mid_run and ev.ck is not None:
-                pen = min(pen, evaluate(ev, replace(b, start="checkpoint")).evidence_penalty)
+                pen = min(pen, evaluate(ev, replace(b, start="checkpoint")).evidence_penalty,
+                          evaluate(ev, replace(b, start="unknown", start_opt="carry")).evidence_penalty)
             return pen
 
         scored = [(judged(b), i, b) for i, b in enumerate(bases)]

@@ -132,8 +132,8 @@ def test_steps_per_row_in_a_log_that_starts_mid_run(tmp_path: Path) -> None:
     assert {"steps-per-row", "log-starts-mid-run"} <= set(v.story), (v.story, v.alternatives)
 
 
-@pytest.mark.xfail(strict=True, reason="known gap: the plain k-steps-per-row reading of a log that "
-                   "starts mid-run is not proposed; the stale (per-batch) one wins, with an lr change")
 def test_steps_per_row_in_a_log_that_starts_mid_run_needs_no_lr_change(tmp_path: Path) -> None:
+    """The plain k-per-row reading from an unknown state explains every lr; the per-batch (stale) one needs
+    an lr change at the first row."""
     v = pf.trace(*_mid_run_k2(tmp_path)).verdict
     assert "external-lr-change" not in v.story
