@@ -9,53 +9,31 @@ which story it reads.
 
 from __future__ import annotations
 
-import csv
-import random
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from plateau_run import EPOCHS, METRICS, objects, resumed, state, train  # noqa: E402
+
 import plateau_forensics as pf  # noqa: E402 - after importorskip
 from plateau_forensics import stories  # noqa: E402
 
-EPOCHS, RESUME_AFTER, BATCHES = 30, 11, 8
-# falling, then plateaus: the scheduler reduces a few times, before and after the resume
-# full-precision values, as a real loss prints with repr (a fixed seed, not training output)
-METRICS = [1.0 / (1 + e) for e in range(8)]
-METRICS += [0.11 + 0.004 * random.Random(e).random() for e in range(8, EPOCHS)]
-
-
-def _objects() -> tuple[object, object]:
-    model = torch.nn.Linear(1, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2, cooldown=1)
-    return opt, sched
+RESUME_AFTER, BATCHES = 11, 8
 
 
 def _run(folder: Path, *, lost: bool, global_step: bool) -> tuple[Path, Path]:
     """Process 0 trains epochs 0..RESUME_AFTER and saves (before that epoch's step when ``lost``); process 1
     loads the checkpoint and trains to the end, logging each epoch's lr before its step."""
-    opt, sched = _objects()
-    saved = None
-    for e in range(RESUME_AFTER + 1):
-        if e == RESUME_AFTER and lost:
-            saved = {"scheduler": sched.state_dict(), "optimizer": opt.state_dict()}
-        sched.step(METRICS[e])
-    if saved is None:
-        saved = {"scheduler": sched.state_dict(), "optimizer": opt.state_dict()}
-    opt, sched = _objects()
-    sched.load_state_dict(saved["scheduler"])
-    opt.load_state_dict(saved["optimizer"])
+    opt, sched = objects()
+    train(opt, sched, range(RESUME_AFTER))
+    saved = state(opt, sched) if lost else None
+    sched.step(METRICS[RESUME_AFTER])
+    opt, sched = resumed(saved or state(opt, sched))
     log = folder / "log.csv"
-    with log.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["epoch", "val_loss", "lr"])
-        for e in range(RESUME_AFTER + 1, EPOCHS):
-            w.writerow([e, repr(METRICS[e]), repr(opt.param_groups[0]["lr"])])
-            sched.step(METRICS[e])
-    final = {"epoch": EPOCHS - 1, "scheduler": sched.state_dict(), "optimizer": opt.state_dict()}
+    train(opt, sched, range(RESUME_AFTER + 1, EPOCHS), log=log)
+    final = {"epoch": EPOCHS - 1, **state(opt, sched)}
     if global_step:
         final["global_step"] = EPOCHS * BATCHES
     ckpt = folder / "final.pt"

@@ -11,45 +11,28 @@ initial lr, above the checkpoint's) must be named.
 from __future__ import annotations
 
 import csv
-import random
 from pathlib import Path
 
 import pytest
 
 torch = pytest.importorskip("torch")
 
+from plateau_run import EPOCHS, LR, objects, resumed, state, train  # noqa: E402
+
 import plateau_forensics as pf  # noqa: E402 - after importorskip
 
-EPOCHS, RESUME_AFTER, LR = 30, 16, 0.1
-# full-precision values, as a real loss prints with repr (a fixed seed, not training output)
-METRICS = [1.0 / (1 + e) for e in range(8)]
-METRICS += [0.11 + 0.004 * random.Random(e).random() for e in range(8, EPOCHS)]
-
-
-def _objects() -> tuple[object, object]:
-    model = torch.nn.Linear(1, 1)
-    opt = torch.optim.SGD(model.parameters(), lr=LR)
-    return opt, torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=0.5, patience=2, cooldown=1)
+RESUME_AFTER = 16
 
 
 def _run(folder: Path, *, fresh_optimizer: bool) -> tuple[Path, Path, float]:
-    opt, sched = _objects()
-    for e in range(RESUME_AFTER + 1):
-        sched.step(METRICS[e])
+    opt, sched = objects()
+    train(opt, sched, range(RESUME_AFTER + 1))
     ckpt = folder / "ckpt.pt"
-    torch.save({"epoch": RESUME_AFTER, "scheduler": sched.state_dict(), "optimizer": opt.state_dict()}, ckpt)
+    torch.save({"epoch": RESUME_AFTER, **state(opt, sched)}, ckpt)
     saved = torch.load(ckpt, weights_only=True)
-    opt, sched = _objects()
-    sched.load_state_dict(saved["scheduler"])
-    if not fresh_optimizer:
-        opt.load_state_dict(saved["optimizer"])
+    opt, sched = resumed(saved, optimizer=not fresh_optimizer)
     log = folder / "log.csv"
-    with log.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["epoch", "val_loss", "lr"])
-        for e in range(RESUME_AFTER + 1, EPOCHS):
-            sched.step(METRICS[e])
-            w.writerow([e, repr(METRICS[e]), repr(opt.param_groups[0]["lr"])])  # after the step
+    train(opt, sched, range(RESUME_AFTER + 1, EPOCHS), log=log, lr_after=True)
     return ckpt, log, saved["optimizer"]["param_groups"][0]["lr"]
 
 
@@ -79,22 +62,13 @@ def test_steps_per_row_from_the_checkpoints_epoch(tmp_path: Path, lr_after: bool
     """Two ``step()`` calls per epoch, the log starting right after an early checkpoint: only the checkpoint's
     ``last_epoch`` against its ``epoch`` says so (it holds fewer steps than the log has rows)."""
     resume_after = 5
-    opt, sched = _objects()
-    for e in range(resume_after + 1):
-        for _ in range(2):
-            sched.step(METRICS[e])
+    opt, sched = objects()
+    train(opt, sched, range(resume_after + 1), k=2)
     ckpt = tmp_path / "ckpt.pt"
-    torch.save({"epoch": resume_after, "scheduler": sched.state_dict(), "optimizer": opt.state_dict()}, ckpt)
+    torch.save({"epoch": resume_after, **state(opt, sched)}, ckpt)
     assert sched.state_dict()["last_epoch"] < EPOCHS - resume_after - 1  # fewer steps than logged rows
     log = tmp_path / "log.csv"
-    with log.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["epoch", "val_loss", "lr"])
-        for e in range(resume_after + 1, EPOCHS):
-            before = opt.param_groups[0]["lr"]
-            for _ in range(2):
-                sched.step(METRICS[e])
-            w.writerow([e, repr(METRICS[e]), repr(opt.param_groups[0]["lr"] if lr_after else before)])
+    train(opt, sched, range(resume_after + 1, EPOCHS), k=2, log=log, lr_after=lr_after)
     assert sched.state_dict()["last_epoch"] == 2 * EPOCHS  # the run really stepped twice per epoch
     v = pf.trace(ckpt, log).verdict
     assert "steps-per-row" in v.story, (v.story, v.alternatives)
@@ -103,24 +77,13 @@ def test_steps_per_row_from_the_checkpoints_epoch(tmp_path: Path, lr_after: bool
 
 def _mid_run_k2(folder: Path) -> tuple[Path, Path]:
     """Two ``step()`` calls per epoch; the final checkpoint and only the resumed process's log."""
-    opt, sched = _objects()
-    for e in range(RESUME_AFTER + 1):
-        for _ in range(2):
-            sched.step(METRICS[e])
-    saved = {"scheduler": sched.state_dict(), "optimizer": opt.state_dict()}
-    opt, sched = _objects()
-    sched.load_state_dict(saved["scheduler"])
-    opt.load_state_dict(saved["optimizer"])
+    opt, sched = objects()
+    train(opt, sched, range(RESUME_AFTER + 1), k=2)
+    opt, sched = resumed(state(opt, sched))
     log = folder / "log.csv"
-    with log.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["epoch", "val_loss", "lr"])
-        for e in range(RESUME_AFTER + 1, EPOCHS):
-            w.writerow([e, repr(METRICS[e]), repr(opt.param_groups[0]["lr"])])
-            for _ in range(2):
-                sched.step(METRICS[e])
+    train(opt, sched, range(RESUME_AFTER + 1, EPOCHS), k=2, log=log)
     ckpt = folder / "final.pt"
-    torch.save({"epoch": EPOCHS - 1, "scheduler": sched.state_dict(), "optimizer": opt.state_dict()}, ckpt)
+    torch.save({"epoch": EPOCHS - 1, **state(opt, sched)}, ckpt)
     assert sched.state_dict()["last_epoch"] == 2 * EPOCHS
     return ckpt, log
 
