@@ -277,11 +277,15 @@ class Evaluation:
     def fit(self) -> float:
         """The evidence penalty plus the cost of the less usual reading of the checkpoint's epoch field (the epoch
         after its state: saved before the step, or "next epoch"; for Lightning, the epoch of its state)."""
+        # a resume that lost a step came from a checkpoint saved before it: the story's run saves so, and a
+        # checkpoint of it read as saved after the step assumes a second convention in the same run
+        lost = any(b.skip for b in self.plan.boundaries)
+        saves_before = self.lightning or lost
         if self.anchor_op == -1:  # the log starts after the checkpoint: did the resume lose its epoch's step?
-            unusual = self.plan.start_skip != self.lightning
+            unusual = self.plan.start_skip != saves_before
         else:
-            unusual = self.before_step != self.lightning and self.anchor_op is not None
-        return self.evidence_penalty + (BEFORE_STEP if unusual else 0.0)
+            unusual = self.before_step != saves_before and self.anchor_op is not None
+        return self.evidence_penalty + (BEFORE_STEP * (2 if lost else 1) if unusual else 0.0)
 
     @property
     def score(self) -> float:
