@@ -279,7 +279,7 @@ class Evaluation:
         after its state: saved before the step, or "next epoch"; for Lightning, the epoch of its state)."""
         # a resume that lost a step came from a checkpoint saved before it: the story's run saves so, and a
         # checkpoint of it read as saved after the step assumes a second convention in the same run
-        lost = any(b.skip for b in self.plan.boundaries)
+        lost = any(b.skip for b in self.plan.boundaries) or (self.plan.start == "unknown" and self.plan.start_skip)
         saves_before = self.lightning or lost
         if self.anchor_op == -1:  # the log starts after the checkpoint: did the resume lose its epoch's step?
             unusual = self.plan.start_skip != saves_before
@@ -633,6 +633,12 @@ def _start_init(ev: Evidence, plan: Plan, init_lrs: tuple[float, ...] | None,
         if plan.start_opt == "initial" and init_lrs is not None:
             lrs = init_lrs
         worlds = unknown_worlds(cfg, lrs, n)
+        if plan.lr_after and plan.start_opt != "initial" and lrs is not None:
+            # the first row's lr is after its step: a step that reduced started from the lr before the reduction
+            before = unreduced_lrs(cfg, lrs, ev.lr_dtypes)
+            if before is not None:
+                worlds += [w for w in unknown_worlds(cfg, before, n)
+                           if w.cd == 0 and w.nb == max(cfg.patience, 0)]
         return (lambda _p: [(w, -1) for w in worlds]), "unknown", "the log starts mid-run: the state before it is unknown"
     if plan.start.startswith("checkpoint") and ck is not None:
         lrs = ck.lrs if plan.start_opt == "checkpoint" else (init_lrs if plan.start_opt == "initial" else None)
@@ -643,6 +649,32 @@ def _start_init(ev: Evidence, plan: Plan, init_lrs: tuple[float, ...] | None,
         return (lambda _p: [(w, -1)]), "fresh", "resumed after the checkpoint with a fresh scheduler"
     w = fresh_world(cfg, init_lrs, n)
     return (lambda _p: [(w, -1)]), "fresh", "a fresh scheduler"
+
+
+def unreduced_lrs(cfg: PlateauConfig, lrs: Sequence[float], dtypes: Sequence[str | None] = ()
+                  ) -> tuple[float, ...] | None:
+    """The lrs a plateau reduction turned into ``lrs``: per group the float ``old`` whose ``max(old * factor,
+    min_lr)`` is exactly the group's lr, as torch computes it. None where no such lr is certain: a group at its
+    min_lr (any lr up to min_lr / factor reduces to it), a float32 lr, a factor that is not in (0, 1), or a
+    reduction ``eps`` would have suppressed."""
+    if not 0.0 < cfg.factor < 1.0 or any(d is not None for d in dtypes):
+        return None
+    min_lrs = cfg.min_lr if isinstance(cfg.min_lr, tuple) else (float(cfg.min_lr),) * len(lrs)
+    if len(min_lrs) != len(lrs):
+        return None
+    out = []
+    for v, lo in zip(lrs, min_lrs):
+        if not math.isfinite(v) or v <= lo:
+            return None
+        old = v / cfg.factor
+        for _ in range(4):  # the quotient may be an ulp off the float whose product is v
+            if old * cfg.factor == v:
+                break
+            old = math.nextafter(old, math.inf if old * cfg.factor < v else -math.inf)
+        if old * cfg.factor != v or not old - v > cfg.eps:
+            return None
+        out.append(old)
+    return tuple(out)
 
 
 def _resume_init(cfg: PlateauConfig, b: Boundary, init_lrs: tuple[float, ...] | None, n: int
@@ -921,6 +953,13 @@ def _resume_source_mismatch(plan: Plan, ops: Sequence[Op], anchor: int, before_s
     row = ops[anchor].row
     for b in plan.boundaries:
         if b.source is None:
+            continue
+        if b.speculative:
+            # a resume nothing but the checkpoint points at resumed from the checkpoint's own state: the row
+            # after whose step it was saved is the source (the row before it, for a resume that lost a step)
+            resumed = b.source - 1 if b.skip else b.source
+            if resumed < 0 or plan.rows[resumed] != row:
+                return True
             continue
         s_row = plan.rows[b.source]
         prev_row = plan.rows[b.source - 1] if b.source > 0 else None

@@ -7,7 +7,9 @@ resume epoch's step, a second process that loads it and goes on at the next epoc
 at all is asked of real torch (the same run without the loss logs other lrs); where it shows, the tool must say
 that the step was lost at this checkpoint, saved before its step, and nothing else: a lost step at a resume
 the inputs do not show, with this checkpoint read as saved after its step, needs two save conventions in one
-run. Where it does not show, no mistake may be named.
+run. Where it does not show, no mistake may be named. Given only the resumed process's log with the lr
+logged after each step, a first step that reduced shows the lr before the log as that lr / factor
+(``stories.unreduced_lrs``, checked against torch's own reduction).
 """
 
 from __future__ import annotations
@@ -74,3 +76,76 @@ def test_a_lost_step_nothing_shows_names_no_mistake(tmp_path: Path, epoch: int) 
     assert _lrs(epoch) == _lrs(None)  # the same lrs with or without that step
     v = pf.trace(ckpt, log).verdict
     assert set(v.story) <= {"resume-skipped-step", "saved-before-step"}, v.story
+
+
+def _resumed_log_only(folder: Path, epoch: int) -> tuple[Path, Path, bool]:
+    """Save before ``epoch``'s step, resume at ``epoch + 1`` logging the lr after each step, save the final
+    checkpoint before the last epoch's step; only the resumed process's log is given. Also: whether the
+    resumed process's first step reduced the lr."""
+    opt, sched = objects()
+    for e in range(epoch):
+        sched.step(METRICS[e])
+    opt, sched = resumed({"epoch": epoch, **state(opt, sched)})
+    rows, first_reduced = [], None
+    ckpt = folder / "final.pt"
+    for e in range(epoch + 1, EPOCHS):
+        before = opt.param_groups[0]["lr"]
+        if e == EPOCHS - 1:
+            torch.save({"epoch": e, **state(opt, sched)}, ckpt)
+        sched.step(METRICS[e])
+        if first_reduced is None:
+            first_reduced = opt.param_groups[0]["lr"] < before
+        rows.append([e, repr(METRICS[e]), repr(opt.param_groups[0]["lr"])])
+    log = folder / "log_1.csv"
+    with log.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "val_loss", "lr"])
+        w.writerows(rows)
+    return ckpt, log, bool(first_reduced)
+
+
+@pytest.mark.parametrize("epoch", [17, 21, 25])
+def test_a_resumed_log_whose_first_step_reduced_reads_as_lr_after(tmp_path: Path, epoch: int) -> None:
+    """The first row's lr is after a reduction, so the lr before the log is that lr / factor: a log that starts
+    mid-run must allow it (the tool had read the lr as logged before the step and missed the run)."""
+    ckpt, log, first_reduced = _resumed_log_only(tmp_path, epoch)
+    assert first_reduced
+    v = pf.trace(ckpt, log).verdict
+    truth = {"log-starts-mid-run", "lr-logged-after-step", "resume-skipped-step", "saved-before-step"}
+    assert "lr-logged-after-step" in v.story, v.story
+    assert truth in [set(v.story), *map(set, v.alternatives)], (v.story, v.alternatives)
+
+
+def _reduced(lrs: list[float], factor: float, min_lr: float) -> list[float]:
+    """The lrs after one real plateau reduction (a bad epoch past patience 0)."""
+    params = [torch.nn.Parameter(torch.zeros(1)) for _ in lrs]
+    opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], lr=0.1)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=factor, patience=0, min_lr=min_lr)
+    sched.step(1.0)
+    sched.step(2.0)
+    return [g["lr"] for g in opt.param_groups]
+
+
+@pytest.mark.parametrize("seed", range(60))
+def test_unreduced_lrs_reduce_back_in_real_torch(seed: int) -> None:
+    """``unreduced_lrs`` against torch's own reduction: the lrs it gives, reduced by a real scheduler, are the
+    lrs it was given, bit for bit; None for a group at its min_lr, never for lrs a real reduction gave."""
+    import random
+
+    from plateau_forensics.state import PlateauConfig
+    from plateau_forensics.stories import unreduced_lrs
+
+    rng = random.Random(seed)
+    factor = rng.choice([0.1, 0.5, 0.3, 0.2, 0.75, 1 / 3, rng.uniform(0.01, 0.99)])
+    min_lr = rng.choice([0.0, 0.0, 1e-6, 1e-3])
+    lrs = [rng.choice([10 ** rng.uniform(-6, 0), 0.1, 0.01, 3e-4, 1e-3]) for _ in range(rng.randint(1, 3))]
+    if seed % 2:  # lrs a real reduction produced (some held at min_lr)
+        lrs = _reduced(lrs, factor, min_lr)
+    got = unreduced_lrs(PlateauConfig(factor=factor, patience=0, min_lr=min_lr), lrs)
+    if any(v <= min_lr for v in lrs):
+        assert got is None
+        return
+    if seed % 2:
+        assert got is not None  # a real reduction's result always has an lr it came from
+    if got is not None:  # (an arbitrary lr may be no float's product with factor)
+        assert _reduced(list(got), factor, min_lr) == lrs
