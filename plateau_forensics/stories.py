@@ -285,7 +285,7 @@ class Evaluation:
             unusual = self.plan.start_skip != saves_before
         else:
             unusual = self.before_step != saves_before and self.anchor_op is not None
-        return self.evidence_penalty + (BEFORE_STEP * (2 if lost else 1) if unusual else 0.0)
+        return self.evidence_penalty + (BEFORE_STEP if unusual else 0.0)
 
     @property
     def score(self) -> float:
@@ -1383,7 +1383,8 @@ def explain(ev: Evidence) -> Verdict:
     equals = [e for e in evaluations[1:] if e.story == win.story and e is not win
               and abs(e.evidence_penalty - win.evidence_penalty) <= 1e-9 and e.score <= win.score + ALTERNATIVE_MARGIN
               and e.anchor_op is not None and e.anchor_op >= 0 and e.ops[e.anchor_op].row == win_row
-              and (silent_resumes(e.plan) <= silent_resumes(win.plan) or not ev.file_starts)]
+              and (silent_resumes(e.plan) <= silent_resumes(win.plan) or not ev.file_starts)
+              and unpointed_resumes(e.plan) <= unpointed_resumes(win.plan)]
     for e in evaluations[1:]:
         if e.story == win.story or e.story in alts:
             continue
@@ -1393,7 +1394,7 @@ def explain(ev: Evidence) -> Verdict:
         fits_as_well = abs(e.evidence_penalty - win.evidence_penalty) <= 1e-9 and (
             e.score <= win.score + ALTERNATIVE_MARGIN or _twins(win, e))
         if (fits_better or fits_as_well) and _distinct(ev, win, e) and not _relabelled_external(win, e):
-            if _only_speculative(win.plan, e.plan):
+            if _only_speculative(win.plan, e.plan) or (fits_as_well and _moved_resume(win, e)):
                 unverifiable.setdefault(e.story, e)
             else:
                 alts[e.story] = e
@@ -1409,6 +1410,12 @@ def silent_resumes(plan: Plan) -> int:
     back)."""
     return sum(1 for b in plan.boundaries if not b.structural and not b.implied
                and not (b.speculative and b.opt != "carry"))
+
+
+def unpointed_resumes(plan: Plan) -> int:
+    """The resumes ``plan`` assumes that nothing in the inputs points at: not shown by the log, and not from
+    the checkpoint (a speculative resume resumes from its state)."""
+    return sum(1 for b in plan.boundaries if not b.structural and not b.implied and not b.speculative)
 
 
 def _admissible(ev: Evidence, e: Evaluation, all_evals: Sequence[Evaluation]) -> bool:
@@ -1465,6 +1472,15 @@ def _only_speculative(win: Plan, alt: Plan) -> bool:
     extra = [b for b in alt.boundaries if b not in win.boundaries]
     return bool(extra) and all(b.speculative for b in extra) and replace(
         alt, boundaries=tuple(b for b in alt.boundaries if b not in extra)) == win
+
+
+def _moved_resume(win: Evaluation, alt: Evaluation) -> bool:
+    """``alt`` names the winner's mistakes and differs only in how the inputs were produced, by a resume at a row
+    nothing points at where the winner's resumes come from the checkpoint or show in the log (a lost step
+    somewhere before the checkpoint rather than at it): a reading the inputs cannot rule out, not another
+    story a user would act on."""
+    return unpointed_resumes(alt.plan) > unpointed_resumes(win.plan) and not (
+        (set(win.components) ^ set(alt.components)) & WARNING_STORIES)
 
 
 def _distinct(ev: Evidence, win: Evaluation, alt: Evaluation) -> bool:
