@@ -368,7 +368,7 @@ def _trace_checkpoint_in_log(
     verdict = stories.explain(ev)
     e = verdict.evaluation
     assert e is not None
-    t = history.trace_of(ev, e, (*verdict.others, *verdict.equals))
+    t = history.trace_of(ev, e, (*verdict.others, *verdict.equals, *verdict.moved))
     t.checkpoint, t.log, t.verdict = ck, full_log, verdict
     t.alignment = _alignment(ev, e, t)
     if t.alignment.note:

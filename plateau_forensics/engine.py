@@ -515,13 +515,17 @@ class Trace:
         return [s.as_dict() for s in self.steps]
 
     def to_frame(self) -> pd.DataFrame:
-        """The steps as a pandas DataFrame, one row per step; ``lr`` columns ``lr`` or ``lr_0``, ``lr_1``..."""
+        """The steps as a pandas DataFrame, one row per step; ``lr`` columns ``lr`` or ``lr_0``, ``lr_1``... (empty
+        where the inputs do not determine the lr)."""
         import pandas as pd
 
         rows = []
-        for s in self.steps:
-            row = s.as_dict()
+        records = [s.as_dict() for s in self.steps]
+        groups = max((len(r["lr"]) for r in records if r["lr"] is not None), default=1)
+        for row in records:
             lrs = row.pop("lr")
+            if lrs is None:  # an lr the inputs do not determine
+                lrs = [None] * groups
             if len(lrs) == 1:
                 row["lr"] = lrs[0]
             else:

@@ -11,7 +11,7 @@ from dataclasses import replace
 from plateau_forensics.engine import Start, Trace, _Columns
 from plateau_forensics.state import PlateauState
 from plateau_forensics.stories import Evaluation, Evidence
-from plateau_forensics.worlds import BAD, REDUCED, World
+from plateau_forensics.worlds import BAD, REDUCED, World, undo_reduction
 
 __all__ = ["trace_of", "step_counts"]
 
@@ -219,34 +219,6 @@ def _min_lrs(ev: Evidence, n: int) -> tuple[float, ...]:
     m = ev.config.min_lr
     return tuple(float(v) for v in m) if isinstance(m, tuple) and len(m) == n else (float(m if not isinstance(
         m, tuple) else m[0]),) * n
-
-
-def undo_reduction(after: Sequence[float], factor: float, min_lrs: Sequence[float], eps: float
-                   ) -> tuple[float, ...] | None:
-    """The lrs before a reduction step that left ``after``: for each group the one float ``x`` with
-    ``max(x * factor, min_lr) == after`` that torch would have reduced (``x - after > eps``), or ``after``
-    itself when a reduction from it would have been under ``eps`` (torch keeps the lr); None when that is not
-    one value: both readings fit, the lr sat at its floor (any ``x`` down to it gives the floor), or no float
-    gives ``after``."""
-    out = []
-    for v, floor in zip(after, min_lrs, strict=True):
-        if v <= floor:
-            return None  # floored: every x with x * factor <= floor gives it
-        x0 = v / factor
-        cands = set()
-        x = x0
-        for _ in range(4):
-            x = math.nextafter(x, -math.inf)
-        for _ in range(9):
-            if x * factor == v and x - v > eps:
-                cands.add(x)
-            x = math.nextafter(x, math.inf)
-        # torch skips a reduction smaller than eps: an lr of ``v`` then stays ``v``, the same step's other reading
-        stays = v - max(v * factor, floor) <= eps
-        if len(cands) + stays != 1:
-            return None
-        out.append(cands.pop() if cands else v)
-    return tuple(out)
 
 
 def _lrs(ev: Evidence, e: Evaluation, lineage: list[int], worlds: list[World | None]

@@ -35,6 +35,7 @@ from plateau_forensics.worlds import (
     matches_anchor,
     simulate,
     state_world,
+    undo_reduction,
     unknown_worlds,
 )
 
@@ -320,6 +321,9 @@ class Verdict:
     #: other simulations of the same story that fit as well (another k, timing or placement): where they
     #: disagree on a row's state the inputs do not determine it
     equals: tuple[Evaluation, ...] = ()
+    #: readings with the winner's mistakes that put a resume at a row nothing points at instead (``_moved_resume``):
+    #: not alternatives, but where they leave another state the inputs do not determine it
+    moved: tuple[Evaluation, ...] = ()
 
     @property
     def ambiguous(self) -> bool:
@@ -635,8 +639,10 @@ def _start_init(ev: Evidence, plan: Plan, init_lrs: tuple[float, ...] | None,
         worlds = unknown_worlds(cfg, lrs, n)
         if plan.lr_after and plan.start_opt != "initial" and lrs is not None:
             # the first row's lr is after its step: a step that reduced started from the lr before the reduction
-            before = unreduced_lrs(cfg, lrs, ev.lr_dtypes)
-            if before is not None:
+            floors = cfg.min_lr if isinstance(cfg.min_lr, tuple) else (float(cfg.min_lr),) * len(lrs)
+            before = undo_reduction(lrs, cfg.factor, floors, cfg.eps) if len(floors) == len(lrs) and all(
+                d is None for d in ev.lr_dtypes) else None
+            if before is not None and before != tuple(lrs):
                 worlds += [w for w in unknown_worlds(cfg, before, n)
                            if w.cd == 0 and w.nb == max(cfg.patience, 0)]
         return (lambda _p: [(w, -1) for w in worlds]), "unknown", "the log starts mid-run: the state before it is unknown"
@@ -649,32 +655,6 @@ def _start_init(ev: Evidence, plan: Plan, init_lrs: tuple[float, ...] | None,
         return (lambda _p: [(w, -1)]), "fresh", "resumed after the checkpoint with a fresh scheduler"
     w = fresh_world(cfg, init_lrs, n)
     return (lambda _p: [(w, -1)]), "fresh", "a fresh scheduler"
-
-
-def unreduced_lrs(cfg: PlateauConfig, lrs: Sequence[float], dtypes: Sequence[str | None] = ()
-                  ) -> tuple[float, ...] | None:
-    """The lrs a plateau reduction turned into ``lrs``: per group the float ``old`` whose ``max(old * factor,
-    min_lr)`` is exactly the group's lr, as torch computes it. None where no such lr is certain: a group at its
-    min_lr (any lr up to min_lr / factor reduces to it), a float32 lr, a factor that is not in (0, 1), or a
-    reduction ``eps`` would have suppressed."""
-    if not 0.0 < cfg.factor < 1.0 or any(d is not None for d in dtypes):
-        return None
-    min_lrs = cfg.min_lr if isinstance(cfg.min_lr, tuple) else (float(cfg.min_lr),) * len(lrs)
-    if len(min_lrs) != len(lrs):
-        return None
-    out = []
-    for v, lo in zip(lrs, min_lrs):
-        if not math.isfinite(v) or v <= lo:
-            return None
-        old = v / cfg.factor
-        for _ in range(4):  # the quotient may be an ulp off the float whose product is v
-            if old * cfg.factor == v:
-                break
-            old = math.nextafter(old, math.inf if old * cfg.factor < v else -math.inf)
-        if old * cfg.factor != v or not old - v > cfg.eps:
-            return None
-        out.append(old)
-    return tuple(out)
 
 
 def _resume_init(cfg: PlateauConfig, b: Boundary, init_lrs: tuple[float, ...] | None, n: int
@@ -1377,14 +1357,14 @@ def explain(ev: Evidence) -> Verdict:
     win = evaluations[0]
     alts: dict[tuple[str, ...], Evaluation] = {}
     unverifiable: dict[tuple[str, ...], Evaluation] = {}
+    moved: dict[tuple[str, ...], Evaluation] = {}
     win_row = win.ops[win.anchor_op].row if win.anchor_op is not None and win.anchor_op >= 0 else None
     # the same story read another way as well (another resume row, ...); not one that adds resumes nothing
     # shows where the winner needs none (a printed "Resuming from" line places the resume)
     equals = [e for e in evaluations[1:] if e.story == win.story and e is not win
               and abs(e.evidence_penalty - win.evidence_penalty) <= 1e-9 and e.score <= win.score + ALTERNATIVE_MARGIN
               and e.anchor_op is not None and e.anchor_op >= 0 and e.ops[e.anchor_op].row == win_row
-              and (silent_resumes(e.plan) <= silent_resumes(win.plan) or not ev.file_starts)
-              and unpointed_resumes(e.plan) <= unpointed_resumes(win.plan)]
+              and (silent_resumes(e.plan) <= silent_resumes(win.plan) or not ev.file_starts)]
     for e in evaluations[1:]:
         if e.story == win.story or e.story in alts:
             continue
@@ -1394,15 +1374,18 @@ def explain(ev: Evidence) -> Verdict:
         fits_as_well = abs(e.evidence_penalty - win.evidence_penalty) <= 1e-9 and (
             e.score <= win.score + ALTERNATIVE_MARGIN or _twins(win, e))
         if (fits_better or fits_as_well) and _distinct(ev, win, e) and not _relabelled_external(win, e):
-            if _only_speculative(win.plan, e.plan) or (fits_as_well and _moved_resume(win, e)):
+            if _only_speculative(win.plan, e.plan):
                 unverifiable.setdefault(e.story, e)
+            elif fits_as_well and _moved_resume(win, e):
+                moved.setdefault(e.story, e)
             else:
                 alts[e.story] = e
     return Verdict(
         story=win.story, alternatives=tuple(alts), decide=_decide(ev, win, list(alts.values())),
         unverifiable=tuple(s for s in unverifiable if s not in alts),
         explained=tuple(_explained(ev, win)), unexplained=tuple(f"{k}" for k in win.penalties),
-        evaluation=win, others=tuple(alts.values()), evidence=ev, equals=tuple(equals[:8]))
+        evaluation=win, others=tuple(alts.values()), evidence=ev, equals=tuple(equals[:8]),
+        moved=tuple(e for s, e in moved.items() if s not in alts)[:8])
 
 
 def silent_resumes(plan: Plan) -> int:

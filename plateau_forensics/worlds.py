@@ -21,7 +21,7 @@ from plateau_forensics.engine import rounder
 from plateau_forensics.state import PlateauConfig, PlateauState
 
 __all__ = ["World", "Op", "Anchor", "Simulation", "simulate", "fresh_world", "unknown_worlds", "state_world",
-           "lrs_match", "IMPROVED", "BAD", "COOLDOWN", "REDUCED", "SUPPRESSED"]
+           "lrs_match", "undo_reduction", "IMPROVED", "BAD", "COOLDOWN", "REDUCED", "SUPPRESSED"]
 
 IMPROVED, BAD, COOLDOWN, REDUCED, SUPPRESSED = range(5)  # engine.Event order
 #: ``World.best_row`` values that are not log rows.
@@ -213,6 +213,34 @@ def lrs_match(lrs: Sequence[float] | None, logged: Sequence[tuple[float, float] 
         elif not lo <= v <= hi:
             return False
     return True
+
+
+def undo_reduction(after: Sequence[float], factor: float, min_lrs: Sequence[float], eps: float
+                   ) -> tuple[float, ...] | None:
+    """The lrs before a reduction step that left ``after``: for each group the one float ``x`` with
+    ``max(x * factor, min_lr) == after`` that torch would have reduced (``x - after > eps``), or ``after``
+    itself when a reduction from it would have been under ``eps`` (torch keeps the lr); None when that is not
+    one value: both readings fit, the lr sat at its floor (any ``x`` down to it gives the floor), or no float
+    gives ``after``."""
+    out = []
+    for v, floor in zip(after, min_lrs, strict=True):
+        if v <= floor:
+            return None  # floored: every x with x * factor <= floor gives it
+        x0 = v / factor
+        cands = set()
+        x = x0
+        for _ in range(4):
+            x = math.nextafter(x, -math.inf)
+        for _ in range(9):
+            if x * factor == v and x - v > eps:
+                cands.add(x)
+            x = math.nextafter(x, math.inf)
+        # torch skips a reduction smaller than eps: an lr of ``v`` then stays ``v``, the same step's other reading
+        stays = v - max(v * factor, floor) <= eps
+        if len(cands) + stays != 1:
+            return None
+        out.append(cands.pop() if cands else v)
+    return tuple(out)
 
 
 def _bars(cfg: PlateauConfig, w: World) -> tuple[float, float]:

@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 torch = pytest.importorskip("torch")
 
 import plateau_forensics as pf  # noqa: E402
-from plateau_forensics.history import undo_reduction  # noqa: E402
+from plateau_forensics.worlds import undo_reduction  # noqa: E402
 
 
 def _live(

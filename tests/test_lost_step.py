@@ -9,7 +9,7 @@ that the step was lost at this checkpoint, saved before its step, and nothing el
 the inputs do not show, with this checkpoint read as saved after its step, needs two save conventions in one
 run. Where it does not show, no mistake may be named. Given only the resumed process's log with the lr
 logged after each step, a first step that reduced shows the lr before the log as that lr / factor
-(``stories.unreduced_lrs``, checked against torch's own reduction).
+(``worlds.undo_reduction``, checked against torch's own reduction in ``test_inferred_lrs``).
 """
 
 from __future__ import annotations
@@ -116,36 +116,26 @@ def test_a_resumed_log_whose_first_step_reduced_reads_as_lr_after(tmp_path: Path
     assert truth in [set(v.story), *map(set, v.alternatives)], (v.story, v.alternatives)
 
 
-def _reduced(lrs: list[float], factor: float, min_lr: float) -> list[float]:
-    """The lrs after one real plateau reduction (a bad epoch past patience 0)."""
-    params = [torch.nn.Parameter(torch.zeros(1)) for _ in lrs]
-    opt = torch.optim.SGD([{"params": [p], "lr": lr} for p, lr in zip(params, lrs)], lr=0.1)
-    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=factor, patience=0, min_lr=min_lr)
-    sched.step(1.0)
-    sched.step(2.0)
-    return [g["lr"] for g in opt.param_groups]
-
-
-@pytest.mark.parametrize("seed", range(60))
-def test_unreduced_lrs_reduce_back_in_real_torch(seed: int) -> None:
-    """``unreduced_lrs`` against torch's own reduction: the lrs it gives, reduced by a real scheduler, are the
-    lrs it was given, bit for bit; None for a group at its min_lr, never for lrs a real reduction gave."""
-    import random
-
-    from plateau_forensics.state import PlateauConfig
-    from plateau_forensics.stories import unreduced_lrs
-
-    rng = random.Random(seed)
-    factor = rng.choice([0.1, 0.5, 0.3, 0.2, 0.75, 1 / 3, rng.uniform(0.01, 0.99)])
-    min_lr = rng.choice([0.0, 0.0, 1e-6, 1e-3])
-    lrs = [rng.choice([10 ** rng.uniform(-6, 0), 0.1, 0.01, 3e-4, 1e-3]) for _ in range(rng.randint(1, 3))]
-    if seed % 2:  # lrs a real reduction produced (some held at min_lr)
-        lrs = _reduced(lrs, factor, min_lr)
-    got = unreduced_lrs(PlateauConfig(factor=factor, patience=0, min_lr=min_lr), lrs)
-    if any(v <= min_lr for v in lrs):
-        assert got is None
-        return
-    if seed % 2:
-        assert got is not None  # a real reduction's result always has an lr it came from
-    if got is not None:  # (an arbitrary lr may be no float's product with factor)
-        assert _reduced(list(got), factor, min_lr) == lrs
+def test_a_frame_of_a_trace_with_unknown_lrs(tmp_path: Path) -> None:
+    """A hand edit of the lr (another writer: the optimizer's lr is not the scheduler's ``_last_lr``) and a log
+    without an lr column: only the checkpoint's lr is known, and ``Trace.to_frame`` shows the others empty (it
+    raised a TypeError on them)."""
+    pytest.importorskip("pandas")
+    opt, sched = objects()
+    rows = []
+    for e in range(EPOCHS):
+        sched.step(METRICS[e])
+        rows.append([e, repr(METRICS[e])])
+    opt.param_groups[0]["lr"] *= 0.3  # code outside the scheduler, after its last step (its _last_lr differs)
+    ckpt = tmp_path / "ckpt.pt"
+    torch.save({"epoch": EPOCHS - 1, **state(opt, sched)}, ckpt)
+    log = tmp_path / "log.csv"
+    with log.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["epoch", "val_loss"])
+        w.writerows(rows)
+    t = pf.trace(ckpt, log)
+    assert t.lr_unknown  # when that writer acted before is not in the inputs
+    df = t.to_frame()
+    assert len(df) == len(t)
+    assert [i for i in range(len(df)) if df["lr"].isna()[i]] == sorted(t.lr_unknown)
