@@ -308,7 +308,8 @@ def determinable(
     The state is determinable while every comparison since the checkpoint is decided by the printed values'
     rounding intervals (a value compared with itself is decided exactly) and every fed value is in the given
     rows; the lr while it follows from a known lr by plateau reductions, or is printed with ``repr`` where it
-    came from elsewhere (a fresh optimizer, code that set it). ``best_logged`` is the printed text of ``best``
+    came from elsewhere (a fresh optimizer, code that set it), and never without an lr column in a run whose lr
+    another writer changes (nothing shows when it acts). ``best_logged`` is the printed text of ``best``
     when it is only known to the log's precision.
     """
     snap = run.snapshots[ckpt_key]
@@ -382,7 +383,11 @@ def determinable(
                 best_tok = None
                 if best_id[0] == "row" and best_iv[0] != best_iv[1]:
                     best_tok = tokens[best_id[1]][best_id[2]]
-                out[id(r)] = {"state": ok, "lr": ok and lr_known and not row_lr_open, "best_logged": best_tok}
+                # with no lr column, a run whose lr another writer changes (a warm-up, a second scheduler, code)
+                # shows nowhere when that writer acts next: no lr after the checkpoint is determined
+                unseen_writer = style.lr is None and bool(run.knobs.external)
+                out[id(r)] = {"state": ok, "lr": ok and lr_known and not row_lr_open and not unseen_writer,
+                              "best_logged": best_tok}
     return out
 
 

@@ -45,14 +45,6 @@ SPEC_STORIES = {
     "logs-out-of-order",
     "external-lr-change",
 }
-#: Targets not met yet, with what stands between (``python benchmarks/confusion.py`` prints the numbers).
-NOT_YET_95 = pytest.mark.xfail(
-    reason="95.7% right on the quick matrix on the machine that last measured it (155 of 162), but 94.4% "
-    "on the full one, none wrong: the rest are mostly logs that start mid-run with the lr logged after the "
-    "step or k steps per row; not strict, since a cell can flip with another CPU's training floats",
-    strict=False)
-
-
 def _has(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
@@ -400,7 +392,6 @@ def test_scoring_every_cell_runs(scores: list[score.CellScore], cells: list[tupl
 # ------------------------------------------------------------------------------------ the issue's targets
 
 
-@NOT_YET_95
 def test_right_story_on_at_least_95_percent_of_the_matrix(scores: list[score.CellScore]) -> None:
     """The tool names the true story (or a declared-indistinguishable ambiguity) on >= 95% of the cells."""
     right = sum(s.verdict == "right" for s in scores)
