@@ -71,16 +71,22 @@ def _row_states(e: Evaluation) -> dict[tuple[int, int], tuple[object, ...] | Non
     return out
 
 
-def disputed_rows(win: Evaluation, others: Sequence[Evaluation]) -> set[tuple[int, int]]:
-    """Rows after which the stories that explain the evidence equally well leave different states."""
+def disputed_rows(win: Evaluation, others: Sequence[Evaluation]
+                  ) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+    """Rows after which the stories that explain the evidence equally well leave different states, and the rows
+    among them where they leave different lrs (a reading that moves a reset by a row may agree on the lr)."""
     mine = _row_states(win)
-    out = set()
+    out: set[tuple[int, int]] = set()
+    lr_out: set[tuple[int, int]] = set()
     for o in others:
         theirs = _row_states(o)
         for key, state in mine.items():
-            if state is not None and theirs.get(key, state) != state:
+            other = theirs.get(key, state)
+            if state is not None and other != state:
                 out.add(key)
-    return out
+                if other is None or other[3] != state[3]:
+                    lr_out.add(key)
+    return out, lr_out
 
 
 def trace_of(ev: Evidence, e: Evaluation, others: Sequence[Evaluation] = ()) -> Trace:
@@ -110,7 +116,7 @@ def trace_of(ev: Evidence, e: Evaluation, others: Sequence[Evaluation] = ()) -> 
     lr_unknown: set[int] = set()
     undecided: set[int] = set()
     nan_lrs = (math.nan,) * n_groups
-    disputed = disputed_rows(e, others) if others else set()
+    disputed, disputed_lr = disputed_rows(e, others) if others else (set(), set())
     occurrence: dict[int, int] = {}
     row_key = []
     for p, i in enumerate(lineage):
@@ -130,7 +136,7 @@ def trace_of(ev: Evidence, e: Evaluation, others: Sequence[Evaluation] = ()) -> 
             alive = sim.alive(i) or sim.after[i]
             w = alive[0] if alive else None
             event = event if event is not None else BAD
-        if lrs[p] is None or row_key[p] in disputed:
+        if lrs[p] is None or row_key[p] in disputed_lr:
             lr_unknown.add(p)
         if sim.undecided[i]:
             undecided.add(p)

@@ -544,7 +544,7 @@ def build(ev: Evidence, plan: Plan) -> tuple[list[Op], list[int | None], list[in
         le_start: int | None | str = "continue"
         note = ""
         if not ops:
-            init, le_start, note = _start_init(ev, plan, init_lrs, logged)
+            init, le_start, note = _start_init(ev, plan, init_lrs, logged, source)
             if plan.start.startswith("checkpoint") and plan.start_opt == "logged" and logged is not None:
                 lr_set = _mid(logged)
         elif pos in bounds:
@@ -628,7 +628,7 @@ def _mid(logged: Sequence[tuple[float, float] | None]) -> tuple[float, ...]:
 
 
 def _start_init(ev: Evidence, plan: Plan, init_lrs: tuple[float, ...] | None,
-                logged: tuple[tuple[float, float], ...] | None
+                logged: tuple[tuple[float, float], ...] | None, init_source: str = "unknown"
                 ) -> tuple[Callable[[list[World]], list[tuple[World, int]]], str, str]:
     cfg, n, ck = ev.config, ev.n_groups, ev.ck
     if plan.start == "unknown":
@@ -637,8 +637,9 @@ def _start_init(ev: Evidence, plan: Plan, init_lrs: tuple[float, ...] | None,
         if plan.start_opt == "initial" and init_lrs is not None:
             lrs = init_lrs
         worlds = unknown_worlds(cfg, lrs, n)
-        if plan.lr_after and plan.start_opt != "initial" and lrs is not None:
+        if plan.lr_after and (plan.start_opt != "initial" or init_source == "log") and lrs is not None:
             # the first row's lr is after its step: a step that reduced started from the lr before the reduction
+            # (a fresh optimizer's too, where its initial lr is read from that row)
             floors = cfg.min_lr if isinstance(cfg.min_lr, tuple) else (float(cfg.min_lr),) * len(lrs)
             before = undo_reduction(lrs, cfg.factor, floors, cfg.eps) if len(floors) == len(lrs) and all(
                 d is None for d in ev.lr_dtypes) else None
@@ -1165,8 +1166,9 @@ def _start_variants(ev: Evidence, base: Plan) -> list[Plan]:
         unknown = replace(base, start="unknown", start_opt="carry")
         out.append(unknown)
         # what happened at the resume before the log cannot be seen in it: the same simulation, other stories
-        out += [replace(unknown, start_opt="initial"), replace(unknown, start_opt="logged"),
-                replace(unknown, start_skip=True)]
+        # (and they compose: a fresh optimizer, or a hand-set lr, at a resume that lost a step)
+        out += [replace(unknown, start_opt=opt, start_skip=skip) for skip in (False, True)
+                for opt in ("carry", "initial", "logged") if (opt, skip) != ("carry", False)]
     if base.mid_run and base.start == "fresh" and base.start_row == 0 and base.fresh_reason == "late":
         out.append(replace(base, fresh_reason="not-restored"))
     if base.fresh_mid_run:

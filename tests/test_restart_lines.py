@@ -127,3 +127,21 @@ def test_without_the_line_the_resume_point_is_open(tmp_path: Path) -> None:
     records = t.to_records()
     open_rows = [r["epoch"] for r in records if r["best"] is None]
     assert open_rows and all(e > RESUME for e in open_rows)  # the rows a resume anywhere there would explain
+
+
+def test_rows_the_resume_point_leaves_open_keep_the_lr_every_reading_gives(tmp_path: Path) -> None:
+    """Where the readings that place the silent resume elsewhere leave another best or counters but the same lr
+    (no reduction between the places), the lr is still shown, and it is the live one."""
+    truth = _run(tmp_path, False, marker=False)
+    t = pf.trace(tmp_path / "ckpt.pt", tmp_path / "train.log")
+    records = t.to_records()
+    open_rows = [i for i, r in enumerate(records) if r["best"] is None]
+    shown = [i for i in open_rows if r_lr(records[i]) is not None]
+    assert shown  # some open rows keep their lr
+    for i in shown:
+        assert r_lr(records[i]) == truth[i]["lr"], records[i]["epoch"]
+
+
+def r_lr(record: dict) -> float | None:
+    lr = record["lr"]
+    return lr[0] if isinstance(lr, list) else lr
