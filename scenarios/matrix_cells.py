@@ -321,7 +321,11 @@ def truth(cell: Cell) -> dict[str, Any]:
     tokens = {id(r): row_tokens(r, style).tokens for r in run.rows}
     snap = run.snapshots[cell.ckpt_key]
     fed = run.knobs.fed
-    det = ev.determinable(run, [r for _, r in given], style, cell.ckpt_key, run.knobs.sched_cfg, fed, tokens)
+    given_rows = [r for _, r in given]
+    silent = cell.given == "all" and style.files == "one" and run.resume is not None
+    open_rows = ev.moved_resume_open(run, given_rows, style, cell.ckpt_key, run.knobs.sched_cfg, mt.LR) \
+        if silent else None
+    det = ev.determinable(run, given_rows, style, cell.ckpt_key, run.knobs.sched_cfg, fed, tokens, open_rows)
     hi = snap.history_index if snap.history_index is not None else -1
     rows = []
     for name, r in given:

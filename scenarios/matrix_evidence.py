@@ -268,6 +268,68 @@ def cf_observables(sim: SimRun, given: list[Any], style: Style, ckpt_key: tuple)
     )
 
 
+def moved_resume_open(
+    run: Any, given: list[Any], style: Style, ckpt_key: tuple, cfg: dict, initial_lr: float
+) -> dict[tuple[int, int], tuple[bool, bool]]:
+    """Rows whose state (and lr) the inputs leave open because the resume could have happened elsewhere.
+
+    For a resume the given inputs do not show (one file, epochs going on: the caller says), the same resume,
+    with the same mistake, moved to another epoch ``m`` (the run going on correctly until then) is re-run with
+    a real scheduler over the same fed metrics. Where such a re-run reads the same in every input (labels,
+    the printed lr column, the given checkpoint), the rows whose state or lr after their step differs from the
+    live run's are not determined by the inputs: ``{(process, epoch): (state open, lr open)}``. Only the
+    simple loop is re-run (one step per row on its val_loss, no other lr writer, no crash re-logging).
+    """
+    res, kn = run.resume, run.knobs
+    if res is None or res.weights_only or res.crash_extra or kn.k != 1 or kn.per_batch or kn.external \
+            or kn.fed != "val_loss" or len(run.processes) != 2:
+        return {}
+    rows = sorted((r for r in run.rows if not r.superseded), key=lambda r: r.epoch)
+    b_first = run.resume_epoch + 1
+    lost = kn.save == "before"  # resumed from a checkpoint saved before its epoch's step: that step is lost
+    b_sched, b_lr = actual_b(run)
+    actual = actual_observables(run, given, style, ckpt_key)
+    live_states = {(r.process, r.epoch): (plateau_state(run.history[r.steps[-1]]["state_after"])
+                                          if r.steps else None, r.lr_end[0]) for r in rows}
+    out: dict[tuple[int, int], tuple[bool, bool]] = {}
+    for m in range(2, rows[-1].epoch + 1):
+        if m == b_first:
+            continue
+        sim = SimScheduler(cfg, initial_lr)
+        lr_used, lr_end, snaps, states = {}, {}, {}, {}
+        saved: tuple[dict, float] | None = None
+        for r in rows:
+            if r.epoch == m:  # the moved resume: from the state saved in epoch m - 1
+                assert saved is not None
+                state, carried = saved
+                lr = {"ckpt": carried, "initial": initial_lr, "X": res.lr_set_to}[b_lr]
+                sim = SimScheduler(cfg, initial_lr, lr, state if b_sched == "restored" else None)
+            lr_used[r.epoch] = sim.lr
+            snaps[(r.epoch, "before")] = sim.observe()
+            if r.epoch == m - 1 and lost:
+                saved = copy.deepcopy(sim.sched.state_dict()), sim.lr
+            sim.step(r.val_loss)
+            if r.epoch == m - 1 and not lost:
+                saved = copy.deepcopy(sim.sched.state_dict()), sim.lr
+            snaps[(r.epoch, "after")] = sim.observe()
+            states[r.epoch] = plateau_state(sim.sched), sim.lr
+            lr_end[r.epoch] = sim.lr
+        key = (ckpt_key[1], ckpt_key[2])
+        if key not in snaps:
+            continue
+        seen = observables(given, style, lambda r: lr_used[r.epoch], lambda r: lr_end[r.epoch], snaps[key])
+        if seen != actual:
+            continue
+        for r in rows:
+            live, live_lr = live_states[(r.process, r.epoch)]
+            st, lr = states[r.epoch]
+            fields = ("best", "num_bad_epochs", "cooldown_counter")
+            state_open = live is not None and any(st[f] != live[f] for f in fields)
+            was = out.get((r.process, r.epoch), (False, False))
+            out[(r.process, r.epoch)] = (was[0] or state_open, was[1] or lr != live_lr)
+    return {k: v for k, v in out.items() if v[0] or v[1]}
+
+
 # --------------------------------------------------------------------------------------------------
 # which rows after the checkpoint the inputs determine
 
@@ -302,6 +364,7 @@ def determinable(
     cfg: dict,
     fed_column: str,
     tokens: dict[int, dict[str, str]],
+    open_rows: dict[tuple[int, int], tuple[bool, bool]] | None = None,
 ) -> dict[int, dict[str, Any]]:
     """Per given row after the checkpoint (keyed by ``id``): which of its fields the inputs determine.
 
@@ -309,7 +372,8 @@ def determinable(
     rounding intervals (a value compared with itself is decided exactly) and every fed value is in the given
     rows; the lr while it follows from a known lr by plateau reductions, or is printed with ``repr`` where it
     came from elsewhere (a fresh optimizer, code that set it), and never without an lr column in a run whose lr
-    another writer changes (nothing shows when it acts). ``best_logged`` is the printed text of ``best``
+    another writer changes (nothing shows when it acts). ``open_rows`` (``moved_resume_open``): rows a resume
+    the inputs do not show leaves open. ``best_logged`` is the printed text of ``best``
     when it is only known to the log's precision.
     """
     snap = run.snapshots[ckpt_key]
@@ -317,6 +381,7 @@ def determinable(
     given_ids = {id(r) for r in given}
     by_key = {(r.process, r.epoch): r for r in run.rows if not r.superseded}
     f = 1.0 - cfg["threshold"]
+    lr_column_shows_repr = any(_significant(tokens.get(id(r), {}).get("lr")) >= 12 for r in given)
     out: dict[int, dict[str, Any]] = {}
     for proc in run.processes:
         if proc.index == ckpt_key[0]:
@@ -340,10 +405,13 @@ def determinable(
             if first or r.lr_used[0] != prev_end:  # an lr no plateau step made: known if printed
                 tok = tokens.get(id(r), {}).get("lr")
                 live = r.lr_used[0] if style.lr == "before" else r.lr_end[0]
-                # only repr text pins the exact value: "0.0100" or "0.01" stand for an interval of lrs
+                # only repr text pins the exact value: "0.0100" or "0.01" stand for an interval of lrs, and so
+                # does repr text when no lr text of the given rows shows it is repr (a short "0.00125" reads the
+                # same as "%g")
                 printed = (
                     tok is not None
                     and style.lr_float == "repr"
+                    and lr_column_shows_repr
                     and float(tok) == live
                     and (style.lr == "before" or r.lr_end[0] == r.lr_used[0])
                 )
@@ -386,9 +454,19 @@ def determinable(
                 # with no lr column, a run whose lr another writer changes (a warm-up, a second scheduler, code)
                 # shows nowhere when that writer acts next: no lr after the checkpoint is determined
                 unseen_writer = style.lr is None and bool(run.knobs.external)
-                out[id(r)] = {"state": ok, "lr": ok and lr_known and not row_lr_open and not unseen_writer,
+                state_open, lr_open = (open_rows or {}).get((r.process, r.epoch), (False, False))
+                out[id(r)] = {"state": ok and not state_open,
+                              "lr": ok and lr_known and not row_lr_open and not unseen_writer and not lr_open,
                               "best_logged": best_tok}
     return out
+
+
+def _significant(text: str | None) -> int:
+    """The significant digits of a printed number (0 for none)."""
+    if not text:
+        return 0
+    mantissa = text.strip().lstrip("+-").lower().split("e")[0].replace(".", "")
+    return len(mantissa.lstrip("0")) if mantissa.isdigit() else 0
 
 
 def _source(run: Any, row: Any, metric: float, fed_column: str, by_key: dict) -> tuple[Any, str] | None:

@@ -281,6 +281,21 @@ def _rows_read(history: list[dict], process: int, metrics_csv: Path, fed_column:
     return out
 
 
+def unseen_resume_twins(sc: Scenario, stories: set[str], c_proc: int, logs: list[int]) -> list[list[str]]:
+    """Stories that differ from the cell's only in what the unseen resume did to the lr (as
+    ``matrix_cells.unseen_resume_twins`` says for plain torch): only logs of processes after a resume are
+    given, and the checkpoint is one of theirs, so nothing in the inputs comes from before that resume (a
+    Lightning checkpoint keeps no lr history). What the resume did to the optimizer shows only as the lr the
+    log starts with. Whether it lost a step is not among them: the checkpoint's ``global_step`` pins that."""
+    first = min(logs, default=0)
+    if first == 0 or c_proc < first or not sc.processes[first]["ckpt_path"] or sc.processes[first]["weights_only"]:
+        return []
+    lr_codes = {"optimizer-not-restored", "lr-overwritten"}
+    base = set(stories) - lr_codes
+    twins = [base, base | {"optimizer-not-restored"}, base | {"lr-overwritten"}]
+    return [sorted(t) for t in twins if t != set(stories)]
+
+
 def write_cell(
     root: Path,
     sc: Scenario,
@@ -359,7 +374,7 @@ def write_cell(
         "cell": f"lightning/{sc.name}/{name}",
         "stack": "lightning",
         "stories": sorted(stories),
-        "expected_ambiguous_with": [],
+        "expected_ambiguous_with": unseen_resume_twins(sc, stories, c_proc, logs),
         "description": description,
         "params": {"family": sc.name, **params, "fed_column": fed_column, "key_layout": "lightning"},
         "scheduler": SCHED,
