@@ -1054,7 +1054,7 @@ def _column_candidates(ev: Evidence) -> list[str | None]:
 
 def _proposals(ev: Evidence) -> list[Plan]:
     """Every story worth simulating for these inputs."""
-    log, ck = ev.log, ev.ck
+    log = ev.log
     n = len(log)
     orders: list[tuple[tuple[int, ...], bool]] = [(tuple(range(n)), False)]
     if len(ev.file_starts) > 0 and log.epoch_column is not None:
